@@ -1,0 +1,41 @@
+using PolyEngine.Hooks;
+
+namespace PolyEngine.Forward;
+
+/// <summary>Which positions get logits.</summary>
+public enum LogitsMode
+{
+    /// <summary>[batch, pos, d_vocab].</summary>
+    All,
+    /// <summary>[batch, 1, d_vocab]: the LM head runs on the last position of each row only.</summary>
+    LastPosition,
+    /// <summary>No LM head.</summary>
+    None,
+}
+
+/// <summary>What one forward pass computes and records.</summary>
+public sealed record RunOptions
+{
+    /// <summary>Hooks to record in the <see cref="ActivationCache"/>; unrecorded hooks cost nothing.</summary>
+    public IReadOnlyCollection<HookName> Hooks { get; init; } = [];
+
+    /// <summary>Run blocks 0..L only, then stop: no final layer norm and no LM head.</summary>
+    public int? StopAtLayer { get; init; }
+
+    public LogitsMode Logits { get; init; } = LogitsMode.All;
+}
+
+/// <summary>The result of <see cref="Model.Run(int[][], RunOptions?)"/>.</summary>
+public sealed class RunResult
+{
+    internal RunResult(int batch, int seq, Tensor? logits, ActivationCache cache)
+    {
+        Batch = batch; Seq = seq; Logits = logits; Cache = cache;
+    }
+
+    public int Batch { get; }
+    public int Seq { get; }
+    /// <summary>[batch, pos, d_vocab] (or [batch, 1, d_vocab] for <see cref="LogitsMode.LastPosition"/>); null when not computed.</summary>
+    public Tensor? Logits { get; }
+    public ActivationCache Cache { get; }
+}

@@ -1,0 +1,215 @@
+using PolyEngine.Hooks;
+using PolyEngine.Kernels;
+using PolyEngine.Models;
+
+namespace PolyEngine.Forward;
+
+/// <summary>
+/// The layer loop for both families on any <see cref="IBackend"/>: weights uploaded and packed once, activations in
+/// backend buffers reused across calls, a hook read only when requested (a tap is one copy to the host).
+/// Both families share one path: the QKV output is [Q | K | V] (NeoX is de-interleaved at load), rotary only when
+/// <see cref="ModelSpec.RotaryDim"/> &gt; 0, and the residual is sequential or parallel per the spec.
+/// </summary>
+public sealed class Transformer : IDisposable
+{
+    sealed class Block
+    {
+        public required DeviceBuffer Ln1W, Ln1B, Ln2W, Ln2B, QkvB, AttnOutB, MlpInB, MlpOutB;
+        public required PackedWeight Qkv, AttnOut, MlpIn, MlpOut;
+    }
+
+    readonly IBackend _backend;
+    readonly ModelSpec _spec;
+    readonly DeviceBuffer _embed;          // [d_vocab, d_model]
+    readonly DeviceBuffer? _posEmbed;      // [n_ctx, d_model]
+    readonly Block[] _blocks;
+    readonly DeviceBuffer _lnFinalW, _lnFinalB;
+    readonly PackedWeight _unembed;        // d_model → d_vocab
+    Workspace? _ws;
+
+    public Transformer(IBackend backend, ModelSpec spec, ModelParams p)
+    {
+        _backend = backend;
+        _spec = spec;
+        _embed = backend.Upload(p.Embed);
+        _posEmbed = p.PosEmbed is null ? null : backend.Upload(p.PosEmbed);
+        PackedWeight Pack(Matrix m) => backend.PackWeight(m.Data, m.In, m.Out, m.Layout);
+        _blocks = p.Blocks.Select(b => new Block
+        {
+            Ln1W = backend.Upload(b.Ln1W), Ln1B = backend.Upload(b.Ln1B), Ln2W = backend.Upload(b.Ln2W), Ln2B = backend.Upload(b.Ln2B),
+            Qkv = Pack(b.Qkv), QkvB = backend.Upload(b.QkvB), AttnOut = Pack(b.AttnOut), AttnOutB = backend.Upload(b.AttnOutB),
+            MlpIn = Pack(b.MlpIn), MlpInB = backend.Upload(b.MlpInB), MlpOut = Pack(b.MlpOut), MlpOutB = backend.Upload(b.MlpOutB),
+        }).ToArray();
+        _lnFinalW = backend.Upload(p.LnFinalW);
+        _lnFinalB = backend.Upload(p.LnFinalB);
+        _unembed = Pack(p.Unembed);
+    }
+
+    /// <summary>Activation buffers for one rows count, kept between calls of the same shape.</summary>
+    sealed class Workspace(IBackend b, ModelSpec s, int batch, int seq) : IDisposable
+    {
+        public readonly int Batch = batch, Seq = seq, Rows = batch * seq;
+        public readonly DeviceBuffer Resid = b.Allocate((long)batch * seq * s.DModel);     // [rows, d_model]
+        public readonly DeviceBuffer Mid = b.Allocate((long)batch * seq * s.DModel);       // [rows, d_model]
+        public readonly DeviceBuffer Normed = b.Allocate((long)batch * seq * s.DModel);    // [rows, d_model]
+        public readonly DeviceBuffer Tmp = b.Allocate((long)batch * seq * s.DModel);       // [rows, d_model] (pos embed, taps)
+        public readonly DeviceBuffer Scale = b.Allocate((long)batch * seq);                // [rows]
+        public readonly DeviceBuffer Qkv = b.Allocate((long)batch * seq * 3 * s.DModel);   // [rows, 3·d_model]
+        public readonly DeviceBuffer Q = b.Allocate((long)batch * seq * s.DModel);         // [rows, n_heads, d_head]
+        public readonly DeviceBuffer K = b.Allocate((long)batch * seq * s.DModel);
+        public readonly DeviceBuffer V = b.Allocate((long)batch * seq * s.DModel);
+        public readonly DeviceBuffer Z = b.Allocate((long)batch * seq * s.DModel);
+        public readonly DeviceBuffer AttnOut = b.Allocate((long)batch * seq * s.DModel);
+        public readonly DeviceBuffer MlpHidden = b.Allocate((long)batch * seq * s.DMlp);   // [rows, d_mlp]
+        public readonly DeviceBuffer MlpOut = b.Allocate((long)batch * seq * s.DModel);
+        DeviceBuffer? _pattern, _logits, _last;
+        public DeviceBuffer Pattern => _pattern ??= b.Allocate((long)Batch * s.NHeads * Seq * Seq);  // [batch, n_heads, q, k]
+        public DeviceBuffer Logits(long n) => _logits is not null && _logits.Length >= n ? _logits : (_logits = Replace(_logits, n));
+        public DeviceBuffer Last => _last ??= b.Allocate((long)Batch * s.DModel);           // [batch, d_model]
+
+        DeviceBuffer Replace(DeviceBuffer? old, long n) { old?.Dispose(); return b.Allocate(n); }
+
+        public void Dispose()
+        {
+            foreach (var buf in new[] { Resid, Mid, Normed, Tmp, Scale, Qkv, Q, K, V, Z, AttnOut, MlpHidden, MlpOut, _pattern, _logits, _last })
+                buf?.Dispose();
+        }
+    }
+
+    /// <summary>Runs <paramref name="ids"/> [batch, seq] (already validated by the caller).</summary>
+    public RunResult Run(int[] ids, int batch, int seq, RunOptions options)
+    {
+        var s = _spec;
+        var b = _backend;
+        int d = s.DModel, rows = batch * seq;
+        if (_ws is null || _ws.Batch != batch || _ws.Seq != seq) { _ws?.Dispose(); _ws = new Workspace(b, s, batch, seq); }
+        var ws = _ws;
+        var want = new HashSet<HookName>(options.Hooks);
+        var cache = new ActivationCache();
+        void Tap(HookName name, DeviceBuffer buf)
+        {
+            if (!want.Contains(name)) return;
+            var shape = name.ShapeFor(s, batch, seq);
+            var data = new float[shape.Aggregate(1L, (x, y) => x * y)];
+            b.Download(buf, data);
+            cache.Set(name, new Tensor(data, shape));
+        }
+        int lastLayer = options.StopAtLayer ?? s.NLayers - 1;
+
+        // Embeddings: resid = W_E[ids] (+ W_pos[pos])
+        b.Gather(ids, _embed, d, ws.Resid);
+        Tap(new(HookPoint.Embed), ws.Resid);
+        if (_posEmbed is not null)
+        {
+            var positions = new int[rows];
+            for (int r = 0; r < rows; r++) positions[r] = r % seq;
+            b.Gather(positions, _posEmbed, d, ws.Tmp);
+            Tap(new(HookPoint.PosEmbed), ws.Tmp);
+            b.Add(ws.Resid, ws.Tmp, ws.Resid, (long)rows * d);
+        }
+
+        for (int l = 0; l <= lastLayer; l++)
+        {
+            var w = _blocks[l];
+            Tap(new(HookPoint.ResidPre, l), ws.Resid);
+            // Attention: normed = LN1(resid); qkv = normed·W_qkv + b; z = attn(q, k, v); attn_out = z·W_O + b_O
+            b.LayerNorm(ws.Resid, w.Ln1W, w.Ln1B, ws.Normed, rows, d, s.LnEps,
+                Wants(want, HookPoint.Ln1Normalized, l) ? ws.Tmp : null, Wants(want, HookPoint.Ln1Scale, l) ? ws.Scale : null);
+            Tap(new(HookPoint.Ln1Normalized, l), ws.Tmp);
+            Tap(new(HookPoint.Ln1Scale, l), ws.Scale);
+            b.Linear(ws.Normed, w.Qkv, w.QkvB, ws.Qkv, rows);
+            b.CopyColumns(ws.Qkv, rows, 3 * d, 0, d, ws.Q);
+            b.CopyColumns(ws.Qkv, rows, 3 * d, d, d, ws.K);
+            b.CopyColumns(ws.Qkv, rows, 3 * d, 2 * d, d, ws.V);
+            Tap(new(HookPoint.AttnQ, l), ws.Q);
+            Tap(new(HookPoint.AttnK, l), ws.K);
+            Tap(new(HookPoint.AttnV, l), ws.V);
+            if (s.RotaryDim > 0)
+            {
+                b.Rotary(ws.Q, ws.Q, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
+                b.Rotary(ws.K, ws.K, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
+                Tap(new(HookPoint.AttnRotQ, l), ws.Q);
+                Tap(new(HookPoint.AttnRotK, l), ws.K);
+            }
+            bool wantPattern = Wants(want, HookPoint.AttnPattern, l);
+            b.CausalAttention(ws.Q, ws.K, ws.V, ws.Z, batch, seq, s.NHeads, s.DHead, 1f / MathF.Sqrt(s.DHead),
+                wantPattern ? ws.Pattern : null);
+            if (wantPattern) Tap(new(HookPoint.AttnPattern, l), ws.Pattern);
+            Tap(new(HookPoint.AttnZ, l), ws.Z);
+            b.Linear(ws.Z, w.AttnOut, w.AttnOutB, ws.AttnOut, rows);
+            Tap(new(HookPoint.AttnOut, l), ws.AttnOut);
+
+            // MLP input: sequential reads resid_mid = resid_pre + attn_out; parallel reads resid_pre.
+            DeviceBuffer mlpIn = ws.Resid;
+            if (!s.ParallelResidual)
+            {
+                b.Add(ws.Resid, ws.AttnOut, ws.Mid, (long)rows * d);
+                Tap(new(HookPoint.ResidMid, l), ws.Mid);
+                mlpIn = ws.Mid;
+            }
+            b.LayerNorm(mlpIn, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps,
+                Wants(want, HookPoint.Ln2Normalized, l) ? ws.Tmp : null, Wants(want, HookPoint.Ln2Scale, l) ? ws.Scale : null);
+            Tap(new(HookPoint.Ln2Normalized, l), ws.Tmp);
+            Tap(new(HookPoint.Ln2Scale, l), ws.Scale);
+            b.Linear(ws.Normed, w.MlpIn, w.MlpInB, ws.MlpHidden, rows);
+            Tap(new(HookPoint.MlpPre, l), ws.MlpHidden);
+            b.Activate(ws.MlpHidden, ws.MlpHidden, (long)rows * s.DMlp, s.Act);
+            Tap(new(HookPoint.MlpPost, l), ws.MlpHidden);
+            b.Linear(ws.MlpHidden, w.MlpOut, w.MlpOutB, ws.MlpOut, rows);
+            Tap(new(HookPoint.MlpOut, l), ws.MlpOut);
+
+            if (s.ParallelResidual)
+            {
+                // HF: mlp_out + attn_out + resid, in that association.
+                b.Add(ws.MlpOut, ws.AttnOut, ws.Mid, (long)rows * d);
+                b.Add(ws.Mid, ws.Resid, ws.Resid, (long)rows * d);
+            }
+            else b.Add(ws.Mid, ws.MlpOut, ws.Resid, (long)rows * d);
+            Tap(new(HookPoint.ResidPost, l), ws.Resid);
+        }
+
+        Tensor? logits = null;
+        if (options.StopAtLayer is null)
+        {
+            b.LayerNorm(ws.Resid, _lnFinalW, _lnFinalB, ws.Normed, rows, d, s.LnEps,
+                want.Contains(new(HookPoint.LnFinalNormalized)) ? ws.Tmp : null, want.Contains(new(HookPoint.LnFinalScale)) ? ws.Scale : null);
+            Tap(new(HookPoint.LnFinalNormalized), ws.Tmp);
+            Tap(new(HookPoint.LnFinalScale), ws.Scale);
+            if (options.Logits == LogitsMode.All)
+            {
+                var buf = ws.Logits((long)rows * s.DVocab);
+                b.Linear(ws.Normed, _unembed, null, buf, rows);
+                var data = new float[(long)rows * s.DVocab];
+                b.Download(buf, data);
+                logits = new Tensor(data, batch, seq, s.DVocab);
+            }
+            else if (options.Logits == LogitsMode.LastPosition)
+            {
+                var lastRows = Enumerable.Range(0, batch).Select(r => r * seq + seq - 1).ToArray();
+                b.Gather(lastRows, ws.Normed, d, ws.Last);
+                var buf = ws.Logits((long)batch * s.DVocab);
+                b.Linear(ws.Last, _unembed, null, buf, batch);
+                var data = new float[(long)batch * s.DVocab];
+                b.Download(buf, data);
+                logits = new Tensor(data, batch, 1, s.DVocab);
+            }
+        }
+        b.Synchronize();
+        return new RunResult(batch, seq, logits, cache);
+    }
+
+    static bool Wants(HashSet<HookName> want, HookPoint p, int layer) => want.Contains(new(p, layer));
+
+    public void Dispose()
+    {
+        _ws?.Dispose();
+        _embed.Dispose();
+        _posEmbed?.Dispose();
+        foreach (var bl in _blocks)
+            foreach (var x in new IDisposable[] { bl.Ln1W, bl.Ln1B, bl.Ln2W, bl.Ln2B, bl.Qkv, bl.QkvB, bl.AttnOut, bl.AttnOutB, bl.MlpIn, bl.MlpInB, bl.MlpOut, bl.MlpOutB })
+                x.Dispose();
+        _lnFinalW.Dispose();
+        _lnFinalB.Dispose();
+        _unembed.Dispose();
+    }
+}

@@ -1,0 +1,105 @@
+using PolyEngine.Formats;
+using PolyEngine.Forward;
+using PolyEngine.Kernels;
+using PolyEngine.Kernels.Cpu;
+using PolyEngine.Models;
+using PolyEngine.Tokenization;
+
+namespace PolyEngine;
+
+/// <summary>
+/// A loaded model: the embeddable entry point.
+/// <code>
+/// using var model = Model.Load("gpt2");                       // folder, or hub id from the HF cache
+/// var result = model.Run([model.Encode("Hello world")], new RunOptions { Hooks = HookName.Select(model.Spec, "blocks.*.hook_resid_post") });
+/// Tensor logits = result.Logits!;                              // [batch, pos, d_vocab]
+/// Tensor resid = result.Cache["blocks.0.hook_resid_post"];     // [batch, pos, d_model]
+/// </code>
+/// </summary>
+public sealed class Model : IDisposable
+{
+    readonly Transformer _transformer;
+    readonly bool _ownsBackend;
+    ModelTokenizer? _tokenizer;
+
+    Model(string folder, ModelSpec spec, IBackend backend, bool ownsBackend, ModelParams p)
+    {
+        Folder = folder;
+        Spec = spec;
+        Backend = backend;
+        _ownsBackend = ownsBackend;
+        _transformer = new Transformer(backend, spec, p);
+    }
+
+    public string Folder { get; }
+    public ModelSpec Spec { get; }
+    public IBackend Backend { get; }
+
+    /// <summary>Loads a model folder (config.json + safetensors) or a hub id from the HF cache onto <paramref name="backend"/>
+    /// (default: a CPU backend on all cores).</summary>
+    public static Model Load(string model, IBackend? backend = null)
+    {
+        string folder = HfHub.ResolveModelFolder(model);
+        var spec = ModelSpec.FromConfigFile(Path.Combine(folder, "config.json"));
+        ModelParams p;
+        using (var files = WeightFiles.Open(folder)) p = ModelParams.Load(files, spec);
+        return new Model(folder, spec, backend ?? new CpuBackend(), backend is null, p);
+    }
+
+    public ModelTokenizer Tokenizer => _tokenizer ??= ModelTokenizer.ForModel(Folder, Spec);
+
+    public int[] Encode(string text)
+    {
+        if (string.IsNullOrEmpty(text)) throw new PolyEngineException("--prompt is empty; give at least one character of text");
+        return Tokenizer.Encode(text);
+    }
+
+    /// <summary>Runs equal-length rows of token ids.</summary>
+    public RunResult Run(IReadOnlyList<int[]> rows, RunOptions? options = null)
+    {
+        if (rows.Count == 0) throw new PolyEngineException("no input rows: give at least one sequence of token ids");
+        int seq = rows[0].Length;
+        var flat = new int[rows.Count * seq];
+        for (int r = 0; r < rows.Count; r++)
+        {
+            if (rows[r].Length != seq)
+                throw new PolyEngineException($"input row {r} has {rows[r].Length} tokens but row 0 has {seq}; all rows of a batch must have the same length");
+            rows[r].CopyTo(flat, r * seq);
+        }
+        return Run(flat, rows.Count, seq, options);
+    }
+
+    /// <summary>Runs <paramref name="ids"/> laid out [batch, seq].</summary>
+    public RunResult Run(int[] ids, int batch, int seq, RunOptions? options = null)
+    {
+        options ??= new RunOptions();
+        ValidateIds(ids, batch, seq);
+        if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
+            throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
+        foreach (var h in options.Hooks)
+        {
+            if (!Hooks.HookName.AllFor(Spec).Contains(h))
+                throw new PolyEngineException($"hook '{h}' does not exist in this {Spec.Architecture} model");
+            if (options.StopAtLayer is int s && (h.IsBlock ? h.Layer > s : h.Point is Hooks.HookPoint.LnFinalScale or Hooks.HookPoint.LnFinalNormalized))
+                throw new PolyEngineException($"hook '{h}' lies after stop layer {s}; raise the stop layer or drop the hook");
+        }
+        return _transformer.Run(ids, batch, seq, options);
+    }
+
+    public void ValidateIds(int[] ids, int batch, int seq)
+    {
+        if (batch <= 0 || seq <= 0) throw new PolyEngineException("empty input: give at least one token");
+        if (ids.Length != batch * seq) throw new ArgumentException($"ids has {ids.Length} entries, expected {batch}×{seq}");
+        if (seq > Spec.NCtx)
+            throw new PolyEngineException($"sequence of {seq} tokens is longer than the model's context n_ctx = {Spec.NCtx}; shorten the input");
+        for (int i = 0; i < ids.Length; i++)
+            if ((uint)ids[i] >= (uint)Spec.DVocab)
+                throw new PolyEngineException($"token id {ids[i]} (row {i / seq}, position {i % seq}) is outside the vocabulary 0..{Spec.DVocab - 1} of this model");
+    }
+
+    public void Dispose()
+    {
+        _transformer.Dispose();
+        if (_ownsBackend) Backend.Dispose();
+    }
+}

