@@ -1,0 +1,49 @@
+using System.CommandLine;
+using System.Text.Json;
+using PolyEngine.Forward;
+
+namespace PolyEngine.Cli.Commands;
+
+static class BenchCommand
+{
+    public static Command Create(Io io)
+    {
+        var bench = new Command("bench", "Benchmarks of PolyEngine's own kernels and passes (ratios against baselines live in bench/).");
+        var model = Common.Model();
+        var batch = new Option<int>("--batch") { Description = "Rows per pass", DefaultValueFactory = _ => 8 };
+        var seq = new Option<int>("--seq") { Description = "Tokens per row", DefaultValueFactory = _ => 128 };
+        var iters = new Option<int>("--iters") { Description = "Timed iterations (after one warm-up); the median is reported", DefaultValueFactory = _ => 5 };
+        var stop = new Option<int?>("--stop-at-layer") { Description = "Layer for the stop-at-layer measurement (default n_layers/2)" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text" };
+        var device = Common.Device();
+        var threads = Common.Threads();
+        var forward = new Command("forward", Common.WithExamples(
+            "Tokens/s of the full forward pass (logits at every position) and of a pass that stops after one layer.",
+            "polyengine bench forward --model gpt2 --batch 8 --seq 128",
+            "polyengine bench forward --model ./toy-gpt2-small --threads 2 --iters 5 --json"))
+        { model, batch, seq, iters, stop, json, device, threads };
+        forward.SetAction(r =>
+        {
+            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            using var m = Model.Load(r.GetValue(model)!, backend);
+            var res = ForwardBenchmark.Measure(m, r.GetValue(batch), r.GetValue(seq), r.GetValue(iters), r.GetValue(stop));
+            int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : 0;
+            if (r.GetValue(json))
+                io.Out.WriteLine(JsonSerializer.Serialize(new
+                {
+                    tokens_per_second = res.TokensPerSecond, median_seconds = res.MedianSeconds, batch = res.Batch, seq = res.Seq,
+                    threads = threadCount, device = backend.DeviceName, iters = res.Iterations, model = m.Folder,
+                    stop_at_layer = res.StopLayer, stop_tokens_per_second = res.StopTokensPerSecond, stop_median_seconds = res.StopMedianSeconds,
+                }));
+            else
+            {
+                io.Out.WriteLine($"model: {m.Folder}  device: {note}");
+                io.Out.WriteLine($"forward  batch {res.Batch} × seq {res.Seq}: {res.TokensPerSecond:F1} tokens/s (median {res.MedianSeconds * 1000:F1} ms of {res.Iterations})");
+                io.Out.WriteLine($"stop after layer {res.StopLayer}: {res.StopTokensPerSecond:F1} tokens/s (median {res.StopMedianSeconds * 1000:F1} ms)");
+            }
+            return 0;
+        });
+        bench.Subcommands.Add(forward);
+        return bench;
+    }
+}

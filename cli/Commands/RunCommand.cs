@@ -1,0 +1,83 @@
+using System.CommandLine;
+using PolyEngine.Forward;
+using PolyEngine.Hooks;
+using PolyEngine.Output;
+using PolyEngine.Tokenization;
+
+namespace PolyEngine.Cli.Commands;
+
+static class RunCommand
+{
+    public static Command Create(Io io)
+    {
+        var model = Common.Model();
+        var prompt = new Option<string>("--prompt", "-p") { Description = "Text to run (tokenized with the model's tokenizer; no BOS is added)" };
+        var ids = new Option<string>("--ids") { Description = "Token ids, rows separated by ';' (\"1,2,3;4,5,6\")" };
+        var idsFile = new Option<string>("--ids-file") { Description = "JSON file with an array of equal-length rows of token ids" };
+        var hooks = new Option<string>("--hooks") { Description = "Hooks to export: comma-separated TransformerLens names, '*' wildcards, or 'all'" };
+        var output = new Option<string>("--out", "-o") { Description = "Write logits, input_ids and the hooks to this .safetensors file" };
+        var top = new Option<int>("--top") { Description = "How many next-token candidates to print per row", DefaultValueFactory = _ => 5 };
+        var device = Common.Device();
+        var threads = Common.Threads();
+        var cmd = new Command("run", Common.WithExamples(
+            "Run a forward pass: print the top next tokens at the last position of each row, optionally export logits and hooks.",
+            "polyengine run --model gpt2 --prompt \"The dog\"",
+            "polyengine run --model ./toy --ids \"1,2,3;4,5,6\" --hooks \"blocks.*.hook_resid_post\" --out acts.safetensors",
+            "polyengine run --model EleutherAI/pythia-70m-deduped --prompt \"Hello\" --hooks all --out all.safetensors"))
+        { model, prompt, ids, idsFile, hooks, output, top, device, threads };
+        cmd.SetAction(r =>
+        {
+            int inputs = new[] { r.GetValue(prompt) is not null, r.GetValue(ids) is not null, r.GetValue(idsFile) is not null }.Count(x => x);
+            if (inputs != 1) throw new PolyEngineException("give exactly one of --prompt, --ids or --ids-file");
+            if (r.GetValue(top) < 0) throw new PolyEngineException($"--top must be 0 or positive, got {r.GetValue(top)}");
+            string? outPath = r.GetValue(output);
+            if (outPath is not null) Common.CheckWritable(outPath, "--out");
+            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            using var m = Model.Load(r.GetValue(model)!, backend);
+            io.Out.WriteLine($"model: {m.Folder} ({m.Spec.Architecture}, {m.Spec.NLayers} layers, d_model {m.Spec.DModel})");
+            io.Out.WriteLine($"device: {note}");
+            var selected = HookName.Select(m.Spec, r.GetValue(hooks));
+            if (selected.Count > 0 && outPath is null) throw new PolyEngineException("--hooks needs --out FILE.safetensors to write the activations to");
+            int[][] rows = r.GetValue(prompt) is string text ? [m.Encode(text)]
+                : r.GetValue(ids) is string list ? TokenIds.ParseList(list) : TokenIds.ParseJsonFile(r.GetValue(idsFile)!);
+            var flat = rows.SelectMany(x => x).ToArray();
+            var result = m.Run(rows, new RunOptions { Hooks = selected, Logits = outPath is null ? LogitsMode.LastPosition : LogitsMode.All });
+            PrintTop(io, m, rows, result, r.GetValue(top));
+            if (outPath is not null)
+            {
+                RunWriter.Save(outPath, flat, result, new Dictionary<string, string> { ["model"] = m.Folder, ["polyengine"] = typeof(Model).Assembly.GetName().Version!.ToString() });
+                io.Out.WriteLine($"wrote {outPath}: input_ids, logits [{result.Batch}, {result.Seq}, {m.Spec.DVocab}] and {selected.Count} hooks");
+            }
+            return 0;
+        });
+        return cmd;
+    }
+
+    static void PrintTop(Io io, Model m, int[][] rows, RunResult result, int n)
+    {
+        if (n == 0) return;
+        var logits = result.Logits!;
+        long vocab = m.Spec.DVocab, perRow = logits.Shape[1] * vocab;
+        Func<int, string> decode = TryDecoder(m);
+        for (int r = 0; r < rows.Length; r++)
+        {
+            var last = logits.Data.AsSpan((int)(r * perRow + (logits.Shape[1] - 1) * vocab), (int)vocab);
+            io.Out.WriteLine($"row {r} ({rows[r].Length} tokens), next token after {decode(rows[r][^1])}:");
+            foreach (var (t, i) in TopTokens.Of(last, n).Select((t, i) => (t, i)))
+                io.Out.WriteLine($"  {i + 1,2}. {t.Id,6} {decode(t.Id),-20} logit {t.Logit,9:F4}  p {t.Probability:F4}");
+        }
+    }
+
+    static Func<int, string> TryDecoder(Model m)
+    {
+        try
+        {
+            var tok = m.Tokenizer;
+            return id => System.Text.Json.JsonSerializer.Serialize(tok.Decode([id]), Common.Json);
+        }
+        catch (PolyEngineException)
+        {
+            return id => $"#{id}";
+        }
+    }
+}
