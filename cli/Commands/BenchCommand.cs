@@ -15,16 +15,18 @@ static class BenchCommand
         var iters = new Option<int>("--iters") { Description = "Timed iterations (after one warm-up); the median is reported", DefaultValueFactory = _ => 5 };
         var stop = new Option<int?>("--stop-at-layer") { Description = "Layer for the stop-at-layer measurement (default n_layers/2)" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object instead of text" };
+        var profile = new Option<bool>("--profile") { Description = "Also print where the time of one full pass goes, per op" };
         var device = Common.Device();
         var threads = Common.Threads();
         var forward = new Command("forward", Common.WithExamples(
             "Tokens/s of the full forward pass (logits at every position) and of a pass that stops after one layer.",
             "polyengine bench forward --model gpt2 --batch 8 --seq 128",
             "polyengine bench forward --model ./toy-gpt2-small --threads 2 --iters 5 --json"))
-        { model, batch, seq, iters, stop, json, device, threads };
+        { model, batch, seq, iters, stop, json, profile, device, threads };
         forward.SetAction(r =>
         {
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            if (r.GetValue(profile)) Profile(io, r.GetValue(model)!, backend, r.GetValue(batch), r.GetValue(seq));
             using var m = Model.Load(r.GetValue(model)!, backend);
             var res = ForwardBenchmark.Measure(m, r.GetValue(batch), r.GetValue(seq), r.GetValue(iters), r.GetValue(stop));
             int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : 0;
@@ -45,5 +47,20 @@ static class BenchCommand
         });
         bench.Subcommands.Add(forward);
         return bench;
+    }
+
+    static void Profile(Io io, string modelPath, Kernels.IBackend backend, int batch, int seq)
+    {
+        var prof = new Kernels.ProfilingBackend(backend);
+        using var m = Model.Load(modelPath, prof);
+        var ids = new int[batch * seq];
+        m.Run(ids, batch, seq);
+        prof.Reset();
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        m.Run(ids, batch, seq);
+        double total = sw.Elapsed.TotalSeconds;
+        io.Out.WriteLine($"profile of one full pass, batch {batch} × seq {seq}: {total * 1000:F1} ms");
+        foreach (var (op, (s, c)) in prof.Times.OrderByDescending(x => x.Value.Seconds))
+            io.Out.WriteLine($"  {op,-24} {s * 1000,9:F1} ms {100 * s / total,5:F1} %  ({c} calls)");
     }
 }

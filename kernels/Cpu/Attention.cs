@@ -3,45 +3,75 @@ using System.Numerics.Tensors;
 namespace PolyEngine.Kernels.Cpu;
 
 // Causal self-attention and rotary embeddings. Layout of q, k, v, z: [batch, seq, n_heads, d_head] (row stride n_heads·d_head).
-//   Causal    — per (batch, head): K and V gathered contiguous, scores by TensorPrimitives.Dot, masked entries never
+//   Causal    — per (batch, head): K gathered transposed and V contiguous, scores and z as vector axpys, masked entries never
 //               computed (HF's finfo.min mask gives exact zeros after softmax), stable softmax, z = Σ p·v. Optional pattern tap.
 //   Rotary    — NeoX "rotate half": pairs (j, j + r/2) of the first r dims; inv_freq and angles in float32 as HF computes them.
 //   Reference — double-precision scalar loops for both.
 public static class Attention
 {
-    public static void Causal(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> z,
+    public static unsafe void Causal(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> z,
         int batch, int seq, int nHeads, int dHead, float scale, Span<float> pattern, int b, int h)
     {
         int d = nHeads * dHead;
-        var kh = new float[seq * dHead];
-        var vh = new float[seq * dHead];
-        for (int s = 0; s < seq; s++)
+        // K transposed to [d_head, seq] so a query's scores are d_head axpys over keys; V contiguous [seq, d_head].
+        var kt = System.Buffers.ArrayPool<float>.Shared.Rent(seq * dHead);
+        var vh = System.Buffers.ArrayPool<float>.Shared.Rent(seq * dHead);
+        var p = System.Buffers.ArrayPool<float>.Shared.Rent(seq);
+        try
         {
-            long off = ((long)b * seq + s) * d + h * dHead;
-            k.Slice((int)off, dHead).CopyTo(kh.AsSpan(s * dHead));
-            v.Slice((int)off, dHead).CopyTo(vh.AsSpan(s * dHead));
-        }
-        Span<float> p = seq <= 4096 ? stackalloc float[seq] : new float[seq];
-        for (int t = 0; t < seq; t++)
-        {
-            var qt = q.Slice((int)(((long)b * seq + t) * d + h * dHead), dHead);
-            var row = p[..(t + 1)];
-            for (int s = 0; s <= t; s++) row[s] = TensorPrimitives.Dot(qt, kh.AsSpan(s * dHead, dHead)) * scale;
-            float max = TensorPrimitives.Max(row);
-            TensorPrimitives.Subtract(row, max, row);
-            TensorPrimitives.Exp(row, row);
-            float sum = TensorPrimitives.Sum(row);
-            TensorPrimitives.Divide(row, sum, row);
-            var zt = z.Slice((int)(((long)b * seq + t) * d + h * dHead), dHead);
-            zt.Clear();
-            for (int s = 0; s <= t; s++) TensorPrimitives.MultiplyAdd(vh.AsSpan(s * dHead, dHead), row[s], zt, zt);
-            if (!pattern.IsEmpty)
+            for (int s = 0; s < seq; s++)
             {
-                var prow = pattern.Slice((int)((((long)b * nHeads + h) * seq + t) * seq), seq);
-                row.CopyTo(prow);
-                prow[(t + 1)..].Clear();
+                int off = (b * seq + s) * d + h * dHead;
+                for (int i = 0; i < dHead; i++) kt[i * seq + s] = k[off + i];
+                v.Slice(off, dHead).CopyTo(vh.AsSpan(s * dHead));
             }
+            fixed (float* ktp = kt, vhp = vh, pp = p)
+            fixed (float* qp = q, zp = z)
+                for (int t = 0; t < seq; t++)
+                {
+                    float* qt = qp + (b * seq + t) * d + h * dHead;
+                    int n = t + 1;                         // keys 0..t; masked keys are never computed
+                    new Span<float>(pp, n).Clear();
+                    for (int i = 0; i < dHead; i++) Axpy(qt[i], ktp + i * seq, pp, n);
+                    var row = new Span<float>(pp, n);
+                    TensorPrimitives.Multiply(row, scale, row);
+                    float max = TensorPrimitives.Max(row);
+                    TensorPrimitives.Subtract(row, max, row);
+                    TensorPrimitives.Exp(row, row);
+                    TensorPrimitives.Divide(row, TensorPrimitives.Sum(row), row);
+                    float* zt = zp + (b * seq + t) * d + h * dHead;
+                    new Span<float>(zt, dHead).Clear();
+                    for (int s = 0; s < n; s++) Axpy(pp[s], vhp + s * dHead, zt, dHead);
+                    if (!pattern.IsEmpty)
+                    {
+                        var prow = pattern.Slice((((b * nHeads + h) * seq) + t) * seq, seq);
+                        row.CopyTo(prow);
+                        prow[n..].Clear();
+                    }
+                }
         }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(kt);
+            System.Buffers.ArrayPool<float>.Shared.Return(vh);
+            System.Buffers.ArrayPool<float>.Shared.Return(p);
+        }
+    }
+
+    /// <summary>y[0..n) += a·x[0..n) (inlined vector loop: the attention inner loops are too short for a library call).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    static unsafe void Axpy(float a, float* x, float* y, int n)
+    {
+        int i = 0;
+        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+        {
+            var av = System.Runtime.Intrinsics.Vector256.Create(a);
+            for (; i <= n - 8; i += 8)
+                System.Runtime.Intrinsics.Vector256.Store(
+                    System.Runtime.Intrinsics.Vector256.MultiplyAddEstimate(av, System.Runtime.Intrinsics.Vector256.Load(x + i),
+                        System.Runtime.Intrinsics.Vector256.Load(y + i)), y + i);
+        }
+        for (; i < n; i++) y[i] += a * x[i];
     }
 
     /// <summary>inv_freq[j] = 1 / base^(2j / r), j &lt; r/2, as HF computes it (float32).</summary>

@@ -14,7 +14,8 @@ public static class Gemm
     public const int NR = 16;  // panel width (two Vector256<float>)
     public const int MR = 6;   // micro-kernel rows
     const int KC = 256;        // K block: a 16-wide panel slice is 16 KiB, stays in L1
-    const int MC = 72;         // M block: an MC×KC slice of A is 72 KiB, stays in L2
+    const int MC = 144;        // M block: an MC×KC slice of A is 144 KiB, stays in L2
+    const int NCP = 64;        // panels per N chunk: a KC×(64·16) slice of B is 1 MiB, stays in L2/L3
 
     /// <summary>A [K, N] matrix packed into 16-column panels (see file header).</summary>
     public sealed class Packed
@@ -86,72 +87,106 @@ public static class Gemm
         public void Run(int p0, int p1)
         {
             float* tile = stackalloc float[MR * NR];
-            for (int k0 = 0; k0 < k; k0 += KC)
-            {
-                int kc = Math.Min(KC, k - k0);
-                for (int i0 = 0; i0 < m; i0 += MC)
+            // A slice packed MR rows at a time, k-major: apack[(i / MR)][kk][r] — the micro-kernel reads it contiguously.
+            var apack = GC.AllocateUninitializedArray<float>(MC * KC, pinned: true);
+            fixed (float* ap0 = apack)
+                for (int pc = p0; pc < p1; pc += NCP)
+                for (int k0 = 0; k0 < k; k0 += KC)
                 {
-                    int mc = Math.Min(MC, m - i0);
-                    for (int p = p0; p < p1; p++)
+                    int kc = Math.Min(KC, k - k0);
+                    for (int i0 = 0; i0 < m; i0 += MC)
                     {
-                        float* bp = b + (long)p * k * NR + (long)k0 * NR;
-                        int j0 = p * NR, width = Math.Min(NR, n - j0);
-                        for (int i = i0; i < i0 + mc; i += MR)
+                        int mc = Math.Min(MC, m - i0);
+                        PackA(a + (long)i0 * k + k0, k, mc, kc, ap0);
+                        for (int p = pc; p < Math.Min(pc + NCP, p1); p++)
                         {
-                            int mr = Math.Min(MR, i0 + mc - i);
-                            float* ap = a + (long)i * k + k0;
-                            float* cp = c + (long)i * n + j0;
-                            if (mr == MR && width == NR) Kernel6x16(ap, k, bp, cp, n, kc);
-                            else
+                            float* bp = b + (long)p * k * NR + (long)k0 * NR;
+                            int j0 = p * NR, width = Math.Min(NR, n - j0);
+                            for (int i = 0; i < mc; i += MR)
                             {
-                                // Edge tile: compute a full 6×16 tile into scratch, add the valid part.
-                                new Span<float>(tile, MR * NR).Clear();
-                                for (int r = 0; r < mr; r++) KernelRow(ap + (long)r * k, bp, tile + r * NR, kc);
-                                for (int r = 0; r < mr; r++)
-                                    for (int j = 0; j < width; j++) cp[(long)r * n + j] += tile[r * NR + j];
+                                int mr = Math.Min(MR, mc - i);
+                                float* ap = ap0 + (long)i * kc;
+                                float* cp = c + (long)(i0 + i) * n + j0;
+                                if (mr == MR && width == NR) Kernel6x16(ap, bp, cp, n, kc);
+                                else
+                                {
+                                    // Edge tile: full 6×16 tile into scratch (packed A is zero-padded), add the valid part.
+                                    new Span<float>(tile, MR * NR).Clear();
+                                    Kernel6x16(ap, bp, tile, NR, kc);
+                                    for (int r = 0; r < mr; r++)
+                                        for (int j = 0; j < width; j++) cp[(long)r * n + j] += tile[r * NR + j];
+                                }
                             }
                         }
                     }
+                }
+        }
+
+        /// <summary>Packs A[0..mc, 0..kc) (row stride lda) as MR-row strips, k-major, zero-padding the last strip.</summary>
+        static void PackA(float* a, int lda, int mc, int kc, float* dst)
+        {
+            for (int i = 0; i < mc; i += MR)
+            {
+                int mr = Math.Min(MR, mc - i);
+                float* strip = dst + (long)i * kc;
+                for (int r = 0; r < MR; r++)
+                {
+                    float* row = a + (long)(i + r) * lda;
+                    if (r < mr) for (int kk = 0; kk < kc; kk++) strip[kk * MR + r] = row[kk];
+                    else for (int kk = 0; kk < kc; kk++) strip[kk * MR + r] = 0f;
                 }
             }
         }
     }
 
+    /// <summary>c[6, 16] (row stride ldc) += packed A strip [kc, 6] · packed B panel slice [kc, 16].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void Kernel6x16(float* a, int lda, float* b, float* c, int ldc, int kc)
+    static unsafe void Kernel6x16(float* a, float* b, float* c, int ldc, int kc)
     {
         if (!Vector256.IsHardwareAccelerated)
         {
-            for (int r = 0; r < MR; r++) KernelRowPortable(a + (long)r * lda, b, c + (long)r * ldc, kc);
+            KernelPortable(a, b, c, ldc, kc);
             return;
         }
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
-        float* a0 = a, a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda, a4 = a3 + lda, a5 = a4 + lda;
-        for (int kk = 0; kk < kc; kk++)
+        // Two k steps per iteration: fewer loop-control µops per FMA.
+        int k2 = kc & ~1;
+        for (int kk = 0; kk < k2; kk += 2, a += 2 * MR, b += 2 * NR)
         {
-            var b0 = Vector256.Load(b);
-            var b1 = Vector256.Load(b + 8);
-            b += NR;
-            var x = Vector256.Create(a0[kk]);
-            c00 = Vector256.MultiplyAddEstimate(x, b0, c00); c01 = Vector256.MultiplyAddEstimate(x, b1, c01);
-            x = Vector256.Create(a1[kk]);
-            c10 = Vector256.MultiplyAddEstimate(x, b0, c10); c11 = Vector256.MultiplyAddEstimate(x, b1, c11);
-            x = Vector256.Create(a2[kk]);
-            c20 = Vector256.MultiplyAddEstimate(x, b0, c20); c21 = Vector256.MultiplyAddEstimate(x, b1, c21);
-            x = Vector256.Create(a3[kk]);
-            c30 = Vector256.MultiplyAddEstimate(x, b0, c30); c31 = Vector256.MultiplyAddEstimate(x, b1, c31);
-            x = Vector256.Create(a4[kk]);
-            c40 = Vector256.MultiplyAddEstimate(x, b0, c40); c41 = Vector256.MultiplyAddEstimate(x, b1, c41);
-            x = Vector256.Create(a5[kk]);
-            c50 = Vector256.MultiplyAddEstimate(x, b0, c50); c51 = Vector256.MultiplyAddEstimate(x, b1, c51);
+            Step(a, b, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
+            Step(a + MR, b + NR, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
         }
+        if (k2 < kc)
+            Step(a, b, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
         Accumulate(c, c00, c01); c += ldc;
         Accumulate(c, c10, c11); c += ldc;
         Accumulate(c, c20, c21); c += ldc;
         Accumulate(c, c30, c31); c += ldc;
         Accumulate(c, c40, c41); c += ldc;
         Accumulate(c, c50, c51);
+    }
+
+    /// <summary>One k step of the 6×16 tile: two B vectors, six A broadcasts, twelve FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Step(float* a, float* b, ref Vector256<float> c00, ref Vector256<float> c01, ref Vector256<float> c10,
+        ref Vector256<float> c11, ref Vector256<float> c20, ref Vector256<float> c21, ref Vector256<float> c30, ref Vector256<float> c31,
+        ref Vector256<float> c40, ref Vector256<float> c41, ref Vector256<float> c50, ref Vector256<float> c51)
+    {
+        var b0 = Vector256.Load(b);
+        var b1 = Vector256.Load(b + 8);
+        var x = Vector256.Create(a[0]);
+        c00 = Vector256.MultiplyAddEstimate(x, b0, c00); c01 = Vector256.MultiplyAddEstimate(x, b1, c01);
+        x = Vector256.Create(a[1]);
+        c10 = Vector256.MultiplyAddEstimate(x, b0, c10); c11 = Vector256.MultiplyAddEstimate(x, b1, c11);
+        x = Vector256.Create(a[2]);
+        c20 = Vector256.MultiplyAddEstimate(x, b0, c20); c21 = Vector256.MultiplyAddEstimate(x, b1, c21);
+        x = Vector256.Create(a[3]);
+        c30 = Vector256.MultiplyAddEstimate(x, b0, c30); c31 = Vector256.MultiplyAddEstimate(x, b1, c31);
+        x = Vector256.Create(a[4]);
+        c40 = Vector256.MultiplyAddEstimate(x, b0, c40); c41 = Vector256.MultiplyAddEstimate(x, b1, c41);
+        x = Vector256.Create(a[5]);
+        c50 = Vector256.MultiplyAddEstimate(x, b0, c50); c51 = Vector256.MultiplyAddEstimate(x, b1, c51);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -161,39 +196,27 @@ public static class Gemm
         Vector256.Store(Vector256.Load(c + 8) + hi, c + 8);
     }
 
-    /// <summary>One row of A against one 16-wide panel: c[0..16) += a[0..kc) · panel.</summary>
-    static unsafe void KernelRow(float* a, float* b, float* c, int kc)
-    {
-        if (!Vector256.IsHardwareAccelerated) { KernelRowPortable(a, b, c, kc); return; }
-        Vector256<float> lo = default, hi = default;
-        for (int kk = 0; kk < kc; kk++, b += NR)
-        {
-            var x = Vector256.Create(a[kk]);
-            lo = Vector256.MultiplyAddEstimate(x, Vector256.Load(b), lo);
-            hi = Vector256.MultiplyAddEstimate(x, Vector256.Load(b + 8), hi);
-        }
-        Accumulate(c, lo, hi);
-    }
-
-    /// <summary>Portable Vector&lt;T&gt; row kernel for CPUs without 256-bit SIMD.</summary>
-    static unsafe void KernelRowPortable(float* a, float* b, float* c, int kc)
+    /// <summary>Portable Vector&lt;T&gt; micro-kernel for CPUs without 256-bit SIMD (same contract as <see cref="Kernel6x16"/>).</summary>
+    static unsafe void KernelPortable(float* a, float* b, float* c, int ldc, int kc)
     {
         int vw = System.Numerics.Vector<float>.Count;
-        Span<float> acc = stackalloc float[NR];
-        for (int kk = 0; kk < kc; kk++, b += NR)
-        {
-            float x = a[kk];
-            if (NR % vw == 0)
-                for (int j = 0; j < NR; j += vw)
-                {
-                    var bv = new System.Numerics.Vector<float>(new ReadOnlySpan<float>(b + j, vw));
-                    var av = new System.Numerics.Vector<float>(acc.Slice(j, vw));
-                    (av + bv * x).CopyTo(acc.Slice(j, vw));
-                }
-            else
-                for (int j = 0; j < NR; j++) acc[j] += x * b[j];
-        }
-        for (int j = 0; j < NR; j++) c[j] += acc[j];
+        Span<float> acc = stackalloc float[MR * NR];
+        for (int kk = 0; kk < kc; kk++, a += MR, b += NR)
+            for (int r = 0; r < MR; r++)
+            {
+                float x = a[r];
+                var row = acc.Slice(r * NR, NR);
+                if (NR % vw == 0)
+                    for (int j = 0; j < NR; j += vw)
+                    {
+                        var bv = new System.Numerics.Vector<float>(new ReadOnlySpan<float>(b + j, vw));
+                        (new System.Numerics.Vector<float>(row.Slice(j, vw)) + bv * x).CopyTo(row.Slice(j, vw));
+                    }
+                else
+                    for (int j = 0; j < NR; j++) row[j] += x * b[j];
+            }
+        for (int r = 0; r < MR; r++)
+            for (int j = 0; j < NR; j++) c[(long)r * ldc + j] += acc[r * NR + j];
     }
 
     /// <summary>Scalar reference: C = A·W + bias with W given in <paramref name="layout"/>, accumulated in double.</summary>

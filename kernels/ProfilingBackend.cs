@@ -1,0 +1,63 @@
+using System.Diagnostics;
+
+namespace PolyEngine.Kernels;
+
+/// <summary>
+/// Wraps a backend and accumulates wall time per op (after <see cref="IBackend.Synchronize"/> on the inner backend, so
+/// device ops are timed too). For `bench forward --profile`: measure before optimising.
+/// </summary>
+public sealed class ProfilingBackend(IBackend inner) : IBackend
+{
+    readonly Dictionary<string, (double Seconds, long Calls)> _times = new();
+
+    public IReadOnlyDictionary<string, (double Seconds, long Calls)> Times => _times;
+
+    public void Reset() => _times.Clear();
+
+    T Time<T>(string op, Func<T> f)
+    {
+        var sw = Stopwatch.StartNew();
+        var r = f();
+        inner.Synchronize();
+        var (s, c) = _times.GetValueOrDefault(op);
+        _times[op] = (s + sw.Elapsed.TotalSeconds, c + 1);
+        return r;
+    }
+
+    void Time(string op, Action f) => Time(op, () => { f(); return 0; });
+
+    public string DeviceName => inner.DeviceName;
+    public DeviceBuffer Allocate(long length) => inner.Allocate(length);
+    public DeviceBuffer Upload(ReadOnlySpan<float> data) => inner.Upload(data);
+    public void Download(DeviceBuffer src, Span<float> dst, long srcOffset = 0)
+    {
+        var sw = Stopwatch.StartNew();
+        inner.Download(src, dst, srcOffset);
+        var (s, c) = _times.GetValueOrDefault("Download");
+        _times["Download"] = (s + sw.Elapsed.TotalSeconds, c + 1);
+    }
+    public PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout) => inner.PackWeight(w, k, n, layout);
+    public void Linear(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows) =>
+        Time($"Linear {w.K}→{w.N}", () => inner.Linear(x, w, bias, y, rows));
+    public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
+        DeviceBuffer? normalized = null, DeviceBuffer? scale = null) =>
+        Time("LayerNorm", () => inner.LayerNorm(x, gamma, beta, y, rows, d, eps, normalized, scale));
+    public void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation) => Time($"Activate {activation}", () => inner.Activate(x, y, n, activation));
+    public void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n) => Time("Add", () => inner.Add(a, b, y, n));
+    public void Gather(ReadOnlySpan<int> ids, DeviceBuffer table, int d, DeviceBuffer y)
+    {
+        var sw = Stopwatch.StartNew();
+        inner.Gather(ids, table, d, y);
+        var (s, c) = _times.GetValueOrDefault("Gather");
+        _times["Gather"] = (s + sw.Elapsed.TotalSeconds, c + 1);
+    }
+    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst) =>
+        Time("CopyColumns", () => inner.CopyColumns(src, rows, srcWidth, colOffset, width, dst));
+    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase) =>
+        Time("Rotary", () => inner.Rotary(x, y, batch, seq, nHeads, dHead, rotaryDim, rotaryBase));
+    public void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
+        float scale, DeviceBuffer? pattern = null) =>
+        Time("CausalAttention", () => inner.CausalAttention(q, k, v, z, batch, seq, nHeads, dHead, scale, pattern));
+    public void Synchronize() => inner.Synchronize();
+    public void Dispose() => inner.Dispose();
+}
