@@ -1,0 +1,196 @@
+using PolyEngine.Kernels;
+using PolyEngine.Kernels.Cpu;
+using Xunit;
+
+namespace PolyEngine.Tests.Kernels;
+
+/// <summary>Every CPU op against its scalar reference, sweeping sizes so that every vector and tile tail is hit.</summary>
+public class CpuKernelTests
+{
+    static float[] Random(int n, int seed, float scale = 1f)
+    {
+        var r = new System.Random(seed);
+        return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
+    }
+
+    public static TheoryData<int, int, int> GemmShapes()
+    {
+        var data = new TheoryData<int, int, int>();
+        // m crosses the 6-row strips and the 144-row block; k crosses the 256 block; n crosses 16-wide panels and 64-panel chunks.
+        foreach (var (m, k, n) in new[] { (1, 1, 1), (0, 5, 7), (5, 3, 15), (6, 16, 16), (7, 17, 17), (13, 31, 33), (12, 7, 40),
+                     (145, 9, 18), (151, 300, 47), (3, 513, 5), (19, 64, 1025), (6, 257, 31) })
+            data.Add(m, k, n);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(GemmShapes))]
+    public void GemmMatchesReference(int m, int k, int n)
+    {
+        var a = Random(m * k, 1);
+        var bias = Random(n, 3);
+        foreach (var layout in new[] { WeightLayout.InOut, WeightLayout.OutIn })
+        {
+            var w = Random(k * n, 2);
+            var expected = new float[m * n];
+            Gemm.Reference(a, w, layout, bias, expected, m, k, n);
+            var packed = Gemm.Pack(w, k, n, layout);
+            foreach (int threads in new[] { 1, 2, 5 })
+            {
+                var c = Enumerable.Repeat(float.NaN, m * n).ToArray();   // output must be fully overwritten
+                Gemm.Multiply(a, packed, bias, c, m, threads);
+                Compare.Close(expected, c, 1e-5 * Math.Sqrt(k) + 1e-6, $"gemm {m}x{k}x{n} {layout} {threads} threads", 1e-5);
+            }
+            var noBias = new float[m * n];
+            Gemm.Reference(a, w, layout, default, expected, m, k, n);
+            Gemm.Multiply(a, packed, default, noBias, m, 2);
+            Compare.Close(expected, noBias, 1e-5 * Math.Sqrt(k) + 1e-6, $"gemm {m}x{k}x{n} {layout} no bias", 1e-5);
+        }
+    }
+
+    [Fact]
+    public void GemmRejectsWrongSizes()
+    {
+        var packed = Gemm.Pack(new float[12], 3, 4, WeightLayout.InOut);
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(new float[5], packed, default, new float[8], 2, 1));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(new float[6], packed, default, new float[7], 2, 1));
+        Assert.Throws<ArgumentException>(() => Gemm.Multiply(new float[6], packed, new float[3], new float[8], 2, 1));
+        Assert.Throws<ArgumentException>(() => Gemm.Pack(new float[11], 3, 4, WeightLayout.InOut));
+    }
+
+    [Fact]
+    public void LayerNormMatchesReferenceWithTaps()
+    {
+        foreach (int d in new[] { 1, 2, 7, 8, 9, 31, 64, 65, 768 + 3 })
+        {
+            int rows = 5;
+            var x = Random(rows * d, d, 3f);
+            for (int i = 0; i < x.Length; i++) x[i] += 10f;              // a large mean: the variance must not cancel badly
+            var g = Random(d, d + 1); var b = Random(d, d + 2);
+            var expected = new float[rows * d];
+            LayerNorm.Reference(x, g, b, expected, rows, d, 1e-5f);
+            var y = new float[rows * d]; var normed = new float[rows * d]; var scale = new float[rows];
+            LayerNorm.Forward(x, g, b, y, rows, d, 1e-5f, normed, scale);
+            Compare.Close(expected, y, 2e-5, $"layernorm d={d}", 1e-5);
+            for (int i = 0; i < y.Length; i++)
+                Assert.True(Math.Abs(normed[i] * g[i % d] + b[i % d] - y[i]) < 1e-5, $"normalized tap d={d} at {i}");
+            for (int r = 0; r < rows; r++)
+            {
+                double mean = 0, var = 0;
+                for (int i = 0; i < d; i++) mean += x[r * d + i];
+                mean /= d;
+                for (int i = 0; i < d; i++) var += Math.Pow(x[r * d + i] - mean, 2);
+                Assert.Equal(Math.Sqrt(var / d + 1e-5), scale[r], 4);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(Activation.GeluTanh)]
+    [InlineData(Activation.GeluErf)]
+    [InlineData(Activation.Relu)]
+    public void ActivationsMatchReferenceAtEveryLength(Activation act)
+    {
+        for (int n = 0; n <= 257; n++)
+        {
+            var x = Random(n, n, 6f);
+            var y = new float[n];
+            Activations.Apply(x, y, act);
+            var expected = x.Select(v => Activations.Reference(v, act)).ToArray();
+            Compare.Close(expected, y, 2e-6, $"{act} n={n}", 2e-6);
+        }
+        // In place, and the defined special values.
+        var special = new[] { 0f, -0f, 1e-30f, -50f, 50f, float.PositiveInfinity, float.NegativeInfinity, float.NaN };
+        var outp = (float[])special.Clone();
+        Activations.Apply(outp, outp, act);
+        Assert.Equal(0f, outp[0]);
+        Assert.Equal(0f, outp[3], 5);
+        Assert.Equal(50f, outp[4], 4);
+        Assert.Equal(float.PositiveInfinity, outp[5]);
+        Assert.True(float.IsNaN(outp[7]));
+    }
+
+    [Fact]
+    public void ErfIsAccurateAcrossItsRange()
+    {
+        for (double x = -6; x <= 6; x += 0.01)
+            Assert.True(Math.Abs(Activations.Erf(x) - Activations.ErfSeries(x)) < 2e-7, $"erf({x})");
+        Assert.Equal(0.8427007929497149, Activations.ErfSeries(1.0), 14);   // erf(1), tabulated
+    }
+
+    public static TheoryData<int, int, int, int> AttentionShapes() => new()
+    {
+        { 1, 1, 1, 1 }, { 1, 5, 1, 8 }, { 2, 7, 3, 9 }, { 3, 9, 2, 17 }, { 1, 33, 4, 16 }, { 2, 4, 6, 64 }, { 1, 130, 1, 7 },
+    };
+
+    [Theory]
+    [MemberData(nameof(AttentionShapes))]
+    public void CausalAttentionMatchesReference(int batch, int seq, int heads, int dHead)
+    {
+        int n = batch * seq * heads * dHead;
+        var q = Random(n, 1, 2f); var k = Random(n, 2, 2f); var v = Random(n, 3);
+        var z = new float[n]; var pattern = new float[batch * heads * seq * seq];
+        var zRef = new float[n]; var pRef = new float[pattern.Length];
+        float scale = 1f / MathF.Sqrt(dHead);
+        Attention.CausalReference(q, k, v, zRef, batch, seq, heads, dHead, scale, pRef);
+        using var backend = new CpuBackend(3);
+        var (qb, kb, vb, zb, pb) = (backend.Upload(q), backend.Upload(k), backend.Upload(v), backend.Allocate(n), backend.Allocate(pattern.Length));
+        backend.CausalAttention(qb, kb, vb, zb, batch, seq, heads, dHead, scale, pb);
+        backend.Download(zb, z);
+        backend.Download(pb, pattern);
+        Compare.Close(zRef, z, 2e-6, $"attention z b{batch} t{seq} h{heads} dh{dHead}", 1e-5);
+        Compare.Close(pRef, pattern, 2e-6, $"attention pattern b{batch} t{seq} h{heads} dh{dHead}", 1e-5);
+        // Without the pattern tap the output is the same.
+        var zb2 = backend.Allocate(n);
+        backend.CausalAttention(qb, kb, vb, zb2, batch, seq, heads, dHead, scale);
+        var z2 = new float[n];
+        backend.Download(zb2, z2);
+        Assert.Equal(z, z2);
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1, 2, 2, 10000f)]
+    [InlineData(2, 5, 3, 16, 4, 10000f)]
+    [InlineData(1, 40, 2, 64, 16, 10000f)]
+    [InlineData(2, 9, 1, 10, 10, 500f)]
+    [InlineData(1, 300, 1, 8, 6, 10000f)]
+    public void RotaryMatchesReference(int batch, int seq, int heads, int dHead, int rot, float rbase)
+    {
+        int n = batch * seq * heads * dHead;
+        var x = Random(n, 5);
+        var expected = new float[n];
+        Attention.RotaryReference(x, expected, batch, seq, heads, dHead, rot, rbase);
+        var y = new float[n];
+        Attention.Rotary(x, y, batch, seq, heads, dHead, rot, rbase);
+        // float32 angles t·inv_freq (as HF) against double angles: the difference grows with the position.
+        Compare.Close(expected, y, 2e-6 + 2e-7 * seq, $"rotary t{seq} dh{dHead} r{rot}");
+        var inPlace = (float[])x.Clone();
+        Attention.Rotary(inPlace, inPlace, batch, seq, heads, dHead, rot, rbase);
+        Assert.Equal(y, inPlace);
+    }
+
+    [Fact]
+    public void BackendElementwiseOpsAndGather()
+    {
+        using var b = new CpuBackend(2);
+        var x = Random(100, 1); var y = Random(100, 2);
+        var (xb, yb, sum) = (b.Upload(x), b.Upload(y), b.Allocate(100));
+        b.Add(xb, yb, sum, 100);
+        var s = new float[100];
+        b.Download(sum, s);
+        for (int i = 0; i < 100; i++) Assert.Equal(x[i] + y[i], s[i]);
+        var table = b.Upload(Enumerable.Range(0, 12).Select(i => (float)i).ToArray());   // 4 rows of 3
+        var g = b.Allocate(6);
+        b.Gather([3, 0], table, 3, g);
+        var gv = new float[6];
+        b.Download(g, gv);
+        Assert.Equal(new float[] { 9, 10, 11, 0, 1, 2 }, gv);
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.Gather([4], table, 3, g));
+        var cols = b.Allocate(4);
+        b.CopyColumns(table, 4, 3, 1, 1, cols);
+        var cv = new float[4];
+        b.Download(cols, cv);
+        Assert.Equal(new float[] { 1, 4, 7, 10 }, cv);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new CpuBackend(-1));
+    }
+}
