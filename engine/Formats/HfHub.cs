@@ -17,7 +17,7 @@ public static class HfHub
     }
 
     /// <summary>Returns a folder; throws a <see cref="PolyEngineException"/> saying where it looked and how to download.</summary>
-    public static string ResolveModelFolder(string model)
+    public static string ResolveModelFolder(string model, string? cacheRoot = null)
     {
         if (Directory.Exists(model)) return Path.GetFullPath(model);
         if (File.Exists(model))
@@ -25,7 +25,7 @@ public static class HfHub
         bool looksLikeId = !model.StartsWith('.') && !model.StartsWith('/') && !model.Contains('\\') && model.Count(ch => ch == '/') <= 1
             && model.Length > 0;
         if (!looksLikeId) throw new PolyEngineException($"{model}: model folder not found");
-        string root = CacheRoot();
+        string root = cacheRoot ?? CacheRoot();
         string repo = Path.Combine(root, "models--" + model.Replace("/", "--"));
         string? snapshot = FindSnapshot(repo);
         // `gpt2` is also published as `openai-community/gpt2`.

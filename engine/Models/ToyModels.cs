@@ -90,7 +90,7 @@ public static class ToyModels
         w.Save(Path.Combine(outDir, "model.safetensors"));
     }
 
-    static string ConfigJson(ToyConfig c)
+    internal static string ConfigJson(ToyConfig c)
     {
         string dtype = c.DType switch { SafeTensorDType.F16 => "float16", SafeTensorDType.BF16 => "bfloat16", _ => "float32" };
         JsonObject o = c.Family == ModelFamily.Gpt2

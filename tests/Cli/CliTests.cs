@@ -1,0 +1,151 @@
+using PolyEngine.Formats;
+using Xunit;
+
+namespace PolyEngine.Tests.Cli;
+
+/// <summary>The `polyengine` verbs end to end, in process: output, files written, and one-line errors with a non-zero exit.</summary>
+public class CliTests
+{
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var o = new StringWriter(); var e = new StringWriter();
+        int code = PolyEngine.Cli.Program.Run(args, o, e);
+        return (code, o.ToString(), e.ToString());
+    }
+
+    static string Gpt2 => Fixtures.Golden("gpt2-tiny");
+    static string NeoX => Fixtures.Golden("neox-tiny");
+
+    [Fact]
+    public void RunWritesLogitsHooksAndIdsThatMatchTheLibrary()
+    {
+        using var dir = new Fixtures.TempDir();
+        string outPath = dir.File("acts.safetensors");
+        var (code, stdout, stderr) = Run("run", "--model", Gpt2, "--ids", "1,2,3,4;5,6,7,8", "--hooks", "blocks.*.hook_resid_post,blocks.0.attn.hook_pattern,blocks.1.attn.hook_z",
+            "--out", outPath, "--top", "3", "--device", "cpu", "--threads", "1");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("device: cpu (1 thread", stdout);
+        Assert.Contains("row 1 (4 tokens)", stdout);
+        using var f = SafeTensorsFile.Open(outPath);
+        Assert.Equal(new long[] { 2, 4 }, f.Info("input_ids").Shape);
+        Assert.Equal(new long[] { 1, 2, 3, 4, 5, 6, 7, 8 }, f.ReadInt64("input_ids"));
+        Assert.Equal(new long[] { 2, 4, 1000 }, f.Info("logits").Shape);
+        Assert.Equal(new long[] { 2, 4, 64 }, f.Info("blocks.1.hook_resid_post").Shape);
+        Assert.Equal(new long[] { 2, 4, 4, 4 }, f.Info("blocks.0.attn.hook_pattern").Shape);
+        Assert.Equal(new long[] { 2, 4, 4, 16 }, f.Info("blocks.1.attn.hook_z").Shape);
+        Assert.Equal(6, f.Tensors.Count);
+        using var model = Model.Load(Gpt2);
+        Assert.Equal(model.Run([[1, 2, 3, 4], [5, 6, 7, 8]]).Logits!.Data, f.ReadFloat32("logits"));
+    }
+
+    [Fact]
+    public void RunAcceptsPromptsAndIdFiles()
+    {
+        using var dir = new Fixtures.TempDir();
+        using var toy = new Fixtures.TempDir();
+        Assert.Equal(0, Run("toy", "--family", "neox", "--preset", "tiny", "--seed", "3", "--out", toy.Path).Code);
+        var (code, stdout, stderr) = Run("run", "--model", toy.Path, "--prompt", "Hello world", "--top", "2");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("next token after \" world\"", stdout);
+        File.WriteAllText(dir.File("ids.json"), "[[1,2,3],[4,5,6],[7,8,9]]");
+        (code, stdout, stderr) = Run("run", "--model", NeoX, "--ids-file", dir.File("ids.json"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("row 2 (3 tokens)", stdout);
+    }
+
+    public static TheoryData<string[], string> BadInvocations() => new()
+    {
+        { ["run", "--model", Gpt2, "--ids", "1,2000"], "token id 2000" },
+        { ["run", "--model", Gpt2, "--ids", string.Join(",", Enumerable.Repeat("1", 65))], "longer than the model's context n_ctx = 64" },
+        { ["run", "--model", Gpt2, "--prompt", ""], "--prompt is empty" },
+        { ["run", "--model", Gpt2, "--ids", "1,2", "--hooks", "blocks.7.hook_resid_pre", "--out", "/tmp/x.safetensors"], "valid names: hook_embed" },
+        { ["run", "--model", Gpt2, "--ids", "1,2", "--out", "/no/such/dir/x.safetensors"], "does not exist" },
+        { ["run", "--model", Gpt2, "--ids", "1,2", "--prompt", "x"], "exactly one of --prompt, --ids or --ids-file" },
+        { ["run", "--model", Gpt2, "--ids", "1,2", "--device", "tpu"], "--device 'tpu' is unknown" },
+        { ["run", "--model", "/no/such/model", "--ids", "1"], "model folder not found" },
+        { ["run", "--model", "some-org/not-cached-model", "--ids", "1"], "huggingface-cli download some-org/not-cached-model" },
+        { ["run", "--model", NeoX, "--prompt", "hi"], "tokenizer.json not found" },
+        { ["inspect", "/no/such/file.safetensors"], "not found" },
+        { ["toy", "--family", "llama", "--out", "/tmp/x"], "--family 'llama' is unknown" },
+        { ["toy", "--family", "gpt2", "--preset", "huge", "--out", "/tmp/x"], "--preset 'huge' is unknown" },
+        { ["bench", "forward", "--model", Gpt2, "--batch", "0"], "--batch and --seq must be positive" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadInvocations))]
+    public void BadInputIsOneLineOnStderrAndNonZeroExit(string[] args, string expected)
+    {
+        var (code, _, stderr) = Run(args);
+        Assert.NotEqual(0, code);
+        Assert.Contains(expected, stderr);
+        Assert.StartsWith("error: ", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Fact]
+    public void UnwritableOutputIsCaughtBeforeTheRunAndNothingIsHalfWritten()
+    {
+        using var dir = new Fixtures.TempDir();
+        string outPath = dir.File("x.safetensors");
+        Directory.CreateDirectory(outPath);   // a folder where the file should go
+        var (code, _, stderr) = Run("run", "--model", Gpt2, "--ids", "1,2", "--out", outPath);
+        Assert.NotEqual(0, code);
+        Assert.Contains("is a folder", stderr);
+        Assert.Single(Directory.GetFileSystemEntries(dir.Path));
+    }
+
+    [Fact]
+    public void InspectShowsTheMappingAndTensors()
+    {
+        var (code, stdout, _) = Run("inspect", NeoX);
+        Assert.Equal(0, code);
+        Assert.Contains("GPTNeoXForCausalLM", stdout);
+        Assert.Contains("rotary 4 dims, base 10000", stdout);
+        Assert.Contains("residual parallel", stdout);
+        Assert.Contains("gpt_neox.layers.1.attention.query_key_value.weight", stdout);
+        (code, stdout, _) = Run("inspect", Path.Combine(Fixtures.Samples, "overall.safetensors"));
+        Assert.Equal(0, code);
+        Assert.Contains("9 tensors", stdout);
+        Assert.Contains("metadata test = a", stdout);
+    }
+
+    [Fact]
+    public void BenchForwardPrintsJson()
+    {
+        var (code, stdout, stderr) = Run("bench", "forward", "--model", Gpt2, "--batch", "2", "--seq", "8", "--iters", "1", "--json", "--threads", "1");
+        Assert.True(code == 0, stderr);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        var r = doc.RootElement;
+        Assert.True(r.GetProperty("tokens_per_second").GetDouble() > 0);
+        Assert.Equal(2, r.GetProperty("batch").GetInt32());
+        Assert.Equal(8, r.GetProperty("seq").GetInt32());
+        Assert.Equal(1, r.GetProperty("threads").GetInt32());
+        Assert.StartsWith("cpu", r.GetProperty("device").GetString());
+    }
+
+    [Fact]
+    public void DemoBuildsToysAndRunsThem()
+    {
+        using var cache = new Fixtures.TempDir();
+        var (code, stdout, stderr) = Run("demo", "--cache", cache.Path);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("gpt2-tiny: GPT2LMHeadModel", stdout);
+        Assert.Contains("neox-tiny: GPTNeoXForCausalLM", stdout);
+        Assert.Contains("blocks.1.hook_resid_post", stdout);
+        Assert.Contains("On real weights", stdout);
+        Assert.True(File.Exists(Path.Combine(cache.Path, "neox-tiny-seed0", "tokenizer.json")));
+    }
+
+    [Fact]
+    public void EveryVerbHasHelpWithExamples()
+    {
+        foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"] })
+        {
+            var (code, stdout, _) = Run([.. verb, "--help"]);
+            Assert.Equal(0, code);
+            Assert.Contains("Examples:", stdout);
+            Assert.Contains("polyengine " + string.Join(" ", verb), stdout);
+        }
+    }
+}
