@@ -62,6 +62,10 @@ public interface IBackend : IDisposable
     /// <summary>Copies <c>dst.Length</c> floats starting at <paramref name="srcOffset"/> to the host.</summary>
     void Download(DeviceBuffer src, Span<float> dst, long srcOffset = 0);
 
+    /// <summary>A buffer over <paramref name="host"/> itself when the backend computes in host memory (no copy; results
+    /// written to it appear in the array), otherwise null — then allocate and <see cref="Download"/>.</summary>
+    DeviceBuffer? TryWrapHost(float[] host);
+
     /// <summary>Repacks a weight matrix given in <paramref name="layout"/> as a [k, n] operator.</summary>
     PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout);
 

@@ -36,6 +36,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
         var (s, c) = _times.GetValueOrDefault("Download");
         _times["Download"] = (s + sw.Elapsed.TotalSeconds, c + 1);
     }
+    public DeviceBuffer? TryWrapHost(float[] host) => inner.TryWrapHost(host);
     public PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout) => inner.PackWeight(w, k, n, layout);
     public void Linear(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows) =>
         Time($"Linear {w.K}→{w.N}", () => inner.Linear(x, w, bias, y, rows));

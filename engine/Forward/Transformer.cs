@@ -90,7 +90,7 @@ public sealed class Transformer : IDisposable
         {
             if (!want.Contains(name)) return;
             var shape = name.ShapeFor(s, batch, seq);
-            var data = new float[shape.Aggregate(1L, (x, y) => x * y)];
+            var data = HostArray(shape.Aggregate(1L, (x, y) => x * y));
             b.Download(buf, data);
             cache.Set(name, new Tensor(data, shape));
         }
@@ -177,26 +177,33 @@ public sealed class Transformer : IDisposable
             Tap(new(HookPoint.LnFinalScale), ws.Scale);
             if (options.Logits == LogitsMode.All)
             {
-                var buf = ws.Logits((long)rows * s.DVocab);
-                b.Linear(ws.Normed, _unembed, null, buf, rows);
-                var data = new float[(long)rows * s.DVocab];
-                b.Download(buf, data);
-                logits = new Tensor(data, batch, seq, s.DVocab);
+                logits = new Tensor(Unembed(ws, ws.Normed, rows), batch, seq, s.DVocab);
             }
             else if (options.Logits == LogitsMode.LastPosition)
             {
                 var lastRows = Enumerable.Range(0, batch).Select(r => r * seq + seq - 1).ToArray();
                 b.Gather(lastRows, ws.Normed, d, ws.Last);
-                var buf = ws.Logits((long)batch * s.DVocab);
-                b.Linear(ws.Last, _unembed, null, buf, batch);
-                var data = new float[(long)batch * s.DVocab];
-                b.Download(buf, data);
-                logits = new Tensor(data, batch, 1, s.DVocab);
+                logits = new Tensor(Unembed(ws, ws.Last, batch), batch, 1, s.DVocab);
             }
         }
         b.Synchronize();
         return new RunResult(batch, seq, logits, cache);
     }
+
+    /// <summary>logits[rows, d_vocab] = x · W_U into a new host array: written in place when the backend computes in host
+    /// memory (no second pass over a [rows, d_vocab] array), else computed in the workspace and downloaded.</summary>
+    float[] Unembed(Workspace ws, DeviceBuffer x, int rows)
+    {
+        var data = HostArray((long)rows * _spec.DVocab);
+        var wrapped = _backend.TryWrapHost(data);
+        _backend.Linear(x, _unembed, null, wrapped ?? ws.Logits(data.LongLength), rows);
+        if (wrapped is null) _backend.Download(ws.Logits(data.LongLength), data);
+        return data;
+    }
+
+    /// <summary>A host array that the next download overwrites whole: not zeroed first (a 200 MB logits array would
+    /// otherwise be written twice).</summary>
+    static float[] HostArray(long length) => GC.AllocateUninitializedArray<float>(checked((int)length));
 
     static bool Wants(HashSet<HookName> want, HookPoint p, int layer) => want.Contains(new(p, layer));
 

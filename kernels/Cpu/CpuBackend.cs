@@ -48,6 +48,8 @@ public sealed class CpuBackend : IBackend
         return new Buffer(b);
     }
 
+    public DeviceBuffer? TryWrapHost(float[] host) => new Buffer(host);
+
     public void Download(DeviceBuffer src, Span<float> dst, long srcOffset = 0) => Of(src).AsSpan((int)srcOffset, dst.Length).CopyTo(dst);
 
     public PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout) => new Weight(Gemm.Pack(w, k, n, layout));

@@ -6,26 +6,27 @@ namespace PolyEngine.Kernels.Cpu;
 // GEMM: C[M, N] = A[M, K] · B[K, N] (+ bias[N]), fp32 with fp32 accumulation.
 //   Pack      — B repacked once at load into 16-column panels, k-major: panel p holds B[k, 16p .. 16p+15] for every k,
 //               zero-padded past N. A weight is packed once and reused by every call.
-//   Multiply  — BLIS-style loops: K blocks of KC, M blocks of MC, panels split across threads, a 6×16 register-tile
+//   Multiply  — BLIS-style loops: N chunks, K blocks (≤ 512), M blocks of MC with A packed in 6-row strips, panels split across threads, a 6×16 register-tile
 //               micro-kernel (12 Vector256 accumulators) with FMA where the CPU has it; Vector<T> kernel otherwise.
 //   Reference — the plain triple loop (double accumulation), the ground truth for tests.
 public static class Gemm
 {
     public const int NR = 16;  // panel width (two Vector256<float>)
     public const int MR = 6;   // micro-kernel rows
-    const int KC = 256;        // K block: a 16-wide panel slice is 16 KiB, stays in L1
-    const int MC = 144;        // M block: an MC×KC slice of A is 144 KiB, stays in L2
+    const int KCMax = 512;     // K block: K split into equal blocks of at most 512 (a panel slice ≤ 32 KiB, A strip ≤ 12 KiB)
+    const int MC = 144;        // M block: an MC×KC slice of A is at most 288 KiB, stays in L2
     const int NCP = 64;        // panels per N chunk: a KC×(64·16) slice of B is 1 MiB, stays in L2/L3
 
     /// <summary>A [K, N] matrix packed into 16-column panels (see file header).</summary>
     public sealed class Packed
     {
-        internal Packed(int k, int n, float[] data) { K = k; N = n; Data = data; }
+        internal Packed(int k, int n, float[] data, int offset) { K = k; N = n; Data = data; Offset = offset; }
         public int K { get; }
         public int N { get; }
         public int Panels => (N + NR - 1) / NR;
-        /// <summary>[Panels, K, 16], pinned.</summary>
+        /// <summary>[Panels, K, 16] starting at <see cref="Offset"/>, pinned, 64-byte aligned (no cache-line-split loads).</summary>
         internal float[] Data { get; }
+        internal int Offset { get; }
     }
 
     /// <summary>Packs <paramref name="w"/> given as [k, n] (<see cref="WeightLayout.InOut"/>) or [n, k] (<see cref="WeightLayout.OutIn"/>).</summary>
@@ -34,12 +35,12 @@ public static class Gemm
         if (k <= 0 || n <= 0) throw new ArgumentException($"GEMM weight must be non-empty, got [{k}, {n}]");
         if (w.Length != (long)k * n) throw new ArgumentException($"GEMM weight has {w.Length} values, expected {k}×{n}");
         int panels = (n + NR - 1) / NR;
-        var data = GC.AllocateUninitializedArray<float>(checked(panels * k * NR), pinned: true);
-        Array.Clear(data);
+        var data = GC.AllocateArray<float>(checked(panels * k * NR + 16), pinned: true);
+        int offset = AlignmentOffset(data);
         for (int p = 0; p < panels; p++)
         {
             int j0 = p * NR, width = Math.Min(NR, n - j0);
-            var panel = data.AsSpan(p * k * NR, k * NR);
+            var panel = data.AsSpan(offset + p * k * NR, k * NR);
             if (layout == WeightLayout.InOut)
                 for (int kk = 0; kk < k; kk++)
                     w.Slice(kk * n + j0, width).CopyTo(panel.Slice(kk * NR, width));
@@ -50,7 +51,13 @@ public static class Gemm
                     for (int kk = 0; kk < k; kk++) panel[kk * NR + j] = row[kk];
                 }
         }
-        return new Packed(k, n, data);
+        return new Packed(k, n, data, offset);
+    }
+
+    /// <summary>Elements to skip so that a pinned array's data starts on a 64-byte boundary.</summary>
+    static unsafe int AlignmentOffset(float[] pinned)
+    {
+        fixed (float* p = pinned) return (int)((64 - ((nint)p & 63)) & 63) / sizeof(float);
     }
 
     /// <summary>C[m, N] = A[m, K] · B + bias, using up to <paramref name="threads"/> threads.</summary>
@@ -67,9 +74,9 @@ public static class Gemm
             var row = c.Slice(i * n, n);
             if (bias.IsEmpty) row.Clear(); else bias.CopyTo(row);
         }
-        fixed (float* pa = a) fixed (float* pc = c) fixed (float* pb = b.Data)
+        fixed (float* pa = a) fixed (float* pc = c) fixed (float* pb0 = b.Data)
         {
-            var job = new Job(pa, pb, pc, m, n, k);
+            var job = new Job(pa, pb0 + b.Offset, pc, m, n, k);
             int workers = Math.Max(1, Math.Min(threads, b.Panels));
             // Splitting over panels keeps each thread on its own columns of C: no write sharing.
             if (workers == 1) job.Run(0, b.Panels);
@@ -82,18 +89,25 @@ public static class Gemm
         }
     }
 
+    /// <summary>Per-thread packed-A scratch (pinned, reused across calls).</summary>
+    [ThreadStatic] static float[]? t_apack;
+
     readonly unsafe struct Job(float* a, float* b, float* c, int m, int n, int k)
     {
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int p0, int p1)
         {
             float* tile = stackalloc float[MR * NR];
             // A slice packed MR rows at a time, k-major: apack[(i / MR)][kk][r] — the micro-kernel reads it contiguously.
-            var apack = GC.AllocateUninitializedArray<float>(MC * KC, pinned: true);
-            fixed (float* ap0 = apack)
+            var apack = t_apack ??= GC.AllocateUninitializedArray<float>(MC * KCMax + 16, pinned: true);
+            fixed (float* apBase = apack)
+            {
+                float* ap0 = apBase + AlignmentOffset(apack);
+                int kBlocks = (k + KCMax - 1) / KCMax, kcFull = (k + kBlocks - 1) / kBlocks;
                 for (int pc = p0; pc < p1; pc += NCP)
-                for (int k0 = 0; k0 < k; k0 += KC)
+                for (int k0 = 0; k0 < k; k0 += kcFull)
                 {
-                    int kc = Math.Min(KC, k - k0);
+                    int kc = Math.Min(kcFull, k - k0);
                     for (int i0 = 0; i0 < m; i0 += MC)
                     {
                         int mc = Math.Min(MC, m - i0);
@@ -120,9 +134,11 @@ public static class Gemm
                         }
                     }
                 }
+            }
         }
 
         /// <summary>Packs A[0..mc, 0..kc) (row stride lda) as MR-row strips, k-major, zero-padding the last strip.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         static void PackA(float* a, int lda, int mc, int kc, float* dst)
         {
             for (int i = 0; i < mc; i += MR)
@@ -148,6 +164,9 @@ public static class Gemm
             KernelPortable(a, b, c, ldc, kc);
             return;
         }
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported)
+            // The C tile is read only after kc steps: start pulling its six 64-byte rows in now.
+            for (int r = 0; r < MR; r++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(c + (long)r * ldc);
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         // Two k steps per iteration: fewer loop-control µops per FMA.
