@@ -6,15 +6,15 @@ namespace PolyEngine.Kernels.Cpu;
 // GEMM: C[M, N] = A[M, K] · B[K, N] (+ bias[N]), fp32 with fp32 accumulation.
 //   Pack      — B repacked once at load into 16-column panels, k-major: panel p holds B[k, 16p .. 16p+15] for every k,
 //               zero-padded past N. A weight is packed once and reused by every call.
-//   Multiply  — BLIS-style loops: N chunks, K blocks (≤ 512), M blocks of MC with A packed in 6-row strips, panels split across threads, a 6×16 register-tile
+//   Multiply  — BLIS-style loops: N chunks, K blocks (≤ 768; the first stores bias + product, later ones accumulate), M blocks of MC with A packed in 6-row strips, panels split across threads, a 6×16 register-tile
 //               micro-kernel (12 Vector256 accumulators) with FMA where the CPU has it; Vector<T> kernel otherwise.
 //   Reference — the plain triple loop (double accumulation), the ground truth for tests.
 public static class Gemm
 {
     public const int NR = 16;  // panel width (two Vector256<float>)
     public const int MR = 6;   // micro-kernel rows
-    const int KCMax = 512;     // K block: K split into equal blocks of at most 512 (a panel slice ≤ 32 KiB, A strip ≤ 12 KiB)
-    const int MC = 144;        // M block: an MC×KC slice of A is at most 288 KiB, stays in L2
+    const int KCMax = 768;     // K block: K split into equal blocks of at most 768 (panel slice ≤ 48 KiB, A strip ≤ 18 KiB: L2)
+    const int MC = 144;        // M block: an MC×KC slice of A is at most 432 KiB, stays in L2 (1 MiB here)
     const int NCP = 64;        // panels per N chunk: a KC×(64·16) slice of B is 1 MiB, stays in L2/L3
 
     /// <summary>A [K, N] matrix packed into 16-column panels (see file header).</summary>
@@ -68,15 +68,16 @@ public static class Gemm
         if (c.Length < (long)m * n) throw new ArgumentException($"GEMM output has {c.Length} values, expected {m}×{n}");
         if (!bias.IsEmpty && bias.Length != n) throw new ArgumentException($"GEMM bias has {bias.Length} values, expected {n}");
         if (m == 0) return;
-        // C starts as the bias (or zero); every K block accumulates into it.
-        for (int i = 0; i < m; i++)
+        // The first K block stores bias + A·B into C (no separate pass over C); later blocks accumulate.
+        // The bias is zero-padded to whole panels so the micro-kernel can always read 16 values.
+        var biasPadded = System.Buffers.ArrayPool<float>.Shared.Rent(b.Panels * NR);
+        try
         {
-            var row = c.Slice(i * n, n);
-            if (bias.IsEmpty) row.Clear(); else bias.CopyTo(row);
-        }
-        fixed (float* pa = a) fixed (float* pc = c) fixed (float* pb0 = b.Data)
+        Array.Clear(biasPadded, 0, b.Panels * NR);
+        bias.CopyTo(biasPadded);
+        fixed (float* pa = a) fixed (float* pc = c) fixed (float* pb0 = b.Data) fixed (float* pbias = biasPadded)
         {
-            var job = new Job(pa, pb0 + b.Offset, pc, m, n, k);
+            var job = new Job(pa, pb0 + b.Offset, pc, pbias, m, n, k);
             int workers = Math.Max(1, Math.Min(threads, b.Panels));
             // Splitting over panels keeps each thread on its own columns of C: no write sharing.
             if (workers == 1) job.Run(0, b.Panels);
@@ -87,17 +88,21 @@ public static class Gemm
                     job.Run(p0, p1);
                 });
         }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(biasPadded); }
     }
 
     /// <summary>Per-thread packed-A scratch (pinned, reused across calls).</summary>
     [ThreadStatic] static float[]? t_apack;
 
-    readonly unsafe struct Job(float* a, float* b, float* c, int m, int n, int k)
+    readonly unsafe struct Job(float* a, float* b, float* c, float* bias, int m, int n, int k)
     {
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(int p0, int p1)
         {
             float* tile = stackalloc float[MR * NR];
+            float* zeros = stackalloc float[NR];
+            new Span<float>(zeros, NR).Clear();
             // A slice packed MR rows at a time, k-major: apack[(i / MR)][kk][r] — the micro-kernel reads it contiguously.
             var apack = t_apack ??= GC.AllocateUninitializedArray<float>(MC * KCMax + 16, pinned: true);
             fixed (float* apBase = apack)
@@ -121,14 +126,15 @@ public static class Gemm
                                 int mr = Math.Min(MR, mc - i);
                                 float* ap = ap0 + (long)i * kc;
                                 float* cp = c + (long)(i0 + i) * n + j0;
-                                if (mr == MR && width == NR) Kernel6x16(ap, bp, cp, n, kc);
+                                float* first = k0 == 0 ? bias + j0 : null;
+                                if (mr == MR && width == NR) Kernel6x16(ap, bp, cp, n, kc, first);
                                 else
                                 {
-                                    // Edge tile: full 6×16 tile into scratch (packed A is zero-padded), add the valid part.
-                                    new Span<float>(tile, MR * NR).Clear();
-                                    Kernel6x16(ap, bp, tile, NR, kc);
+                                    // Edge tile: full 6×16 tile into scratch (packed A is zero-padded), then the valid part.
+                                    Kernel6x16(ap, bp, tile, NR, kc, zeros);
                                     for (int r = 0; r < mr; r++)
-                                        for (int j = 0; j < width; j++) cp[(long)r * n + j] += tile[r * NR + j];
+                                        for (int j = 0; j < width; j++)
+                                            cp[(long)r * n + j] = (first is null ? cp[(long)r * n + j] : first[j]) + tile[r * NR + j];
                                 }
                             }
                         }
@@ -155,16 +161,17 @@ public static class Gemm
         }
     }
 
-    /// <summary>c[6, 16] (row stride ldc) += packed A strip [kc, 6] · packed B panel slice [kc, 16].</summary>
+    /// <summary>c[6, 16] (row stride ldc) += packed A strip [kc, 6] · packed B panel slice [kc, 16]; when <paramref name="first"/>
+    /// is not null (first K block) c is not read: c = first[0..16) (per column) + the product.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void Kernel6x16(float* a, float* b, float* c, int ldc, int kc)
+    static unsafe void Kernel6x16(float* a, float* b, float* c, int ldc, int kc, float* first)
     {
         if (!Vector256.IsHardwareAccelerated)
         {
-            KernelPortable(a, b, c, ldc, kc);
+            KernelPortable(a, b, c, ldc, kc, first);
             return;
         }
-        if (System.Runtime.Intrinsics.X86.Sse.IsSupported)
+        if (first is null && System.Runtime.Intrinsics.X86.Sse.IsSupported)
             // The C tile is read only after kc steps: start pulling its six 64-byte rows in now.
             for (int r = 0; r < MR; r++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(c + (long)r * ldc);
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
@@ -178,12 +185,32 @@ public static class Gemm
         }
         if (k2 < kc)
             Step(a, b, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
+        if (first is not null)
+        {
+            // First K block: C = first-row (bias or zeros) + tile.
+            var f0 = Vector256.Load(first);
+            var f1 = Vector256.Load(first + 8);
+            Store(c, c00 + f0, c01 + f1); c += ldc;
+            Store(c, c10 + f0, c11 + f1); c += ldc;
+            Store(c, c20 + f0, c21 + f1); c += ldc;
+            Store(c, c30 + f0, c31 + f1); c += ldc;
+            Store(c, c40 + f0, c41 + f1); c += ldc;
+            Store(c, c50 + f0, c51 + f1);
+            return;
+        }
         Accumulate(c, c00, c01); c += ldc;
         Accumulate(c, c10, c11); c += ldc;
         Accumulate(c, c20, c21); c += ldc;
         Accumulate(c, c30, c31); c += ldc;
         Accumulate(c, c40, c41); c += ldc;
         Accumulate(c, c50, c51);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Store(float* c, Vector256<float> lo, Vector256<float> hi)
+    {
+        Vector256.Store(lo, c);
+        Vector256.Store(hi, c + 8);
     }
 
     /// <summary>One k step of the 6×16 tile: two B vectors, six A broadcasts, twelve FMAs.</summary>
@@ -216,7 +243,7 @@ public static class Gemm
     }
 
     /// <summary>Portable Vector&lt;T&gt; micro-kernel for CPUs without 256-bit SIMD (same contract as <see cref="Kernel6x16"/>).</summary>
-    static unsafe void KernelPortable(float* a, float* b, float* c, int ldc, int kc)
+    static unsafe void KernelPortable(float* a, float* b, float* c, int ldc, int kc, float* first)
     {
         int vw = System.Numerics.Vector<float>.Count;
         Span<float> acc = stackalloc float[MR * NR];
@@ -235,7 +262,7 @@ public static class Gemm
                     for (int j = 0; j < NR; j++) row[j] += x * b[j];
             }
         for (int r = 0; r < MR; r++)
-            for (int j = 0; j < NR; j++) c[(long)r * ldc + j] += acc[r * NR + j];
+            for (int j = 0; j < NR; j++) c[(long)r * ldc + j] = (first is null ? c[(long)r * ldc + j] : first[j]) + acc[r * NR + j];
     }
 
     /// <summary>Scalar reference: C = A·W + bias with W given in <paramref name="layout"/>, accumulated in double.</summary>
