@@ -1,28 +1,35 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 
 namespace PolyEngine.Kernels.Cpu;
 
 // Causal self-attention and rotary embeddings. Layout of q, k, v, z: [batch, seq, n_heads, d_head] (row stride n_heads·d_head).
-//   Causal    — per (batch, head): K gathered transposed and V contiguous, scores and z as vector axpys, masked entries never
+//   Causal    — per (batch, head): K gathered transposed, 64 keys scored per register block, z summed 64 dims per block, masked entries never
 //               computed (HF's finfo.min mask gives exact zeros after softmax), stable softmax, z = Σ p·v. Optional pattern tap.
 //   Rotary    — NeoX "rotate half": pairs (j, j + r/2) of the first r dims; inv_freq and angles in float32 as HF computes them.
 //   Reference — double-precision scalar loops for both.
 public static class Attention
 {
+    const int KeyBlock = 64;   // keys scored per register block (8 Vector256 accumulators)
+
     public static unsafe void Causal(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> z,
         int batch, int seq, int nHeads, int dHead, float scale, Span<float> pattern, int b, int h)
     {
         int d = nHeads * dHead;
-        // K transposed to [d_head, seq] so a query's scores are d_head axpys over keys; V contiguous [seq, d_head].
-        var kt = System.Buffers.ArrayPool<float>.Shared.Rent(seq * dHead);
-        var vh = System.Buffers.ArrayPool<float>.Shared.Rent(seq * dHead);
-        var p = System.Buffers.ArrayPool<float>.Shared.Rent(seq);
+        int seqPad = (seq + KeyBlock - 1) / KeyBlock * KeyBlock;
+        // K transposed to [d_head, seqPad] (zero-padded keys) so 64 keys' scores are 8 vector accumulators;
+        // V contiguous [seq, d_head].
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        var kt = pool.Rent(seqPad * dHead);
+        var vh = pool.Rent(seq * dHead);
+        var p = pool.Rent(seqPad);
         try
         {
+            Array.Clear(kt, 0, seqPad * dHead);
             for (int s = 0; s < seq; s++)
             {
                 int off = (b * seq + s) * d + h * dHead;
-                for (int i = 0; i < dHead; i++) kt[i * seq + s] = k[off + i];
+                for (int i = 0; i < dHead; i++) kt[i * seqPad + s] = k[off + i];
                 v.Slice(off, dHead).CopyTo(vh.AsSpan(s * dHead));
             }
             fixed (float* ktp = kt, vhp = vh, pp = p)
@@ -30,18 +37,15 @@ public static class Attention
                 for (int t = 0; t < seq; t++)
                 {
                     float* qt = qp + (b * seq + t) * d + h * dHead;
-                    int n = t + 1;                         // keys 0..t; masked keys are never computed
-                    new Span<float>(pp, n).Clear();
-                    for (int i = 0; i < dHead; i++) Axpy(qt[i], ktp + i * seq, pp, n);
+                    int n = t + 1;                         // keys 0..t; scores past t are computed in the last block and ignored
+                    for (int s0 = 0; s0 < n; s0 += KeyBlock) Scores64(qt, ktp + s0, seqPad, dHead, pp + s0);
                     var row = new Span<float>(pp, n);
                     TensorPrimitives.Multiply(row, scale, row);
                     float max = TensorPrimitives.Max(row);
                     TensorPrimitives.Subtract(row, max, row);
                     TensorPrimitives.Exp(row, row);
                     TensorPrimitives.Divide(row, TensorPrimitives.Sum(row), row);
-                    float* zt = zp + (b * seq + t) * d + h * dHead;
-                    new Span<float>(zt, dHead).Clear();
-                    for (int s = 0; s < n; s++) Axpy(pp[s], vhp + s * dHead, zt, dHead);
+                    WeightedSum(pp, n, vhp, dHead, zp + (b * seq + t) * d + h * dHead);
                     if (!pattern.IsEmpty)
                     {
                         var prow = pattern.Slice((((b * nHeads + h) * seq) + t) * seq, seq);
@@ -52,27 +56,76 @@ public static class Attention
         }
         finally
         {
-            System.Buffers.ArrayPool<float>.Shared.Return(kt);
-            System.Buffers.ArrayPool<float>.Shared.Return(vh);
-            System.Buffers.ArrayPool<float>.Shared.Return(p);
+            pool.Return(kt);
+            pool.Return(vh);
+            pool.Return(p);
         }
     }
 
-    /// <summary>y[0..n) += a·x[0..n) (inlined vector loop: the attention inner loops are too short for a library call).</summary>
-    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
-    static unsafe void Axpy(float a, float* x, float* y, int n)
+    /// <summary>out[0..64) = Σ_i q[i]·kt[i, 0..64) (row stride <paramref name="ld"/>): 8 independent FMA chains.</summary>
+    static unsafe void Scores64(float* q, float* kt, int ld, int dHead, float* output)
     {
-        int i = 0;
-        if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+        if (!Vector256.IsHardwareAccelerated)
         {
-            var av = System.Runtime.Intrinsics.Vector256.Create(a);
-            for (; i <= n - 8; i += 8)
-                System.Runtime.Intrinsics.Vector256.Store(
-                    System.Runtime.Intrinsics.Vector256.MultiplyAddEstimate(av, System.Runtime.Intrinsics.Vector256.Load(x + i),
-                        System.Runtime.Intrinsics.Vector256.Load(y + i)), y + i);
+            for (int s = 0; s < KeyBlock; s++)
+            {
+                float acc = 0;
+                for (int i = 0; i < dHead; i++) acc += q[i] * kt[(long)i * ld + s];
+                output[s] = acc;
+            }
+            return;
         }
-        for (; i < n; i++) y[i] += a * x[i];
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default,
+            a4 = default, a5 = default, a6 = default, a7 = default;
+        for (int i = 0; i < dHead; i++, kt += ld)
+        {
+            var x = Vector256.Create(q[i]);
+            a0 = Fma(x, kt, a0); a1 = Fma(x, kt + 8, a1); a2 = Fma(x, kt + 16, a2); a3 = Fma(x, kt + 24, a3);
+            a4 = Fma(x, kt + 32, a4); a5 = Fma(x, kt + 40, a5); a6 = Fma(x, kt + 48, a6); a7 = Fma(x, kt + 56, a7);
+        }
+        a0.Store(output); a1.Store(output + 8); a2.Store(output + 16); a3.Store(output + 24);
+        a4.Store(output + 32); a5.Store(output + 40); a6.Store(output + 48); a7.Store(output + 56);
     }
+
+    /// <summary>z[0..dHead) = Σ_s p[s]·v[s, 0..dHead): 64 dims at a time in 8 accumulators, then 8, then scalars.</summary>
+    static unsafe void WeightedSum(float* p, int n, float* v, int dHead, float* z)
+    {
+        int c = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; c + 64 <= dHead; c += 64)
+            {
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default,
+                    a4 = default, a5 = default, a6 = default, a7 = default;
+                float* vs = v + c;
+                for (int s = 0; s < n; s++, vs += dHead)
+                {
+                    var x = Vector256.Create(p[s]);
+                    a0 = Fma(x, vs, a0); a1 = Fma(x, vs + 8, a1); a2 = Fma(x, vs + 16, a2); a3 = Fma(x, vs + 24, a3);
+                    a4 = Fma(x, vs + 32, a4); a5 = Fma(x, vs + 40, a5); a6 = Fma(x, vs + 48, a6); a7 = Fma(x, vs + 56, a7);
+                }
+                a0.Store(z + c); a1.Store(z + c + 8); a2.Store(z + c + 16); a3.Store(z + c + 24);
+                a4.Store(z + c + 32); a5.Store(z + c + 40); a6.Store(z + c + 48); a7.Store(z + c + 56);
+            }
+            for (; c + 8 <= dHead; c += 8)
+            {
+                var a = Vector256<float>.Zero;
+                for (int s = 0; s < n; s++) a = Fma(Vector256.Create(p[s]), v + (long)s * dHead + c, a);
+                a.Store(z + c);
+            }
+        }
+        for (; c < dHead; c++)
+        {
+            float a = 0;
+            for (int s = 0; s < n; s++) a += p[s] * v[(long)s * dHead + c];
+            z[c] = a;
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    static unsafe Vector256<float> Fma(Vector256<float> x, float* y,
+        Vector256<float> acc) =>
+        Vector256.MultiplyAddEstimate(x, Vector256.Load(y), acc);
 
     /// <summary>inv_freq[j] = 1 / base^(2j / r), j &lt; r/2, as HF computes it (float32).</summary>
     public static float[] InverseFrequencies(int rotaryDim, float rotaryBase)
