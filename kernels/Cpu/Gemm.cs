@@ -6,8 +6,9 @@ namespace PolyEngine.Kernels.Cpu;
 // GEMM: C[M, N] = A[M, K] · B[K, N] (+ bias[N]), fp32 with fp32 accumulation.
 //   Pack      — B repacked once at load into 16-column panels, k-major: panel p holds B[k, 16p .. 16p+15] for every k,
 //               zero-padded past N. A weight is packed once and reused by every call.
-//   Multiply  — BLIS-style loops: N chunks, K blocks (≤ 768; the first stores bias + product, later ones accumulate), M blocks of MC with A packed in 6-row strips, panels split across threads, a 6×16 register-tile
-//               micro-kernel (12 Vector256 accumulators) with FMA where the CPU has it; Vector<T> kernel otherwise.
+//   Multiply  — BLIS-style: C tiles of (≤ 64 panels × 144 rows) taken by threads as they finish; inside a tile, K blocks
+//               of ≤ 768 (the first stores bias + product, later ones accumulate), A packed in 6-row strips, and a 6×16
+//               register-tile micro-kernel (12 Vector256 accumulators, FMA where the CPU has it; Vector<T> otherwise).
 //   Reference — the plain triple loop (double accumulation), the ground truth for tests.
 public static class Gemm
 {
@@ -77,16 +78,20 @@ public static class Gemm
         bias.CopyTo(biasPadded);
         fixed (float* pa = a) fixed (float* pc = c) fixed (float* pb0 = b.Data) fixed (float* pbias = biasPadded)
         {
-            var job = new Job(pa, pb0 + b.Offset, pc, pbias, m, n, k);
-            int workers = Math.Max(1, Math.Min(threads, b.Panels));
-            // Splitting over panels keeps each thread on its own columns of C: no write sharing.
-            if (workers == 1) job.Run(0, b.Panels);
+            // Work items are (N chunk, M block) tiles of C, chunk-major so that threads working at the same time share
+            // the chunk's B panels in cache; threads take the next tile as they finish (shared vCPUs run unevenly).
+            // Chunks shrink (down to 4 panels) when there would otherwise be fewer than two tiles per thread.
+            int mBlocks = (m + MC - 1) / MC, wantChunks = Math.Max(1, (2 * threads + mBlocks - 1) / mBlocks);
+            int ncp = Math.Clamp((b.Panels + wantChunks - 1) / wantChunks, 4, NCP);
+            int chunks = (b.Panels + ncp - 1) / ncp, items = chunks * mBlocks;
+            var job = new Job(pa, pb0 + b.Offset, pc, pbias, m, n, k, b.Panels, mBlocks, ncp);
+            int workers = Math.Max(1, Math.Min(threads, items));
+            if (workers == 1) job.Run(new StrongBox<int>(0), items);
             else
-                Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, w =>
-                {
-                    int p0 = (int)((long)b.Panels * w / workers), p1 = (int)((long)b.Panels * (w + 1) / workers);
-                    job.Run(p0, p1);
-                });
+            {
+                var next = new StrongBox<int>(0);
+                Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, _ => job.Run(next, items));
+            }
         }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(biasPadded); }
@@ -95,10 +100,11 @@ public static class Gemm
     /// <summary>Per-thread packed-A scratch (pinned, reused across calls).</summary>
     [ThreadStatic] static float[]? t_apack;
 
-    readonly unsafe struct Job(float* a, float* b, float* c, float* bias, int m, int n, int k)
+    readonly unsafe struct Job(float* a, float* b, float* c, float* bias, int m, int n, int k, int panels, int mBlocks, int ncp)
     {
+        /// <summary>Computes tiles until none is left; <paramref name="next"/> is the shared tile counter.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Run(int p0, int p1)
+        public void Run(StrongBox<int> next, int items)
         {
             float* tile = stackalloc float[MR * NR];
             float* zeros = stackalloc float[NR];
@@ -109,15 +115,15 @@ public static class Gemm
             {
                 float* ap0 = apBase + AlignmentOffset(apack);
                 int kBlocks = (k + KCMax - 1) / KCMax, kcFull = (k + kBlocks - 1) / kBlocks;
-                for (int pc = p0; pc < p1; pc += NCP)
-                for (int k0 = 0; k0 < k; k0 += kcFull)
+                for (int item; (item = Interlocked.Increment(ref next.Value) - 1) < items;)
                 {
-                    int kc = Math.Min(kcFull, k - k0);
-                    for (int i0 = 0; i0 < m; i0 += MC)
+                    int pc = item / mBlocks * ncp, p1 = Math.Min(pc + ncp, panels);
+                    int i0 = item % mBlocks * MC, mc = Math.Min(MC, m - i0);
+                    for (int k0 = 0; k0 < k; k0 += kcFull)
                     {
-                        int mc = Math.Min(MC, m - i0);
+                        int kc = Math.Min(kcFull, k - k0);
                         PackA(a + (long)i0 * k + k0, k, mc, kc, ap0);
-                        for (int p = pc; p < Math.Min(pc + NCP, p1); p++)
+                        for (int p = pc; p < p1; p++)
                         {
                             float* bp = b + (long)p * k * NR + (long)k0 * NR;
                             int j0 = p * NR, width = Math.Min(NR, n - j0);
