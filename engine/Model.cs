@@ -8,7 +8,8 @@ using PolyEngine.Tokenization;
 namespace PolyEngine;
 
 /// <summary>
-/// A loaded model: the embeddable entry point.
+/// A loaded model: the embeddable entry point. Thread-safe; passes on one model run one at a time (load the model
+/// twice, or batch rows, for parallel throughput).
 /// <code>
 /// using var model = Model.Load("gpt2");                       // folder, or hub id from the HF cache
 /// var result = model.Run([model.Encode("Hello world")], new RunOptions { Hooks = HookName.Select(model.Spec, "blocks.*.hook_resid_post") });
@@ -20,6 +21,7 @@ public sealed class Model : IDisposable
 {
     readonly Transformer _transformer;
     readonly bool _ownsBackend;
+    readonly object _runLock = new();   // one pass at a time: the activation workspace is reused between calls
     ModelTokenizer? _tokenizer;
 
     Model(string folder, ModelSpec spec, IBackend backend, bool ownsBackend, ModelParams p)
@@ -83,7 +85,7 @@ public sealed class Model : IDisposable
             if (options.StopAtLayer is int s && (h.IsBlock ? h.Layer > s : h.Point is Hooks.HookPoint.LnFinalScale or Hooks.HookPoint.LnFinalNormalized))
                 throw new PolyEngineException($"hook '{h}' lies after stop layer {s}; raise the stop layer or drop the hook");
         }
-        return _transformer.Run(ids, batch, seq, options);
+        lock (_runLock) return _transformer.Run(ids, batch, seq, options);
     }
 
     public void ValidateIds(int[] ids, int batch, int seq)

@@ -6,7 +6,7 @@ namespace PolyEngine.Kernels.Cpu;
 // GEMM: C[M, N] = A[M, K] · B[K, N] (+ bias[N]), fp32 with fp32 accumulation.
 //   Pack      — B repacked once at load into 16-column panels, k-major: panel p holds B[k, 16p .. 16p+15] for every k,
 //               zero-padded past N. A weight is packed once and reused by every call.
-//   Multiply  — BLIS-style: C tiles of (≤ 64 panels × 144 rows) taken by threads as they finish; inside a tile, K blocks
+//   Multiply  — BLIS-style: C tiles of (≤ 64 panels × 96 rows) taken by threads as they finish; inside a tile, K blocks
 //               of ≤ 768 (the first stores bias + product, later ones accumulate), A packed in 6-row strips, and a 6×16
 //               register-tile micro-kernel (12 Vector256 accumulators, FMA where the CPU has it; Vector<T> otherwise).
 //   Reference — the plain triple loop (double accumulation), the ground truth for tests.
@@ -14,9 +14,9 @@ public static class Gemm
 {
     public const int NR = 16;  // panel width (two Vector256<float>)
     public const int MR = 6;   // micro-kernel rows
-    const int KCMax = 768;     // K block: K split into equal blocks of at most 768 (panel slice ≤ 48 KiB, A strip ≤ 18 KiB: L2)
-    const int MC = 144;        // M block: an MC×KC slice of A is at most 432 KiB, stays in L2 (1 MiB here)
-    const int NCP = 64;        // panels per N chunk: a KC×(64·16) slice of B is 1 MiB, stays in L2/L3
+    const int KCMax = 768;     // K block: K split into equal blocks of at most 768 (panel slice ≤ 48 KiB, A strip ≤ 18 KiB)
+    const int MC = 96;         // M block: an MC×KC slice of A is at most 288 KiB (L2 is 512 KiB per core on the dev VM)
+    const int NCP = 64;        // panels per N chunk: a KC×(64·16) slice of B is ≤ 3 MiB, stays in L3
 
     /// <summary>A [K, N] matrix packed into 16-column panels (see file header).</summary>
     public sealed class Packed
