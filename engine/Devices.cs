@@ -1,12 +1,13 @@
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Cuda;
 
 namespace PolyEngine;
 
-/// <summary>Device selection for <c>--device auto|cpu|cuda</c>.</summary>
+/// <summary>Device selection for <c>--device auto|cpu|cuda|cuda-emulated</c>.</summary>
 public static class Devices
 {
-    public static readonly string[] Names = ["auto", "cpu", "cuda"];
+    public static readonly string[] Names = ["auto", "cpu", "cuda", "cuda-emulated"];
 
     /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="note"/> says what was chosen and why.</summary>
     public static IBackend Create(string device, int threads, out string note)
@@ -18,13 +19,31 @@ public static class Devices
                 note = cpu.DeviceName;
                 return cpu;
             case "auto":
+                if (IlgpuBackend.CudaAvailable())
+                {
+                    var gpu = Cuda();
+                    note = $"{gpu.DeviceName} (auto)";
+                    return gpu;
+                }
                 var auto = new CpuBackend(threads);
-                note = $"{auto.DeviceName} (auto: this build has no CUDA backend yet)";
+                note = $"{auto.DeviceName} (auto: no CUDA device found)";
                 return auto;
             case "cuda":
-                throw new PolyEngineException("--device cuda: this build has no CUDA backend yet; use --device cpu (or auto)");
+                var cuda = Cuda();
+                note = cuda.DeviceName;
+                return cuda;
+            case "cuda-emulated":
+                var emulated = IlgpuBackend.CreateEmulated();
+                note = $"{emulated.DeviceName} — for checking the CUDA kernels without a GPU; slow by design, use tiny models";
+                return emulated;
             default:
                 throw new PolyEngineException($"--device '{device}' is unknown; choose one of {string.Join(", ", Names)}");
         }
+    }
+
+    static IlgpuBackend Cuda()
+    {
+        try { return IlgpuBackend.CreateCuda(); }
+        catch (PolyEngineKernelException e) { throw new PolyEngineException($"--device cuda: {e.Message}"); }
     }
 }

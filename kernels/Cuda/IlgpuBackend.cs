@@ -1,0 +1,271 @@
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+
+namespace PolyEngine.Kernels.Cuda;
+
+/// <summary>
+/// The GPU-style backend: every op an ILGPU kernel (see the *Kernels files), launched on an ILGPU accelerator.
+/// On a CUDA device this is the CUDA backend; on ILGPU's CPU accelerator (warp size 32) it is the emulated CUDA path
+/// (<c>--device cuda-emulated</c>) that CI uses to check the kernels without a GPU — slow by design, tiny shapes only.
+/// Weights are uploaded once as [K, N] device matrices; activations live in device buffers.
+/// </summary>
+public sealed class IlgpuBackend : IBackend
+{
+    readonly Context _context;
+    readonly Accelerator _acc;
+    readonly MemoryBuffer1D<float, Stride1D.Dense> _dummy;   // stands in for taps that are not written
+    MemoryBuffer1D<int, Stride1D.Dense>? _ids;
+    (int Seq, int RotaryDim, float Base, MemoryBuffer1D<float, Stride1D.Dense> Cos, MemoryBuffer1D<float, Stride1D.Dense> Sin)? _rotary;
+
+    readonly Action<Index1D, ArrayView<int>, ArrayView<float>, int, ArrayView<float>> _gather;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _add;
+    readonly Action<Index1D, ArrayView<float>, int, int, int, ArrayView<float>> _copyColumns;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int> _layerNorm;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> _rotaryKernel;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, ArrayView<float>, int> _causal;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>> _gemm;
+
+    IlgpuBackend(Context context, Accelerator acc, string name)
+    {
+        _context = context;
+        _acc = acc;
+        DeviceName = name;
+        _dummy = acc.Allocate1D<float>(1);
+        _gather = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, int, ArrayView<float>>(ElementwiseKernels.Gather);
+        _add = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
+        _copyColumns = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, int, ArrayView<float>>(ElementwiseKernels.CopyColumns);
+        _activate = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Activate);
+        _layerNorm = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float,
+            ArrayView<float>, int, ArrayView<float>, int>(LayerNormKernels.Forward);
+        _rotaryKernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(
+            AttentionKernels.Rotary);
+        _causal = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float,
+            ArrayView<float>, int>(AttentionKernels.Causal);
+        _gemm = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>>(GemmKernels.Naive);
+    }
+
+    /// <summary>ILGPU's CPU accelerator shaped like an NVIDIA SM (warp 32, 4 warps per group): the kernels run as they
+    /// would on a GPU, every lane an OS thread.</summary>
+    public static IlgpuBackend CreateEmulated()
+    {
+        var context = Context.Create(b => b.CPU(new CPUDevice(32, 4, 1)).EnableAlgorithms().Math(MathMode.Default));
+        try
+        {
+            var acc = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
+            return new IlgpuBackend(context, acc, "cuda-emulated (ILGPU CPU accelerator, warp 32)");
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The first CUDA device; a <see cref="PolyEngineKernelException"/> when there is none or no driver.</summary>
+    public static IlgpuBackend CreateCuda(int index = 0)
+    {
+        Context context;
+        try { context = Context.Create(b => b.Cuda().EnableAlgorithms().Math(MathMode.Default)); }
+        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or CudaException or NotSupportedException)
+        {
+            throw new PolyEngineKernelException($"the CUDA driver (libcuda.so.1) could not be used ({e.Message}); install the NVIDIA driver or use --device cpu");
+        }
+        var devices = context.GetCudaDevices();
+        if (devices.Count <= index)
+        {
+            context.Dispose();
+            throw new PolyEngineKernelException(devices.Count == 0
+                ? "no CUDA device found (the driver reports none); use --device cpu"
+                : $"CUDA device {index} does not exist ({devices.Count} found)");
+        }
+        var dev = devices[index];
+        var acc = dev.CreateCudaAccelerator(context);
+        return new IlgpuBackend(context, acc, $"cuda:{index} ({dev.Name}, sm_{dev.Architecture?.Major}{dev.Architecture?.Minor}, {dev.MemorySize / (1 << 20):N0} MiB)");
+    }
+
+    /// <summary>One line per CUDA device (index, name, compute capability, memory); empty with <paramref name="why"/> when none.</summary>
+    public static IReadOnlyList<string> DescribeCudaDevices(out string? why)
+    {
+        try
+        {
+            using var context = Context.Create(b => b.Cuda());
+            var list = new List<string>();
+            var devices = context.GetCudaDevices();
+            for (int i = 0; i < devices.Count; i++)
+            {
+                var d = devices[i];
+                list.Add($"cuda:{i}  {d.Name}  sm_{d.Architecture?.Major}{d.Architecture?.Minor}  {d.MemorySize / (1 << 20):N0} MiB");
+            }
+            why = list.Count == 0 ? "the CUDA driver reports no device" : null;
+            return list;
+        }
+        catch (Exception e)
+        {
+            why = $"no usable CUDA driver: {e.Message.Split('\n')[0]}";
+            return [];
+        }
+    }
+
+    /// <summary>True when the machine has a usable CUDA driver and at least one device.</summary>
+    public static bool CudaAvailable()
+    {
+        try
+        {
+            using var context = Context.Create(b => b.Cuda());
+            return context.GetCudaDevices().Count > 0;
+        }
+        catch (Exception)
+        {
+            return false;
+        }
+    }
+
+    public string DeviceName { get; }
+
+    sealed class Buffer(MemoryBuffer1D<float, Stride1D.Dense> mem) : DeviceBuffer(mem.Length)
+    {
+        public readonly MemoryBuffer1D<float, Stride1D.Dense> Mem = mem;
+        public ArrayView<float> View => Mem.View;
+        public override void Dispose() => Mem.Dispose();
+    }
+
+    sealed class Weight(Buffer w, int k, int n) : PackedWeight(k, n)
+    {
+        public readonly Buffer W = w;   // [K, N] row-major
+        public override void Dispose() => W.Dispose();
+    }
+
+    static Buffer Of(DeviceBuffer b) => b as Buffer
+        ?? throw new ArgumentException($"buffer of type {b.GetType().Name} does not belong to the ILGPU backend");
+
+    public DeviceBuffer Allocate(long length)
+    {
+        var mem = _acc.Allocate1D<float>(Math.Max(1, length));
+        mem.MemSetToZero();
+        return new Buffer(mem);
+    }
+
+    public DeviceBuffer Upload(ReadOnlySpan<float> data)
+    {
+        var mem = _acc.Allocate1D<float>(Math.Max(1, data.Length));
+        if (data.Length > 0) mem.View.SubView(0, data.Length).CopyFromCPU(data.ToArray());
+        return new Buffer(mem);
+    }
+
+    public DeviceBuffer? TryWrapHost(float[] host) => null;
+
+    public void Download(DeviceBuffer src, Span<float> dst, long srcOffset = 0)
+    {
+        if (dst.Length == 0) return;
+        var tmp = new float[dst.Length];
+        Of(src).Mem.View.SubView(srcOffset, dst.Length).CopyToCPU(tmp);
+        tmp.CopyTo(dst);
+    }
+
+    public PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout)
+    {
+        if (w.Length != (long)k * n) throw new ArgumentException($"weight has {w.Length} values, expected {k}×{n}");
+        var kn = new float[(long)k * n];
+        if (layout == WeightLayout.InOut) w.CopyTo(kn);
+        else
+            for (int j = 0; j < n; j++)
+                for (int kk = 0; kk < k; kk++) kn[(long)kk * n + j] = w[j * k + kk];
+        return new Weight((Buffer)Upload(kn), k, n);
+    }
+
+    public void Linear(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows)
+    {
+        var pw = w as Weight ?? throw new ArgumentException("weight does not belong to the ILGPU backend");
+        if (rows == 0) return;
+        _gemm((int)((long)rows * w.N), Of(x).View, pw.W.View, bias is null ? _dummy.View : Of(bias).View, bias is null ? 0 : 1, w.K, w.N, Of(y).View);
+    }
+
+    public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
+        DeviceBuffer? normalized = null, DeviceBuffer? scale = null) =>
+        _layerNorm(rows, Of(x).View, Of(gamma).View, Of(beta).View, Of(y).View, d, eps,
+            normalized is null ? _dummy.View : Of(normalized).View, normalized is null ? 0 : 1,
+            scale is null ? _dummy.View : Of(scale).View, scale is null ? 0 : 1);
+
+    public void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
+    {
+        if (n > 0) _activate(checked((int)n), Of(x).View, Of(y).View, (int)activation);
+    }
+
+    public void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n)
+    {
+        if (n > 0) _add(checked((int)n), Of(a).View, Of(b).View, Of(y).View);
+    }
+
+    public void Gather(ReadOnlySpan<int> ids, DeviceBuffer table, int d, DeviceBuffer y)
+    {
+        long rowsInTable = table.Length / d;
+        foreach (int id in ids)
+            if ((uint)id >= rowsInTable) throw new ArgumentOutOfRangeException(nameof(ids), $"row {id} outside a table of {rowsInTable} rows");
+        if (ids.Length == 0) return;
+        if (_ids is null || _ids.Length < ids.Length)
+        {
+            _acc.Synchronize();
+            _ids?.Dispose();
+            _ids = _acc.Allocate1D<int>(ids.Length);
+        }
+        _ids.View.SubView(0, ids.Length).CopyFromCPU(ids.ToArray());
+        _gather(ids.Length * d, _ids.View, Of(table).View, d, Of(y).View);
+    }
+
+    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst)
+    {
+        if (rows * width > 0) _copyColumns(rows * width, Of(src).View, srcWidth, colOffset, width, Of(dst).View);
+    }
+
+    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase)
+    {
+        int half = rotaryDim / 2;
+        if (half == 0) return;
+        if (_rotary is not { } r || r.Seq != seq || r.RotaryDim != rotaryDim || r.Base != rotaryBase)
+        {
+            // cos/sin of t·inv_freq in float32, exactly as the CPU backend and HF compute them.
+            var inv = Cpu.Attention.InverseFrequencies(rotaryDim, rotaryBase);
+            var cos = new float[seq * half];
+            var sin = new float[seq * half];
+            for (int t = 0; t < seq; t++)
+                for (int j = 0; j < half; j++)
+                {
+                    float angle = t * inv[j];
+                    cos[t * half + j] = MathF.Cos(angle);
+                    sin[t * half + j] = MathF.Sin(angle);
+                }
+            _acc.Synchronize();
+            if (_rotary is { } old) { old.Cos.Dispose(); old.Sin.Dispose(); }
+            var cb = _acc.Allocate1D(cos);
+            var sb = _acc.Allocate1D(sin);
+            _rotary = (seq, rotaryDim, rotaryBase, cb, sb);
+        }
+        var tables = _rotary.Value;
+        if (!ReferenceEquals(x, y)) _copyColumns(batch * seq * nHeads * dHead, Of(x).View, 1, 0, 1, Of(y).View);
+        _rotaryKernel(batch * seq * nHeads * half, Of(y).View, Of(y).View, tables.Cos.View, tables.Sin.View, seq, nHeads, dHead, rotaryDim);
+    }
+
+    public void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
+        float scale, DeviceBuffer? pattern = null) =>
+        _causal(batch * nHeads * seq, Of(q).View, Of(k).View, Of(v).View, Of(z).View, seq, nHeads, dHead, scale,
+            pattern is null ? _dummy.View : Of(pattern).View, pattern is null ? 0 : 1);
+
+    public void Synchronize() => _acc.Synchronize();
+
+    public void Dispose()
+    {
+        _acc.Synchronize();
+        _ids?.Dispose();
+        if (_rotary is { } r) { r.Cos.Dispose(); r.Sin.Dispose(); }
+        _dummy.Dispose();
+        _acc.Dispose();
+        _context.Dispose();
+    }
+}
+
+/// <summary>A device problem the user can act on (no driver, no device, out of memory); the engine turns it into its error.</summary>
+public sealed class PolyEngineKernelException(string message) : Exception(message);

@@ -1,0 +1,144 @@
+using PolyEngine.Formats;
+using PolyEngine.Forward;
+using PolyEngine.Hooks;
+using PolyEngine.Kernels;
+using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Cuda;
+using Xunit;
+
+namespace PolyEngine.Tests.Kernels;
+
+/// <summary>
+/// The ILGPU (CUDA) kernels run on ILGPU's CPU accelerator, warp 32 — the emulated CUDA path — against the CPU backend's
+/// ops and the HF golden fixtures. Tiny shapes: every lane is an OS thread.
+/// </summary>
+public sealed class IlgpuBackendTests : IDisposable
+{
+    readonly IlgpuBackend _gpu = IlgpuBackend.CreateEmulated();
+    readonly CpuBackend _cpu = new(1);
+
+    public void Dispose() => _gpu.Dispose();
+
+    static float[] Random(int n, int seed, float scale = 1f)
+    {
+        var r = new System.Random(seed);
+        return Enumerable.Range(0, n).Select(_ => (float)(r.NextDouble() * 2 - 1) * scale).ToArray();
+    }
+
+    float[] Get(IBackend b, DeviceBuffer buf, int n) { var a = new float[n]; b.Download(buf, a); return a; }
+
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(5, 7, 17)]
+    [InlineData(33, 20, 3)]
+    public void LinearMatchesCpu(int rows, int k, int n)
+    {
+        var x = Random(rows * k, 1); var w = Random(k * n, 2); var bias = Random(n, 3);
+        foreach (var layout in new[] { WeightLayout.InOut, WeightLayout.OutIn })
+        {
+            var expected = new float[rows * n];
+            Gemm.Reference(x, w, layout, bias, expected, rows, k, n);
+            var y = _gpu.Allocate(rows * n);
+            _gpu.Linear(_gpu.Upload(x), _gpu.PackWeight(w, k, n, layout), _gpu.Upload(bias), y, rows);
+            Compare.Close(expected, Get(_gpu, y, rows * n), 1e-5, $"ilgpu linear {rows}x{k}x{n} {layout}", 1e-5);
+            var y2 = _gpu.Allocate(rows * n);
+            _gpu.Linear(_gpu.Upload(x), _gpu.PackWeight(w, k, n, layout), null, y2, rows);
+            Gemm.Reference(x, w, layout, default, expected, rows, k, n);
+            Compare.Close(expected, Get(_gpu, y2, rows * n), 1e-5, $"ilgpu linear no bias {rows}x{k}x{n}", 1e-5);
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(3, 7)]
+    [InlineData(4, 65)]
+    public void LayerNormAndActivationsMatchCpu(int rows, int d)
+    {
+        var x = Random(rows * d, d, 3f); var g = Random(d, 1); var b = Random(d, 2);
+        DeviceBuffer Run(IBackend be, out float[] normed, out float[] scale)
+        {
+            var y = be.Allocate(rows * d); var n = be.Allocate(rows * d); var s = be.Allocate(rows);
+            be.LayerNorm(be.Upload(x), be.Upload(g), be.Upload(b), y, rows, d, 1e-5f, n, s);
+            normed = Get(be, n, rows * d); scale = Get(be, s, rows);
+            return y;
+        }
+        var yc = Run(_cpu, out var nc, out var sc);
+        var yg = Run(_gpu, out var ng, out var sg);
+        Compare.Close(Get(_cpu, yc, rows * d), Get(_gpu, yg, rows * d), 2e-5, "layernorm y", 1e-5);
+        Compare.Close(nc, ng, 2e-5, "layernorm normalized", 1e-5);
+        Compare.Close(sc, sg, 2e-5, "layernorm scale", 1e-5);
+        foreach (var act in Enum.GetValues<Activation>())
+        {
+            int n = rows * d;
+            var xs = Random(n, 9, 6f);
+            var expected = xs.Select(v => Activations.Reference(v, act)).ToArray();
+            var y = _gpu.Allocate(n);
+            _gpu.Activate(_gpu.Upload(xs), y, n, act);
+            Compare.Close(expected, Get(_gpu, y, n), 2e-6, $"ilgpu {act}", 2e-6);
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1, 2, 2)]
+    [InlineData(2, 5, 3, 8, 4)]
+    [InlineData(1, 9, 2, 17, 0)]
+    public void AttentionRotaryGatherCopyMatchCpu(int batch, int seq, int heads, int dHead, int rot)
+    {
+        int n = batch * seq * heads * dHead;
+        var q = Random(n, 1, 2f); var k = Random(n, 2, 2f); var v = Random(n, 3);
+        float scale = 1f / MathF.Sqrt(dHead);
+        float[] Attn(IBackend be, out float[] pattern)
+        {
+            var (qb, kb) = (be.Upload(q), be.Upload(k));
+            if (rot > 0) { be.Rotary(qb, qb, batch, seq, heads, dHead, rot, 500f); be.Rotary(kb, kb, batch, seq, heads, dHead, rot, 500f); }
+            var z = be.Allocate(n); var p = be.Allocate(batch * heads * seq * seq);
+            be.CausalAttention(qb, kb, be.Upload(v), z, batch, seq, heads, dHead, scale, p);
+            pattern = Get(be, p, batch * heads * seq * seq);
+            return Get(be, z, n);
+        }
+        Compare.Close(Attn(_cpu, out var pc), Attn(_gpu, out var pg), 2e-6, "attention z", 1e-5);
+        Compare.Close(pc, pg, 2e-6, "attention pattern", 1e-5);
+        var table = Random(10 * dHead, 4);
+        var gathered = _gpu.Allocate(3 * dHead);
+        _gpu.Gather([9, 0, 4], _gpu.Upload(table), dHead, gathered);
+        Assert.Equal(table.AsSpan(9 * dHead, dHead).ToArray().Concat(table.AsSpan(0, dHead).ToArray()).Concat(table.AsSpan(4 * dHead, dHead).ToArray()),
+            Get(_gpu, gathered, 3 * dHead));
+        var cols = _gpu.Allocate(10);
+        _gpu.CopyColumns(_gpu.Upload(table), 10, dHead, dHead - 1, 1, cols);
+        Assert.Equal(Enumerable.Range(0, 10).Select(r => table[r * dHead + dHead - 1]), Get(_gpu, cols, 10));
+    }
+
+    [Theory]
+    [InlineData("gpt2-tiny")]
+    [InlineData("neox-tiny")]
+    public void EmulatedCudaMatchesEveryHookOfTheGolden(string name)
+    {
+        string folder = Fixtures.Golden(name);
+        using var model = Model.Load(folder, _gpu);
+        using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
+        var ids = golden.ReadInt64("input_ids").Select(i => (int)i).ToArray();
+        var shape = golden.Info("input_ids").Shape;
+        var r = model.Run(ids, (int)shape[0], (int)shape[1], new RunOptions { Hooks = HookName.AllFor(model.Spec).ToArray() });
+        int compared = 0;
+        foreach (var t in golden.Tensors)
+        {
+            if (t.Name == "logits") Compare.Close(golden.ReadFloat32("logits"), r.Logits!.Data, 1e-4, $"{name} emulated logits");
+            else if (HookName.TryParse(t.Name, out var hook)) Compare.Close(golden.ReadFloat32(t.Name), r.Cache[hook].Data, 1e-4, $"{name} emulated {t.Name}");
+            else continue;
+            compared++;
+        }
+        Assert.True(compared >= 25, $"only {compared} tensors compared");
+    }
+
+    [Fact]
+    public void NoCudaDeviceGivesAOneLineErrorAndAutoFallsBackToCpu()
+    {
+        if (IlgpuBackend.CudaAvailable()) return;   // a machine with a GPU: nothing to check here
+        var e = Assert.Throws<PolyEngineException>(() => Devices.Create("cuda", 0, out _));
+        Assert.StartsWith("--device cuda:", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        using var auto = Devices.Create("auto", 1, out string note);
+        Assert.IsType<CpuBackend>(auto);
+        Assert.Contains("no CUDA device", note);
+    }
+}
