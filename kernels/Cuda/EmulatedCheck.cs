@@ -32,7 +32,17 @@ public static class EmulatedCheck
         }
         const int rows = 7, d = 19, n = 23, batch = 2, seq = 5, heads = 3, dh = 8;
         var x = R(rows * d, 2f); var w = R(d * n); var bias = R(n); var g = R(d); var bt = R(d);
-        Check("GemmKernels.Naive", b => { var y = b.Allocate(rows * n); b.Linear(b.Upload(x), b.PackWeight(w, d, n, WeightLayout.InOut), b.Upload(bias), y, rows); return Get(b, y, rows * n); }, 1e-5);
+        foreach (var variant in new[] { GemmVariant.Tiled, GemmVariant.Naive })
+        {
+            gpu.Gemm = variant;
+            Check($"GemmKernels.{variant}", b => { var y = b.Allocate(rows * n); b.Linear(b.Upload(x), b.PackWeight(w, d, n, WeightLayout.InOut), b.Upload(bias), y, rows); return Get(b, y, rows * n); }, 1e-5);
+        }
+        gpu.Gemm = GemmVariant.Tiled;
+        Check("GemmKernels.SetRows", b =>
+        {
+            if (b is IlgpuBackend ib) { var y = ib.Allocate(rows * n); ib.SetRows(ib.Upload(bias), n, y, rows); return Get(ib, y, rows * n); }
+            return Enumerable.Range(0, rows * n).Select(i => bias[i % n]).ToArray();
+        }, 0);
         Check("LayerNormKernels.Forward", b => { var y = b.Allocate(rows * d); b.LayerNorm(b.Upload(x), b.Upload(g), b.Upload(bt), y, rows, d, 1e-5f); return Get(b, y, rows * d); }, 1e-5);
         foreach (var act in Enum.GetValues<Activation>())
             Check($"ElementwiseKernels.Activate({act})", b => { var y = b.Allocate(x.Length); b.Activate(b.Upload(x), y, x.Length, act); return Get(b, y, x.Length); }, 2e-6);

@@ -2,11 +2,15 @@ using ILGPU;
 
 namespace PolyEngine.Kernels.Cuda;
 
-// GEMM ILGPU kernels: y[rows, N] = x[rows, K] · W[K, N] + bias. On a real GPU cuBLAS does the GEMMs; this kernel serves
-// the emulated path (ILGPU's CPU accelerator) and GPUs without cuBLAS. Scalar reference: Cpu.Gemm.Reference.
-//   Naive — V1: one thread per output element, fp32 accumulation in k order.
+// GEMM ILGPU kernels: y[rows, N] = x[rows, K] · W[K, N] + bias. On a real GPU cuBLAS does the GEMMs (CuBlas.cs); these
+// serve the emulated path (ILGPU's CPU accelerator) and GPUs without cuBLAS. Scalar reference: Cpu.Gemm.Reference.
+//   Naive — V1: one thread per output element, fp32 accumulation in k order (the slow twin).
+//   Tiled — V2: 16×16 groups, A and W tiles staged in shared memory, barriers between tile loads.
+//   SetRows — y[r, :] = bias (cuBLAS then accumulates with beta = 1).
 public static class GemmKernels
 {
+    public const int Tile = 16;
+
     [GpuKernel]
     public static void Naive(Index1D i, ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int hasBias, int k, int n,
         ArrayView<float> y)
@@ -17,4 +21,29 @@ public static class GemmKernels
         for (int kk = 0; kk < k; kk++) acc += x[xo + kk] * w[(long)kk * n + j];
         y[i] = acc;
     }
+
+    /// <summary>Grid (⌈N/16⌉, ⌈rows/16⌉), group (16, 16): one thread per output element of a 16×16 tile of y.</summary>
+    [GpuKernel(Explicit = true)]
+    public static void Tiled(ArrayView<float> x, ArrayView<float> w, ArrayView<float> bias, int hasBias, int rows, int k, int n,
+        ArrayView<float> y)
+    {
+        var tileX = SharedMemory.Allocate1D<float>(Tile * Tile);   // [ty][kk]
+        var tileW = SharedMemory.Allocate1D<float>(Tile * Tile);   // [kk][tx]
+        int tx = Group.IdxX, ty = Group.IdxY;
+        int col = Grid.IdxX * Tile + tx, row = Grid.IdxY * Tile + ty;
+        float acc = 0f;
+        for (int k0 = 0; k0 < k; k0 += Tile)
+        {
+            int kx = k0 + tx, kw = k0 + ty;
+            tileX[ty * Tile + tx] = row < rows && kx < k ? x[(long)row * k + kx] : 0f;
+            tileW[ty * Tile + tx] = kw < k && col < n ? w[(long)kw * n + col] : 0f;
+            Group.Barrier();
+            for (int kk = 0; kk < Tile; kk++) acc += tileX[ty * Tile + kk] * tileW[kk * Tile + tx];
+            Group.Barrier();
+        }
+        if (row < rows && col < n) y[(long)row * n + col] = acc + (hasBias != 0 ? bias[col] : 0f);
+    }
+
+    [GpuKernel]
+    public static void SetRows(Index1D i, ArrayView<float> bias, int n, ArrayView<float> y) => y[i] = bias[i % n];
 }

@@ -27,10 +27,15 @@ public sealed class IlgpuBackend : IBackend
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int> _layerNorm;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> _rotaryKernel;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, ArrayView<float>, int> _causal;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>> _gemm;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, ArrayView<float>> _gemmTiled;
+    readonly Action<Index1D, ArrayView<float>, int, ArrayView<float>> _setRows;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>> _gemmNaive;
+    readonly CuBlas? _cublas;   // GEMMs on a real GPU; null on the emulated path or when libcublas is missing
 
-    IlgpuBackend(Context context, Accelerator acc, string name)
+    IlgpuBackend(Context context, Accelerator acc, string name, CuBlas? cublas = null)
     {
+        _cublas = cublas;
+        Gemm = cublas is null ? GemmVariant.Tiled : GemmVariant.CuBlas;
         _context = context;
         _acc = acc;
         DeviceName = name;
@@ -45,14 +50,16 @@ public sealed class IlgpuBackend : IBackend
             AttentionKernels.Rotary);
         _causal = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float,
             ArrayView<float>, int>(AttentionKernels.Causal);
-        _gemm = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>>(GemmKernels.Naive);
+        _gemmTiled = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, ArrayView<float>>(GemmKernels.Tiled);
+        _gemmNaive = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>>(GemmKernels.Naive);
+        _setRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, ArrayView<float>>(GemmKernels.SetRows);
     }
 
-    /// <summary>ILGPU's CPU accelerator shaped like an NVIDIA SM (warp 32, 4 warps per group): the kernels run as they
-    /// would on a GPU, every lane an OS thread.</summary>
+    /// <summary>ILGPU's CPU accelerator shaped like an NVIDIA SM (warp 32, 8 warps: groups up to 256 lanes, as the 16×16 GEMM
+    /// tiles need): the kernels run as they would on a GPU, every lane an OS thread.</summary>
     public static IlgpuBackend CreateEmulated()
     {
-        var context = Context.Create(b => b.CPU(new CPUDevice(32, 4, 1)).EnableAlgorithms().Math(MathMode.Default));
+        var context = Context.Create(b => b.CPU(new CPUDevice(32, 8, 1)).EnableAlgorithms().Math(MathMode.Default));
         try
         {
             var acc = context.CreateCPUAccelerator(0, CPUAcceleratorMode.Parallel);
@@ -84,7 +91,19 @@ public sealed class IlgpuBackend : IBackend
         }
         var dev = devices[index];
         var acc = dev.CreateCudaAccelerator(context);
-        return new IlgpuBackend(context, acc, $"cuda:{index} ({dev.Name}, sm_{dev.Architecture?.Major}{dev.Architecture?.Minor}, {dev.MemorySize / (1 << 20):N0} MiB)");
+        CuBlas? cublas = null;
+        string gemm;
+        try
+        {
+            cublas = new CuBlas(((CudaStream)acc.DefaultStream).StreamPtr);
+            gemm = $"cuBLAS {CuBlas.LoadedFrom}";
+        }
+        catch (Exception e) when (e is PolyEngineKernelException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            gemm = $"ILGPU tiled GEMM (no cuBLAS: {e.Message.Split('\n')[0]})";
+        }
+        return new IlgpuBackend(context, acc,
+            $"cuda:{index} ({dev.Name}, sm_{dev.Architecture?.Major}{dev.Architecture?.Minor}, {dev.MemorySize / (1 << 20):N0} MiB, {gemm})", cublas);
     }
 
     /// <summary>One line per CUDA device (index, name, compute capability, memory); empty with <paramref name="why"/> when none.</summary>
@@ -125,6 +144,11 @@ public sealed class IlgpuBackend : IBackend
     }
 
     public string DeviceName { get; }
+
+    /// <summary>Which GEMM <see cref="Linear"/> uses: cuBLAS when loaded, else the tiled kernel; Naive is the slow twin for checks.</summary>
+    public GemmVariant Gemm { get; set; }
+
+    public bool HasCuBlas => _cublas is not null;
 
     sealed class Buffer(MemoryBuffer1D<float, Stride1D.Dense> mem) : DeviceBuffer(mem.Length)
     {
@@ -181,7 +205,26 @@ public sealed class IlgpuBackend : IBackend
     {
         var pw = w as Weight ?? throw new ArgumentException("weight does not belong to the ILGPU backend");
         if (rows == 0) return;
-        _gemm((int)((long)rows * w.N), Of(x).View, pw.W.View, bias is null ? _dummy.View : Of(bias).View, bias is null ? 0 : 1, w.K, w.N, Of(y).View);
+        if (Gemm == GemmVariant.Naive)
+        {
+            _gemmNaive((int)((long)rows * w.N), Of(x).View, pw.W.View, bias is null ? _dummy.View : Of(bias).View, bias is null ? 0 : 1, w.K, w.N, Of(y).View);
+            return;
+        }
+        if (Gemm == GemmVariant.CuBlas && _cublas is not null)
+        {
+            if (bias is not null) SetRows(bias, w.N, y, rows);
+            _cublas.Gemm(Of(x).Mem.NativePtr, pw.W.Mem.NativePtr, Of(y).Mem.NativePtr, rows, w.N, w.K, bias is null ? 0f : 1f);
+            return;
+        }
+        var grid = new Index2D((w.N + GemmKernels.Tile - 1) / GemmKernels.Tile, (rows + GemmKernels.Tile - 1) / GemmKernels.Tile);
+        _gemmTiled(new KernelConfig(grid, new Index2D(GemmKernels.Tile, GemmKernels.Tile)), Of(x).View, pw.W.View,
+            bias is null ? _dummy.View : Of(bias).View, bias is null ? 0 : 1, rows, w.K, w.N, Of(y).View);
+    }
+
+    /// <summary>y[r, :] = bias[0..n) for r &lt; rows (the cuBLAS path's bias, before a beta = 1 GEMM).</summary>
+    public void SetRows(DeviceBuffer bias, int n, DeviceBuffer y, int rows)
+    {
+        if (rows * n > 0) _setRows(rows * n, Of(bias).View, n, Of(y).View);
     }
 
     public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
@@ -245,7 +288,7 @@ public sealed class IlgpuBackend : IBackend
             _rotary = (seq, rotaryDim, rotaryBase, cb, sb);
         }
         var tables = _rotary.Value;
-        if (!ReferenceEquals(x, y)) _copyColumns(batch * seq * nHeads * dHead, Of(x).View, 1, 0, 1, Of(y).View);
+        if (!ReferenceEquals(x, y)) Of(x).Mem.View.SubView(0, (long)batch * seq * nHeads * dHead).CopyTo(Of(y).Mem.View.SubView(0, (long)batch * seq * nHeads * dHead));
         _rotaryKernel(batch * seq * nHeads * half, Of(y).View, Of(y).View, tables.Cos.View, tables.Sin.View, seq, nHeads, dHead, rotaryDim);
     }
 
@@ -262,10 +305,13 @@ public sealed class IlgpuBackend : IBackend
         _ids?.Dispose();
         if (_rotary is { } r) { r.Cos.Dispose(); r.Sin.Dispose(); }
         _dummy.Dispose();
+        _cublas?.Dispose();
         _acc.Dispose();
         _context.Dispose();
     }
 }
+
+public enum GemmVariant { CuBlas, Tiled, Naive }
 
 /// <summary>A device problem the user can act on (no driver, no device, out of memory); the engine turns it into its error.</summary>
 public sealed class PolyEngineKernelException(string message) : Exception(message);

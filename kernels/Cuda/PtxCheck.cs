@@ -76,7 +76,9 @@ public static class PtxCheck
     {
         using var context = Context.Create(b => b.CPU().EnableAlgorithms().Math(MathMode.Default).Optimize(OptimizationLevel.O2));
         using var backend = new PTXBackend(context, new CudaCapabilityContext(arch), arch, CudaInstructionSet.ISA_78, nvvmAPI: null);
-        var entry = EntryPointDescription.FromImplicitlyGroupedKernel(kernel);
+        var entry = kernel.GetCustomAttribute<GpuKernelAttribute>()!.Explicit
+            ? EntryPointDescription.FromExplicitlyGroupedKernel(kernel)
+            : EntryPointDescription.FromImplicitlyGroupedKernel(kernel);
         return ((PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty)).PTXAssembly;
     }
 

@@ -12,12 +12,17 @@ namespace PolyEngine.Tests.Kernels;
 /// The ILGPU (CUDA) kernels run on ILGPU's CPU accelerator, warp 32 — the emulated CUDA path — against the CPU backend's
 /// ops and the HF golden fixtures. Tiny shapes: every lane is an OS thread.
 /// </summary>
-public sealed class IlgpuBackendTests : IDisposable
+public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : IClassFixture<IlgpuBackendTests.Emulator>
 {
-    readonly IlgpuBackend _gpu = IlgpuBackend.CreateEmulated();
-    readonly CpuBackend _cpu = new(1);
+    /// <summary>One emulated accelerator for the whole class: it owns 256 OS threads.</summary>
+    public sealed class Emulator : IDisposable
+    {
+        public IlgpuBackend Backend { get; } = IlgpuBackend.CreateEmulated();
+        public void Dispose() => Backend.Dispose();
+    }
 
-    public void Dispose() => _gpu.Dispose();
+    readonly IlgpuBackend _gpu = emulator.Backend;
+    readonly CpuBackend _cpu = new(1);
 
     static float[] Random(int n, int seed, float scale = 1f)
     {
