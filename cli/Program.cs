@@ -31,6 +31,11 @@ public static class Program
             stderr.WriteLine($"error: {e.Message}");
             return 2;
         }
+        catch (Kernels.Cuda.PolyEngineKernelException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return 3;
+        }
         catch (OutOfMemoryException e)
         {
             stderr.WriteLine($"error: out of memory ({e.Message}); use a smaller --batch or --seq");

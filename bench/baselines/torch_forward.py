@@ -7,6 +7,7 @@ what a researcher's hooked PyTorch forward costs without TransformerLens's overh
 
   python3 torch_forward.py --model DIR --batch 8 --seq 128 --threads 2 --iters 5 [--json]
   python3 torch_forward.py --model DIR --check OURS.safetensors   # max |logits - ours| on OURS' input_ids
+  python3 torch_forward.py --model DIR --device cuda [--compile]  # the same on a GPU, eager or torch.compile'd
 """
 import argparse, json, math, os, statistics, struct, sys, time
 
@@ -50,7 +51,7 @@ def causal_attention(q, k, v, scale):
     # q, k, v: [B, H, T, dh]
     T = q.shape[-2]
     s = (q @ k.transpose(-1, -2)) * scale
-    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
     s = s.masked_fill(~mask, torch.finfo(s.dtype).min)
     return torch.softmax(s, dim=-1) @ v
 
@@ -86,6 +87,8 @@ def neox_forward(cfg, w, ids):
     ang = torch.outer(torch.arange(T).float(), inv)
     emb = torch.cat((ang, ang), -1)
     cos, sin = emb.cos(), emb.sin()
+
+    cos, sin = cos.to(ids.device), sin.to(ids.device)
 
     def rot(x):
         xr, xp = x[..., :r], x[..., r:]
@@ -126,28 +129,36 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--check", help="PolyEngine `run --out` file: compare logits on its input_ids")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the forward (PyTorch 2.x)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cfg, w = load(a.model)
+    dev = torch.device(a.device)
+    w = {k: v.to(dev) for k, v in w.items()}
     vocab = cfg["vocab_size"]
+    fwd = torch.compile(forward) if a.compile else forward
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         if a.check:
             ours = read_safetensors(a.check)
-            logits = forward(cfg, w, ours["input_ids"].long())
+            logits = fwd(cfg, w, ours["input_ids"].long().to(dev)).cpu()
             diff = (logits - ours["logits"]).abs().max().item()
             print(json.dumps({"max_abs_diff_logits": diff, "shape": list(logits.shape)}))
             return
         g = torch.Generator().manual_seed(1)
-        ids = torch.randint(0, vocab, (a.batch, a.seq), generator=g)
-        forward(cfg, w, ids)  # warm-up
+        ids = torch.randint(0, vocab, (a.batch, a.seq), generator=g).to(dev)
+        fwd(cfg, w, ids)  # warm-up (and compilation)
+        sync()
         times = []
         for _ in range(a.iters):
             t0 = time.perf_counter()
-            forward(cfg, w, ids)
+            fwd(cfg, w, ids)
+            sync()
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     res = {"tokens_per_second": a.batch * a.seq / med, "median_seconds": med, "batch": a.batch, "seq": a.seq,
-           "threads": torch.get_num_threads(), "device": "cpu", "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "device": a.device + (" compiled" if a.compile else ""), "torch": torch.__version__,
            "blas": os.path.realpath("/etc/alternatives/libblas.so.3-x86_64-linux-gnu")}
     print(json.dumps(res) if a.json else f"torch {res['torch']} ({res['blas']}): {res['tokens_per_second']:.1f} tokens/s (median {med*1000:.1f} ms)")
 

@@ -168,14 +168,25 @@ public sealed class IlgpuBackend : IBackend
 
     public DeviceBuffer Allocate(long length)
     {
-        var mem = _acc.Allocate1D<float>(Math.Max(1, length));
+        var mem = Alloc(length);
         mem.MemSetToZero();
         return new Buffer(mem);
     }
 
+    /// <summary>Device allocation with an error that says how much was asked for, of how much, and what to do.</summary>
+    MemoryBuffer1D<float, Stride1D.Dense> Alloc(long length)
+    {
+        try { return _acc.Allocate1D<float>(Math.Max(1, length)); }
+        catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or CudaException)
+        {
+            throw new PolyEngineKernelException(
+                $"out of device memory: {length * 4.0 / (1 << 20):N1} MiB requested on {DeviceName} ({_acc.MemorySize / (1 << 20):N0} MiB in all); use a smaller --batch or --seq ({e.Message.Split('\n')[0]})");
+        }
+    }
+
     public DeviceBuffer Upload(ReadOnlySpan<float> data)
     {
-        var mem = _acc.Allocate1D<float>(Math.Max(1, data.Length));
+        var mem = Alloc(data.Length);
         if (data.Length > 0) mem.View.SubView(0, data.Length).CopyFromCPU(data.ToArray());
         return new Buffer(mem);
     }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One device call for a session lent a GPU (issue #3): build, the real-device CUDA tests, the kernel checks, and
+# throughput of PolyEngine's forward on the GPU against its CPU backend and PyTorch on the same GPU (eager and
+# torch.compile, when the machine's python has a CUDA torch), on the same toy weights. Everything goes to $OUT
+# (default ./gpu-results); summarise it in bench/RESULTS.md with the date and the device.
+#   run with the device tool:  bash bench/gpu/run.sh
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-$root/gpu-results}
+mkdir -p "$OUT"
+log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+cd "$root"
+{ date -u; uname -a; nvidia-smi 2>&1 | head -n 15; } > "$OUT/machine.txt"
+if ! command -v dotnet >/dev/null; then log "dotnet not found on this machine: nothing can run (carry a build, or install the SDK)"; exit 1; fi
+dotnet --info > "$OUT/dotnet-info.txt" 2>&1
+log "build"
+dotnet build -c Release -v q -nologo > "$OUT/build.txt" 2>&1 || { log "build FAILED (see build.txt)"; exit 1; }
+pe() { dotnet "$root/cli/bin/Release/net10.0/PolyEngine.Cli.dll" "$@"; }
+log "devices";        pe devices 2>&1 | tee "$OUT/devices.txt"
+log "kernels check";  pe kernels check 2>&1 | tee "$OUT/kernels-check.txt" | tail -n 1
+log "CUDA tests (real device parity with the HF goldens; CPU vs CUDA at the GPT-2-small shape)"
+dotnet test -c Release --no-build --filter "FullyQualifiedName~CudaDeviceTests|FullyQualifiedName~IlgpuBackendTests" \
+  --logger "console;verbosity=normal" > "$OUT/cuda-tests.txt" 2>&1
+grep -E "Passed!|Failed!|\[FAIL\]|\[SKIP\]" "$OUT/cuda-tests.txt" | tee -a "$OUT/summary.txt"
+for preset in gpt2-small pythia-70m; do
+  family=gpt2; [ "$preset" = pythia-70m ] && family=neox
+  model="$root/artifacts/toy-$preset-seed1"
+  [ -f "$model/model.safetensors" ] || pe toy --family $family --preset "$preset" --seed 1 --out "$model" > /dev/null
+  for shape in "8 128" "32 128" "64 256"; do
+    set -- $shape
+    log "$preset batch $1 x seq $2"
+    pe bench forward --model "$model" --device cuda --batch "$1" --seq "$2" --iters 10 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
+    if python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+      python3 bench/baselines/torch_forward.py --model "$model" --device cuda --batch "$1" --seq "$2" --iters 10 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
+      python3 bench/baselines/torch_forward.py --model "$model" --device cuda --compile --batch "$1" --seq "$2" --iters 10 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
+    else
+      log "no CUDA PyTorch on this machine: PyTorch GPU baseline not measured"
+    fi
+  done
+  log "$preset on the machine's CPU, batch 8 x seq 128 (same binary, for the CPU/GPU ratio)"
+  pe bench forward --model "$model" --device cpu --batch 8 --seq 128 --iters 3 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
+done
+log "done: results in $OUT"
