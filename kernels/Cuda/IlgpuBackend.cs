@@ -90,6 +90,12 @@ public sealed class IlgpuBackend : IBackend
                 : $"CUDA device {index} does not exist ({devices.Count} found)");
         }
         var dev = devices[index];
+        if (dev.Architecture is not { } cc || cc.Major < 6)
+        {
+            string found = dev.Architecture is { } a ? $"{a.Major}.{a.Minor}" : "unknown";
+            context.Dispose();
+            throw new PolyEngineKernelException($"CUDA device {index} ({dev.Name}) has compute capability {found}; PolyEngine needs 6.0 or newer — use --device cpu");
+        }
         var acc = dev.CreateCudaAccelerator(context);
         CuBlas? cublas = null;
         string gemm;
@@ -166,6 +172,14 @@ public sealed class IlgpuBackend : IBackend
     static Buffer Of(DeviceBuffer b) => b as Buffer
         ?? throw new ArgumentException($"buffer of type {b.GetType().Name} does not belong to the ILGPU backend");
 
+    /// <summary>The launchers validate what a kernel would otherwise read or write out of bounds (the ILGPU.Algorithms pattern).</summary>
+    static Buffer Of(DeviceBuffer b, long needed, string what, string op)
+    {
+        var buf = Of(b);
+        if (needed > buf.Length) throw new ArgumentException($"{op}: {what} holds {buf.Length} floats, the launch needs {needed}");
+        return buf;
+    }
+
     public DeviceBuffer Allocate(long length)
     {
         var mem = Alloc(length);
@@ -218,40 +232,43 @@ public sealed class IlgpuBackend : IBackend
         if (rows == 0) return;
         if (Gemm == GemmVariant.Naive)
         {
-            _gemmNaive((int)((long)rows * w.N), Of(x).View, pw.W.View, bias is null ? _dummy.View : Of(bias).View, bias is null ? 0 : 1, w.K, w.N, Of(y).View);
+            _gemmNaive(checked((int)((long)rows * w.N)), Of(x, (long)rows * w.K, "x", "Linear").View, pw.W.View,
+                bias is null ? _dummy.View : Of(bias, w.N, "bias", "Linear").View, bias is null ? 0 : 1, w.K, w.N, Of(y, (long)rows * w.N, "y", "Linear").View);
             return;
         }
         if (Gemm == GemmVariant.CuBlas && _cublas is not null)
         {
             if (bias is not null) SetRows(bias, w.N, y, rows);
-            _cublas.Gemm(Of(x).Mem.NativePtr, pw.W.Mem.NativePtr, Of(y).Mem.NativePtr, rows, w.N, w.K, bias is null ? 0f : 1f);
+            _cublas.Gemm(Of(x, (long)rows * w.K, "x", "Linear").Mem.NativePtr, pw.W.Mem.NativePtr,
+                Of(y, (long)rows * w.N, "y", "Linear").Mem.NativePtr, rows, w.N, w.K, bias is null ? 0f : 1f);
             return;
         }
         var grid = new Index2D((w.N + GemmKernels.Tile - 1) / GemmKernels.Tile, (rows + GemmKernels.Tile - 1) / GemmKernels.Tile);
-        _gemmTiled(new KernelConfig(grid, new Index2D(GemmKernels.Tile, GemmKernels.Tile)), Of(x).View, pw.W.View,
-            bias is null ? _dummy.View : Of(bias).View, bias is null ? 0 : 1, rows, w.K, w.N, Of(y).View);
+        _gemmTiled(new KernelConfig(grid, new Index2D(GemmKernels.Tile, GemmKernels.Tile)), Of(x, (long)rows * w.K, "x", "Linear").View, pw.W.View,
+            bias is null ? _dummy.View : Of(bias, w.N, "bias", "Linear").View, bias is null ? 0 : 1, rows, w.K, w.N, Of(y, (long)rows * w.N, "y", "Linear").View);
     }
 
     /// <summary>y[r, :] = bias[0..n) for r &lt; rows (the cuBLAS path's bias, before a beta = 1 GEMM).</summary>
     public void SetRows(DeviceBuffer bias, int n, DeviceBuffer y, int rows)
     {
-        if (rows * n > 0) _setRows(rows * n, Of(bias).View, n, Of(y).View);
+        if (rows * n > 0) _setRows(rows * n, Of(bias, n, "bias", "SetRows").View, n, Of(y, (long)rows * n, "y", "SetRows").View);
     }
 
     public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
         DeviceBuffer? normalized = null, DeviceBuffer? scale = null) =>
-        _layerNorm(rows, Of(x).View, Of(gamma).View, Of(beta).View, Of(y).View, d, eps,
-            normalized is null ? _dummy.View : Of(normalized).View, normalized is null ? 0 : 1,
-            scale is null ? _dummy.View : Of(scale).View, scale is null ? 0 : 1);
+        _layerNorm(rows, Of(x, (long)rows * d, "x", "LayerNorm").View, Of(gamma, d, "gamma", "LayerNorm").View, Of(beta, d, "beta", "LayerNorm").View,
+            Of(y, (long)rows * d, "y", "LayerNorm").View, d, eps,
+            normalized is null ? _dummy.View : Of(normalized, (long)rows * d, "normalized", "LayerNorm").View, normalized is null ? 0 : 1,
+            scale is null ? _dummy.View : Of(scale, rows, "scale", "LayerNorm").View, scale is null ? 0 : 1);
 
     public void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
     {
-        if (n > 0) _activate(checked((int)n), Of(x).View, Of(y).View, (int)activation);
+        if (n > 0) _activate(checked((int)n), Of(x, n, "x", "Activate").View, Of(y, n, "y", "Activate").View, (int)activation);
     }
 
     public void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n)
     {
-        if (n > 0) _add(checked((int)n), Of(a).View, Of(b).View, Of(y).View);
+        if (n > 0) _add(checked((int)n), Of(a, n, "a", "Add").View, Of(b, n, "b", "Add").View, Of(y, n, "y", "Add").View);
     }
 
     public void Gather(ReadOnlySpan<int> ids, DeviceBuffer table, int d, DeviceBuffer y)
@@ -267,12 +284,15 @@ public sealed class IlgpuBackend : IBackend
             _ids = _acc.Allocate1D<int>(ids.Length);
         }
         _ids.View.SubView(0, ids.Length).CopyFromCPU(ids.ToArray());
-        _gather(ids.Length * d, _ids.View, Of(table).View, d, Of(y).View);
+        _gather(ids.Length * d, _ids.View, Of(table).View, d, Of(y, (long)ids.Length * d, "y", "Gather").View);
     }
 
     public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst)
     {
-        if (rows * width > 0) _copyColumns(rows * width, Of(src).View, srcWidth, colOffset, width, Of(dst).View);
+        if (colOffset < 0 || colOffset + width > srcWidth) throw new ArgumentException($"CopyColumns: columns [{colOffset}, {colOffset + width}) outside a width of {srcWidth}");
+        if (rows * width > 0)
+            _copyColumns(rows * width, Of(src, (long)rows * srcWidth, "src", "CopyColumns").View, srcWidth, colOffset, width,
+                Of(dst, (long)rows * width, "dst", "CopyColumns").View);
     }
 
     public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase)
@@ -299,14 +319,20 @@ public sealed class IlgpuBackend : IBackend
             _rotary = (seq, rotaryDim, rotaryBase, cb, sb);
         }
         var tables = _rotary.Value;
+        long count = (long)batch * seq * nHeads * dHead;
+        if (rotaryDim > dHead) throw new ArgumentException($"Rotary: rotary dims {rotaryDim} exceed d_head {dHead}");
+        Of(x, count, "x", "Rotary");
+        Of(y, count, "y", "Rotary");
         if (!ReferenceEquals(x, y)) Of(x).Mem.View.SubView(0, (long)batch * seq * nHeads * dHead).CopyTo(Of(y).Mem.View.SubView(0, (long)batch * seq * nHeads * dHead));
         _rotaryKernel(batch * seq * nHeads * half, Of(y).View, Of(y).View, tables.Cos.View, tables.Sin.View, seq, nHeads, dHead, rotaryDim);
     }
 
     public void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
         float scale, DeviceBuffer? pattern = null) =>
-        _causal(batch * nHeads * seq, Of(q).View, Of(k).View, Of(v).View, Of(z).View, seq, nHeads, dHead, scale,
-            pattern is null ? _dummy.View : Of(pattern).View, pattern is null ? 0 : 1);
+        _causal(batch * nHeads * seq, Of(q, (long)batch * seq * nHeads * dHead, "q", "CausalAttention").View,
+            Of(k, (long)batch * seq * nHeads * dHead, "k", "CausalAttention").View, Of(v, (long)batch * seq * nHeads * dHead, "v", "CausalAttention").View,
+            Of(z, (long)batch * seq * nHeads * dHead, "z", "CausalAttention").View, seq, nHeads, dHead, scale,
+            pattern is null ? _dummy.View : Of(pattern, (long)batch * nHeads * seq * seq, "pattern", "CausalAttention").View, pattern is null ? 0 : 1);
 
     public void Synchronize() => _acc.Synchronize();
 

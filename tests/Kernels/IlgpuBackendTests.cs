@@ -146,4 +146,17 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         Assert.IsType<CpuBackend>(auto);
         Assert.Contains("no CUDA device", note);
     }
+
+    [Fact]
+    public void LaunchersRejectBuffersTooSmallForTheLaunch()
+    {
+        var small = _gpu.Allocate(3);
+        Assert.Contains("Add: y holds 3 floats, the launch needs 4", Assert.Throws<ArgumentException>(() => _gpu.Add(_gpu.Allocate(4), _gpu.Allocate(4), small, 4)).Message);
+        Assert.Contains("LayerNorm: x holds 3 floats", Assert.Throws<ArgumentException>(() => _gpu.LayerNorm(small, small, small, small, 2, 2, 1e-5f)).Message);
+        Assert.Contains("outside a width", Assert.Throws<ArgumentException>(() => _gpu.CopyColumns(small, 1, 3, 2, 2, small)).Message);
+        var w = _gpu.PackWeight(new float[6], 2, 3, WeightLayout.InOut);
+        Assert.Contains("Linear: x holds 3 floats, the launch needs 4", Assert.Throws<ArgumentException>(() => _gpu.Linear(small, w, null, _gpu.Allocate(6), 2)).Message);
+        Assert.Contains("CausalAttention: pattern", Assert.Throws<ArgumentException>(() =>
+            _gpu.CausalAttention(_gpu.Allocate(8), _gpu.Allocate(8), _gpu.Allocate(8), _gpu.Allocate(8), 1, 2, 2, 2, 1f, small)).Message);
+    }
 }
