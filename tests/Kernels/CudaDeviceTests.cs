@@ -29,16 +29,8 @@ public class CudaDeviceTests
         foreach (var variant in gpu.HasCuBlas ? new[] { GemmVariant.CuBlas, GemmVariant.Tiled } : [GemmVariant.Tiled])
         {
             gpu.Gemm = variant;
-            string folder = Fixtures.Golden(name);
-            using var model = Model.Load(folder, gpu);
-            using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
-            var ids = golden.ReadInt64("input_ids").Select(i => (int)i).ToArray();
-            var shape = golden.Info("input_ids").Shape;
-            var r = model.Run(ids, (int)shape[0], (int)shape[1], new RunOptions { Hooks = HookName.AllFor(model.Spec).ToArray() });
-            Compare.Close(golden.ReadFloat32("logits"), r.Logits!.Data, 1e-4, $"{name} cuda {variant} logits");
-            foreach (var t in golden.Tensors)
-                if (HookName.TryParse(t.Name, out var hook))
-                    Compare.Close(golden.ReadFloat32(t.Name), r.Cache[hook].Data, 1e-4, $"{name} cuda {variant} {t.Name}");
+            using var model = Model.Load(Fixtures.Golden(name), gpu);
+            Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, $"cuda {variant}");
         }
     }
 

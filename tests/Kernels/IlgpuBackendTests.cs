@@ -118,21 +118,8 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     [InlineData("neox-tiny")]
     public void EmulatedCudaMatchesEveryHookOfTheGolden(string name)
     {
-        string folder = Fixtures.Golden(name);
-        using var model = Model.Load(folder, _gpu);
-        using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
-        var ids = golden.ReadInt64("input_ids").Select(i => (int)i).ToArray();
-        var shape = golden.Info("input_ids").Shape;
-        var r = model.Run(ids, (int)shape[0], (int)shape[1], new RunOptions { Hooks = HookName.AllFor(model.Spec).ToArray() });
-        int compared = 0;
-        foreach (var t in golden.Tensors)
-        {
-            if (t.Name == "logits") Compare.Close(golden.ReadFloat32("logits"), r.Logits!.Data, 1e-4, $"{name} emulated logits");
-            else if (HookName.TryParse(t.Name, out var hook)) Compare.Close(golden.ReadFloat32(t.Name), r.Cache[hook].Data, 1e-4, $"{name} emulated {t.Name}");
-            else continue;
-            compared++;
-        }
-        Assert.True(compared >= 25, $"only {compared} tensors compared");
+        using var model = Model.Load(Fixtures.Golden(name), _gpu);
+        Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, "cuda-emulated");
     }
 
     [Fact]

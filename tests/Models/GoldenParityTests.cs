@@ -14,8 +14,17 @@ public class GoldenParityTests
     [MemberData(nameof(Models))]
     public void EveryGoldenTensorMatches(string name)
     {
+        using var model = Model.Load(Fixtures.Golden(name));
+        AssertEveryGoldenTensor(model, name, "cpu");
+    }
+
+    /// <summary>
+    /// Runs the golden input_ids through <paramref name="model"/> (any backend) with every hook recorded and compares every
+    /// tensor HF recorded at 1e-4: hooks by name, HF's layer-norm outputs via hook_normalized·w + b, hidden states, logits.
+    /// </summary>
+    internal static void AssertEveryGoldenTensor(Model model, string name, string backend)
+    {
         string folder = Fixtures.Golden(name);
-        using var model = Model.Load(folder);
         using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
         using var weights = SafeTensorsFile.Open(Path.Combine(folder, "model.safetensors"));
         var ids = golden.ReadInt64("input_ids");
@@ -23,9 +32,9 @@ public class GoldenParityTests
         int batch = (int)shape[0], seq = (int)shape[1];
         var result = model.Run(ids.Select(i => (int)i).ToArray(), batch, seq, new RunOptions { Hooks = HookName.AllFor(model.Spec).ToArray() });
         int L = model.Spec.NLayers, checkedCount = 0;
-        string ln(int l, int which) => model.Spec.Family == PolyEngine.Models.ModelFamily.Gpt2
-            ? $"transformer.h.{l}.ln_{which}" : $"gpt_neox.layers.{l}.{(which == 1 ? "input_layernorm" : "post_attention_layernorm")}";
-        string lnFinal = model.Spec.Family == PolyEngine.Models.ModelFamily.Gpt2 ? "transformer.ln_f" : "gpt_neox.final_layer_norm";
+        bool gpt2 = model.Spec.Family == PolyEngine.Models.ModelFamily.Gpt2;
+        string ln(int l, int which) => gpt2 ? $"transformer.h.{l}.ln_{which}" : $"gpt_neox.layers.{l}.{(which == 1 ? "input_layernorm" : "post_attention_layernorm")}";
+        string lnFinal = gpt2 ? "transformer.ln_f" : "gpt_neox.final_layer_norm";
 
         foreach (var t in golden.Tensors)
         {
@@ -44,7 +53,7 @@ public class GoldenParityTests
             };
             if (actual is null) continue;
             if (HookName.TryParse(t.Name, out var hook)) Assert.Equal(t.Shape, result.Cache[hook].Shape);
-            Compare.Close(golden.ReadFloat32(t.Name), actual, 1e-4, $"{name} {t.Name}");
+            Compare.Close(golden.ReadFloat32(t.Name), actual, 1e-4, $"{name} ({backend}) {t.Name}");
             checkedCount++;
         }
         Assert.True(checkedCount >= 30, $"only {checkedCount} golden tensors were compared");
