@@ -14,27 +14,29 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
 
     public void Reset() => _times.Clear();
 
-    T Time<T>(string op, Func<T> f)
+    void Time(string op, Action f)
     {
         var sw = Stopwatch.StartNew();
-        var r = f();
-        inner.Synchronize();
-        var (s, c) = _times.GetValueOrDefault(op);
-        _times[op] = (s + sw.Elapsed.TotalSeconds, c + 1);
-        return r;
+        f();
+        Record(op, sw);
     }
 
-    void Time(string op, Action f) => Time(op, () => { f(); return 0; });
+    /// <summary>Adds the time since <paramref name="started"/> (after the inner backend synchronised) to <paramref name="op"/>.</summary>
+    void Record(string op, Stopwatch started)
+    {
+        inner.Synchronize();
+        var (s, c) = _times.GetValueOrDefault(op);
+        _times[op] = (s + started.Elapsed.TotalSeconds, c + 1);
+    }
 
     public string DeviceName => inner.DeviceName;
     public DeviceBuffer Allocate(long length) => inner.Allocate(length);
     public DeviceBuffer Upload(ReadOnlySpan<float> data) => inner.Upload(data);
     public void Download(DeviceBuffer src, Span<float> dst, long srcOffset = 0)
     {
-        var sw = Stopwatch.StartNew();
+        var sw = Stopwatch.StartNew();   // spans cannot enter a lambda: timed inline
         inner.Download(src, dst, srcOffset);
-        var (s, c) = _times.GetValueOrDefault("Download");
-        _times["Download"] = (s + sw.Elapsed.TotalSeconds, c + 1);
+        Record("Download", sw);
     }
     public DeviceBuffer? TryWrapHost(float[] host) => inner.TryWrapHost(host);
     public PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout) => inner.PackWeight(w, k, n, layout);
@@ -49,8 +51,7 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     {
         var sw = Stopwatch.StartNew();
         inner.Gather(ids, table, d, y);
-        var (s, c) = _times.GetValueOrDefault("Gather");
-        _times["Gather"] = (s + sw.Elapsed.TotalSeconds, c + 1);
+        Record("Gather", sw);
     }
     public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst) =>
         Time("CopyColumns", () => inner.CopyColumns(src, rows, srcWidth, colOffset, width, dst));
