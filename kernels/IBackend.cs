@@ -77,6 +77,11 @@ public interface IBackend : IDisposable
     void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
         DeviceBuffer? normalized = null, DeviceBuffer? scale = null);
 
+    /// <summary>The residual add fused with the layer norm that reads it: sum = a + b (sum may alias a or b), then
+    /// y = LayerNorm(sum) with the same taps as <see cref="LayerNorm"/>. One pass over the rows instead of two.</summary>
+    void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d,
+        float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null);
+
     /// <summary>y[i] = act(x[i]) for i &lt; n (y may alias x).</summary>
     void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation);
 

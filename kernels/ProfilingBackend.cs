@@ -45,6 +45,9 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
         DeviceBuffer? normalized = null, DeviceBuffer? scale = null) =>
         Time("LayerNorm", () => inner.LayerNorm(x, gamma, beta, y, rows, d, eps, normalized, scale));
+    public void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y,
+        int rows, int d, float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null) =>
+        Time("AddLayerNorm", () => inner.AddLayerNorm(a, b, sum, gamma, beta, y, rows, d, eps, normalized, scale));
     public void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation) => Time($"Activate {activation}", () => inner.Activate(x, y, n, activation));
     public void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n) => Time("Add", () => inner.Add(a, b, y, n));
     public void Gather(ReadOnlySpan<int> ids, DeviceBuffer table, int d, DeviceBuffer y)

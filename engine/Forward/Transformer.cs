@@ -108,13 +108,18 @@ public sealed class Transformer : IDisposable
             b.Add(ws.Resid, ws.Tmp, ws.Resid, (long)rows * d);
         }
 
+        // Every residual add is fused with the layer norm that reads its result (AddLayerNorm): resid_mid with ln2
+        // (sequential blocks), resid_post with the next block's ln1 or with ln_final. normedReady: ws.Normed (and the
+        // ln taps in ws.Tmp / ws.Scale) already hold the next norm's output.
+        bool normedReady = false;
         for (int l = 0; l <= lastLayer; l++)
         {
             var w = _blocks[l];
             Tap(new(HookPoint.ResidPre, l), ws.Resid);
             // Attention: normed = LN1(resid); qkv = normed·W_qkv + b; z = attn(q, k, v); attn_out = z·W_O + b_O
-            b.LayerNorm(ws.Resid, w.Ln1W, w.Ln1B, ws.Normed, rows, d, s.LnEps,
-                Wants(want, HookPoint.Ln1Normalized, l) ? ws.Tmp : null, Wants(want, HookPoint.Ln1Scale, l) ? ws.Scale : null);
+            if (!normedReady)
+                b.LayerNorm(ws.Resid, w.Ln1W, w.Ln1B, ws.Normed, rows, d, s.LnEps,
+                    Wants(want, HookPoint.Ln1Normalized, l) ? ws.Tmp : null, Wants(want, HookPoint.Ln1Scale, l) ? ws.Scale : null);
             Tap(new(HookPoint.Ln1Normalized, l), ws.Tmp);
             Tap(new(HookPoint.Ln1Scale, l), ws.Scale);
             b.Linear(ws.Normed, w.Qkv, w.QkvB, ws.Qkv, rows);
@@ -139,16 +144,15 @@ public sealed class Transformer : IDisposable
             b.Linear(ws.Z, w.AttnOut, w.AttnOutB, ws.AttnOut, rows);
             Tap(new(HookPoint.AttnOut, l), ws.AttnOut);
 
-            // MLP input: sequential reads resid_mid = resid_pre + attn_out; parallel reads resid_pre.
-            DeviceBuffer mlpIn = ws.Resid;
-            if (!s.ParallelResidual)
+            // MLP input: sequential reads LN2(resid_mid = resid_pre + attn_out); parallel reads LN2(resid_pre).
+            var ln2Normalized = Wants(want, HookPoint.Ln2Normalized, l) ? ws.Tmp : null;
+            var ln2Scale = Wants(want, HookPoint.Ln2Scale, l) ? ws.Scale : null;
+            if (s.ParallelResidual) b.LayerNorm(ws.Resid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
+            else
             {
-                b.Add(ws.Resid, ws.AttnOut, ws.Mid, (long)rows * d);
+                b.AddLayerNorm(ws.Resid, ws.AttnOut, ws.Mid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
                 Tap(new(HookPoint.ResidMid, l), ws.Mid);
-                mlpIn = ws.Mid;
             }
-            b.LayerNorm(mlpIn, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps,
-                Wants(want, HookPoint.Ln2Normalized, l) ? ws.Tmp : null, Wants(want, HookPoint.Ln2Scale, l) ? ws.Scale : null);
             Tap(new(HookPoint.Ln2Normalized, l), ws.Tmp);
             Tap(new(HookPoint.Ln2Scale, l), ws.Scale);
             b.Linear(ws.Normed, w.MlpIn, w.MlpInB, ws.MlpHidden, rows);
@@ -158,21 +162,29 @@ public sealed class Transformer : IDisposable
             b.Linear(ws.MlpHidden, w.MlpOut, w.MlpOutB, ws.MlpOut, rows);
             Tap(new(HookPoint.MlpOut, l), ws.MlpOut);
 
+            // resid_post: parallel = (mlp_out + attn_out) + resid_pre (HF's association); sequential = resid_mid + mlp_out.
+            DeviceBuffer addA = ws.Mid, addB = ws.MlpOut;
             if (s.ParallelResidual)
             {
-                // HF: mlp_out + attn_out + resid, in that association.
                 b.Add(ws.MlpOut, ws.AttnOut, ws.Mid, (long)rows * d);
-                b.Add(ws.Mid, ws.Resid, ws.Resid, (long)rows * d);
+                addB = ws.Resid;
             }
-            else b.Add(ws.Mid, ws.MlpOut, ws.Resid, (long)rows * d);
+            // ...fused with the norm that reads it next: the next block's ln1, or ln_final after the last block.
+            (DeviceBuffer W, DeviceBuffer B, HookName Normalized, HookName Scale)? next =
+                l < lastLayer ? (_blocks[l + 1].Ln1W, _blocks[l + 1].Ln1B, new(HookPoint.Ln1Normalized, l + 1), new(HookPoint.Ln1Scale, l + 1))
+                : options.StopAtLayer is null ? (_lnFinalW, _lnFinalB, new(HookPoint.LnFinalNormalized), new(HookPoint.LnFinalScale))
+                : null;
+            if (next is { } n)
+                b.AddLayerNorm(addA, addB, ws.Resid, n.W, n.B, ws.Normed, rows, d, s.LnEps,
+                    want.Contains(n.Normalized) ? ws.Tmp : null, want.Contains(n.Scale) ? ws.Scale : null);
+            else b.Add(addA, addB, ws.Resid, (long)rows * d);
+            normedReady = next is not null;
             Tap(new(HookPoint.ResidPost, l), ws.Resid);
         }
 
         Tensor? logits = null;
         if (options.StopAtLayer is null)
         {
-            b.LayerNorm(ws.Resid, _lnFinalW, _lnFinalB, ws.Normed, rows, d, s.LnEps,
-                want.Contains(new(HookPoint.LnFinalNormalized)) ? ws.Tmp : null, want.Contains(new(HookPoint.LnFinalScale)) ? ws.Scale : null);
             Tap(new(HookPoint.LnFinalNormalized), ws.Tmp);
             Tap(new(HookPoint.LnFinalScale), ws.Scale);
             if (options.Logits == LogitsMode.All)

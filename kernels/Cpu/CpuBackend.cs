@@ -69,6 +69,20 @@ public sealed class CpuBackend : IBackend
             ns is null ? default : ns.AsSpan(r * d, d), ss is null ? default : ss.AsSpan(r, 1)));
     }
 
+    public void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y,
+        int rows, int d, float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null)
+    {
+        float[] av = Of(a), bv = Of(b), sv = Of(sum), g = Of(gamma), bt = Of(beta), ys = Of(y);
+        float[]? ns = normalized is null ? null : Of(normalized), ss = scale is null ? null : Of(scale);
+        ForRows(rows, r =>
+        {
+            var row = sv.AsSpan(r * d, d);
+            System.Numerics.Tensors.TensorPrimitives.Add(av.AsSpan(r * d, d), bv.AsSpan(r * d, d), row);
+            Kernels.Cpu.LayerNorm.Row(row, g.AsSpan(0, d), bt.AsSpan(0, d), ys.AsSpan(r * d, d), eps,
+                ns is null ? default : ns.AsSpan(r * d, d), ss is null ? default : ss.AsSpan(r, 1));
+        });
+    }
+
     public void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
     {
         float[] xs = Of(x), ys = Of(y);

@@ -44,6 +44,12 @@ public static class EmulatedCheck
             return Enumerable.Range(0, rows * n).Select(i => bias[i % n]).ToArray();
         }, 0);
         Check("LayerNormKernels.Forward", b => { var y = b.Allocate(rows * d); b.LayerNorm(b.Upload(x), b.Upload(g), b.Upload(bt), y, rows, d, 1e-5f); return Get(b, y, rows * d); }, 1e-5);
+        Check("LayerNormKernels.AddForward", b =>
+        {
+            var sum = b.Allocate(rows * d); var y = b.Allocate(rows * d);
+            b.AddLayerNorm(b.Upload(x), b.Upload(x.Reverse().ToArray()), sum, b.Upload(g), b.Upload(bt), y, rows, d, 1e-5f);
+            return Get(b, sum, rows * d).Concat(Get(b, y, rows * d)).ToArray();
+        }, 1e-5);
         foreach (var act in Enum.GetValues<Activation>())
             Check($"ElementwiseKernels.Activate({act})", b => { var y = b.Allocate(x.Length); b.Activate(b.Upload(x), y, x.Length, act); return Get(b, y, x.Length); }, 2e-6);
         Check("ElementwiseKernels.Add", b => { var y = b.Allocate(x.Length); b.Add(b.Upload(x), b.Upload(x), y, x.Length); return Get(b, y, x.Length); }, 0);

@@ -25,6 +25,7 @@ public sealed class IlgpuBackend : IBackend
     readonly Action<Index1D, ArrayView<float>, int, int, int, ArrayView<float>> _copyColumns;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int> _layerNorm;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int> _addLayerNorm;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int> _rotaryKernel;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float, ArrayView<float>, int> _causal;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, ArrayView<float>> _gemmTiled;
@@ -46,6 +47,8 @@ public sealed class IlgpuBackend : IBackend
         _activate = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Activate);
         _layerNorm = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float,
             ArrayView<float>, int, ArrayView<float>, int>(LayerNormKernels.Forward);
+        _addLayerNorm = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int>(LayerNormKernels.AddForward);
         _rotaryKernel = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int>(
             AttentionKernels.Rotary);
         _causal = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, float,
@@ -260,6 +263,16 @@ public sealed class IlgpuBackend : IBackend
             Of(y, (long)rows * d, "y", "LayerNorm").View, d, eps,
             normalized is null ? _dummy.View : Of(normalized, (long)rows * d, "normalized", "LayerNorm").View, normalized is null ? 0 : 1,
             scale is null ? _dummy.View : Of(scale, rows, "scale", "LayerNorm").View, scale is null ? 0 : 1);
+
+    public void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y,
+        int rows, int d, float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null)
+    {
+        long n = (long)rows * d;
+        _addLayerNorm(rows, Of(a, n, "a", "AddLayerNorm").View, Of(b, n, "b", "AddLayerNorm").View, Of(sum, n, "sum", "AddLayerNorm").View,
+            Of(gamma, d, "gamma", "AddLayerNorm").View, Of(beta, d, "beta", "AddLayerNorm").View, Of(y, n, "y", "AddLayerNorm").View, d, eps,
+            normalized is null ? _dummy.View : Of(normalized, n, "normalized", "AddLayerNorm").View, normalized is null ? 0 : 1,
+            scale is null ? _dummy.View : Of(scale, rows, "scale", "AddLayerNorm").View, scale is null ? 0 : 1);
+    }
 
     public void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
     {

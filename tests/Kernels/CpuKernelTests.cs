@@ -85,6 +85,28 @@ public class CpuKernelTests
         }
     }
 
+    [Fact]
+    public void AddLayerNormEqualsAddThenLayerNorm()
+    {
+        using var b = new CpuBackend(3);
+        foreach (int d in new[] { 1, 9, 64, 77 })
+        {
+            int rows = 11;
+            var (x, r, g, bt) = (Random(rows * d, d, 2f), Random(rows * d, d + 1, 2f), Random(d, 2), Random(d, 3));
+            var (xb, rb, gb, bb) = (b.Upload(x), b.Upload(r), b.Upload(g), b.Upload(bt));
+            var sum1 = b.Allocate(rows * d); var y1 = b.Allocate(rows * d); var n1 = b.Allocate(rows * d); var s1 = b.Allocate(rows);
+            b.Add(xb, rb, sum1, rows * d);
+            b.LayerNorm(sum1, gb, bb, y1, rows, d, 1e-5f, n1, s1);
+            var y2 = b.Allocate(rows * d); var n2 = b.Allocate(rows * d); var s2 = b.Allocate(rows);
+            b.AddLayerNorm(xb, rb, rb, gb, bb, y2, rows, d, 1e-5f, n2, s2);       // sum written over b, as the forward does
+            float[] Get(DeviceBuffer buf, int n) { var a = new float[n]; b.Download(buf, a); return a; }
+            Assert.Equal(Get(sum1, rows * d), Get(rb, rows * d));
+            Assert.Equal(Get(y1, rows * d), Get(y2, rows * d));
+            Assert.Equal(Get(n1, rows * d), Get(n2, rows * d));
+            Assert.Equal(Get(s1, rows), Get(s2, rows));
+        }
+    }
+
     [Theory]
     [InlineData(Activation.GeluTanh)]
     [InlineData(Activation.GeluErf)]
