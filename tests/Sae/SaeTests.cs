@@ -1,0 +1,125 @@
+using PolyEngine.Formats;
+using PolyEngine.Hooks;
+using PolyEngine.Kernels.Cpu;
+using PolyEngine.Models;
+using PolyEngine.Sae;
+using Xunit;
+
+namespace PolyEngine.Tests.Sae;
+
+public class SaeTests
+{
+    public static TheoryData<string, string> Fixtures_() => new()
+    {
+        { "gpt2-tiny", "standard" }, { "gpt2-tiny", "jumprelu" }, { "gpt2-tiny", "topk" },
+        { "gpt2-tiny", "standard-v6cfg" }, { "gpt2-tiny", "jumprelu-v6cfg" }, { "gpt2-tiny", "topk-v6cfg" },
+        { "neox-tiny", "standard" },
+    };
+
+    /// <summary>hidden_pre, feature_acts (the same active set) and sae_out of the SAELens goldens, from the model's own hook.</summary>
+    [Theory]
+    [MemberData(nameof(Fixtures_))]
+    public void EncodeAndDecodeMatchTheGoldens(string model, string variant)
+    {
+        string folder = Path.Combine(Fixtures.Golden(model), "sae", variant);
+        using var m = Model.Load(Fixtures.Golden(model));
+        using var sae = SparseAutoencoder.Load(folder, m.Backend);
+        sae.CheckAgainst(m.Spec);
+        Assert.Equal(variant.EndsWith("v6cfg") ? "saelens-v6" : "saelens", sae.Config.Format);
+        using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
+        using var mg = SafeTensorsFile.Open(Path.Combine(Fixtures.Golden(model), "golden.safetensors"));
+        var ids = mg.ReadInt64("input_ids").Select(i => (int)i).ToArray();
+        var shape = mg.Info("input_ids").Shape;
+        var run = m.Run(ids, (int)shape[0], (int)shape[1], new PolyEngine.Forward.RunOptions { Hooks = [sae.Config.Hook] });
+        var x = run.Cache[sae.Config.Hook].Data;
+        Compare.Close(golden.ReadFloat32("sae_in"), x, 1e-4, $"{variant} sae_in (from the model)");
+        int rows = (int)(shape[0] * shape[1]);
+        var enc = sae.Encode(golden.ReadFloat32("sae_in"), rows);
+        Compare.Close(golden.ReadFloat32("hidden_pre"), enc.HiddenPre, 1e-4, $"{variant} hidden_pre");
+        var expectedActs = golden.ReadFloat32("feature_acts");
+        Compare.Close(expectedActs, enc.FeatureActs, 1e-4, $"{variant} feature_acts");
+        for (int i = 0; i < expectedActs.Length; i++) Assert.True(expectedActs[i] > 0 == enc.FeatureActs[i] > 0, $"{variant}: active set differs at {i}");
+        Compare.Close(golden.ReadFloat32("sae_out"), sae.Decode(enc.FeatureActs, rows), 1e-4, $"{variant} sae_out");
+        if (sae.Config.Architecture == SaeArchitecture.TopK)
+            for (int r = 0; r < rows; r++) Assert.Equal(8, enc.FeatureActs.AsSpan(r * 256, 256).ToArray().Count(v => v > 0));
+    }
+
+    [Fact]
+    public void FlatAndV6ConfigsDescribeTheSameSae()
+    {
+        var flat = SaeConfig.Load(Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", "topk"));
+        var v6 = SaeConfig.Load(Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", "topk-v6cfg"));
+        Assert.Equal((SaeArchitecture.TopK, 8, 64, 256, "blocks.1.hook_resid_pre", false, 16), (flat.Architecture, flat.K, flat.DIn, flat.DSae, flat.Hook.ToString(), flat.PrependBos, flat.ContextSize));
+        Assert.Equal(flat with { Folder = "", Format = "" }, v6 with { Folder = "", Format = "" });
+    }
+
+    [Fact]
+    public void SparsifyFolderEncodesLikeTheEquivalentSaeLensSae()
+    {
+        using var dir = new Fixtures.TempDir();
+        string saeLens = Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", "topk");
+        using var w = SafeTensorsFile.Open(Path.Combine(saeLens, "sae_weights.safetensors"));
+        var wEnc = w.ReadFloat32("W_enc");                       // [64, 256]
+        var encT = new float[wEnc.Length];                        // sparsify encoder.weight [256, 64]
+        for (int i = 0; i < 64; i++) for (int j = 0; j < 256; j++) encT[j * 64 + i] = wEnc[i * 256 + j];
+        string folder = Path.Combine(dir.Path, "layers.0");
+        Directory.CreateDirectory(folder);
+        new SafeTensorsWriter().Add("encoder.weight", encT, 256, 64).Add("encoder.bias", w.ReadFloat32("b_enc"), 256)
+            .Add("W_dec", w.ReadFloat32("W_dec"), 256, 64).Add("b_dec", w.ReadFloat32("b_dec"), 64).Save(Path.Combine(folder, "sae.safetensors"));
+        File.WriteAllText(Path.Combine(folder, "cfg.json"), """{"activation": "topk", "expansion_factor": 4, "normalize_decoder": true, "num_latents": 0, "k": 8, "multi_topk": false, "skip_connection": false, "d_in": 64}""");
+        var backend = new CpuBackend(1);
+        using var sparsify = SparseAutoencoder.Load(folder, backend);
+        using var lens = SparseAutoencoder.Load(saeLens, backend);
+        Assert.Equal(("sparsify", 256, "blocks.0.hook_resid_post"), (sparsify.Config.Format, sparsify.Config.DSae, sparsify.Config.Hook.ToString()));
+        using var golden = SafeTensorsFile.Open(Path.Combine(saeLens, "golden.safetensors"));
+        var x = golden.ReadFloat32("sae_in");
+        Compare.Close(lens.Encode(x, 32).FeatureActs, sparsify.Encode(x, 32).FeatureActs, 1e-5, "sparsify vs SAELens feature acts");
+    }
+
+    public static TheoryData<string, string, string> BadSaes() => new()
+    {
+        { "missing cfg", "", "no cfg.json" },
+        { "unknown architecture", """{"architecture":"gated","d_in":64,"d_sae":256,"hook_name":"blocks.1.hook_resid_pre"}""", "architecture 'gated' is not supported" },
+        { "missing d_in", """{"architecture":"standard","d_sae":256,"hook_name":"blocks.1.hook_resid_pre"}""", "missing field 'd_in'" },
+        { "wrong type", """{"architecture":"standard","d_in":"64","d_sae":256,"hook_name":"blocks.1.hook_resid_pre"}""", "field 'd_in' must be an integer" },
+        { "bad hook", """{"architecture":"standard","d_in":64,"d_sae":256,"hook_name":"blocks.1.resid"}""", "not a TransformerLens hook" },
+        { "topk without k", """{"architecture":"topk","d_in":64,"d_sae":256,"hook_name":"blocks.1.hook_resid_pre"}""", "missing field 'k'" },
+        { "expected average", """{"architecture":"standard","d_in":64,"d_sae":256,"hook_name":"blocks.1.hook_resid_pre","normalize_activations":"expected_average_only_in"}""", "norm_scaling_factor" },
+        { "d_in mismatch", """{"architecture":"standard","d_in":32,"d_sae":256,"hook_name":"blocks.1.hook_resid_pre"}""", "has shape [64, 256], cfg.json implies [32, 256]" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadSaes))]
+    public void BadSaeFoldersAreRejectedClearly(string what, string cfg, string expected)
+    {
+        using var dir = new Fixtures.TempDir();
+        File.Copy(Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", "standard", "sae_weights.safetensors"), dir.File("sae_weights.safetensors"));
+        if (cfg.Length > 0) File.WriteAllText(dir.File("cfg.json"), cfg);
+        var e = Assert.Throws<PolyEngineException>(() => SparseAutoencoder.Load(dir.Path, new CpuBackend(1)).Dispose());
+        Assert.Contains(expected, e.Message);
+        _ = what;
+    }
+
+    [Fact]
+    public void NaNWeightsAndModelMismatchAreNamed()
+    {
+        using var dir = new Fixtures.TempDir();
+        string src = Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", "standard");
+        File.Copy(Path.Combine(src, "cfg.json"), dir.File("cfg.json"));
+        using (var w = SafeTensorsFile.Open(Path.Combine(src, "sae_weights.safetensors")))
+        {
+            var bEnc = w.ReadFloat32("b_enc");
+            bEnc[17] = float.NaN;
+            new SafeTensorsWriter().Add("W_enc", w.ReadFloat32("W_enc"), 64, 256).Add("b_enc", bEnc, 256)
+                .Add("W_dec", w.ReadFloat32("W_dec"), 256, 64).Add("b_dec", w.ReadFloat32("b_dec"), 64).Save(dir.File("sae_weights.safetensors"));
+        }
+        var e = Assert.Throws<PolyEngineException>(() => SparseAutoencoder.Load(dir.Path, new CpuBackend(1)).Dispose());
+        Assert.Contains("tensor 'b_enc' holds a non-finite value (NaN) at flat index 17", e.Message);
+
+        using var sae = SparseAutoencoder.Load(src, new CpuBackend(1));
+        var bigger = ModelSpec.FromConfigFile(Path.Combine(Fixtures.Golden("gpt2-tiny"), "config.json")) with { DModel = 128, NHeads = 4 };
+        Assert.Contains("d_in 64 does not equal the width 128", Assert.Throws<PolyEngineException>(() => sae.CheckAgainst(bigger)).Message);
+        var shallow = bigger with { DModel = 64, NLayers = 1 };
+        Assert.Contains("does not have", Assert.Throws<PolyEngineException>(() => sae.CheckAgainst(shallow)).Message);
+    }
+}
