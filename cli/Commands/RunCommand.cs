@@ -16,6 +16,7 @@ static class RunCommand
         var idsFile = new Option<string>("--ids-file") { Description = "JSON file with an array of equal-length rows of token ids" };
         var hooks = new Option<string>("--hooks") { Description = "Hooks to export: comma-separated TransformerLens names, '*' wildcards, or 'all'" };
         var output = new Option<string>("--out", "-o") { Description = "Write logits, input_ids and the hooks to this .safetensors file" };
+        var sae = new Option<string>("--sae") { Description = "SAE folders (comma-separated; SAELens or sparsify): adds {hook}.hook_sae_acts_pre/_post and .hook_sae_output to --out" };
         var top = new Option<int>("--top") { Description = "How many next-token candidates to print per row", DefaultValueFactory = _ => 5 };
         var device = Common.Device();
         var threads = Common.Threads();
@@ -23,8 +24,9 @@ static class RunCommand
             "Run a forward pass: print the top next tokens at the last position of each row, optionally export logits and hooks.",
             "polyengine run --model gpt2 --prompt \"The dog\"",
             "polyengine run --model ./toy --ids \"1,2,3;4,5,6\" --hooks \"blocks.*.hook_resid_post\" --out acts.safetensors",
-            "polyengine run --model EleutherAI/pythia-70m-deduped --prompt \"Hello\" --hooks all --out all.safetensors"))
-        { model, prompt, ids, idsFile, hooks, output, top, device, threads };
+            "polyengine run --model EleutherAI/pythia-70m-deduped --prompt \"Hello\" --hooks all --out all.safetensors",
+            "polyengine run --model gpt2 --prompt \"The dog\" --sae ./saes/blocks.8.hook_resid_pre --out sae.safetensors"))
+        { model, prompt, ids, idsFile, hooks, sae, output, top, device, threads };
         cmd.SetAction(r =>
         {
             int inputs = new[] { r.GetValue(prompt) is not null, r.GetValue(ids) is not null, r.GetValue(idsFile) is not null }.Count(x => x);
@@ -37,17 +39,37 @@ static class RunCommand
             io.Out.WriteLine($"model: {m.Folder} ({m.Spec.Architecture}, {m.Spec.NLayers} layers, d_model {m.Spec.DModel})");
             io.Out.WriteLine($"device: {note}");
             var selected = HookName.Select(m.Spec, r.GetValue(hooks));
-            if (selected.Count > 0 && outPath is null) throw new PolyEngineException("--hooks needs --out FILE.safetensors to write the activations to");
+            var saeFolders = (r.GetValue(sae) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if ((selected.Count > 0 || saeFolders.Length > 0) && outPath is null)
+                throw new PolyEngineException("--hooks and --sae need --out FILE.safetensors to write the activations to");
+            var saes = new List<Sae.SparseAutoencoder>();
+            foreach (var folder in saeFolders)
+            {
+                var s = Sae.SparseAutoencoder.Load(folder, m.Backend);
+                s.CheckAgainst(m.Spec);
+                if (saes.FirstOrDefault(o => o.Config.Hook == s.Config.Hook) is { } other)
+                    throw new PolyEngineException($"--sae: {other.Config.Folder} and {folder} both read {s.Config.Hook}; give one SAE per hook (their outputs share the hook's names)");
+                saes.Add(s);
+                io.Out.WriteLine($"sae: {folder} ({s.Config.Format} {s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {Sae.SaeHooks.Processing(s)}");
+            }
             int[][] rows = r.GetValue(prompt) is string text ? [m.Encode(text)]
                 : r.GetValue(ids) is string list ? TokenIds.ParseList(list) : TokenIds.ParseJsonFile(r.GetValue(idsFile)!);
             var flat = rows.SelectMany(x => x).ToArray();
-            var result = m.Run(rows, new RunOptions { Hooks = selected, Logits = outPath is null ? LogitsMode.LastPosition : LogitsMode.All });
+            var result = m.Run(rows, new RunOptions
+            {
+                Hooks = selected.Concat(saes.Select(s => s.Config.Hook)).Distinct().ToArray(),
+                Logits = outPath is null ? LogitsMode.LastPosition : LogitsMode.All,
+            });
             PrintTop(io, m, rows, result, r.GetValue(top));
             if (outPath is not null)
             {
-                RunWriter.Save(outPath, flat, result, new Dictionary<string, string> { ["model"] = m.Folder, ["polyengine"] = typeof(Model).Assembly.GetName().Version!.ToString() });
-                io.Out.WriteLine($"wrote {outPath}: input_ids, logits [{result.Batch}, {result.Seq}, {m.Spec.DVocab}] and {selected.Count} hooks");
+                var saeTensors = Sae.SaeHooks.Apply(saes, result).ToList();
+                RunWriter.Save(outPath, flat, result, new Dictionary<string, string> { ["model"] = m.Folder, ["polyengine"] = typeof(Model).Assembly.GetName().Version!.ToString() },
+                    saeTensors);
+                io.Out.WriteLine($"wrote {outPath}: input_ids, logits [{result.Batch}, {result.Seq}, {m.Spec.DVocab}], {result.Cache.Count} hooks" +
+                    (saes.Count > 0 ? $" and {saeTensors.Count} SAE tensors" : ""));
             }
+            foreach (var s in saes) s.Dispose();
             return 0;
         });
         return cmd;

@@ -39,6 +39,32 @@ public class CliTests
     }
 
     [Fact]
+    public void RunWithSaesExportsSaeLensNamedTensorsThatMatchTheGolden()
+    {
+        using var dir = new Fixtures.TempDir();
+        string outPath = dir.File("sae.safetensors");
+        using var g = SafeTensorsFile.Open(Path.Combine(Gpt2, "golden.safetensors"));
+        var ids = g.ReadInt64("input_ids");
+        string idList = string.Join(";", Enumerable.Range(0, 2).Select(r => string.Join(",", ids.Skip(r * 16).Take(16))));
+        var (code, stdout, stderr) = Run("run", "--model", Gpt2, "--ids", idList, "--sae", Path.Combine(Gpt2, "sae", "topk-v6cfg"), "--out", outPath, "--top", "0");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("at blocks.1.hook_resid_pre; input as the unprocessed HF model computes it", stdout);
+        using var f = SafeTensorsFile.Open(outPath);
+        Assert.Equal(new long[] { 2, 16, 256 }, f.Info("blocks.1.hook_resid_pre.hook_sae_acts_pre").Shape);
+        Assert.Equal(new long[] { 2, 16, 64 }, f.Info("blocks.1.hook_resid_pre.hook_sae_output").Shape);
+        using var tg = SafeTensorsFile.Open(Path.Combine(Gpt2, "sae", "topk-v6cfg", "golden.safetensors"));
+        Compare.Close(tg.ReadFloat32("hidden_pre"), f.ReadFloat32("blocks.1.hook_resid_pre.hook_sae_acts_pre"), 1e-4, "cli topk pre");
+        Compare.Close(tg.ReadFloat32("feature_acts"), f.ReadFloat32("blocks.1.hook_resid_pre.hook_sae_acts_post"), 1e-4, "cli topk acts");
+        Compare.Close(tg.ReadFloat32("sae_out"), f.ReadFloat32("blocks.1.hook_resid_pre.hook_sae_output"), 1e-4, "cli topk sae_out");
+        // Two SAEs at one hook would share names: refused before any compute.
+        var (code2, _, stderr2) = Run("run", "--model", Gpt2, "--ids", "1,2", "--sae",
+            Path.Combine(Gpt2, "sae", "jumprelu") + "," + Path.Combine(Gpt2, "sae", "topk"), "--out", dir.File("x.safetensors"));
+        Assert.NotEqual(0, code2);
+        Assert.Contains("give one SAE per hook", stderr2);
+        Assert.False(File.Exists(dir.File("x.safetensors")));
+    }
+
+    [Fact]
     public void RunAcceptsPromptsAndIdFiles()
     {
         using var dir = new Fixtures.TempDir();
