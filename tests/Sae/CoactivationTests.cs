@@ -1,0 +1,144 @@
+using PolyEngine.Formats;
+using PolyEngine.Forward;
+using PolyEngine.Hooks;
+using PolyEngine.Kernels.Cpu;
+using PolyEngine.Models;
+using PolyEngine.Sae;
+using PolyEngine.Scans;
+using Xunit;
+
+namespace PolyEngine.Tests.Sae;
+
+public class CoactivationTests
+{
+    [Fact]
+    public void TriangleIndexCoversEveryPairOnce()
+    {
+        foreach (int f in new[] { 2, 3, 7, 64 })
+        {
+            var seen = new HashSet<long>();
+            for (int a = 0; a < f; a++)
+                for (int b = a + 1; b < f; b++)
+                    Assert.True(seen.Add(CoactivationCounter.Index(a, b, f)));
+            Assert.Equal(CoactivationCounter.PairCount(f), seen.Count);
+            Assert.Equal(CoactivationCounter.PairCount(f) - 1, seen.Max());
+        }
+        Assert.Equal(4L * 24576 * 24575 / 2 + 8 * 24576, CoactivationCounter.BytesFor(24576));
+    }
+
+    [Fact]
+    public void MetricsMatchHandComputedCases()
+    {
+        // 10 units, a fires in 4, b in 5, both in 2: Jaccard 2/7, lift 2·10/(4·5) = 1, PMI 0.
+        var s = PairStats.Of(1, 2, 4, 5, 2, 10);
+        Assert.Equal(2.0 / 7, s.Jaccard, 12);
+        Assert.Equal(1.0, s.Lift, 12);
+        Assert.Equal(0.0, s.Pmi, 12);
+        // always together: Jaccard 1, lift N/a
+        var t = PairStats.Of(0, 3, 3, 3, 3, 12);
+        Assert.Equal((1.0, 4.0, Math.Log(4)), (t.Jaccard, t.Lift, t.Pmi));
+    }
+
+    /// <summary>The scan's counts equal a brute-force count over dense activation matrices, for every window mode.</summary>
+    [Theory]
+    [InlineData("token", 0f)]
+    [InlineData("3", 0f)]
+    [InlineData("document", 0.05f)]
+    public void CountsEqualBruteForce(string window, float threshold)
+    {
+        using var dir = new Fixtures.TempDir();
+        string model = Path.Combine(dir.Path, "model"), saeDir = Path.Combine(dir.Path, "sae");
+        ToyModels.Write(new ToyConfig { Family = ModelFamily.Gpt2, DModel = 32, NLayers = 2, NHeads = 2, DMlp = 64, DVocab = 97, NCtx = 32, InitStd = 0.2f }, 11, model);
+        ToySae.Write(saeDir, HookName.Parse("blocks.0.hook_resid_post"), 32, 24, SaeArchitecture.Standard, 5, contextSize: 7);
+        // Two documents as uint16 token files, 17 and 9 tokens: windows of 7 with a ragged tail.
+        var rng = new ToyModels.Rng(3);
+        string corpusDir = Path.Combine(dir.Path, "corpus");
+        Directory.CreateDirectory(corpusDir);
+        var docs = new[] { 17, 9 }.Select(n => Enumerable.Range(0, n).Select(_ => (int)(rng.NextU64() % 97)).ToArray()).ToArray();
+        for (int d = 0; d < docs.Length; d++)
+            File.WriteAllBytes(Path.Combine(corpusDir, $"doc{d}.bin"), docs[d].SelectMany(t => BitConverter.GetBytes((ushort)t)).ToArray());
+
+        using var m = Model.Load(model, new CpuBackend(1));
+        using var sae = SparseAutoencoder.Load(saeDir, m.Backend);
+        var opts = new CoactivationOptions { Window = CoactivationWindow.Parse(window), Threshold = threshold, Batch = 3 };
+        var result = CoactivationScan.Run(m, [sae], Corpus.Open(corpusDir, null), opts);
+        var counter = result.Counters[0].Counter;
+        Assert.Equal(26, result.Tokens);
+
+        // Brute force: each 7-token window on its own, dense activations, units by hand.
+        var units = new List<bool[]>();
+        foreach (var doc in docs)
+        {
+            var docUnit = new bool[24];
+            for (int start = 0; start < doc.Length; start += 7)
+            {
+                var w = doc.Skip(start).Take(7).ToArray();
+                var r = m.Run([w], new RunOptions { Hooks = [sae.Config.Hook], StopAtLayer = 0, Logits = LogitsMode.None });
+                var acts = sae.Encode(r.Cache[sae.Config.Hook].Data, w.Length).FeatureActs;
+                int n = opts.Window.Document ? w.Length : opts.Window.Tokens;
+                for (int t0 = 0; t0 < w.Length; t0 += n)
+                {
+                    var unit = new bool[24];
+                    for (int t = t0; t < Math.Min(w.Length, t0 + n); t++)
+                        for (int j = 0; j < 24; j++) if (acts[t * 24 + j] > threshold) { unit[j] = true; docUnit[j] = true; }
+                    if (!opts.Window.Document) units.Add(unit);
+                }
+            }
+            if (opts.Window.Document) units.Add(docUnit);
+        }
+        Assert.Equal((ulong)units.Count, counter.Units);
+        for (int a = 0; a < 24; a++)
+        {
+            Assert.Equal((ulong)units.Count(u => u[a]), counter.Marginals[a]);
+            for (int b = a + 1; b < 24; b++) Assert.Equal((uint)units.Count(u => u[a] && u[b]), counter.Count(a, b));
+        }
+        Assert.True(counter.Pairs.ToArray().Any(c => c > 0), "the toy SAE should co-activate something");
+    }
+
+    [Fact]
+    public void CounterRefusesToOverflowAndMergesExactly()
+    {
+        var a = new CoactivationCounter(4);
+        var b = new CoactivationCounter(4);
+        a.AddUnit([0, 2, 3]);
+        b.AddUnit([2, 3]);
+        b.AddUnit([]);
+        a.Add(b);
+        Assert.Equal((3UL, 2u, 1u, 0u), (a.Units, a.Count(2, 3), a.Count(0, 3), a.Count(0, 1)));
+        Assert.Equal(2UL, a.Marginals[2]);
+        Assert.Throws<ArgumentException>(() => a.Add(new CoactivationCounter(5)));
+    }
+
+    [Fact]
+    public void CorpusFormatsAndBadInput()
+    {
+        using var dir = new Fixtures.TempDir();
+        var ids = new[] { 5, 0, 65535, 7 };
+        File.WriteAllBytes(dir.File("raw.bin"), ids.SelectMany(t => BitConverter.GetBytes((ushort)t)).ToArray());
+        Assert.Equal(ids, Corpus.ReadTokens(dir.File("raw.bin")));
+        var llmc = new byte[1024 + 8];
+        BitConverter.GetBytes(20240520).CopyTo(llmc, 0); BitConverter.GetBytes(1).CopyTo(llmc, 4); BitConverter.GetBytes(4).CopyTo(llmc, 8);
+        ids.SelectMany(t => BitConverter.GetBytes((ushort)t)).ToArray().CopyTo(llmc, 1024);
+        File.WriteAllBytes(dir.File("llmc.bin"), llmc);
+        Assert.Equal(ids, Corpus.ReadTokens(dir.File("llmc.bin")));
+        File.WriteAllBytes(dir.File("short.bin"), llmc[..1030]);
+        Assert.Contains("truncated", Assert.Throws<PolyEngineException>(() => Corpus.ReadTokens(dir.File("short.bin"))).Message);
+        var npyHeader = "{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }";
+        npyHeader = npyHeader.PadRight(118) + "\n";
+        var npy = new byte[] { 0x93 }.Concat("NUMPY"u8.ToArray()).Concat(new byte[] { 1, 0, (byte)npyHeader.Length, 0 })
+            .Concat(System.Text.Encoding.ASCII.GetBytes(npyHeader)).Concat(ids.SelectMany(BitConverter.GetBytes)).ToArray();
+        File.WriteAllBytes(dir.File("t.npy"), npy);
+        Assert.Equal(ids, Corpus.ReadTokens(dir.File("t.npy")));
+        File.WriteAllText(dir.File("c.jsonl"), "{\"text\": \"Hello world\"}\n\n{\"text\": \"The dog\"}\n");
+        var docs = Corpus.Open(dir.File("c.jsonl"), PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList();
+        Assert.Equal([[15496, 995], [464, 3290]], docs);
+        File.WriteAllText(dir.File("bad.jsonl"), "{\"text\": \"ok\"}\n{\"txt\": 1}\n");
+        Assert.Contains("bad.jsonl:2", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("bad.jsonl"), PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList()).Message);
+        File.WriteAllText(dir.File("empty.jsonl"), "\n");
+        Assert.Contains("empty corpus", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("empty.jsonl"), PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList()).Message);
+        File.WriteAllText(dir.File("x.csv"), "a");
+        Assert.Contains("unknown corpus format", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("x.csv"), null)).Message);
+        var windows = Corpus.Open(dir.File("raw.bin"), null).Windows(3, 50256).Select(w => w.Tokens).ToList();
+        Assert.Equal([[50256, 5, 0], [50256, 65535, 7]], windows);
+    }
+}
