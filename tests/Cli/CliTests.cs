@@ -65,6 +65,40 @@ public class CliTests
     }
 
     [Fact]
+    public async Task CoactivateWritesPairsTriangleAndManifest()
+    {
+        using var dir = new Fixtures.TempDir();
+        string toy = dir.File("toy"), sae = dir.File("sae"), corpus = dir.File("corpus.jsonl"), outDir = dir.File("out");
+        Assert.Equal(0, Run("toy", "--family", "neox", "--preset", "tiny", "--seed", "2", "--out", toy).Code);
+        Assert.Equal(0, Run("toy-sae", "--model", toy, "--hook", "blocks.0.hook_resid_post", "--d-sae", "48", "--arch", "standard", "--out", sae).Code);
+        Assert.Equal(0, Run("toy-corpus", "--docs", "6", "--sentences", "2", "--seed", "4", "--out", corpus).Code);
+        var (code, stdout, stderr) = Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--top", "all", "--out", outDir);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("counters: uint32 per pair", stdout);
+        Assert.Contains("most co-occurring pairs", stdout);
+        await using var parquet = File.OpenRead(Path.Combine(outDir, "pairs.parquet"));
+        var table = await Parquet.Serialization.ParquetSerializer.DeserializeAsync<PolyEngine.Output.PairRow>(parquet);
+        Assert.Equal(["sae", "feature_a", "feature_b", "count_a", "count_b", "count_ab", "jaccard", "pmi", "lift"], table.Schema.Fields.Select(f => f.Name));
+        var rows = table.Data;
+        using var st = SafeTensorsFile.Open(Path.Combine(outDir, "coactivation.safetensors"));
+        var pairs = st.ReadInt64("sae.pairs");
+        Assert.Equal(48L * 47 / 2, pairs.Length);
+        Assert.Equal(pairs.Count(c => c > 0), rows.Count);          // --top all: one row per co-occurring pair
+        foreach (var row in rows)
+        {
+            Assert.True(row.FeatureA < row.FeatureB);
+            Assert.Equal(pairs[PolyEngine.Scans.CoactivationCounter.Index(row.FeatureA, row.FeatureB, 48)], row.CountAB);
+        }
+        using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")));
+        Assert.True(manifest.RootElement.GetProperty("tokens").GetInt64() > 0);
+        Assert.Equal("all", manifest.RootElement.GetProperty("options").GetProperty("top").GetString());
+        // The same run again refuses a non-empty folder, and CSV has the documented columns.
+        Assert.Contains("not empty", Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--out", outDir).Err);
+        Assert.Equal(0, Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--format", "csv", "--top", "3", "--overwrite", "--out", outDir).Code);
+        Assert.Equal("sae,feature_a,feature_b,count_a,count_b,count_ab,jaccard,pmi,lift", File.ReadLines(Path.Combine(outDir, "pairs.csv")).First());
+    }
+
+    [Fact]
     public void RunAcceptsPromptsAndIdFiles()
     {
         using var dir = new Fixtures.TempDir();

@@ -1,0 +1,88 @@
+using System.CommandLine;
+using PolyEngine.Formats;
+using PolyEngine.Output;
+using PolyEngine.Sae;
+using PolyEngine.Scans;
+
+namespace PolyEngine.Cli.Commands;
+
+static class CoactivateCommand
+{
+    public static Command Create(Io io)
+    {
+        var model = Common.Model();
+        var sae = new Option<string>("--sae") { Description = "SAE folders, comma-separated (SAELens or sparsify), hooks of one model", Required = true };
+        var corpus = new Option<string>("--corpus") { Description = "Corpus file or folder: .txt, .jsonl (text field), .npy, .bin (llm.c / nanoGPT uint16), .u32", Required = true };
+        var window = new Option<string>("--window") { Description = "Unit of co-occurrence: token, N (consecutive tokens) or document", DefaultValueFactory = _ => "token" };
+        var threshold = new Option<float>("--threshold") { Description = "A feature fires when its activation is above this", DefaultValueFactory = _ => 0f };
+        var context = new Option<int?>("--context-size") { Description = "Tokens per context window (default: the SAE's context_size)" };
+        var top = new Option<string>("--top") { Description = "Partners per feature in the pair table, or 'all' for every co-occurring pair", DefaultValueFactory = _ => "10" };
+        var format = new Option<string>("--format") { Description = "Pair table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
+        var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens" };
+        var batch = new Option<int>("--batch") { Description = "Context windows per forward pass", DefaultValueFactory = _ => 8 };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder (created; a folder holding other files is refused without --overwrite)", Required = true };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+        var device = Common.Device();
+        var threads = Common.Threads();
+        var cmd = new Command("coactivate", Common.WithExamples(
+            "Exact co-occurrence counts for every pair of features of each SAE over a corpus (sparse pair enumeration into " +
+            "triangle-packed uint32 counters, never a dense BᵀB), with marginals, Jaccard, PMI and lift.",
+            "polyengine coactivate --model gpt2 --sae saes/blocks.8.hook_resid_pre --corpus data.jsonl --out coact/",
+            "polyengine coactivate --model ./toy --sae ./toy-sae --corpus tokens.bin --window document --top all --format csv --out coact/"))
+        { model, sae, corpus, window, threshold, context, top, format, maxTokens, batch, output, overwrite, device, threads };
+        cmd.SetAction(r =>
+        {
+            string outDir = r.GetValue(output)!;
+            if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !r.GetValue(overwrite))
+                throw new PolyEngineException($"--out {outDir}: the folder is not empty (an earlier run?); choose another folder or pass --overwrite");
+            int? topN = r.GetValue(top) is "all" ? null
+                : int.TryParse(r.GetValue(top), out int t) && t > 0 ? t : throw new PolyEngineException($"--top '{r.GetValue(top)}' is not a positive number or 'all'");
+            var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
+            var options = new CoactivationOptions
+            {
+                Window = CoactivationWindow.Parse(r.GetValue(window)!), Threshold = r.GetValue(threshold), ContextSize = r.GetValue(context),
+                MaxTokens = r.GetValue(maxTokens), Batch = r.GetValue(batch) > 0 ? r.GetValue(batch) : throw new PolyEngineException("--batch must be positive"),
+            };
+            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            using var m = Model.Load(r.GetValue(model)!, backend);
+            io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
+            var saes = r.GetValue(sae)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(f => SparseAutoencoder.Load(f, m.Backend)).ToList();
+            try
+            {
+                long bytes = saes.Sum(s => CoactivationCounter.BytesFor(s.Config.DSae));
+                long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
+                io.Out.WriteLine($"counters: uint32 per pair (a count is at most the number of units; more than 2^32 − 1 units is refused), " +
+                                 $"{bytes / (1024.0 * 1024):N1} MiB for {saes.Count} SAE(s) of {available / (1024.0 * 1024 * 1024):N1} GiB available");
+                if (bytes > available * 0.8)
+                    throw new PolyEngineException($"the pair counters need {bytes / (1024.0 * 1024 * 1024):N1} GiB but only {available / (1024.0 * 1024 * 1024):N1} GiB are available; scan fewer SAEs at once");
+                foreach (var s in saes) io.Out.WriteLine($"sae: {s.Config.Folder} ({s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {SaeHooks.Processing(s)}");
+                var c = Corpus.Open(r.GetValue(corpus)!, m.Tokenizer);
+                DateTime last = DateTime.MinValue;
+                var result = CoactivationScan.Run(m, saes, c, options, (tokens, seconds) =>
+                {
+                    if ((DateTime.UtcNow - last).TotalSeconds < 1) return;
+                    last = DateTime.UtcNow;
+                    io.Err.Write($"\r{tokens:N0} tokens, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s   ");
+                });
+                io.Err.WriteLine();
+                CoactivationWriter.Write(outDir, result, m, r.GetValue(corpus)!, c.Files, options, topN, fmt, note);
+                io.Out.WriteLine($"{result.Tokens:N0} tokens in {result.Windows:N0} windows ({result.Documents:N0} documents), {result.Seconds:F1} s, " +
+                                 $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");
+                foreach (var (s, counter) in result.Counters)
+                {
+                    var best = CoactivationWriter.Rows(CoactivationWriter.SaeName(s.Config.Folder), counter, 1).OrderByDescending(p => p.CountAB).Take(3);
+                    io.Out.WriteLine($"  {CoactivationWriter.SaeName(s.Config.Folder)}: {counter.Units:N0} units; most co-occurring pairs: " +
+                        string.Join(", ", best.Select(p => $"({p.FeatureA}, {p.FeatureB}) ×{p.CountAB} jaccard {p.Jaccard:F2}")));
+                }
+                io.Out.WriteLine($"wrote {outDir}: pairs{TableWriter.Extension(fmt)}, coactivation.safetensors, manifest.json");
+            }
+            finally
+            {
+                foreach (var s in saes) s.Dispose();
+            }
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,124 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using PolyEngine.Formats;
+using PolyEngine.Scans;
+
+namespace PolyEngine.Output;
+
+/// <summary>One row of a pair table: an unordered feature pair (a &lt; b) of one SAE and its statistics.</summary>
+public sealed class PairRow
+{
+    [JsonPropertyName("sae")] public string Sae { get; set; } = "";
+    [JsonPropertyName("feature_a")] public int FeatureA { get; set; }
+    [JsonPropertyName("feature_b")] public int FeatureB { get; set; }
+    [JsonPropertyName("count_a")] public long CountA { get; set; }
+    [JsonPropertyName("count_b")] public long CountB { get; set; }
+    [JsonPropertyName("count_ab")] public long CountAB { get; set; }
+    [JsonPropertyName("jaccard")] public double Jaccard { get; set; }
+    [JsonPropertyName("pmi")] public double Pmi { get; set; }
+    [JsonPropertyName("lift")] public double Lift { get; set; }
+}
+
+/// <summary>
+/// Writes a co-activation scan to a folder: <c>pairs.parquet</c> (or .csv) — each feature's top-N partners by count, or
+/// every co-occurring pair with <c>top = null</c> —, <c>coactivation.safetensors</c> with the full triangle per SAE
+/// (<c>{sae}.pairs</c> U32 [F·(F−1)/2], index a·F − a·(a+1)/2 + (b − a − 1); <c>{sae}.marginals</c> I64 [F]) for dense
+/// consumers, and <c>manifest.json</c> (inputs with hashes, options, device, timings, counts). Every file atomically.
+/// </summary>
+public static class CoactivationWriter
+{
+    public static IReadOnlyList<PairRow> Rows(string sae, CoactivationCounter c, int? top)
+    {
+        var rows = new List<PairRow>();
+        int f = c.Features;
+        PairRow Row(int a, int b)
+        {
+            var s = PairStats.Of(a, b, c.Marginals[a], c.Marginals[b], c.Count(a, b), c.Units);
+            return new PairRow { Sae = sae, FeatureA = a, FeatureB = b, CountA = (long)s.CountA, CountB = (long)s.CountB, CountAB = (long)s.CountAB,
+                Jaccard = s.Jaccard, Pmi = s.Pmi, Lift = s.Lift };
+        }
+        if (top is null)
+        {
+            for (int a = 0; a < f; a++)
+                for (int b = a + 1; b < f; b++)
+                    if (c.Count(a, b) > 0) rows.Add(Row(a, b));
+            return rows;
+        }
+        var chosen = new SortedSet<(int, int)>();
+        for (int a = 0; a < f; a++)
+        {
+            var partners = Enumerable.Range(0, f).Where(b => b != a && c.Count(a, b) > 0)
+                .OrderByDescending(b => c.Count(a, b)).ThenBy(b => b).Take(top.Value);
+            foreach (int b in partners) chosen.Add((Math.Min(a, b), Math.Max(a, b)));
+        }
+        foreach (var (a, b) in chosen) rows.Add(Row(a, b));
+        return rows;
+    }
+
+    public static void Write(string outDir, CoactivationResult result, Model model, string corpusPath, IReadOnlyList<string> corpusFiles,
+        CoactivationOptions options, int? top, TableFormat format, string device)
+    {
+        Directory.CreateDirectory(outDir);
+        var names = new List<string>();
+        foreach (var c in result.Counters)
+        {
+            string name = SaeName(c.Sae.Config.Folder);
+            names.Add(names.Contains(name) ? $"{name}#{names.Count}" : name);   // two folders of the same name stay apart
+        }
+        var rows = result.Counters.SelectMany((c, i) => Rows(names[i], c.Counter, top)).ToList();
+        TableWriter.Write(Path.Combine(outDir, "pairs" + TableWriter.Extension(format)), rows, format);
+
+        var st = new SafeTensorsWriter().AddMetadata("units", result.Counters[0].Counter.Units.ToString())
+            .AddMetadata("window", options.Window.ToString()).AddMetadata("index", "a*F - a*(a+1)/2 + (b - a - 1), a < b");
+        for (int i = 0; i < result.Counters.Count; i++)
+        {
+            var c = result.Counters[i].Counter;
+            var pairs = c.Pairs.ToArray();
+            st.AddRaw($"{names[i]}.pairs", SafeTensorDType.U32, [pairs.LongLength], System.Runtime.InteropServices.MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.LongLength);
+            st.Add($"{names[i]}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
+        }
+        st.Save(Path.Combine(outDir, "coactivation.safetensors"));
+
+        var manifest = new JsonObject
+        {
+            ["tool"] = "polyengine coactivate",
+            ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(),
+            ["created_utc"] = DateTime.UtcNow.ToString("O"),
+            ["device"] = device,
+            ["model"] = new JsonObject { ["folder"] = model.Folder, ["config_sha256"] = Sha256(Path.Combine(model.Folder, "config.json")) },
+            ["saes"] = new JsonArray(result.Counters.Select((c, i) => (JsonNode)new JsonObject
+            {
+                ["name"] = names[i], ["folder"] = c.Sae.Config.Folder, ["hook"] = c.Sae.Config.Hook.ToString(), ["d_sae"] = c.Sae.Config.DSae,
+                ["architecture"] = c.Sae.Config.Architecture.ToString(), ["processing"] = Sae.SaeHooks.Processing(c.Sae),
+                ["cfg_sha256"] = Sha256(Path.Combine(c.Sae.Config.Folder, "cfg.json")),
+                ["units"] = c.Counter.Units, ["counter"] = "uint32 (a pair's count is at most the number of units, capped below 2^32)",
+                ["counter_bytes"] = CoactivationCounter.BytesFor(c.Sae.Config.DSae),
+            }).ToArray()),
+            ["corpus"] = new JsonObject
+            {
+                ["path"] = corpusPath,
+                ["files"] = new JsonArray(corpusFiles.Select(f => (JsonNode)new JsonObject { ["file"] = f, ["bytes"] = new FileInfo(f).Length, ["sha256"] = Sha256(f) }).ToArray()),
+            },
+            ["options"] = new JsonObject
+            {
+                ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
+                ["batch"] = options.Batch, ["max_tokens"] = options.MaxTokens, ["top"] = top is null ? "all" : top.Value, ["format"] = format.ToString().ToLowerInvariant(),
+            },
+            ["tokens"] = result.Tokens, ["context_windows"] = result.Windows, ["documents"] = result.Documents,
+            ["seconds"] = result.Seconds, ["tokens_per_second"] = result.Tokens / Math.Max(result.Seconds, 1e-9),
+            ["pair_rows"] = rows.Count,
+        };
+        AtomicFile.WriteText(Path.Combine(outDir, "manifest.json"), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+    }
+
+    /// <summary>A table-friendly SAE name: the folder's name (e.g. blocks.8.hook_resid_pre).</summary>
+    public static string SaeName(string folder) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)));
+
+    static string Sha256(string file)
+    {
+        using var s = File.OpenRead(file);
+        return Convert.ToHexStringLower(SHA256.HashData(s));
+    }
+}
