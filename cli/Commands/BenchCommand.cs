@@ -46,7 +46,40 @@ static class BenchCommand
             return 0;
         });
         bench.Subcommands.Add(forward);
+        bench.Subcommands.Add(Coactivate(io));
         return bench;
+    }
+
+    static Command Coactivate(Io io)
+    {
+        var features = new Option<int>("--features") { Description = "SAE width F", DefaultValueFactory = _ => 24576 };
+        var l0 = new Option<int>("--l0") { Description = "Active features per token", DefaultValueFactory = _ => 50 };
+        var tokens = new Option<int>("--tokens") { Description = "Tokens to count", DefaultValueFactory = _ => 20000 };
+        var write = new Option<string>("--write-activations") { Description = "Also write the active sets (safetensors) for the dense baseline" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object" };
+        var cmd = new Command("coactivate", Common.WithExamples(
+            "Pair-counting throughput (tokens/s) on synthetic sparse activations of a fixed L0: sparse pair enumeration into " +
+            "triangle-packed counters. bench/baselines/coactivate_vs_dense.sh runs the dense BᵀB way on the same activations.",
+            "polyengine bench coactivate --features 24576 --l0 50 --tokens 20000"))
+        { features, l0, tokens, write, json };
+        cmd.SetAction(r =>
+        {
+            int f = r.GetValue(features), k = r.GetValue(l0), n = r.GetValue(tokens);
+            if (f < 2 || n < 1) throw new PolyEngineException("--features must be at least 2 and --tokens positive");
+            if (r.GetValue(write) is string path) Scans.CoactivationBenchmark.WriteActivations(path, f, k, n, 1);
+            var res = Scans.CoactivationBenchmark.Measure(f, k, n);
+            if (r.GetValue(json))
+                io.Out.WriteLine(JsonSerializer.Serialize(new
+                {
+                    tokens_per_second = res.TokensPerSecond, features = res.Features, l0 = res.L0, tokens = res.Tokens, seconds = res.Seconds,
+                    pair_increments = res.PairIncrements, counter_bytes = Scans.CoactivationCounter.BytesFor(f), threads = 1,
+                }));
+            else
+                io.Out.WriteLine($"coactivate F {f}, L0 {k}: {res.TokensPerSecond:N0} tokens/s ({res.Tokens:N0} tokens, {res.PairIncrements:N0} pair increments, " +
+                                 $"{res.Seconds:F2} s, 1 thread, counters {Scans.CoactivationCounter.BytesFor(f) / (1024.0 * 1024):N0} MiB)");
+            return 0;
+        });
+        return cmd;
     }
 
     static void Profile(Io io, string modelPath, Kernels.IBackend backend, int batch, int seq)

@@ -11,7 +11,8 @@ static class DemoCommand
     {
         var cache = new Option<string>("--cache") { Description = "Folder for the generated toy models (default: ~/.cache/polyengine/toys)" };
         var cmd = new Command("demo", Common.WithExamples(
-            "The built-in default job: build toy GPT-2 and Pythia models (first use), run them with hooks, show what came out.",
+            "The built-in default job: build toy GPT-2 and Pythia models, a toy SAE and a toy corpus (first use), run the models with " +
+            "hooks, count SAE feature co-activations over the corpus, show what came out.",
             "polyengine demo")) { cache };
         cmd.SetAction(r => Run(io, r.GetValue(cache) ?? DefaultCache()));
         return cmd;
@@ -53,6 +54,22 @@ static class DemoCommand
             var top = TopTokens.Of(last, 3);
             io.Out.WriteLine($"  top next tokens (random weights, so no meaning): " +
                 string.Join(", ", top.Select(t => $"{System.Text.Json.JsonSerializer.Serialize(model.Tokenizer.Decode([t.Id]), Common.Json)} p={t.Probability:F4}")));
+        }
+        // SAE + corpus → exact feature co-activation counts.
+        string gpt2Dir = Path.Combine(cacheDir, "gpt2-tiny-seed0"), saeDir = Path.Combine(cacheDir, "gpt2-tiny-sae-topk"), corpusPath = Path.Combine(cacheDir, "toy-corpus.jsonl");
+        var hook = HookName.Parse("blocks.1.hook_resid_post");
+        if (!File.Exists(Path.Combine(saeDir, "sae_weights.safetensors"))) Sae.ToySae.Write(saeDir, hook, 64, 256, Sae.SaeArchitecture.TopK, 0, k: 8, contextSize: 64);
+        if (!File.Exists(corpusPath)) Formats.ToyCorpus.Write(corpusPath, 40, 6, 0);
+        using (var model = Model.Load(gpt2Dir, backend))
+        using (var sae = Sae.SparseAutoencoder.Load(saeDir, backend))
+        {
+            var result = Scans.CoactivationScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, model.Tokenizer), new Scans.CoactivationOptions());
+            var counter = result.Counters[0].Counter;
+            io.Out.WriteLine();
+            io.Out.WriteLine($"co-activation: toy TopK SAE (d_sae 256, k 8) at {hook} over {result.Tokens:N0} tokens of a toy corpus, {result.Seconds:F1} s");
+            foreach (var p in Output.CoactivationWriter.Rows("demo", counter, 1).OrderByDescending(p => p.CountAB).ThenBy(p => p.FeatureA).Take(3))
+                io.Out.WriteLine($"  features {p.FeatureA,3} & {p.FeatureB,3}: together in {p.CountAB} tokens (alone {p.CountA} and {p.CountB}), jaccard {p.Jaccard:F2}, lift {p.Lift:F2}");
+            io.Out.WriteLine($"  the same with files and every pair: polyengine coactivate --model {gpt2Dir} --sae {saeDir} --corpus {corpusPath} --out coact/");
         }
         io.Out.WriteLine();
         io.Out.WriteLine("On real weights (nothing is downloaded; use a folder or the HuggingFace cache):");

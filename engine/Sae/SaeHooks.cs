@@ -20,21 +20,29 @@ public static class SaeHooks
             ? "input centred per token (center_writing_weights, as TransformerLens processed it in training)"
             : "input as the unprocessed HF model computes it";
 
+    /// <summary>The SAE's input from a pass (its hook, processed as the release expects) and its encoding.</summary>
+    public static (float[] Input, SaeEncoding Encoding) Encode(SparseAutoencoder sae, RunResult result)
+    {
+        var c = sae.Config;
+        var x = (float[])result.Cache[c.Hook].Data.Clone();
+        int rows = result.Batch * result.Seq;
+        if (c.CenterWritingWeights && Centred.Contains(c.Hook.Point))
+            for (int r = 0; r < rows; r++)
+            {
+                var row = x.AsSpan(r * c.DIn, c.DIn);
+                float mean = System.Numerics.Tensors.TensorPrimitives.Sum(row) / c.DIn;
+                System.Numerics.Tensors.TensorPrimitives.Subtract(row, mean, row);
+            }
+        return (x, sae.Encode(x, rows));
+    }
+
     public static IEnumerable<(string Name, Tensor Tensor)> Apply(IEnumerable<SparseAutoencoder> saes, RunResult result)
     {
         foreach (var sae in saes)
         {
             var c = sae.Config;
-            var x = (float[])result.Cache[c.Hook].Data.Clone();
             int rows = result.Batch * result.Seq;
-            if (c.CenterWritingWeights && Centred.Contains(c.Hook.Point))
-                for (int r = 0; r < rows; r++)
-                {
-                    var row = x.AsSpan(r * c.DIn, c.DIn);
-                    float mean = System.Numerics.Tensors.TensorPrimitives.Sum(row) / c.DIn;
-                    System.Numerics.Tensors.TensorPrimitives.Subtract(row, mean, row);
-                }
-            var enc = sae.Encode(x, rows);
+            var (x, enc) = Encode(sae, result);
             yield return ($"{c.Hook}.hook_sae_acts_pre", new Tensor(enc.HiddenPre, result.Batch, result.Seq, c.DSae));
             yield return ($"{c.Hook}.hook_sae_acts_post", new Tensor(enc.FeatureActs, result.Batch, result.Seq, c.DSae));
             yield return ($"{c.Hook}.hook_sae_output", new Tensor(sae.Decode(enc.FeatureActs, rows, x), result.Batch, result.Seq, c.DIn));

@@ -78,8 +78,7 @@ public static class CoactivationScan
             int seq = batch[0].Tokens.Length;
             var ids = batch.SelectMany(w => w.Tokens).ToArray();
             var result = model.Run(ids, batch.Count, seq, new RunOptions { Hooks = hooks, StopAtLayer = stop, Logits = LogitsMode.None });
-            var acts = SaeHooks.Apply(saes, result).Where(t => t.Name.EndsWith(".hook_sae_acts_post", StringComparison.Ordinal))
-                .Select(t => t.Tensor.Data).ToArray();
+            var acts = saes.Select(s => SaeHooks.Encode(s, result).Encoding.FeatureActs).ToArray();   // no decode: counts need acts only
             for (int r = 0; r < batch.Count; r++)
             {
                 if (options.Window.Document && batch[r].Document != pendingDoc) { Flush(); pendingDoc = batch[r].Document; }

@@ -194,6 +194,8 @@ public class CliTests
         Assert.Contains("neox-tiny: GPTNeoXForCausalLM", stdout);
         Assert.Contains("blocks.1.hook_resid_post", stdout);
         Assert.Contains("On real weights", stdout);
+        Assert.Contains("co-activation: toy TopK SAE", stdout);
+        Assert.Contains("together in", stdout);
         Assert.True(File.Exists(Path.Combine(cache.Path, "neox-tiny-seed0", "tokenizer.json")));
     }
 
