@@ -1,7 +1,4 @@
-using System.Diagnostics;
 using PolyEngine.Formats;
-using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Sae;
 
 namespace PolyEngine.Scans;
@@ -40,27 +37,18 @@ public sealed record CoactivationResult(IReadOnlyList<(SparseAutoencoder Sae, Co
     long Documents, double Seconds);
 
 /// <summary>
-/// Streams a corpus through the model (stopping after the deepest SAE hook, no LM head) and every SAE, and counts
-/// co-occurring features per unit. Tokens of one context window run as a batch row; a prepended BOS is not counted.
+/// Counts co-occurring features per unit over a corpus streamed through the model and its SAEs (<see cref="SaeStream"/>);
+/// a prepended BOS is not counted.
 /// </summary>
 public static class CoactivationScan
 {
     public static CoactivationResult Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus, CoactivationOptions options,
         Action<long, double>? progress = null)
     {
-        if (saes.Count == 0) throw new PolyEngineException("give at least one --sae");
-        foreach (var s in saes) s.CheckAgainst(model.Spec);
-        var first = saes[0].Config;
-        int context = options.ContextSize ?? first.ContextSize ?? 128;
-        context = Math.Min(context, model.Spec.NCtx);
-        int? bos = first.PrependBos ? model.Spec.BosTokenId ?? throw new PolyEngineException($"{first.Folder}: prepend_bos is true but the model's config has no bos_token_id") : null;
-        var hooks = saes.Select(s => s.Config.Hook).Distinct().ToArray();
-        int? stop = hooks.All(h => h.IsBlock) ? hooks.Max(h => h.Layer) : null;
         var counters = saes.Select(s => (s, new CoactivationCounter(s.Config.DSae))).ToList();
         var pending = saes.Select(_ => new SortedSet<int>()).ToArray();   // active set of the open unit, per SAE
         int pendingTokens = 0;
-        long pendingDoc = -1, tokens = 0, windows = 0, documents = 0;
-        var sw = Stopwatch.StartNew();
+        long pendingDoc = -1;
 
         void Flush()
         {
@@ -72,48 +60,26 @@ public static class CoactivationScan
             pendingTokens = 0;
         }
 
-        void Process(List<(int[] Tokens, long Document)> batch)
+        var (tokens, windows, documents, seconds) = SaeStream.Run(model, saes, corpus, options.ContextSize, options.Batch, options.MaxTokens, batch =>
         {
-            if (batch.Count == 0) return;
-            int seq = batch[0].Tokens.Length;
-            var ids = batch.SelectMany(w => w.Tokens).ToArray();
-            var result = model.Run(ids, batch.Count, seq, new RunOptions { Hooks = hooks, StopAtLayer = stop, Logits = LogitsMode.None });
-            var acts = saes.Select(s => SaeHooks.Encode(s, result).Encoding.FeatureActs).ToArray();   // no decode: counts need acts only
-            for (int r = 0; r < batch.Count; r++)
+            for (int r = 0; r < batch.Windows.Count; r++)
             {
-                if (options.Window.Document && batch[r].Document != pendingDoc) { Flush(); pendingDoc = batch[r].Document; }
-                for (int t = bos is null ? 0 : 1; t < seq; t++)
+                if (options.Window.Document && batch.Windows[r].Document != pendingDoc) { Flush(); pendingDoc = batch.Windows[r].Document; }
+                for (int t = batch.FirstPosition; t < batch.Seq; t++)
                 {
                     for (int i = 0; i < saes.Count; i++)
                     {
                         int f = saes[i].Config.DSae;
-                        var row = acts[i].AsSpan((r * seq + t) * f, f);
+                        var row = batch.Acts[i].AsSpan((r * batch.Seq + t) * f, f);
                         for (int j = 0; j < f; j++) if (row[j] > options.Threshold) pending[i].Add(j);
                     }
                     pendingTokens++;
-                    tokens++;
                     if (!options.Window.Document && pendingTokens == options.Window.Tokens) Flush();
                 }
                 if (!options.Window.Document) Flush();   // a window of N tokens never spans two context windows
-                windows++;
             }
-            progress?.Invoke(tokens, sw.Elapsed.TotalSeconds);
-        }
-
-        var batchRows = new List<(int[] Tokens, long Document)>();
-        foreach (var w in corpus.Windows(context, bos))
-        {
-            if (options.MaxTokens is long max && tokens + batchRows.Sum(b => b.Tokens.Length) >= max) break;
-            documents = Math.Max(documents, w.Document + 1);
-            if (batchRows.Count > 0 && (batchRows[0].Tokens.Length != w.Tokens.Length || batchRows.Count == options.Batch))
-            {
-                Process(batchRows);
-                batchRows = [];
-            }
-            batchRows.Add(w);
-        }
-        Process(batchRows);
+        }, progress);
         Flush();
-        return new CoactivationResult(counters, tokens, windows, documents, sw.Elapsed.TotalSeconds);
+        return new CoactivationResult(counters, tokens, windows, documents, seconds);
     }
 }

@@ -1,0 +1,68 @@
+using System.Diagnostics;
+using PolyEngine.Formats;
+using PolyEngine.Forward;
+using PolyEngine.Sae;
+
+namespace PolyEngine.Scans;
+
+/// <summary>One batch of context windows with every SAE's feature activations.</summary>
+/// <param name="Windows">The windows (token ids, document index, window index), all of length <paramref name="Seq"/>.</param>
+/// <param name="Acts">Per SAE, [windows, seq, d_sae] feature activations.</param>
+/// <param name="FirstPosition">1 when a BOS was prepended (position 0 is not corpus text), else 0.</param>
+public sealed record SaeBatch(IReadOnlyList<(int[] Tokens, long Document, long Window)> Windows, IReadOnlyList<float[]> Acts, int Seq, int FirstPosition);
+
+/// <summary>
+/// Streams a corpus through a model and its SAEs: context windows of the SAEs' context_size (BOS as the first SAE's
+/// prepend_bos says), batched by length, one forward pass per batch stopping after the deepest SAE hook (no LM head),
+/// every SAE encoded on the pass's activations. The shared front half of every SAE scan.
+/// </summary>
+public static class SaeStream
+{
+    public static (long Tokens, long Windows, long Documents, double Seconds) Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus,
+        int? contextSize, int batchSize, long? maxTokens, Action<SaeBatch> onBatch, Action<long, double>? progress = null)
+    {
+        if (saes.Count == 0) throw new PolyEngineException("give at least one --sae");
+        if (batchSize <= 0) throw new PolyEngineException("--batch must be positive");
+        foreach (var s in saes) s.CheckAgainst(model.Spec);
+        var first = saes[0].Config;
+        int context = Math.Min(contextSize ?? first.ContextSize ?? 128, model.Spec.NCtx);
+        int? bos = first.PrependBos ? model.Spec.BosTokenId ?? throw new PolyEngineException($"{first.Folder}: prepend_bos is true but the model's config has no bos_token_id") : null;
+        var hooks = saes.Select(s => s.Config.Hook).Distinct().ToArray();
+        int? stop = hooks.All(h => h.IsBlock) ? hooks.Max(h => h.Layer) : null;
+        long tokens = 0, windows = 0, documents = 0;
+        var sw = Stopwatch.StartNew();
+
+        void Process(List<(int[] Tokens, long Document, long Window)> batch)
+        {
+            if (batch.Count == 0) return;
+            int seq = batch[0].Tokens.Length;
+            var result = model.Run(batch.SelectMany(w => w.Tokens).ToArray(), batch.Count, seq,
+                new RunOptions { Hooks = hooks, StopAtLayer = stop, Logits = LogitsMode.None });
+            var acts = saes.Select(s => SaeHooks.Encode(s, result).Encoding.FeatureActs).ToArray();   // no decode: scans need acts only
+            int firstPos = bos is null ? 0 : 1;
+            onBatch(new SaeBatch(batch, acts, seq, firstPos));
+            tokens += (long)batch.Count * (seq - firstPos);
+            windows += batch.Count;
+            progress?.Invoke(tokens, sw.Elapsed.TotalSeconds);
+        }
+
+        var rows = new List<(int[] Tokens, long Document, long Window)>();
+        long windowIndex = 0, queued = 0;
+        foreach (var (w, doc) in corpus.Windows(context, bos))
+        {
+            long body = w.Length - (bos is null ? 0 : 1);
+            if (maxTokens is long max && tokens + queued + body > max) break;
+            documents = Math.Max(documents, doc + 1);
+            if (rows.Count > 0 && (rows[0].Tokens.Length != w.Length || rows.Count == batchSize))
+            {
+                Process(rows);
+                rows = [];
+                queued = 0;
+            }
+            rows.Add((w, doc, windowIndex++));
+            queued += body;
+        }
+        Process(rows);
+        return (tokens, windows, documents, sw.Elapsed.TotalSeconds);
+    }
+}
