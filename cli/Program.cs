@@ -19,6 +19,7 @@ public static class Program
         root.Subcommands.Add(ToyCommand.Create(io));
         root.Subcommands.Add(DemoCommand.Create(io));
         root.Subcommands.Add(BenchCommand.Create(io));
+        root.Subcommands.Add(FeaturesCommand.Create(io));
         root.Subcommands.Add(CoactivateCommand.Create(io));
         root.Subcommands.Add(ToyDataCommands.Corpus(io));
         root.Subcommands.Add(ToyDataCommands.Sae(io));

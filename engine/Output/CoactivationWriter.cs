@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -61,12 +60,7 @@ public static class CoactivationWriter
         CoactivationOptions options, int? top, TableFormat format, string device)
     {
         Directory.CreateDirectory(outDir);
-        var names = new List<string>();
-        foreach (var c in result.Counters)
-        {
-            string name = SaeName(c.Sae.Config.Folder);
-            names.Add(names.Contains(name) ? $"{name}#{names.Count}" : name);   // two folders of the same name stay apart
-        }
+        var names = ScanManifest.SaeNames(result.Counters.Select(c => c.Sae).ToList());
         var rows = result.Counters.SelectMany((c, i) => Rows(names[i], c.Counter, top)).ToList();
         TableWriter.Write(Path.Combine(outDir, "pairs" + TableWriter.Extension(format)), rows, format);
 
@@ -81,44 +75,21 @@ public static class CoactivationWriter
         }
         st.Save(Path.Combine(outDir, "coactivation.safetensors"));
 
-        var manifest = new JsonObject
-        {
-            ["tool"] = "polyengine coactivate",
-            ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(),
-            ["created_utc"] = DateTime.UtcNow.ToString("O"),
-            ["device"] = device,
-            ["model"] = new JsonObject { ["folder"] = model.Folder, ["config_sha256"] = Sha256(Path.Combine(model.Folder, "config.json")) },
-            ["saes"] = new JsonArray(result.Counters.Select((c, i) => (JsonNode)new JsonObject
-            {
-                ["name"] = names[i], ["folder"] = c.Sae.Config.Folder, ["hook"] = c.Sae.Config.Hook.ToString(), ["d_sae"] = c.Sae.Config.DSae,
-                ["architecture"] = c.Sae.Config.Architecture.ToString(), ["processing"] = Sae.SaeHooks.Processing(c.Sae),
-                ["cfg_sha256"] = Sha256(Path.Combine(c.Sae.Config.Folder, "cfg.json")),
-                ["units"] = c.Counter.Units, ["counter"] = "uint32 (a pair's count is at most the number of units, capped below 2^32)",
-                ["counter_bytes"] = CoactivationCounter.BytesFor(c.Sae.Config.DSae),
-            }).ToArray()),
-            ["corpus"] = new JsonObject
-            {
-                ["path"] = corpusPath,
-                ["files"] = new JsonArray(corpusFiles.Select(f => (JsonNode)new JsonObject { ["file"] = f, ["bytes"] = new FileInfo(f).Length, ["sha256"] = Sha256(f) }).ToArray()),
-            },
-            ["options"] = new JsonObject
+        var manifest = ScanManifest.Build("polyengine coactivate", model, result.Counters.Select(c => c.Sae).ToList(), names, corpusPath, corpusFiles, device,
+            new JsonObject
             {
                 ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
                 ["batch"] = options.Batch, ["max_tokens"] = options.MaxTokens, ["top"] = top is null ? "all" : top.Value, ["format"] = format.ToString().ToLowerInvariant(),
             },
-            ["tokens"] = result.Tokens, ["context_windows"] = result.Windows, ["documents"] = result.Documents,
-            ["seconds"] = result.Seconds, ["tokens_per_second"] = result.Tokens / Math.Max(result.Seconds, 1e-9),
-            ["pair_rows"] = rows.Count,
-        };
-        AtomicFile.WriteText(Path.Combine(outDir, "manifest.json"), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+            new JsonObject
+            {
+                ["tokens"] = result.Tokens, ["context_windows"] = result.Windows, ["documents"] = result.Documents,
+                ["seconds"] = result.Seconds, ["tokens_per_second"] = result.Tokens / Math.Max(result.Seconds, 1e-9), ["pair_rows"] = rows.Count,
+                ["units"] = new JsonArray(result.Counters.Select(c => (JsonNode)JsonValue.Create(c.Counter.Units)!).ToArray()),
+                ["counter"] = "uint32 per pair (a count is at most the number of units, refused past 2^32 - 1)",
+                ["counter_bytes"] = new JsonArray(result.Counters.Select(c => (JsonNode)JsonValue.Create(CoactivationCounter.BytesFor(c.Sae.Config.DSae))!).ToArray()),
+            });
+        ScanManifest.Save(outDir, manifest);
     }
 
-    /// <summary>A table-friendly SAE name: the folder's name (e.g. blocks.8.hook_resid_pre).</summary>
-    public static string SaeName(string folder) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)));
-
-    static string Sha256(string file)
-    {
-        using var s = File.OpenRead(file);
-        return Convert.ToHexStringLower(SHA256.HashData(s));
-    }
 }

@@ -90,12 +90,31 @@ public class CliTests
             Assert.Equal(pairs[PolyEngine.Scans.CoactivationCounter.Index(row.FeatureA, row.FeatureB, 48)], row.CountAB);
         }
         using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")));
-        Assert.True(manifest.RootElement.GetProperty("tokens").GetInt64() > 0);
+        Assert.True(manifest.RootElement.GetProperty("results").GetProperty("tokens").GetInt64() > 0);
         Assert.Equal("all", manifest.RootElement.GetProperty("options").GetProperty("top").GetString());
         // The same run again refuses a non-empty folder, and CSV has the documented columns.
         Assert.Contains("not empty", Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--out", outDir).Err);
         Assert.Equal(0, Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--format", "csv", "--top", "3", "--overwrite", "--out", outDir).Code);
         Assert.Equal("sae,feature_a,feature_b,count_a,count_b,count_ab,jaccard,pmi,lift", File.ReadLines(Path.Combine(outDir, "pairs.csv")).First());
+
+        // features: the per-feature table and the contexts, on the same inputs.
+        string featDir = dir.File("feat");
+        var (fcode, fout, ferr) = Run("features", "--model", toy, "--sae", sae, "--corpus", corpus, "--top-k", "3", "--out", featDir);
+        Assert.True(fcode == 0, ferr);
+        Assert.Contains("features per token", fout);
+        await using var fs = File.OpenRead(Path.Combine(featDir, "features.parquet"));
+        var feats = await Parquet.Serialization.ParquetSerializer.DeserializeAsync<PolyEngine.Output.FeatureRow>(fs);
+        Assert.Equal(48, feats.Data.Count);
+        Assert.Equal(["sae", "feature", "fire_count", "frequency", "mean_activation", "max_activation"], feats.Schema.Fields.Select(f => f.Name));
+        long total = manifest.RootElement.GetProperty("results").GetProperty("tokens").GetInt64();
+        Assert.All(feats.Data, f => Assert.InRange(f.FireCount, 0, total));
+        // Each feature's marginal in the co-activation counts (token units) is its firing count.
+        var marginals = st.ReadInt64("sae.marginals");
+        Assert.Equal(marginals, feats.Data.OrderBy(f => f.Feature).Select(f => f.FireCount));
+        await using var cs = File.OpenRead(Path.Combine(featDir, "contexts.parquet"));
+        var ctx = await Parquet.Serialization.ParquetSerializer.DeserializeAsync<PolyEngine.Output.ContextRow>(cs);
+        Assert.All(ctx.Data, c => Assert.InRange(c.Rank, 0, 2));
+        Assert.All(ctx.Data, c => Assert.Equal(c.Activation, double.Parse(c.TokenActivations.Split(' ')[c.MaxPosition], System.Globalization.CultureInfo.InvariantCulture), 5));
     }
 
     [Fact]
