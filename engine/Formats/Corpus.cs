@@ -38,38 +38,72 @@ public sealed class Corpus
         return new Corpus(files, tokenizer);
     }
 
-    /// <summary>Each document's token ids, in order.</summary>
-    public IEnumerable<int[]> Documents()
+    /// <summary>Each document's token ids, in order (a token file is one document, read whole: use <see cref="Windows"/> to stream).</summary>
+    public IEnumerable<int[]> Documents() =>
+        Pieces().GroupByDocument().Select(g => g.SelectMany(p => p).ToArray());
+
+    /// <summary>The corpus as pieces of documents: (tokens, document index). A text document is one piece; a token file
+    /// comes in pieces of at most <see cref="PieceTokens"/> tokens, so memory does not grow with the file.</summary>
+    IEnumerable<(int[] Tokens, long Document)> Pieces()
     {
-        long count = 0;
+        long doc = 0;
         foreach (var f in _files)
-            foreach (var doc in Read(f))
+        {
+            if (IsTokenFile(f))
             {
-                count++;
-                yield return doc;
+                bool any = false;
+                foreach (var piece in ReadTokenPieces(f, PieceTokens)) { any = true; yield return (piece, doc); }
+                if (any) doc++;
             }
-        if (count == 0) throw new PolyEngineException($"--corpus: {string.Join(", ", _files)} hold no documents (empty corpus)");
+            else
+                foreach (var d in Read(f)) yield return (d, doc++);
+        }
+        if (doc == 0) throw new PolyEngineException($"--corpus: {string.Join(", ", _files)} hold no documents (empty corpus)");
     }
 
+    internal const int PieceTokens = 1 << 20;
+
+    static bool IsTokenFile(string f) => Path.GetExtension(f).ToLowerInvariant() is ".npy" or ".bin" or ".u32";
+
     /// <summary>Documents cut into windows of <paramref name="contextSize"/> tokens; with <paramref name="bos"/>, each window is
-    /// BOS + (contextSize − 1) tokens. A document's last, shorter window is kept. Each window carries its document index.</summary>
-    public IEnumerable<(int[] Tokens, long Document)> Windows(int contextSize, int? bos)
+    /// BOS + (contextSize − 1) tokens. A document's last, shorter window is kept. Each window carries its document index.
+    /// Streamed: at most one piece of a token file is in memory.</summary>
+    public IEnumerable<(int[] Tokens, long Document)> Windows(int contextSize, int? bos) => Windows(Pieces(), contextSize, bos);
+
+    internal static IEnumerable<(int[] Tokens, long Document)> Windows(IEnumerable<(int[] Tokens, long Document)> pieces, int contextSize, int? bos)
     {
         if (contextSize < (bos is null ? 1 : 2)) throw new PolyEngineException($"context size {contextSize} is too small");
         int body = bos is null ? contextSize : contextSize - 1;
-        long doc = 0;
-        foreach (var tokens in Documents())
+        int head = bos is null ? 0 : 1;
+        var carry = new List<int>(body);
+        long current = -1;
+        int[] Window(ReadOnlySpan<int> tokens)
         {
-            for (int start = 0; start < tokens.Length; start += body)
-            {
-                int n = Math.Min(body, tokens.Length - start);
-                var w = new int[n + (bos is null ? 0 : 1)];
-                if (bos is int b) w[0] = b;
-                Array.Copy(tokens, start, w, bos is null ? 0 : 1, n);
-                yield return (w, doc);
-            }
-            doc++;
+            var w = new int[tokens.Length + head];
+            if (bos is int b) w[0] = b;
+            tokens.CopyTo(w.AsSpan(head));
+            return w;
         }
+        foreach (var (piece, doc) in pieces)
+        {
+            if (doc != current)
+            {
+                if (carry.Count > 0) yield return (Window(carry.ToArray()), current);
+                carry.Clear();
+                current = doc;
+            }
+            int i = 0;
+            if (carry.Count > 0)
+            {
+                int take = Math.Min(body - carry.Count, piece.Length);
+                carry.AddRange(piece.AsSpan(0, take).ToArray());
+                i = take;
+                if (carry.Count == body) { yield return (Window(carry.ToArray()), doc); carry.Clear(); }
+            }
+            for (; i + body <= piece.Length; i += body) yield return (Window(piece.AsSpan(i, body)), doc);
+            if (i < piece.Length) carry.AddRange(piece.AsSpan(i).ToArray());
+        }
+        if (carry.Count > 0) yield return (Window(carry.ToArray()), current);
     }
 
     IEnumerable<int[]> Read(string file)
@@ -99,8 +133,7 @@ public sealed class Corpus
                 }
                 break;
             default:
-                yield return ReadTokens(file);
-                break;
+                throw new InvalidOperationException("token files are read in pieces");
         }
     }
 
@@ -113,25 +146,59 @@ public sealed class Corpus
         catch (DecoderFallbackException) { throw new PolyEngineException($"--corpus {file}: not UTF-8 text; a .txt corpus must be UTF-8"); }
     }
 
-    /// <summary>Token ids from a token file (whole file: token files are one document).</summary>
-    public static int[] ReadTokens(string file)
+    /// <summary>A token file in pieces of at most <paramref name="pieceTokens"/> ids, read with a bounded buffer.</summary>
+    static IEnumerable<int[]> ReadTokenPieces(string file, int pieceTokens)
     {
-        var bytes = File.ReadAllBytes(file);
-        string ext = Path.GetExtension(file).ToLowerInvariant();
-        if (ext == ".npy") return ReadNpy(file, bytes);
-        if (ext == ".u32") return Cast(file, bytes, 0, 4);
-        // .bin: llm.c header (256 int32: magic 20240520, version 1, token count) or raw uint16 (nanoGPT)
-        if (bytes.Length >= 1024 && BinaryPrimitives.ReadInt32LittleEndian(bytes) == 20240520)
+        var (offset, width, count) = TokenLayout(file);
+        using var fs = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        fs.Seek(offset, SeekOrigin.Begin);
+        var buffer = new byte[Math.Min(pieceTokens, Math.Max(1, count)) * width];
+        for (long done = 0; done < count;)
         {
-            int version = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(4));
-            long n = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(8));
-            int width = version == 1 ? 2 : version == 2 ? 4 : throw new PolyEngineException($"--corpus {file}: llm.c token file version {version} is not supported (1 or 2)");
-            if (1024 + n * width != bytes.Length)
-                throw new PolyEngineException($"--corpus {file}: llm.c header says {n} tokens but the file holds {(bytes.Length - 1024) / width}; the file is truncated");
-            return Cast(file, bytes, 1024, width);
+            int n = (int)Math.Min(pieceTokens, count - done);
+            fs.ReadExactly(buffer, 0, n * width);
+            yield return Cast(file, buffer.AsSpan(0, n * width).ToArray(), 0, width);
+            done += n;
         }
-        return Cast(file, bytes, 0, 2);
     }
+
+    /// <summary>Where a token file's ids start, their width in bytes and their count (validated against the file size).</summary>
+    static (long Offset, int Width, long Count) TokenLayout(string file)
+    {
+        long length = new FileInfo(file).Length;
+        string ext = Path.GetExtension(file).ToLowerInvariant();
+        if (ext == ".npy")
+        {
+            using var fs = File.OpenRead(file);
+            var head = new byte[Math.Min(4096, length)];
+            fs.ReadExactly(head);
+            var (start, width) = NpyHeader(file, head);
+            return (start, width, Whole(file, length - start, width));
+        }
+        if (ext == ".u32") return (0, 4, Whole(file, length, 4));
+        if (length >= 1024)
+        {
+            using var fs = File.OpenRead(file);
+            var head = new byte[12];
+            fs.ReadExactly(head);
+            if (BinaryPrimitives.ReadInt32LittleEndian(head) == 20240520)
+            {
+                int version = BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(4));
+                long n = BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(8));
+                int width = version == 1 ? 2 : version == 2 ? 4 : throw new PolyEngineException($"--corpus {file}: llm.c token file version {version} is not supported (1 or 2)");
+                if (1024 + n * width != length)
+                    throw new PolyEngineException($"--corpus {file}: llm.c header says {n} tokens but the file holds {(length - 1024) / width}; the file is truncated");
+                return (1024, width, n);
+            }
+        }
+        return (0, 2, Whole(file, length, 2));
+    }
+
+    static long Whole(string file, long bytes, int width) => bytes % width == 0 ? bytes / width
+        : throw new PolyEngineException($"--corpus {file}: {bytes} bytes is not a whole number of {width * 8}-bit tokens");
+
+    /// <summary>Token ids from a token file (whole file: token files are one document).</summary>
+    public static int[] ReadTokens(string file) => ReadTokenPieces(file, PieceTokens).SelectMany(p => p).ToArray();
 
     static int[] Cast(string file, byte[] bytes, int offset, int width)
     {
@@ -147,13 +214,14 @@ public sealed class Corpus
         return ids;
     }
 
-    static int[] ReadNpy(string file, byte[] b)
+    static (int Start, int Width) NpyHeader(string file, byte[] b)
     {
         if (b.Length < 10 || b[0] != 0x93 || Encoding.ASCII.GetString(b, 1, 5) != "NUMPY")
             throw new PolyEngineException($"--corpus {file}: not a .npy file (bad magic)");
         int major = b[6];
         int headerLen = major == 1 ? BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(8)) : (int)BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(8));
         int start = major == 1 ? 10 : 12;
+        if (start + headerLen > b.Length) throw new PolyEngineException($"--corpus {file}: .npy header is longer than the file allows");
         string header = Encoding.ASCII.GetString(b, start, headerLen);
         string descr = System.Text.RegularExpressions.Regex.Match(header, @"'descr':\s*'([^']+)'").Groups[1].Value;
         if (header.Contains("'fortran_order': True")) throw new PolyEngineException($"--corpus {file}: Fortran-ordered .npy is not supported");
@@ -166,8 +234,23 @@ public sealed class Corpus
             "<u2" => 2,
             _ => throw new PolyEngineException($"--corpus {file}: .npy dtype '{descr}' is not supported (int32, uint32 or uint16, little-endian)"),
         };
-        var ids = Cast(file, b, start + headerLen, width);
-        if (descr == "<i4" && ids.Any(v => v < 0)) throw new PolyEngineException($"--corpus {file}: negative token id");
-        return ids;
+        return (start + headerLen, width);
+    }
+}
+
+static class CorpusPieces
+{
+    /// <summary>Consecutive pieces of the same document, grouped (pieces arrive in document order).</summary>
+    public static IEnumerable<List<int[]>> GroupByDocument(this IEnumerable<(int[] Tokens, long Document)> pieces)
+    {
+        List<int[]>? group = null;
+        long current = -1;
+        foreach (var (tokens, doc) in pieces)
+        {
+            if (doc != current && group is not null) { yield return group; group = null; }
+            current = doc;
+            (group ??= []).Add(tokens);
+        }
+        if (group is not null) yield return group;
     }
 }

@@ -110,6 +110,28 @@ public class CoactivationTests
     }
 
     [Fact]
+    public void WindowsDoNotDependOnHowADocumentIsSplitIntoPieces()
+    {
+        var rng = new ToyModels.Rng(1);
+        var docs = new[] { 23, 5, 40 }.Select(n => Enumerable.Range(0, n).Select(_ => (int)(rng.NextU64() % 1000)).ToArray()).ToArray();
+        var whole = docs.Select((d, i) => (d, (long)i)).ToList();
+        foreach (int pieceSize in new[] { 1, 3, 7, 8, 100 })
+        {
+            var pieces = docs.SelectMany((d, i) => d.Chunk(pieceSize).Select(c => (c, (long)i))).ToList();
+            foreach (int? bos in new int?[] { null, 999 })
+            {
+                var expected = Corpus.Windows(whole, 8, bos).ToList();
+                var actual = Corpus.Windows(pieces, 8, bos).ToList();
+                Assert.Equal(expected.Select(w => w.Document), actual.Select(w => w.Document));
+                Assert.Equal(expected.Select(w => string.Join(",", w.Tokens)), actual.Select(w => string.Join(",", w.Tokens)));
+            }
+        }
+        // 23 tokens in windows of 8: 8 + 8 + 7; with BOS, bodies of 7: 7 + 7 + 7 + 2.
+        Assert.Equal([8, 8, 7], Corpus.Windows([(docs[0], 0L)], 8, null).Select(w => w.Tokens.Length));
+        Assert.Equal([8, 8, 8, 3], Corpus.Windows([(docs[0], 0L)], 8, 999).Select(w => w.Tokens.Length));
+    }
+
+    [Fact]
     public void CorpusFormatsAndBadInput()
     {
         using var dir = new Fixtures.TempDir();
