@@ -20,7 +20,7 @@ static class CoactivateCommand
         var format = new Option<string>("--format") { Description = "Pair table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens" };
         var batch = new Option<int>("--batch") { Description = "Context windows per forward pass", DefaultValueFactory = _ => 8 };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (created; a folder holding other files is refused without --overwrite)", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder (created). Resumable: rerun with the same --out to continue a killed run; a folder holding another run is refused without --overwrite", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
         var device = Common.Device();
         var threads = Common.Threads();
@@ -33,8 +33,6 @@ static class CoactivateCommand
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
-            if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !r.GetValue(overwrite))
-                throw new PolyEngineException($"--out {outDir}: the folder is not empty (an earlier run?); choose another folder or pass --overwrite");
             int? topN = r.GetValue(top) is "all" ? null
                 : int.TryParse(r.GetValue(top), out int t) && t > 0 ? t : throw new PolyEngineException($"--top '{r.GetValue(top)}' is not a positive number or 'all'");
             var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
@@ -58,15 +56,30 @@ static class CoactivateCommand
                     throw new PolyEngineException($"the pair counters need {bytes / (1024.0 * 1024 * 1024):N1} GiB but only {available / (1024.0 * 1024 * 1024):N1} GiB are available; scan fewer SAEs at once");
                 foreach (var s in saes) io.Out.WriteLine($"sae: {s.Config.Folder} ({s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {SaeHooks.Processing(s)}");
                 var c = Corpus.Open(r.GetValue(corpus)!, m.Tokenizer);
+                // Resumable: a folder holding this run's checkpoint continues it; any other content is refused without --overwrite.
+                string key = ScanManifest.RunKey(m, saes, c.Files, new System.Text.Json.Nodes.JsonObject
+                {
+                    ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize, ["max_tokens"] = options.MaxTokens,
+                });
+                bool resumable = CoactivationCheckpoint.KeyIn(outDir) == key;
+                if (!resumable && Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+                {
+                    if (!r.GetValue(overwrite))
+                        throw new PolyEngineException($"--out {outDir}: the folder holds a different run (or other files); choose another folder or pass --overwrite");
+                    File.Delete(Path.Combine(outDir, CoactivationCheckpoint.FileName));
+                }
+                Directory.CreateDirectory(outDir);
+                var checkpoint = new CoactivationCheckpoint { Path = Path.Combine(outDir, CoactivationCheckpoint.FileName), RunKey = key };
                 DateTime last = DateTime.MinValue;
                 var result = CoactivationScan.Run(m, saes, c, options, (tokens, seconds) =>
                 {
                     if ((DateTime.UtcNow - last).TotalSeconds < 1) return;
                     last = DateTime.UtcNow;
                     io.Err.Write($"\r{tokens:N0} tokens, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s   ");
-                });
+                }, checkpoint, w => io.Out.WriteLine($"resuming: {w:N0} context windows were counted by an earlier run"));
                 io.Err.WriteLine();
                 CoactivationWriter.Write(outDir, result, m, r.GetValue(corpus)!, c.Files, options, topN, fmt, note);
+                checkpoint.Delete();
                 io.Out.WriteLine($"{result.Tokens:N0} tokens in {result.Windows:N0} windows ({result.Documents:N0} documents), {result.Seconds:F1} s, " +
                                  $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");
                 foreach (var (s, counter) in result.Counters)

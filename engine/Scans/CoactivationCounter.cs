@@ -20,6 +20,17 @@ public sealed class CoactivationCounter
         _marginals = new ulong[features];
     }
 
+    CoactivationCounter(int features, uint[] pairs, ulong[] marginals, ulong units)
+    {
+        Features = features;
+        _pairs = pairs;
+        _marginals = marginals;
+        Units = units;
+    }
+
+    /// <summary>A counter from saved state (a checkpoint).</summary>
+    internal static CoactivationCounter Restore(int features, uint[] pairs, ulong[] marginals, ulong units) => new(features, pairs, marginals, units);
+
     public int Features { get; }
     public ulong Units { get; private set; }
     public ReadOnlySpan<uint> Pairs => _pairs;

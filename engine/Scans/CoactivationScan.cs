@@ -42,13 +42,24 @@ public sealed record CoactivationResult(IReadOnlyList<(SparseAutoencoder Sae, Co
 /// </summary>
 public static class CoactivationScan
 {
+    /// <param name="checkpoint">When given: resume from it if its key matches, save to it every <see cref="CoactivationCheckpoint.Every"/>,
+    /// delete it at the end (the caller writes the outputs first).</param>
     public static CoactivationResult Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus, CoactivationOptions options,
-        Action<long, double>? progress = null)
+        Action<long, double>? progress = null, CoactivationCheckpoint? checkpoint = null, Action<long>? resumed = null)
     {
         var counters = saes.Select(s => (s, new CoactivationCounter(s.Config.DSae))).ToList();
         var pending = saes.Select(_ => new SortedSet<int>()).ToArray();   // active set of the open unit, per SAE
         int pendingTokens = 0;
-        long pendingDoc = -1;
+        long pendingDoc = -1, skip = 0, windowsDone = 0;
+        if (checkpoint?.Load(saes.Select(s => s.Config.DSae).ToArray()) is { } state)
+        {
+            counters = saes.Select((s, i) => (s, state.Counters[i])).ToList();
+            for (int i = 0; i < saes.Count; i++) pending[i].UnionWith(state.Pending[i]);
+            (pendingTokens, pendingDoc, skip) = (state.PendingTokens, state.PendingDocument, state.Windows);
+            windowsDone = skip;
+            resumed?.Invoke(skip);
+        }
+        var lastSave = System.Diagnostics.Stopwatch.StartNew();
 
         void Flush()
         {
@@ -78,7 +89,14 @@ public static class CoactivationScan
                 }
                 if (!options.Window.Document) Flush();   // a window of N tokens never spans two context windows
             }
-        }, progress);
+            windowsDone += batch.Windows.Count;
+            if (checkpoint is not null && lastSave.Elapsed >= checkpoint.Every)
+            {
+                checkpoint.Save(new CoactivationCheckpoint.State(windowsDone, pendingDoc, pendingTokens,
+                    pending.Select(p => p.ToArray()).ToArray(), counters.Select(c => c.Item2).ToArray()));
+                lastSave.Restart();
+            }
+        }, progress, skip);
         Flush();
         return new CoactivationResult(counters, tokens, windows, documents, seconds);
     }

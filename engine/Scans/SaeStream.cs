@@ -14,12 +14,13 @@ public sealed record SaeBatch(IReadOnlyList<(int[] Tokens, long Document, long W
 /// <summary>
 /// Streams a corpus through a model and its SAEs: context windows of the SAEs' context_size (BOS as the first SAE's
 /// prepend_bos says), batched by length, one forward pass per batch stopping after the deepest SAE hook (no LM head),
-/// every SAE encoded on the pass's activations. The shared front half of every SAE scan.
+/// every SAE encoded on the pass's activations. The shared front half of every SAE scan. Results do not depend on how
+/// windows are batched (each row is computed alone), so a resumed run (<c>skipWindows</c>) gives identical output.
 /// </summary>
 public static class SaeStream
 {
     public static (long Tokens, long Windows, long Documents, double Seconds) Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus,
-        int? contextSize, int batchSize, long? maxTokens, Action<SaeBatch> onBatch, Action<long, double>? progress = null)
+        int? contextSize, int batchSize, long? maxTokens, Action<SaeBatch> onBatch, Action<long, double>? progress = null, long skipWindows = 0)
     {
         if (saes.Count == 0) throw new PolyEngineException("give at least one --sae");
         if (batchSize <= 0) throw new PolyEngineException("--batch must be positive");
@@ -53,6 +54,14 @@ public static class SaeStream
             long body = w.Length - (bos is null ? 0 : 1);
             if (maxTokens is long max && tokens + queued + body > max) break;
             documents = Math.Max(documents, doc + 1);
+            if (windowIndex < skipWindows)
+            {
+                // Counted by an earlier, interrupted run (resume): read past it without running the model.
+                windowIndex++;
+                windows++;
+                tokens += body;
+                continue;
+            }
             if (rows.Count > 0 && (rows[0].Tokens.Length != w.Length || rows.Count == batchSize))
             {
                 Process(rows);

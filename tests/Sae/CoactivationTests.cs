@@ -95,6 +95,44 @@ public class CoactivationTests
         Assert.True(counter.Pairs.ToArray().Any(c => c > 0), "the toy SAE should co-activate something");
     }
 
+    [Theory]
+    [InlineData("token")]
+    [InlineData("document")]
+    public void AKilledScanResumesToIdenticalCounts(string window)
+    {
+        using var dir = new Fixtures.TempDir();
+        string model = dir.File("model"), saeDir = dir.File("sae");
+        ToyModels.Write(new ToyConfig { Family = ModelFamily.Gpt2, DModel = 32, NLayers = 1, NHeads = 2, DMlp = 64, DVocab = 97, NCtx = 32, InitStd = 0.2f }, 4, model);
+        ToySae.Write(saeDir, HookName.Parse("blocks.0.hook_resid_post"), 32, 30, SaeArchitecture.TopK, 9, k: 4, contextSize: 5);
+        var rng = new ToyModels.Rng(2);
+        for (int d = 0; d < 3; d++)   // three documents of 31 tokens: windows of 5 with ragged tails, documents spanning batches
+            File.WriteAllBytes(dir.File($"doc{d}.u32"), Enumerable.Range(0, 31).SelectMany(_ => BitConverter.GetBytes((uint)(rng.NextU64() % 97))).ToArray());
+        using var m = Model.Load(model, new CpuBackend(1));
+        using var sae = SparseAutoencoder.Load(saeDir, m.Backend);
+        var opts = new CoactivationOptions { Window = CoactivationWindow.Parse(window), Batch = 2 };
+        var corpus = Corpus.Open(dir.Path, null);
+        var whole = CoactivationScan.Run(m, [sae], corpus, opts).Counters[0].Counter;
+
+        var checkpoint = new CoactivationCheckpoint { Path = dir.File(CoactivationCheckpoint.FileName), RunKey = "k1", Every = TimeSpan.Zero };
+        int batches = 0;
+        Assert.Throws<OperationCanceledException>(() => CoactivationScan.Run(m, [sae], corpus, opts,
+            (_, _) => { if (++batches == 7) throw new OperationCanceledException("killed"); }, checkpoint));
+        Assert.True(File.Exists(checkpoint.Path));
+        long resumedAt = -1;
+        var resumed = CoactivationScan.Run(m, [sae], corpus, opts, null, checkpoint, w => resumedAt = w);
+        Assert.InRange(resumedAt, 7, 20);   // the 6 batches before the kill (ragged 1-token windows run alone) of 21 windows
+        var c = resumed.Counters[0].Counter;
+        Assert.Equal(whole.Units, c.Units);
+        Assert.Equal(whole.Marginals.ToArray(), c.Marginals.ToArray());
+        Assert.Equal(whole.Pairs.ToArray(), c.Pairs.ToArray());
+        Assert.Equal(93, resumed.Tokens);
+        // A checkpoint of another run is ignored.
+        var other = new CoactivationCheckpoint { Path = checkpoint.Path, RunKey = "k2" };
+        long ignored = -1;
+        CoactivationScan.Run(m, [sae], corpus, opts, null, other, w => ignored = w);
+        Assert.Equal(-1, ignored);
+    }
+
     [Fact]
     public void CounterRefusesToOverflowAndMergesExactly()
     {
