@@ -69,7 +69,14 @@ static class DemoCommand
             io.Out.WriteLine($"co-activation: toy TopK SAE (d_sae 256, k 8) at {hook} over {result.Tokens:N0} tokens of a toy corpus, {result.Seconds:F1} s");
             foreach (var p in Output.CoactivationWriter.Rows("demo", counter, 1).OrderByDescending(p => p.CountAB).ThenBy(p => p.FeatureA).Take(3))
                 io.Out.WriteLine($"  features {p.FeatureA,3} & {p.FeatureB,3}: together in {p.CountAB} tokens (alone {p.CountA} and {p.CountB}), jaccard {p.Jaccard:F2}, lift {p.Lift:F2}");
-            io.Out.WriteLine($"  the same with files and every pair: polyengine coactivate --model {gpt2Dir} --sae {saeDir} --corpus {corpusPath} --out coact/");
+            var (stats, tokens, _, _) = Scans.FeatureScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, model.Tokenizer), topK: 1);
+            var st = stats[0];
+            int busiest = Enumerable.Range(0, st.FireCounts.Length).MaxBy(j => st.FireCounts[j]);
+            var ctx = st.TopContexts(busiest)[0];
+            io.Out.WriteLine($"features: {st.FireCounts.Count(c => c == 0)} of 256 never fired; the busiest, {busiest}, fired on {100.0 * st.FireCounts[busiest] / tokens:F0} % " +
+                             $"of tokens, most strongly ({ctx.Activation:F2}) at \"{model.Tokenizer.Decode([ctx.Tokens[ctx.Position]])}\" in " +
+                             $"\"…{model.Tokenizer.Decode(ctx.Tokens.Take(ctx.Position + 1).Skip(Math.Max(0, ctx.Position - 7))).Trim()}\"");
+            io.Out.WriteLine($"  the same with files: polyengine coactivate (or features) --model {gpt2Dir} --sae {saeDir} --corpus {corpusPath} --out coact/");
         }
         io.Out.WriteLine();
         io.Out.WriteLine("On real weights (nothing is downloaded; use a folder or the HuggingFace cache):");

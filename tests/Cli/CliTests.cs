@@ -216,6 +216,7 @@ public class CliTests
         Assert.Contains("On real weights", stdout);
         Assert.Contains("co-activation: toy TopK SAE", stdout);
         Assert.Contains("together in", stdout);
+        Assert.Contains("the busiest", stdout);
         Assert.True(File.Exists(Path.Combine(cache.Path, "neox-tiny-seed0", "tokenizer.json")));
     }
 

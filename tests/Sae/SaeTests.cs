@@ -44,6 +44,50 @@ public class SaeTests
             for (int r = 0; r < rows; r++) Assert.Equal(8, enc.FeatureActs.AsSpan(r * 256, 256).ToArray().Count(v => v > 0));
     }
 
+    /// <summary>OpenAI v5 TopK SAEs as SAELens ships them: normalize_activations layer_norm (unbiased std, eps added to the
+    /// std), undone on decode; checked against the formula written out by hand, and against constant_norm_rescale.</summary>
+    [Theory]
+    [InlineData("layer_norm")]
+    [InlineData("constant_norm_rescale")]
+    public void InputNormalisationFollowsSaeLens(string normalization)
+    {
+        using var dir = new Fixtures.TempDir();
+        string src = Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", "topk-v6cfg");
+        File.Copy(Path.Combine(src, "sae_weights.safetensors"), dir.File("sae_weights.safetensors"));
+        File.WriteAllText(dir.File("cfg.json"), File.ReadAllText(Path.Combine(src, "cfg.json")).Replace("\"normalize_activations\": \"none\"", $"\"normalize_activations\": \"{normalization}\""));
+        var backend = new CpuBackend(1);
+        using var sae = SparseAutoencoder.Load(dir.Path, backend);
+        using var plain = SparseAutoencoder.Load(src, backend);
+        Assert.Equal(normalization == "layer_norm" ? SaeNormalization.LayerNorm : SaeNormalization.ConstantNormRescale, sae.Config.Normalization);
+        using var golden = SafeTensorsFile.Open(Path.Combine(src, "golden.safetensors"));
+        var x = golden.ReadFloat32("sae_in").Take(3 * 64).ToArray();
+        // By hand: x' per row, then the un-normalised SAE on x'.
+        var xn = new float[x.Length];
+        var (mus, scales) = (new double[3], new double[3]);
+        for (int r = 0; r < 3; r++)
+        {
+            var row = x.Skip(r * 64).Take(64).Select(v => (double)v).ToArray();
+            if (normalization == "layer_norm")
+            {
+                double mu = row.Average(), std = Math.Sqrt(row.Sum(v => (v - mu) * (v - mu)) / 63);
+                (mus[r], scales[r]) = (mu, std + 1e-5);
+                for (int i = 0; i < 64; i++) xn[r * 64 + i] = (float)((row[i] - mu) / (std + 1e-5));
+            }
+            else
+            {
+                double c = Math.Sqrt(64) / Math.Sqrt(row.Sum(v => v * v));
+                (mus[r], scales[r]) = (0, 1 / c);
+                for (int i = 0; i < 64; i++) xn[r * 64 + i] = (float)(row[i] * c);
+            }
+        }
+        var expected = plain.Encode(xn, 3);
+        var actual = sae.Encode(x, 3);
+        Compare.Close(expected.HiddenPre, actual.HiddenPre, 1e-4, $"{normalization} hidden_pre");
+        var recon = plain.Decode(expected.FeatureActs, 3);
+        var expectedOut = recon.Select((v, i) => (float)(v * scales[i / 64] + mus[i / 64])).ToArray();
+        Compare.Close(expectedOut, sae.Decode(actual.FeatureActs, 3, x), 1e-4, $"{normalization} sae_out");
+    }
+
     [Fact]
     public void FlatAndV6ConfigsDescribeTheSameSae()
     {
