@@ -56,20 +56,12 @@ static class CoactivateCommand
                     throw new PolyEngineException($"the pair counters need {bytes / (1024.0 * 1024 * 1024):N1} GiB but only {available / (1024.0 * 1024 * 1024):N1} GiB are available; scan fewer SAEs at once");
                 foreach (var s in saes) io.Out.WriteLine($"sae: {s.Config.Folder} ({s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {SaeHooks.Processing(s)}");
                 var c = Corpus.Open(r.GetValue(corpus)!, m.Tokenizer);
-                // Resumable: a folder holding this run's checkpoint continues it; any other content is refused without --overwrite.
                 string key = ScanManifest.RunKey(m, saes, c.Files, new System.Text.Json.Nodes.JsonObject
                 {
-                    ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize, ["max_tokens"] = options.MaxTokens,
+                    ["scan"] = "coactivate", ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
+                    ["max_tokens"] = options.MaxTokens,
                 });
-                bool resumable = CoactivationCheckpoint.KeyIn(outDir) == key;
-                if (!resumable && Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-                {
-                    if (!r.GetValue(overwrite))
-                        throw new PolyEngineException($"--out {outDir}: the folder holds a different run (or other files); choose another folder or pass --overwrite");
-                    File.Delete(Path.Combine(outDir, CoactivationCheckpoint.FileName));
-                }
-                Directory.CreateDirectory(outDir);
-                var checkpoint = new CoactivationCheckpoint { Path = Path.Combine(outDir, CoactivationCheckpoint.FileName), RunKey = key };
+                var checkpoint = Common.PrepareScanOutput(outDir, key, r.GetValue(overwrite));
                 DateTime last = DateTime.MinValue;
                 var result = CoactivationScan.Run(m, saes, c, options, (tokens, seconds) =>
                 {

@@ -44,4 +44,21 @@ static class Common
             throw new PolyEngineException($"{option} {path}: folder '{dir}' is not writable ({e.Message})");
         }
     }
+
+    /// <summary>
+    /// The output folder of a resumable scan: a folder holding this run's checkpoint continues it; any other content is
+    /// refused without --overwrite (with it, the old checkpoint goes). Returns the checkpoint the scan saves to.
+    /// </summary>
+    public static Scans.ScanCheckpoint PrepareScanOutput(string outDir, string runKey, bool overwrite)
+    {
+        bool resumable = Scans.ScanCheckpoint.KeyIn(outDir) == runKey;
+        if (!resumable && Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
+        {
+            if (!overwrite)
+                throw new PolyEngineException($"--out {outDir}: the folder holds a different run (or other files); choose another folder or pass --overwrite");
+            File.Delete(Path.Combine(outDir, Scans.ScanCheckpoint.FileName));
+        }
+        Directory.CreateDirectory(outDir);
+        return new Scans.ScanCheckpoint { Path = Path.Combine(outDir, Scans.ScanCheckpoint.FileName), RunKey = runKey };
+    }
 }

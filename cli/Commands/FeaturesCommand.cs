@@ -20,7 +20,7 @@ static class FeaturesCommand
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens" };
         var batch = new Option<int>("--batch") { Description = "Context windows per forward pass", DefaultValueFactory = _ => 8 };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (a folder holding other files is refused without --overwrite)", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder (created). Resumable: rerun with the same --out to continue a killed run; a folder holding another run is refused without --overwrite", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
         var device = Common.Device();
         var threads = Common.Threads();
@@ -33,8 +33,6 @@ static class FeaturesCommand
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
-            if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !r.GetValue(overwrite))
-                throw new PolyEngineException($"--out {outDir}: the folder is not empty (an earlier run?); choose another folder or pass --overwrite");
             var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
@@ -45,6 +43,11 @@ static class FeaturesCommand
             {
                 foreach (var s in saes) io.Out.WriteLine($"sae: {s.Config.Folder} ({s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {SaeHooks.Processing(s)}");
                 var c = Corpus.Open(r.GetValue(corpus)!, m.Tokenizer);
+                var checkpoint = Common.PrepareScanOutput(outDir, ScanManifest.RunKey(m, saes, c.Files, new JsonObject
+                {
+                    ["scan"] = "features", ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(threshold), ["context_size"] = r.GetValue(context),
+                    ["max_tokens"] = r.GetValue(maxTokens),
+                }), r.GetValue(overwrite));
                 DateTime last = DateTime.MinValue;
                 var (stats, tokens, windows, seconds) = FeatureScan.Run(m, saes, c, r.GetValue(topK), r.GetValue(threshold), r.GetValue(context),
                     r.GetValue(batch), r.GetValue(maxTokens), (t, s) =>
@@ -52,13 +55,14 @@ static class FeaturesCommand
                         if ((DateTime.UtcNow - last).TotalSeconds < 1) return;
                         last = DateTime.UtcNow;
                         io.Err.Write($"\r{t:N0} tokens, {t / Math.Max(s, 1e-9):N0} tokens/s   ");
-                    });
+                    }, checkpoint, w => io.Out.WriteLine($"resuming: {w:N0} context windows were scanned by an earlier run"));
                 io.Err.WriteLine();
                 FeatureWriter.Write(outDir, stats, tokens, windows, seconds, m, r.GetValue(corpus)!, c.Files, fmt, note, new JsonObject
                 {
                     ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(threshold), ["context_size"] = r.GetValue(context),
                     ["batch"] = r.GetValue(batch), ["max_tokens"] = r.GetValue(maxTokens), ["format"] = fmt.ToString().ToLowerInvariant(),
                 });
+                checkpoint.Delete();
                 io.Out.WriteLine($"{tokens:N0} tokens in {windows:N0} windows, {seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s");
                 var names = ScanManifest.SaeNames(saes);
                 for (int i = 0; i < stats.Count; i++)

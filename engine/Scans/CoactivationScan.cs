@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using PolyEngine.Formats;
 using PolyEngine.Sae;
 
@@ -42,23 +43,32 @@ public sealed record CoactivationResult(IReadOnlyList<(SparseAutoencoder Sae, Co
 /// </summary>
 public static class CoactivationScan
 {
-    /// <param name="checkpoint">When given: resume from it if its key matches, save to it every <see cref="CoactivationCheckpoint.Every"/>,
-    /// delete it at the end (the caller writes the outputs first).</param>
+    /// <param name="checkpoint">When given: resume from it if its key matches, and save to it every <see cref="ScanCheckpoint.Every"/>
+    /// (the caller writes the outputs, then deletes it).</param>
     public static CoactivationResult Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus, CoactivationOptions options,
-        Action<long, double>? progress = null, CoactivationCheckpoint? checkpoint = null, Action<long>? resumed = null)
+        Action<long, double>? progress = null, ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
     {
         var counters = saes.Select(s => (s, new CoactivationCounter(s.Config.DSae))).ToList();
         var pending = saes.Select(_ => new SortedSet<int>()).ToArray();   // active set of the open unit, per SAE
         int pendingTokens = 0;
         long pendingDoc = -1, skip = 0, windowsDone = 0;
-        if (checkpoint?.Load(saes.Select(s => s.Config.DSae).ToArray()) is { } state)
-        {
-            counters = saes.Select((s, i) => (s, state.Counters[i])).ToList();
-            for (int i = 0; i < saes.Count; i++) pending[i].UnionWith(state.Pending[i]);
-            (pendingTokens, pendingDoc, skip) = (state.PendingTokens, state.PendingDocument, state.Windows);
-            windowsDone = skip;
-            resumed?.Invoke(skip);
-        }
+        if (checkpoint?.Open() is var (savedWindows, file))
+            using (file)
+            {
+                for (int i = 0; i < saes.Count; i++)
+                {
+                    int f = saes[i].Config.DSae;
+                    var pairs = MemoryMarshal.Cast<byte, uint>(file.Bytes($"{i}.pairs")).ToArray();
+                    if (pairs.LongLength != CoactivationCounter.PairCount(f))
+                        throw new PolyEngineException($"{checkpoint.Path}: checkpoint counters do not match the SAE's width; delete it or use --overwrite");
+                    counters[i] = (saes[i], CoactivationCounter.Restore(f, pairs, file.ReadInt64($"{i}.marginals").Select(v => (ulong)v).ToArray(),
+                        (ulong)file.ReadInt64($"{i}.units")[0]));
+                    pending[i].UnionWith(file.ReadInt64($"{i}.pending").Select(v => (int)v));
+                }
+                (pendingTokens, pendingDoc) = (int.Parse(file.Metadata["pending_tokens"]), long.Parse(file.Metadata["pending_document"]));
+                skip = windowsDone = savedWindows;
+                resumed?.Invoke(skip);
+            }
         var lastSave = System.Diagnostics.Stopwatch.StartNew();
 
         void Flush()
@@ -92,8 +102,19 @@ public static class CoactivationScan
             windowsDone += batch.Windows.Count;
             if (checkpoint is not null && lastSave.Elapsed >= checkpoint.Every)
             {
-                checkpoint.Save(new CoactivationCheckpoint.State(windowsDone, pendingDoc, pendingTokens,
-                    pending.Select(p => p.ToArray()).ToArray(), counters.Select(c => c.Item2).ToArray()));
+                checkpoint.Save(windowsDone, w =>
+                {
+                    w.AddMetadata("pending_document", pendingDoc.ToString()).AddMetadata("pending_tokens", pendingTokens.ToString());
+                    for (int i = 0; i < counters.Count; i++)
+                    {
+                        var c = counters[i].Item2;
+                        var pairs = c.Pairs.ToArray();
+                        w.AddRaw($"{i}.pairs", SafeTensorDType.U32, [pairs.LongLength], MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.LongLength);
+                        w.Add($"{i}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
+                        w.Add($"{i}.units", [(long)c.Units], 1);
+                        w.Add($"{i}.pending", pending[i].Select(v => (long)v).ToArray(), pending[i].Count);
+                    }
+                });
                 lastSave.Restart();
             }
         }, progress, skip);

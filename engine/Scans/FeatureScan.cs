@@ -35,6 +35,57 @@ public sealed class FeatureStatistics
     public IReadOnlyList<FeatureContext> TopContexts(int feature) =>
         _top[feature].UnorderedItems.Select(x => x.Element).OrderByDescending(c => c.Activation).ThenBy(c => c.Window).ToList();
 
+    /// <summary>Writes the statistics and every kept context as tensors named <paramref name="prefix"/>* (a checkpoint).</summary>
+    internal void Save(SafeTensorsWriter w, string prefix)
+    {
+        int f = FireCounts.Length;
+        var all = Enumerable.Range(0, f).SelectMany(j => _top[j].UnorderedItems.Select(x => (Feature: j, Context: x.Element))).ToList();
+        int width = all.Count == 0 ? 0 : all.Max(x => x.Context.Tokens.Length);
+        var tokens = new int[all.Count * width];
+        var acts = new float[all.Count * width];
+        for (int n = 0; n < all.Count; n++)
+        {
+            all[n].Context.Tokens.CopyTo(tokens, n * width);
+            all[n].Context.TokenActivations.CopyTo(acts, n * width);
+        }
+        w.Add(prefix + "tokens_seen", [Tokens], 1)
+         .Add(prefix + "fire_counts", FireCounts, f)
+         .AddRaw(prefix + "activation_sums", SafeTensorDType.F64, [f], System.Runtime.InteropServices.MemoryMarshal.AsBytes(ActivationSums.AsSpan()).ToArray(), f)
+         .Add(prefix + "max_activations", MaxActivations, f)
+         .Add(prefix + "ctx_feature", all.Select(x => x.Feature).ToArray(), all.Count)
+         .Add(prefix + "ctx_window", all.Select(x => x.Context.Window).ToArray(), all.Count)
+         .Add(prefix + "ctx_position", all.Select(x => x.Context.Position).ToArray(), all.Count)
+         .Add(prefix + "ctx_activation", all.Select(x => x.Context.Activation).ToArray(), all.Count)
+         .Add(prefix + "ctx_length", all.Select(x => x.Context.Tokens.Length).ToArray(), all.Count)
+         .Add(prefix + "ctx_tokens", tokens, all.Count, width)
+         .Add(prefix + "ctx_acts", acts, all.Count, width);
+    }
+
+    /// <summary>Restores what <see cref="Save"/> wrote.</summary>
+    internal void Restore(SafeTensorsFile file, string prefix)
+    {
+        Tokens = file.ReadInt64(prefix + "tokens_seen")[0];
+        file.ReadInt64(prefix + "fire_counts").CopyTo(FireCounts, 0);
+        var sums = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(file.Bytes(prefix + "activation_sums")).ToArray();
+        sums.CopyTo(ActivationSums, 0);
+        file.ReadFloat32(prefix + "max_activations").CopyTo(MaxActivations, 0);
+        var feature = file.ReadInt64(prefix + "ctx_feature");
+        var window = file.ReadInt64(prefix + "ctx_window");
+        var position = file.ReadInt64(prefix + "ctx_position");
+        var activation = file.ReadFloat32(prefix + "ctx_activation");
+        var length = file.ReadInt64(prefix + "ctx_length");
+        var tokens = file.ReadInt64(prefix + "ctx_tokens");
+        var acts = file.ReadFloat32(prefix + "ctx_acts");
+        int width = feature.Length == 0 ? 0 : tokens.Length / feature.Length;
+        for (int n = 0; n < feature.Length; n++)
+        {
+            int len = (int)length[n];
+            var ctx = new FeatureContext(activation[n], window[n], (int)position[n],
+                tokens.Skip(n * width).Take(len).Select(v => (int)v).ToArray(), acts.Skip(n * width).Take(len).ToArray());
+            Offer((int)feature[n], ctx.Activation, ctx.Window, () => ctx);
+        }
+    }
+
     internal void Offer(int feature, float maxAct, long window, Func<FeatureContext> make)
     {
         var heap = _top[feature];
@@ -51,11 +102,23 @@ public sealed class FeatureStatistics
 /// </summary>
 public static class FeatureScan
 {
+    /// <param name="checkpoint">When given: resume from it if its key matches, and save to it every <see cref="ScanCheckpoint.Every"/>
+    /// (the caller writes the outputs, then deletes it).</param>
     public static (IReadOnlyList<FeatureStatistics> Stats, long Tokens, long Windows, double Seconds) Run(Model model, IReadOnlyList<SparseAutoencoder> saes,
-        Corpus corpus, int topK, float threshold = 0f, int? contextSize = null, int batch = 8, long? maxTokens = null, Action<long, double>? progress = null)
+        Corpus corpus, int topK, float threshold = 0f, int? contextSize = null, int batch = 8, long? maxTokens = null, Action<long, double>? progress = null,
+        ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
     {
         if (topK < 0) throw new PolyEngineException($"--top-k must be 0 or positive, got {topK}");
         var stats = saes.Select(s => new FeatureStatistics(s, topK)).ToList();
+        long skip = 0, windowsDone = 0;
+        if (checkpoint?.Open() is var (savedWindows, file))
+            using (file)
+            {
+                for (int i = 0; i < stats.Count; i++) stats[i].Restore(file, $"{i}.");
+                skip = windowsDone = savedWindows;
+                resumed?.Invoke(skip);
+            }
+        var lastSave = System.Diagnostics.Stopwatch.StartNew();
         var (tokens, windows, _, seconds) = SaeStream.Run(model, saes, corpus, contextSize, batch, maxTokens, b =>
         {
             for (int i = 0; i < saes.Count; i++)
@@ -94,7 +157,13 @@ public static class FeatureScan
                     }
                 }
             }
-        }, progress);
+            windowsDone += b.Windows.Count;
+            if (checkpoint is not null && lastSave.Elapsed >= checkpoint.Every)
+            {
+                checkpoint.Save(windowsDone, w => { for (int i = 0; i < stats.Count; i++) stats[i].Save(w, $"{i}."); });
+                lastSave.Restart();
+            }
+        }, progress, skip);
         return (stats, tokens, windows, seconds);
     }
 }

@@ -94,7 +94,7 @@ public class CliTests
         Assert.Equal("all", manifest.RootElement.GetProperty("options").GetProperty("top").GetString());
         // The same run again refuses a non-empty folder, and CSV has the documented columns.
         Assert.Contains("holds a different run", Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--out", outDir).Err);
-        Assert.False(File.Exists(Path.Combine(outDir, PolyEngine.Scans.CoactivationCheckpoint.FileName)));   // removed when the run completed
+        Assert.False(File.Exists(Path.Combine(outDir, PolyEngine.Scans.ScanCheckpoint.FileName)));   // removed when the run completed
         Assert.Equal(0, Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--format", "csv", "--top", "3", "--overwrite", "--out", outDir).Code);
         Assert.Equal("sae,feature_a,feature_b,count_a,count_b,count_ab,jaccard,pmi,lift", File.ReadLines(Path.Combine(outDir, "pairs.csv")).First());
 

@@ -113,7 +113,7 @@ public class CoactivationTests
         var corpus = Corpus.Open(dir.Path, null);
         var whole = CoactivationScan.Run(m, [sae], corpus, opts).Counters[0].Counter;
 
-        var checkpoint = new CoactivationCheckpoint { Path = dir.File(CoactivationCheckpoint.FileName), RunKey = "k1", Every = TimeSpan.Zero };
+        var checkpoint = new ScanCheckpoint { Path = dir.File(ScanCheckpoint.FileName), RunKey = "k1", Every = TimeSpan.Zero };
         int batches = 0;
         Assert.Throws<OperationCanceledException>(() => CoactivationScan.Run(m, [sae], corpus, opts,
             (_, _) => { if (++batches == 7) throw new OperationCanceledException("killed"); }, checkpoint));
@@ -127,7 +127,7 @@ public class CoactivationTests
         Assert.Equal(whole.Pairs.ToArray(), c.Pairs.ToArray());
         Assert.Equal(93, resumed.Tokens);
         // A checkpoint of another run is ignored.
-        var other = new CoactivationCheckpoint { Path = checkpoint.Path, RunKey = "k2" };
+        var other = new ScanCheckpoint { Path = checkpoint.Path, RunKey = "k2" };
         long ignored = -1;
         CoactivationScan.Run(m, [sae], corpus, opts, null, other, w => ignored = w);
         Assert.Equal(-1, ignored);

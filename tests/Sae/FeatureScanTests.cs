@@ -71,6 +71,25 @@ public class FeatureScanTests
             }
         }
         Assert.True(stats[1].FireCounts.Sum() > 0 && stats[0].FireCounts.Sum() > 0);
+
+        // Killed at the third batch and resumed from its checkpoint: the same statistics and contexts.
+        var checkpoint = new ScanCheckpoint { Path = dir.File(ScanCheckpoint.FileName), RunKey = "f", Every = TimeSpan.Zero };
+        int calls = 0;
+        Assert.Throws<OperationCanceledException>(() => FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), topK: 2, batch: 1,
+            progress: (_, _) => { if (++calls == 3) throw new OperationCanceledException(); }, checkpoint: checkpoint));
+        long resumedAt = -1;
+        var (again, n2, _, _) = FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), topK: 2, batch: 1, checkpoint: checkpoint, resumed: w => resumedAt = w);
+        Assert.Equal((3L, 23L), (resumedAt, n2));   // the third batch was saved before its progress report "killed" the run
+        for (int i = 0; i < 2; i++)
+        {
+            Assert.Equal(stats[i].FireCounts, again[i].FireCounts);
+            Assert.Equal(stats[i].ActivationSums, again[i].ActivationSums);
+            Assert.Equal(stats[i].MaxActivations, again[i].MaxActivations);
+            Assert.Equal(stats[i].Tokens, again[i].Tokens);
+            for (int j = 0; j < saes[i].Config.DSae; j++)
+                Assert.Equal(stats[i].TopContexts(j).Select(c => (c.Window, c.Position, c.Activation, string.Join(",", c.Tokens), string.Join(",", c.TokenActivations))),
+                    again[i].TopContexts(j).Select(c => (c.Window, c.Position, c.Activation, string.Join(",", c.Tokens), string.Join(",", c.TokenActivations))));
+        }
         foreach (var s in saes) s.Dispose();
     }
 }

@@ -1,0 +1,48 @@
+using PolyEngine.Formats;
+
+namespace PolyEngine.Scans;
+
+/// <summary>
+/// A scan's state at a batch boundary, saved atomically to <c>checkpoint.safetensors</c> in the output folder every
+/// <see cref="Every"/>: how many context windows were done, the scan's own state (counters, statistics) as tensors,
+/// and a key of the run's inputs and options. A rerun with the same key continues from it and ends with identical
+/// output; the file is deleted once the outputs are written.
+/// </summary>
+public sealed class ScanCheckpoint
+{
+    public required string Path { get; init; }
+    public required string RunKey { get; init; }
+    public TimeSpan Every { get; init; } = TimeSpan.FromSeconds(30);
+
+    public const string FileName = "checkpoint.safetensors";
+
+    /// <summary>The key saved in <paramref name="outDir"/>, or null when it holds no checkpoint.</summary>
+    public static string? KeyIn(string outDir)
+    {
+        string p = System.IO.Path.Combine(outDir, FileName);
+        if (!File.Exists(p)) return null;
+        using var f = SafeTensorsFile.Open(p);
+        return f.Metadata.GetValueOrDefault("run_key");
+    }
+
+    internal void Save(long windows, Action<SafeTensorsWriter> state)
+    {
+        var w = new SafeTensorsWriter().AddMetadata("run_key", RunKey).AddMetadata("windows", windows.ToString());
+        state(w);
+        w.Save(Path);
+    }
+
+    /// <summary>The saved state when it belongs to this run (the caller disposes the file), else null.</summary>
+    internal (long Windows, SafeTensorsFile File)? Open()
+    {
+        if (!File.Exists(Path)) return null;
+        var f = SafeTensorsFile.Open(Path);
+        if (f.Metadata.GetValueOrDefault("run_key") != RunKey) { f.Dispose(); return null; }
+        return (long.Parse(f.Metadata["windows"]), f);
+    }
+
+    public void Delete()
+    {
+        if (File.Exists(Path)) File.Delete(Path);
+    }
+}
