@@ -11,41 +11,31 @@ static class CoactivateCommand
     public static Command Create(Io io)
     {
         var model = Common.Model();
-        var sae = new Option<string>("--sae") { Description = "SAE folders, comma-separated (SAELens or sparsify), hooks of one model", Required = true };
-        var corpus = new Option<string>("--corpus") { Description = "Corpus file or folder: .txt, .jsonl (text field), .npy, .bin (llm.c / nanoGPT uint16), .u32", Required = true };
+        var o = new ScanOptions();
         var window = new Option<string>("--window") { Description = "Unit of co-occurrence: token, N (consecutive tokens) or document", DefaultValueFactory = _ => "token" };
-        var threshold = new Option<float>("--threshold") { Description = "A feature fires when its activation is above this", DefaultValueFactory = _ => 0f };
-        var context = new Option<int?>("--context-size") { Description = "Tokens per context window (default: the SAE's context_size)" };
         var top = new Option<string>("--top") { Description = "Partners per feature in the pair table, or 'all' for every co-occurring pair", DefaultValueFactory = _ => "10" };
-        var format = new Option<string>("--format") { Description = "Pair table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
-        var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens" };
-        var batch = new Option<int>("--batch") { Description = "Context windows per forward pass", DefaultValueFactory = _ => 8 };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (created). Resumable: rerun with the same --out to continue a killed run; a folder holding another run is refused without --overwrite", Required = true };
-        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
-        var device = Common.Device();
-        var threads = Common.Threads();
         var cmd = new Command("coactivate", Common.WithExamples(
             "Exact co-occurrence counts for every pair of features of each SAE over a corpus (sparse pair enumeration into " +
             "triangle-packed uint32 counters, never a dense BᵀB), with marginals, Jaccard, PMI and lift.",
             "polyengine coactivate --model gpt2 --sae saes/blocks.8.hook_resid_pre --corpus data.jsonl --out coact/",
             "polyengine coactivate --model ./toy --sae ./toy-sae --corpus tokens.bin --window document --top all --format csv --out coact/"))
-        { model, sae, corpus, window, threshold, context, top, format, maxTokens, batch, output, overwrite, device, threads };
+        { model, window, top };
+        o.AddTo(cmd);
         cmd.SetAction(r =>
         {
-            string outDir = r.GetValue(output)!;
+            string outDir = r.GetValue(o.Output)!;
             int? topN = r.GetValue(top) is "all" ? null
                 : int.TryParse(r.GetValue(top), out int t) && t > 0 ? t : throw new PolyEngineException($"--top '{r.GetValue(top)}' is not a positive number or 'all'");
-            var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
+            var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = new CoactivationOptions
             {
-                Window = CoactivationWindow.Parse(r.GetValue(window)!), Threshold = r.GetValue(threshold), ContextSize = r.GetValue(context),
-                MaxTokens = r.GetValue(maxTokens), Batch = r.GetValue(batch) > 0 ? r.GetValue(batch) : throw new PolyEngineException("--batch must be positive"),
+                Window = CoactivationWindow.Parse(r.GetValue(window)!), Threshold = r.GetValue(o.Threshold), ContextSize = r.GetValue(o.Context),
+                MaxTokens = r.GetValue(o.MaxTokens), Batch = r.GetValue(o.Batch) > 0 ? r.GetValue(o.Batch) : throw new PolyEngineException("--batch must be positive"),
             };
-            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
-            var saes = r.GetValue(sae)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(f => SparseAutoencoder.Load(f, m.Backend)).ToList();
+            var saes = Common.LoadSaes(io, m, r.GetValue(o.Sae)!);
             try
             {
                 long bytes = saes.Sum(s => CoactivationCounter.BytesFor(s.Config.DSae));
@@ -54,23 +44,17 @@ static class CoactivateCommand
                                  $"{bytes / (1024.0 * 1024):N1} MiB for {saes.Count} SAE(s) of {available / (1024.0 * 1024 * 1024):N1} GiB available");
                 if (bytes > available * 0.8)
                     throw new PolyEngineException($"the pair counters need {bytes / (1024.0 * 1024 * 1024):N1} GiB but only {available / (1024.0 * 1024 * 1024):N1} GiB are available; scan fewer SAEs at once");
-                foreach (var s in saes) io.Out.WriteLine($"sae: {s.Config.Folder} ({s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {SaeHooks.Processing(s)}");
-                var c = Corpus.Open(r.GetValue(corpus)!, m.Tokenizer);
+                var c = Corpus.Open(r.GetValue(o.Corpus)!, m.Tokenizer);
                 string key = ScanManifest.RunKey(m, saes, c.Files, new System.Text.Json.Nodes.JsonObject
                 {
                     ["scan"] = "coactivate", ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
                     ["max_tokens"] = options.MaxTokens,
                 });
-                var checkpoint = Common.PrepareScanOutput(outDir, key, r.GetValue(overwrite));
-                DateTime last = DateTime.MinValue;
-                var result = CoactivationScan.Run(m, saes, c, options, (tokens, seconds) =>
-                {
-                    if ((DateTime.UtcNow - last).TotalSeconds < 1) return;
-                    last = DateTime.UtcNow;
-                    io.Err.Write($"\r{tokens:N0} tokens, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s   ");
-                }, checkpoint, w => io.Out.WriteLine($"resuming: {w:N0} context windows were counted by an earlier run"));
+                var checkpoint = Common.PrepareScanOutput(outDir, key, r.GetValue(o.Overwrite));
+                var result = CoactivationScan.Run(m, saes, c, options, Common.Progress(io), checkpoint,
+                    w => io.Out.WriteLine($"resuming: {w:N0} context windows were counted by an earlier run"));
                 io.Err.WriteLine();
-                CoactivationWriter.Write(outDir, result, m, r.GetValue(corpus)!, c.Files, options, topN, fmt, note);
+                CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note);
                 checkpoint.Delete();
                 io.Out.WriteLine($"{result.Tokens:N0} tokens in {result.Windows:N0} windows ({result.Documents:N0} documents), {result.Seconds:F1} s, " +
                                  $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");

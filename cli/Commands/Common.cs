@@ -61,4 +61,64 @@ static class Common
         Directory.CreateDirectory(outDir);
         return new Scans.ScanCheckpoint { Path = Path.Combine(outDir, Scans.ScanCheckpoint.FileName), RunKey = runKey };
     }
+
+    /// <summary>Prints tokens/s to stderr at most once a second, on one line.</summary>
+    public static Action<long, double> Progress(Io io)
+    {
+        DateTime last = DateTime.MinValue;
+        return (tokens, seconds) =>
+        {
+            if ((DateTime.UtcNow - last).TotalSeconds < 1) return;
+            last = DateTime.UtcNow;
+            io.Err.Write($"\r{tokens:N0} tokens, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s   ");
+        };
+    }
+
+    /// <summary>Loads the comma-separated SAE folders on the model's backend, each checked against the model, and says so.</summary>
+    public static List<Sae.SparseAutoencoder> LoadSaes(Io io, Model model, string list)
+    {
+        var saes = new List<Sae.SparseAutoencoder>();
+        try
+        {
+            foreach (var folder in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            {
+                var s = Sae.SparseAutoencoder.Load(folder, model.Backend);
+                saes.Add(s);
+                s.CheckAgainst(model.Spec);
+                io.Out.WriteLine($"sae: {folder} ({s.Config.Format} {s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {Sae.SaeHooks.Processing(s)}");
+            }
+            if (saes.Count == 0) throw new PolyEngineException("--sae names no SAE folder");
+            return saes;
+        }
+        catch
+        {
+            foreach (var s in saes) s.Dispose();
+            throw;
+        }
+    }
+}
+
+/// <summary>The options every corpus scan takes (features, coactivate).</summary>
+sealed class ScanOptions
+{
+    public readonly Option<string> Sae = new("--sae") { Description = "SAE folders, comma-separated (SAELens or sparsify; hooks of one model share each forward pass)", Required = true };
+    public readonly Option<string> Corpus = new("--corpus") { Description = "Corpus file or folder: .txt, .jsonl (text field), .npy, .bin (llm.c / nanoGPT uint16), .u32", Required = true };
+    public readonly Option<float> Threshold = new("--threshold") { Description = "A feature fires when its activation is above this", DefaultValueFactory = _ => 0f };
+    public readonly Option<int?> Context = new("--context-size") { Description = "Tokens per context window (default: the SAE's context_size)" };
+    public readonly Option<string> Format = new("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
+    public readonly Option<long?> MaxTokens = new("--max-tokens") { Description = "Stop after this many tokens" };
+    public readonly Option<int> Batch = new("--batch") { Description = "Context windows per forward pass", DefaultValueFactory = _ => 8 };
+    public readonly Option<string> Output = new("--out", "-o")
+    {
+        Description = "Output folder (created). Resumable: rerun with the same --out to continue a killed run; a folder holding another run is refused without --overwrite",
+        Required = true,
+    };
+    public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+    public readonly Option<string> Device = Common.Device();
+    public readonly Option<int> Threads = Common.Threads();
+
+    public void AddTo(Command cmd)
+    {
+        foreach (Option o in new Option[] { Sae, Corpus, Threshold, Context, Format, MaxTokens, Batch, Output, Overwrite, Device, Threads }) cmd.Options.Add(o);
+    }
 }

@@ -12,55 +12,39 @@ static class FeaturesCommand
     public static Command Create(Io io)
     {
         var model = Common.Model();
-        var sae = new Option<string>("--sae") { Description = "SAE folders, comma-separated (hooks of one model share each forward pass)", Required = true };
-        var corpus = new Option<string>("--corpus") { Description = "Corpus file or folder: .txt, .jsonl (text field), .npy, .bin, .u32", Required = true };
+        var o = new ScanOptions();
         var topK = new Option<int>("--top-k") { Description = "Top activating context windows kept per feature", DefaultValueFactory = _ => 10 };
-        var threshold = new Option<float>("--threshold") { Description = "A feature fires when its activation is above this", DefaultValueFactory = _ => 0f };
-        var context = new Option<int?>("--context-size") { Description = "Tokens per context window (default: the SAE's context_size)" };
-        var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
-        var maxTokens = new Option<long?>("--max-tokens") { Description = "Stop after this many tokens" };
-        var batch = new Option<int>("--batch") { Description = "Context windows per forward pass", DefaultValueFactory = _ => 8 };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (created). Resumable: rerun with the same --out to continue a killed run; a folder holding another run is refused without --overwrite", Required = true };
-        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
-        var device = Common.Device();
-        var threads = Common.Threads();
         var cmd = new Command("features", Common.WithExamples(
             "Per feature of each SAE over a corpus: firing count and frequency, mean and max activation, and the top-k activating " +
             "context windows (token ids, per-token activations, position of the max) — the data Neuronpedia exports.",
             "polyengine features --model gpt2 --sae saes/blocks.8.hook_resid_pre --corpus data.jsonl --out feats/",
             "polyengine features --model ./toy --sae ./sae0,./sae1 --corpus tokens.bin --top-k 20 --format csv --out feats/"))
-        { model, sae, corpus, topK, threshold, context, format, maxTokens, batch, output, overwrite, device, threads };
+        { model, topK };
+        o.AddTo(cmd);
         cmd.SetAction(r =>
         {
-            string outDir = r.GetValue(output)!;
-            var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
-            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            string outDir = r.GetValue(o.Output)!;
+            var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
+            using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
-            var saes = r.GetValue(sae)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(f => SparseAutoencoder.Load(f, m.Backend)).ToList();
+            var saes = Common.LoadSaes(io, m, r.GetValue(o.Sae)!);
             try
             {
-                foreach (var s in saes) io.Out.WriteLine($"sae: {s.Config.Folder} ({s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {SaeHooks.Processing(s)}");
-                var c = Corpus.Open(r.GetValue(corpus)!, m.Tokenizer);
+                var c = Corpus.Open(r.GetValue(o.Corpus)!, m.Tokenizer);
                 var checkpoint = Common.PrepareScanOutput(outDir, ScanManifest.RunKey(m, saes, c.Files, new JsonObject
                 {
-                    ["scan"] = "features", ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(threshold), ["context_size"] = r.GetValue(context),
-                    ["max_tokens"] = r.GetValue(maxTokens),
-                }), r.GetValue(overwrite));
-                DateTime last = DateTime.MinValue;
-                var (stats, tokens, windows, seconds) = FeatureScan.Run(m, saes, c, r.GetValue(topK), r.GetValue(threshold), r.GetValue(context),
-                    r.GetValue(batch), r.GetValue(maxTokens), (t, s) =>
-                    {
-                        if ((DateTime.UtcNow - last).TotalSeconds < 1) return;
-                        last = DateTime.UtcNow;
-                        io.Err.Write($"\r{t:N0} tokens, {t / Math.Max(s, 1e-9):N0} tokens/s   ");
-                    }, checkpoint, w => io.Out.WriteLine($"resuming: {w:N0} context windows were scanned by an earlier run"));
+                    ["scan"] = "features", ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(o.Threshold), ["context_size"] = r.GetValue(o.Context),
+                    ["max_tokens"] = r.GetValue(o.MaxTokens),
+                }), r.GetValue(o.Overwrite));
+                var (stats, tokens, windows, seconds) = FeatureScan.Run(m, saes, c, r.GetValue(topK), r.GetValue(o.Threshold), r.GetValue(o.Context),
+                    r.GetValue(o.Batch), r.GetValue(o.MaxTokens), Common.Progress(io), checkpoint,
+                    w => io.Out.WriteLine($"resuming: {w:N0} context windows were scanned by an earlier run"));
                 io.Err.WriteLine();
-                FeatureWriter.Write(outDir, stats, tokens, windows, seconds, m, r.GetValue(corpus)!, c.Files, fmt, note, new JsonObject
+                FeatureWriter.Write(outDir, stats, tokens, windows, seconds, m, r.GetValue(o.Corpus)!, c.Files, fmt, note, new JsonObject
                 {
-                    ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(threshold), ["context_size"] = r.GetValue(context),
-                    ["batch"] = r.GetValue(batch), ["max_tokens"] = r.GetValue(maxTokens), ["format"] = fmt.ToString().ToLowerInvariant(),
+                    ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(o.Threshold), ["context_size"] = r.GetValue(o.Context),
+                    ["batch"] = r.GetValue(o.Batch), ["max_tokens"] = r.GetValue(o.MaxTokens), ["format"] = fmt.ToString().ToLowerInvariant(),
                 });
                 checkpoint.Delete();
                 io.Out.WriteLine($"{tokens:N0} tokens in {windows:N0} windows, {seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s");

@@ -42,16 +42,9 @@ static class RunCommand
             var saeFolders = (r.GetValue(sae) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if ((selected.Count > 0 || saeFolders.Length > 0) && outPath is null)
                 throw new PolyEngineException("--hooks and --sae need --out FILE.safetensors to write the activations to");
-            var saes = new List<Sae.SparseAutoencoder>();
-            foreach (var folder in saeFolders)
-            {
-                var s = Sae.SparseAutoencoder.Load(folder, m.Backend);
-                s.CheckAgainst(m.Spec);
-                if (saes.FirstOrDefault(o => o.Config.Hook == s.Config.Hook) is { } other)
-                    throw new PolyEngineException($"--sae: {other.Config.Folder} and {folder} both read {s.Config.Hook}; give one SAE per hook (their outputs share the hook's names)");
-                saes.Add(s);
-                io.Out.WriteLine($"sae: {folder} ({s.Config.Format} {s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {Sae.SaeHooks.Processing(s)}");
-            }
+            var saes = saeFolders.Length == 0 ? [] : Common.LoadSaes(io, m, r.GetValue(sae)!);
+            if (saes.GroupBy(s => s.Config.Hook).FirstOrDefault(g => g.Count() > 1) is { } shared)
+                throw new PolyEngineException($"--sae: {string.Join(" and ", shared.Select(s => s.Config.Folder))} all read {shared.Key}; give one SAE per hook (their outputs share the hook's names)");
             int[][] rows = r.GetValue(prompt) is string text ? [m.Encode(text)]
                 : r.GetValue(ids) is string list ? TokenIds.ParseList(list) : TokenIds.ParseJsonFile(r.GetValue(idsFile)!);
             var flat = rows.SelectMany(x => x).ToArray();
