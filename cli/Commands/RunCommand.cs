@@ -16,7 +16,7 @@ static class RunCommand
         var idsFile = new Option<string>("--ids-file") { Description = "JSON file with an array of equal-length rows of token ids" };
         var hooks = new Option<string>("--hooks") { Description = "Hooks to export: comma-separated TransformerLens names, '*' wildcards, or 'all'" };
         var output = new Option<string>("--out", "-o") { Description = "Write logits, input_ids and the hooks to this .safetensors file" };
-        var sae = new Option<string>("--sae") { Description = "SAE folders (comma-separated; SAELens or sparsify): adds {hook}.hook_sae_acts_pre/_post and .hook_sae_output to --out" };
+        var sae = new Option<string>("--sae") { Description = "SAE folders (comma-separated; SAELens or sparsify): adds {hook}.hook_sae_acts_pre/_post, .hook_sae_output and .hook_sae_error to --out" };
         var top = new Option<int>("--top") { Description = "How many next-token candidates to print per row", DefaultValueFactory = _ => 5 };
         var device = Common.Device();
         var threads = Common.Threads();

@@ -5,7 +5,8 @@ namespace PolyEngine.Sae;
 
 /// <summary>
 /// SAEs applied to a forward pass's recorded hooks, with SAELens naming: <c>{hook}.hook_sae_acts_pre</c>,
-/// <c>{hook}.hook_sae_acts_post</c> [batch, pos, d_sae] and <c>{hook}.hook_sae_output</c> [batch, pos, d_in].
+/// <c>{hook}.hook_sae_acts_post</c> [batch, pos, d_sae], <c>{hook}.hook_sae_output</c> and <c>{hook}.hook_sae_error</c>
+/// (input − output, in the SAE's input space) [batch, pos, d_in].
 /// A release trained on TransformerLens-processed activations (<c>center_writing_weights</c>, e.g. GPT-2 res-jb) gets
 /// the residual-stream family centred per token first (TL's centred stream = HF's minus its mean over d_model).
 /// </summary>
@@ -45,7 +46,11 @@ public static class SaeHooks
             var (x, enc) = Encode(sae, result);
             yield return ($"{c.Hook}.hook_sae_acts_pre", new Tensor(enc.HiddenPre, result.Batch, result.Seq, c.DSae));
             yield return ($"{c.Hook}.hook_sae_acts_post", new Tensor(enc.FeatureActs, result.Batch, result.Seq, c.DSae));
-            yield return ($"{c.Hook}.hook_sae_output", new Tensor(sae.Decode(enc.FeatureActs, rows, x), result.Batch, result.Seq, c.DIn));
+            var output = sae.Decode(enc.FeatureActs, rows, x);
+            yield return ($"{c.Hook}.hook_sae_output", new Tensor(output, result.Batch, result.Seq, c.DIn));
+            var error = new float[output.Length];
+            System.Numerics.Tensors.TensorPrimitives.Subtract(x, output, error);
+            yield return ($"{c.Hook}.hook_sae_error", new Tensor(error, result.Batch, result.Seq, c.DIn));
         }
     }
 }

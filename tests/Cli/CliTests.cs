@@ -56,6 +56,8 @@ public class CliTests
         Compare.Close(tg.ReadFloat32("hidden_pre"), f.ReadFloat32("blocks.1.hook_resid_pre.hook_sae_acts_pre"), 1e-4, "cli topk pre");
         Compare.Close(tg.ReadFloat32("feature_acts"), f.ReadFloat32("blocks.1.hook_resid_pre.hook_sae_acts_post"), 1e-4, "cli topk acts");
         Compare.Close(tg.ReadFloat32("sae_out"), f.ReadFloat32("blocks.1.hook_resid_pre.hook_sae_output"), 1e-4, "cli topk sae_out");
+        var expectedError = tg.ReadFloat32("sae_in").Zip(tg.ReadFloat32("sae_out"), (a, b) => a - b).ToArray();
+        Compare.Close(expectedError, f.ReadFloat32("blocks.1.hook_resid_pre.hook_sae_error"), 1e-4, "cli topk sae_error");
         // Two SAEs at one hook would share names: refused before any compute.
         var (code2, _, stderr2) = Run("run", "--model", Gpt2, "--ids", "1,2", "--sae",
             Path.Combine(Gpt2, "sae", "jumprelu") + "," + Path.Combine(Gpt2, "sae", "topk"), "--out", dir.File("x.safetensors"));

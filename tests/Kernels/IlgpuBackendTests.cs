@@ -122,6 +122,20 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, "cuda-emulated");
     }
 
+    [Theory]
+    [InlineData("jumprelu")]
+    [InlineData("topk-v6cfg")]
+    public void SaeEncodeAndDecodeOnTheEmulatedBackendMatchTheGolden(string variant)
+    {
+        string folder = Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", variant);
+        using var sae = PolyEngine.Sae.SparseAutoencoder.Load(folder, _gpu);
+        using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
+        var enc = sae.Encode(golden.ReadFloat32("sae_in"), 32);
+        Compare.Close(golden.ReadFloat32("hidden_pre"), enc.HiddenPre, 1e-4, $"emulated {variant} hidden_pre");
+        Compare.Close(golden.ReadFloat32("feature_acts"), enc.FeatureActs, 1e-4, $"emulated {variant} feature_acts");
+        Compare.Close(golden.ReadFloat32("sae_out"), sae.Decode(enc.FeatureActs, 32), 1e-4, $"emulated {variant} sae_out");
+    }
+
     [Fact]
     public void NoCudaDeviceGivesAOneLineErrorAndAutoFallsBackToCpu()
     {
