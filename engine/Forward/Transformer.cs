@@ -48,7 +48,7 @@ public sealed class Transformer : IDisposable
     /// <summary>Activation buffers for one rows count, kept between calls of the same shape.</summary>
     sealed class Workspace(IBackend b, ModelSpec s, int batch, int seq) : IDisposable
     {
-        public readonly int Batch = batch, Seq = seq, Rows = batch * seq;
+        public readonly int Batch = batch, Seq = seq;
         public readonly DeviceBuffer Resid = b.Allocate((long)batch * seq * s.DModel);     // [rows, d_model]
         public readonly DeviceBuffer Mid = b.Allocate((long)batch * seq * s.DModel);       // [rows, d_model]
         public readonly DeviceBuffer Normed = b.Allocate((long)batch * seq * s.DModel);    // [rows, d_model]

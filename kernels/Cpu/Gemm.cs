@@ -74,25 +74,25 @@ public static class Gemm
         var biasPadded = System.Buffers.ArrayPool<float>.Shared.Rent(b.Panels * NR);
         try
         {
-        Array.Clear(biasPadded, 0, b.Panels * NR);
-        bias.CopyTo(biasPadded);
-        fixed (float* pa = a) fixed (float* pc = c) fixed (float* pb0 = b.Data) fixed (float* pbias = biasPadded)
-        {
-            // Work items are (N chunk, M block) tiles of C, chunk-major so that threads working at the same time share
-            // the chunk's B panels in cache; threads take the next tile as they finish (shared vCPUs run unevenly).
-            // Chunks shrink (down to 4 panels) when there would otherwise be fewer than two tiles per thread.
-            int mBlocks = (m + MC - 1) / MC, wantChunks = Math.Max(1, (2 * threads + mBlocks - 1) / mBlocks);
-            int ncp = Math.Clamp((b.Panels + wantChunks - 1) / wantChunks, 4, NCP);
-            int chunks = (b.Panels + ncp - 1) / ncp, items = chunks * mBlocks;
-            var job = new Job(pa, pb0 + b.Offset, pc, pbias, m, n, k, b.Panels, mBlocks, ncp);
-            int workers = Math.Max(1, Math.Min(threads, items));
-            if (workers == 1) job.Run(new StrongBox<int>(0), items);
-            else
+            Array.Clear(biasPadded, 0, b.Panels * NR);
+            bias.CopyTo(biasPadded);
+            fixed (float* pa = a) fixed (float* pc = c) fixed (float* pb0 = b.Data) fixed (float* pbias = biasPadded)
             {
-                var next = new StrongBox<int>(0);
-                Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, _ => job.Run(next, items));
+                // Work items are (N chunk, M block) tiles of C, chunk-major so that threads working at the same time share
+                // the chunk's B panels in cache; threads take the next tile as they finish (shared vCPUs run unevenly).
+                // Chunks shrink (down to 4 panels) when there would otherwise be fewer than two tiles per thread.
+                int mBlocks = (m + MC - 1) / MC, wantChunks = Math.Max(1, (2 * threads + mBlocks - 1) / mBlocks);
+                int ncp = Math.Clamp((b.Panels + wantChunks - 1) / wantChunks, 4, NCP);
+                int chunks = (b.Panels + ncp - 1) / ncp, items = chunks * mBlocks;
+                var job = new Job(pa, pb0 + b.Offset, pc, pbias, m, n, k, b.Panels, mBlocks, ncp);
+                int workers = Math.Max(1, Math.Min(threads, items));
+                if (workers == 1) job.Run(new StrongBox<int>(0), items);
+                else
+                {
+                    var next = new StrongBox<int>(0);
+                    Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, _ => job.Run(next, items));
+                }
             }
-        }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(biasPadded); }
     }
