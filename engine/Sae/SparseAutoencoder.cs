@@ -130,16 +130,40 @@ public sealed class SparseAutoencoder : IDisposable
         }
     }
 
-    /// <summary>Indices of the k largest values (ties: lower index first), by partial selection.</summary>
+    /// <summary>Indices (ascending) of the k largest values, ties broken towards the lower index: one pass with a size-k
+    /// min-heap, O(F log k) — a full sort per token made TopK SAEs 50× slower at F = 24,576.</summary>
     internal static int[] TopKIndices(ReadOnlySpan<float> values, int k)
     {
-        var vals = values.ToArray();
-        var idx = Enumerable.Range(0, vals.Length).ToArray();
-        Array.Sort(idx, (a, b) => vals[b].CompareTo(vals[a]) is var c && c != 0 ? c : a.CompareTo(b));
-        var top = idx.Take(k).ToArray();
-        Array.Sort(top);
-        return top;
+        k = Math.Min(k, values.Length);
+        var heap = new int[k];   // indices; heap[0] is the weakest kept (smallest value, then largest index)
+        int size = 0;
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (size < k)
+            {
+                int c = size++;
+                heap[c] = i;
+                while (c > 0 && Weaker(values, heap[c], heap[(c - 1) / 2])) { (heap[c], heap[(c - 1) / 2]) = (heap[(c - 1) / 2], heap[c]); c = (c - 1) / 2; }
+            }
+            else if (Weaker(values, heap[0], i))
+            {
+                heap[0] = i;
+                for (int c = 0; ;)
+                {
+                    int l = 2 * c + 1, r = l + 1, m = c;
+                    if (l < k && Weaker(values, heap[l], heap[m])) m = l;
+                    if (r < k && Weaker(values, heap[r], heap[m])) m = r;
+                    if (m == c) break;
+                    (heap[c], heap[m]) = (heap[m], heap[c]);
+                    c = m;
+                }
+            }
+        }
+        Array.Sort(heap);
+        return heap;
     }
+
+    static bool Weaker(ReadOnlySpan<float> v, int a, int b) => v[a] < v[b] || (v[a] == v[b] && a > b);
 
     /// <summary>x̂ [rows, d_in] from feature activations [rows, d_sae] (in the original activation space when normalised).</summary>
     public float[] Decode(float[] acts, int rows, float[]? originalInput = null)

@@ -69,7 +69,6 @@ public static class CoactivationScan
                 skip = windowsDone = savedWindows;
                 resumed?.Invoke(skip);
             }
-        var lastSave = System.Diagnostics.Stopwatch.StartNew();
 
         void Flush()
         {
@@ -100,23 +99,19 @@ public static class CoactivationScan
                 if (!options.Window.Document) Flush();   // a window of N tokens never spans two context windows
             }
             windowsDone += batch.Windows.Count;
-            if (checkpoint is not null && lastSave.Elapsed >= checkpoint.Every)
+            checkpoint?.MaybeSave(windowsDone, w =>
             {
-                checkpoint.Save(windowsDone, w =>
+                w.AddMetadata("pending_document", pendingDoc.ToString()).AddMetadata("pending_tokens", pendingTokens.ToString());
+                for (int i = 0; i < counters.Count; i++)
                 {
-                    w.AddMetadata("pending_document", pendingDoc.ToString()).AddMetadata("pending_tokens", pendingTokens.ToString());
-                    for (int i = 0; i < counters.Count; i++)
-                    {
-                        var c = counters[i].Item2;
-                        var pairs = c.Pairs.ToArray();
-                        w.AddRaw($"{i}.pairs", SafeTensorDType.U32, [pairs.LongLength], MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.LongLength);
-                        w.Add($"{i}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
-                        w.Add($"{i}.units", [(long)c.Units], 1);
-                        w.Add($"{i}.pending", pending[i].Select(v => (long)v).ToArray(), pending[i].Count);
-                    }
-                });
-                lastSave.Restart();
-            }
+                    var c = counters[i].Item2;
+                    var pairs = c.Pairs.ToArray();
+                    w.AddRaw($"{i}.pairs", SafeTensorDType.U32, [pairs.LongLength], MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.LongLength);
+                    w.Add($"{i}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
+                    w.Add($"{i}.units", [(long)c.Units], 1);
+                    w.Add($"{i}.pending", pending[i].Select(v => (long)v).ToArray(), pending[i].Count);
+                }
+            });
         }, progress, skip);
         Flush();
         return new CoactivationResult(counters, tokens, windows, documents, seconds);

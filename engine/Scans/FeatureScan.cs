@@ -118,7 +118,6 @@ public static class FeatureScan
                 skip = windowsDone = savedWindows;
                 resumed?.Invoke(skip);
             }
-        var lastSave = System.Diagnostics.Stopwatch.StartNew();
         var (tokens, windows, _, seconds) = SaeStream.Run(model, saes, corpus, contextSize, batch, maxTokens, b =>
         {
             for (int i = 0; i < saes.Count; i++)
@@ -158,11 +157,7 @@ public static class FeatureScan
                 }
             }
             windowsDone += b.Windows.Count;
-            if (checkpoint is not null && lastSave.Elapsed >= checkpoint.Every)
-            {
-                checkpoint.Save(windowsDone, w => { for (int i = 0; i < stats.Count; i++) stats[i].Save(w, $"{i}."); });
-                lastSave.Restart();
-            }
+            checkpoint?.MaybeSave(windowsDone, w => { for (int i = 0; i < stats.Count; i++) stats[i].Save(w, $"{i}."); });
         }, progress, skip);
         return (stats, tokens, windows, seconds);
     }

@@ -167,3 +167,19 @@ public class SaeTests
         Assert.Contains("does not have", Assert.Throws<PolyEngineException>(() => sae.CheckAgainst(shallow)).Message);
     }
 }
+
+public class TopKTests
+{
+    [Fact]
+    public void TopKMatchesAFullSortIncludingTies()
+    {
+        var rng = new System.Random(3);
+        foreach (int n in new[] { 1, 2, 7, 50, 1000 })
+            foreach (int k in new[] { 1, 3, 8, 50 })
+            {
+                var v = Enumerable.Range(0, n).Select(_ => (float)Math.Round(rng.NextDouble() * 10) - 5).ToArray();   // many ties
+                var expected = Enumerable.Range(0, n).OrderByDescending(i => v[i]).ThenBy(i => i).Take(k).Order().ToArray();
+                Assert.Equal(expected, PolyEngine.Sae.SparseAutoencoder.TopKIndices(v, k));
+            }
+    }
+}
