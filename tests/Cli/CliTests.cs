@@ -225,7 +225,8 @@ public class CliTests
     [Fact]
     public void EveryVerbHasHelpWithExamples()
     {
-        foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"] })
+        foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"], ["bench", "coactivate"], ["features"],
+                     ["coactivate"], ["toy-corpus"], ["toy-sae"], ["devices"], ["kernels", "check"] })
         {
             var (code, stdout, _) = Run([.. verb, "--help"]);
             Assert.Equal(0, code);
