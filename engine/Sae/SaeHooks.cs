@@ -22,7 +22,7 @@ public static class SaeHooks
             : "input as the unprocessed HF model computes it";
 
     /// <summary>The SAE's input from a pass (its hook, processed as the release expects) and its encoding.</summary>
-    public static (float[] Input, SaeEncoding Encoding) Encode(SparseAutoencoder sae, RunResult result)
+    public static (float[] Input, SaeEncoding Encoding) Encode(SparseAutoencoder sae, RunResult result, SaeEncoding? reuse = null)
     {
         var c = sae.Config;
         var x = (float[])result.Cache[c.Hook].Data.Clone();
@@ -34,7 +34,7 @@ public static class SaeHooks
                 float mean = System.Numerics.Tensors.TensorPrimitives.Sum(row) / c.DIn;
                 System.Numerics.Tensors.TensorPrimitives.Subtract(row, mean, row);
             }
-        return (x, sae.Encode(x, rows));
+        return (x, sae.Encode(x, rows, reuse));
     }
 
     public static IEnumerable<(string Name, Tensor Tensor)> Apply(IEnumerable<SparseAutoencoder> saes, RunResult result)

@@ -88,7 +88,9 @@ public sealed class SparseAutoencoder : IDisposable
     }
 
     /// <summary>Encodes rows of the hook activation x [rows, d_in] (already in the SAE's input convention).</summary>
-    public SaeEncoding Encode(float[] x, int rows)
+    /// <param name="reuse">An earlier encoding whose arrays may be overwritten (scans pass theirs: no fresh [rows, d_sae]
+    /// arrays per batch); the result's arrays are then at least, not exactly, rows·d_sae long.</param>
+    public SaeEncoding Encode(float[] x, int rows, SaeEncoding? reuse = null)
     {
         int dIn = Config.DIn, dSae = Config.DSae;
         if (x.Length != (long)rows * dIn) throw new ArgumentException($"x has {x.Length} values, expected {rows}×{dIn}");
@@ -99,17 +101,23 @@ public sealed class SparseAutoencoder : IDisposable
             NormalizeIn(row, out _, out _);
             if (Config.ApplyBDecToInput) System.Numerics.Tensors.TensorPrimitives.Subtract(row, _bDecHost, row);
         }
-        var pre = new float[(long)rows * dSae];
-        using (var xb = _backend.Upload(input))
-        using (var yb = _backend.Allocate(pre.LongLength))
+        long n = (long)rows * dSae;
+        var pre = reuse is not null && reuse.HiddenPre.LongLength >= n ? reuse.HiddenPre : GC.AllocateUninitializedArray<float>(checked((int)n));
+        var acts = reuse is not null && reuse.FeatureActs.LongLength >= n ? reuse.FeatureActs : GC.AllocateUninitializedArray<float>(checked((int)n));
+        // On a host backend the GEMM reads x and writes pre in place; on a device, upload and download.
+        using (var xb = _backend.TryWrapHost(input) ?? _backend.Upload(input))
         {
-            _backend.Linear(xb, _enc, _bEnc, yb, rows);
-            _backend.Download(yb, pre);
+            if (_backend.TryWrapHost(pre) is { } wrapped) _backend.Linear(xb, _enc, _bEnc, wrapped, rows);
+            else
+            {
+                using var yb = _backend.Allocate(n);
+                _backend.Linear(xb, _enc, _bEnc, yb, rows);
+                _backend.Download(yb, pre.AsSpan(0, (int)n));
+            }
         }
         if (_decoderNorms is not null)
             for (int r = 0; r < rows; r++) System.Numerics.Tensors.TensorPrimitives.Multiply(pre.AsSpan(r * dSae, dSae), _decoderNorms, pre.AsSpan(r * dSae, dSae));
-        var acts = new float[pre.Length];
-        for (int r = 0; r < rows; r++) Activate(pre.AsSpan(r * dSae, dSae), acts.AsSpan(r * dSae, dSae));
+        Parallel.For(0, rows, r => Activate(pre.AsSpan(r * dSae, dSae), acts.AsSpan(r * dSae, dSae)));
         return new SaeEncoding(pre, acts, rows, dSae);
     }
 

@@ -85,7 +85,7 @@ public static class CoactivationScan
             for (int r = 0; r < batch.Windows.Count; r++)
             {
                 if (options.Window.Document && batch.Windows[r].Document != pendingDoc) { Flush(); pendingDoc = batch.Windows[r].Document; }
-                for (int t = batch.FirstPosition; t < batch.Seq; t++)
+                for (int t = batch.FirstPosition, len = batch.Windows[r].Tokens.Length; t < len; t++)
                 {
                     for (int i = 0; i < saes.Count; i++)
                     {

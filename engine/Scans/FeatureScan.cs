@@ -129,7 +129,8 @@ public static class FeatureScan
                 {
                     var windowMax = new float[f];
                     var windowArg = new int[f];
-                    for (int t = b.FirstPosition; t < b.Seq; t++)
+                    int len = b.Windows[r].Tokens.Length;
+                    for (int t = b.FirstPosition; t < len; t++)
                     {
                         var row = acts.AsSpan((r * b.Seq + t) * f, f);
                         for (int j = 0; j < f; j++)
@@ -144,7 +145,7 @@ public static class FeatureScan
                             if (a > windowMax[j]) { windowMax[j] = a; windowArg[j] = t; }
                         }
                     }
-                    st.Tokens += b.Seq - b.FirstPosition;
+                    st.Tokens += len - b.FirstPosition;
                     if (topK == 0) continue;
                     var (tokensOfWindow, _, window) = b.Windows[r];
                     for (int j = 0; j < f; j++)
@@ -152,7 +153,7 @@ public static class FeatureScan
                         if (windowMax[j] <= threshold) continue;
                         int rr = r, jj = j, seq = b.Seq;
                         st.Offer(j, windowMax[j], window, () => new FeatureContext(windowMax[jj], window, windowArg[jj], tokensOfWindow,
-                            Enumerable.Range(0, seq).Select(t => acts[(rr * seq + t) * f + jj]).ToArray()));
+                            Enumerable.Range(0, len).Select(t => acts[(rr * seq + t) * f + jj]).ToArray()));
                     }
                 }
             }

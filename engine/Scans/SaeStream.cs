@@ -6,16 +6,19 @@ using PolyEngine.Sae;
 namespace PolyEngine.Scans;
 
 /// <summary>One batch of context windows with every SAE's feature activations.</summary>
-/// <param name="Windows">The windows (token ids, document index, window index), all of length <paramref name="Seq"/>.</param>
-/// <param name="Acts">Per SAE, [windows, seq, d_sae] feature activations.</param>
+/// <param name="Windows">The windows (token ids, document index, window index); a window may be shorter than
+/// <paramref name="Seq"/> (right-padded in the pass): only positions below its length are real.</param>
+/// <param name="Acts">Per SAE, [windows, seq, d_sae] feature activations (arrays reused between batches, possibly longer).</param>
 /// <param name="FirstPosition">1 when a BOS was prepended (position 0 is not corpus text), else 0.</param>
 public sealed record SaeBatch(IReadOnlyList<(int[] Tokens, long Document, long Window)> Windows, IReadOnlyList<float[]> Acts, int Seq, int FirstPosition);
 
 /// <summary>
 /// Streams a corpus through a model and its SAEs: context windows of the SAEs' context_size (BOS as the first SAE's
 /// prepend_bos says), batched by length, one forward pass per batch stopping after the deepest SAE hook (no LM head),
-/// every SAE encoded on the pass's activations. The shared front half of every SAE scan. Results do not depend on how
-/// windows are batched (each row is computed alone), so a resumed run (<c>skipWindows</c>) gives identical output.
+/// every SAE encoded on the pass's activations. The shared front half of every SAE scan. Windows of different lengths
+/// share a batch, right-padded: attention is causal, so padding after a window's last token changes none of its
+/// positions. Results do not depend on how windows are batched (each row is computed alone), so a resumed run
+/// (<c>skipWindows</c>) gives identical output.
 /// </summary>
 public static class SaeStream
 {
@@ -32,17 +35,24 @@ public static class SaeStream
         int? stop = hooks.All(h => h.IsBlock) ? hooks.Max(h => h.Layer) : null;
         long tokens = 0, windows = 0, documents = 0;
         var sw = Stopwatch.StartNew();
+        var encodings = new SaeEncoding?[saes.Count];   // reused batch to batch: no fresh [rows, d_sae] arrays
 
         void Process(List<(int[] Tokens, long Document, long Window)> batch)
         {
             if (batch.Count == 0) return;
-            int seq = batch[0].Tokens.Length;
-            var result = model.Run(batch.SelectMany(w => w.Tokens).ToArray(), batch.Count, seq,
-                new RunOptions { Hooks = hooks, StopAtLayer = stop, Logits = LogitsMode.None });
-            var acts = saes.Select(s => SaeHooks.Encode(s, result).Encoding.FeatureActs).ToArray();   // no decode: scans need acts only
+            int seq = batch.Max(w => w.Tokens.Length);
+            var ids = new int[batch.Count * seq];   // right-padded with token 0
+            for (int r = 0; r < batch.Count; r++) batch[r].Tokens.CopyTo(ids, r * seq);
+            var result = model.Run(ids, batch.Count, seq, new RunOptions { Hooks = hooks, StopAtLayer = stop, Logits = LogitsMode.None });
+            var acts = new float[saes.Count][];
+            for (int i = 0; i < saes.Count; i++)   // no decode: scans need acts only
+            {
+                encodings[i] = SaeHooks.Encode(saes[i], result, encodings[i]).Encoding;
+                acts[i] = encodings[i]!.FeatureActs;
+            }
             int firstPos = bos is null ? 0 : 1;
             onBatch(new SaeBatch(batch, acts, seq, firstPos));
-            tokens += (long)batch.Count * (seq - firstPos);
+            tokens += batch.Sum(w => (long)(w.Tokens.Length - firstPos));
             windows += batch.Count;
             progress?.Invoke(tokens, sw.Elapsed.TotalSeconds);
         }
@@ -62,7 +72,7 @@ public static class SaeStream
                 tokens += body;
                 continue;
             }
-            if (rows.Count > 0 && (rows[0].Tokens.Length != w.Length || rows.Count == batchSize))
+            if (rows.Count == batchSize)
             {
                 Process(rows);
                 rows = [];
