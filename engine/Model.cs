@@ -78,9 +78,10 @@ public sealed class Model : IDisposable
         ValidateIds(ids, batch, seq);
         if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
             throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
+        var valid = new HashSet<Hooks.HookName>(Hooks.HookName.AllFor(Spec));
         foreach (var h in options.Hooks)
         {
-            if (!Hooks.HookName.AllFor(Spec).Contains(h))
+            if (!valid.Contains(h))
                 throw new PolyEngineException($"hook '{h}' does not exist in this {Spec.Architecture} model");
             if (options.StopAtLayer is int s && (h.IsBlock ? h.Layer > s : h.Point is Hooks.HookPoint.LnFinalScale or Hooks.HookPoint.LnFinalNormalized))
                 throw new PolyEngineException($"hook '{h}' lies after stop layer {s}; raise the stop layer or drop the hook");

@@ -25,15 +25,18 @@ public static class SaeHooks
     public static (float[] Input, SaeEncoding Encoding) Encode(SparseAutoencoder sae, RunResult result, SaeEncoding? reuse = null)
     {
         var c = sae.Config;
-        var x = (float[])result.Cache[c.Hook].Data.Clone();
+        var x = result.Cache[c.Hook].Data;   // read only below, unless centred (then a copy)
         int rows = result.Batch * result.Seq;
         if (c.CenterWritingWeights && Centred.Contains(c.Hook.Point))
+        {
+            x = (float[])x.Clone();
             for (int r = 0; r < rows; r++)
             {
                 var row = x.AsSpan(r * c.DIn, c.DIn);
                 float mean = System.Numerics.Tensors.TensorPrimitives.Sum(row) / c.DIn;
                 System.Numerics.Tensors.TensorPrimitives.Subtract(row, mean, row);
             }
+        }
         return (x, sae.Encode(x, rows, reuse));
     }
 
