@@ -79,7 +79,7 @@ public sealed class Model : IDisposable
         if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
             throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
         var valid = new HashSet<Hooks.HookName>(Hooks.HookName.AllFor(Spec));
-        foreach (var h in options.Hooks)
+        foreach (var h in options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)))
         {
             if (!valid.Contains(h))
                 throw new PolyEngineException($"hook '{h}' does not exist in this {Spec.Architecture} model");

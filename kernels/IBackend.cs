@@ -103,6 +103,14 @@ public interface IBackend : IDisposable
     void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
         float scale, DeviceBuffer? pattern = null);
 
+    /// <summary>An SAE's input processing, per row of x[rows, d]: centre (x − mean) when <paramref name="center"/>, then
+    /// <paramref name="norm"/>, then subtract <paramref name="subtract"/> [d] when not null; y may alias x.</summary>
+    void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract);
+
+    /// <summary>Applies <paramref name="rule"/> to pre[rows, width] and returns the nonzeros, per row in ascending column order:
+    /// the only part of an SAE encoding that reaches the host on a device.</summary>
+    SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule);
+
     /// <summary>Waits for queued work (no-op on the CPU).</summary>
     void Synchronize();
 }

@@ -63,6 +63,14 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
         float scale, DeviceBuffer? pattern = null) =>
         Time("CausalAttention", () => inner.CausalAttention(q, k, v, z, batch, seq, nHeads, dHead, scale, pattern));
+    public void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract) =>
+        Time("NormalizeRows", () => inner.NormalizeRows(x, y, rows, d, norm, center, subtract));
+    public SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule)
+    {
+        SparseRows? result = null;
+        Time($"Sparsify {rule.Activation}", () => result = inner.Sparsify(pre, rows, width, rule));
+        return result!;
+    }
     public void Synchronize() => inner.Synchronize();
     public void Dispose() => inner.Dispose();
 }

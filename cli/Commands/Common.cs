@@ -85,7 +85,7 @@ static class Common
                 var s = Sae.SparseAutoencoder.Load(folder, model.Backend);
                 saes.Add(s);
                 s.CheckAgainst(model.Spec);
-                io.Out.WriteLine($"sae: {folder} ({s.Config.Format} {s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {Sae.SaeHooks.Processing(s)}");
+                io.Out.WriteLine($"sae: {folder} ({s.Config.Format} {s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {s.Processing}");
             }
             if (saes.Count == 0) throw new PolyEngineException("--sae names no SAE folder");
             return saes;

@@ -23,7 +23,15 @@ public sealed record RunOptions
     public int? StopAtLayer { get; init; }
 
     public LogitsMode Logits { get; init; } = LogitsMode.All;
+
+    /// <summary>Hooks read where they are computed, without a copy to the host: each tap's <see cref="DeviceTap.Read"/> gets
+    /// the hook's backend buffer [batch·pos, width] during the pass (valid only during the call). The fused SAE encode
+    /// reads its hook this way.</summary>
+    public IReadOnlyList<DeviceTap> DeviceTaps { get; init; } = [];
 }
+
+/// <summary>A hook read on the device during a pass (<see cref="RunOptions.DeviceTaps"/>).</summary>
+public sealed record DeviceTap(HookName Hook, Action<PolyEngine.Kernels.DeviceBuffer> Read);
 
 /// <summary>The result of <see cref="Model.Run(int[][], RunOptions?)"/>.</summary>
 public sealed class RunResult

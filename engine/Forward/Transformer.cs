@@ -84,11 +84,14 @@ public sealed class Transformer : IDisposable
         int d = s.DModel, rows = batch * seq;
         if (_ws is null || _ws.Batch != batch || _ws.Seq != seq) { _ws?.Dispose(); _ws = new Workspace(b, s, batch, seq); }
         var ws = _ws;
-        var want = new HashSet<HookName>(options.Hooks);
+        var download = new HashSet<HookName>(options.Hooks);
+        var want = new HashSet<HookName>(download.Concat(options.DeviceTaps.Select(t => t.Hook)));   // computed: downloaded or read on the device
         var cache = new ActivationCache();
         void Tap(HookName name, DeviceBuffer buf)
         {
             if (!want.Contains(name)) return;
+            foreach (var t in options.DeviceTaps) if (t.Hook == name) t.Read(buf);
+            if (!download.Contains(name)) return;
             var shape = name.ShapeFor(s, batch, seq);
             var data = HostArray(shape.Aggregate(1L, (x, y) => x * y));
             b.Download(buf, data);

@@ -33,7 +33,7 @@ public static class ScanManifest
         ["saes"] = new JsonArray(saes.Select((s, i) => (JsonNode)new JsonObject
         {
             ["name"] = names[i], ["folder"] = s.Config.Folder, ["format"] = s.Config.Format, ["hook"] = s.Config.Hook.ToString(),
-            ["d_sae"] = s.Config.DSae, ["architecture"] = s.Config.Architecture.ToString(), ["processing"] = SaeHooks.Processing(s),
+            ["d_sae"] = s.Config.DSae, ["architecture"] = s.Config.Architecture.ToString(), ["processing"] = s.Processing,
             ["cfg_sha256"] = Sha256(Path.Combine(s.Config.Folder, "cfg.json")),
         }).ToArray()),
         ["corpus"] = new JsonObject

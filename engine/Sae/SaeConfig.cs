@@ -1,11 +1,10 @@
 using System.Text.Json;
 using PolyEngine.Hooks;
+using PolyEngine.Kernels;
 
 namespace PolyEngine.Sae;
 
 public enum SaeArchitecture { Standard, JumpRelu, TopK }
-
-public enum SaeNormalization { None, LayerNorm, ConstantNormRescale }
 
 /// <summary>
 /// An SAE's configuration, normalised from the formats researchers have (FORMATS.md §4): SAELens folders with the flat
@@ -21,7 +20,7 @@ public sealed record SaeConfig
     public required HookName Hook { get; init; }
     public int K { get; init; }
     public bool ApplyBDecToInput { get; init; } = true;
-    public SaeNormalization Normalization { get; init; }
+    public RowNormalization Normalization { get; init; }
     public bool RescaleActsByDecoderNorm { get; init; }
     public bool PrependBos { get; init; }
     public int? ContextSize { get; init; }
@@ -148,9 +147,9 @@ public sealed record SaeConfig
             : v.ValueKind == JsonValueKind.Object ? new Reader(Path, v) : throw new PolyEngineException($"{Path}: field '{name}' must be an object");
 
         /// <summary>normalize_activations: 6.x strings, or the pre-6.0 boolean (true → expected_average_only_in).</summary>
-        public SaeNormalization NormalizeActivations()
+        public RowNormalization NormalizeActivations()
         {
-            if (!Get("normalize_activations", out var v)) return SaeNormalization.None;
+            if (!Get("normalize_activations", out var v)) return RowNormalization.None;
             string value = v.ValueKind switch
             {
                 JsonValueKind.String => v.GetString()!,
@@ -160,9 +159,9 @@ public sealed record SaeConfig
             };
             return value switch
             {
-                "none" => SaeNormalization.None,
-                "layer_norm" => SaeNormalization.LayerNorm,
-                "constant_norm_rescale" => SaeNormalization.ConstantNormRescale,
+                "none" => RowNormalization.None,
+                "layer_norm" => RowNormalization.LayerNorm,
+                "constant_norm_rescale" => RowNormalization.ConstantNorm,
                 "expected_average_only_in" => throw new PolyEngineException(
                     $"{Path}: normalize_activations 'expected_average_only_in' needs the release's norm_scaling_factor (SAELens pretrained_saes.yaml), which the folder does not carry; fold it into the weights or use a release without it"),
                 _ => throw new PolyEngineException($"{Path}: normalize_activations '{value}' is not supported (none, layer_norm, constant_norm_rescale)"),

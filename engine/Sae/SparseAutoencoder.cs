@@ -13,35 +13,62 @@ public sealed record SaeEncoding(float[] HiddenPre, float[] FeatureActs, int Row
 /// A sparse autoencoder (SAELens conventions, FORMATS.md §4.1): W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec
 /// (+ threshold for JumpReLU). Encode: x' = norm_in(x); s = x' − b_dec (when apply_b_dec_to_input); pre = s·W_enc + b_enc;
 /// standard f = ReLU(pre), JumpReLU f = ReLU(pre)·[pre &gt; θ], TopK f = ReLU of the k largest pre (the rest 0).
-/// Decode: x̂ = norm_out(f·W_dec + b_dec). The GEMMs run on the model's backend; the activation functions on the host.
+/// Decode: x̂ = norm_out(f·W_dec + b_dec). Every encode step runs on the model's backend (<see cref="IBackend.NormalizeRows"/>,
+/// the GEMM, <see cref="IBackend.Sparsify"/>): <see cref="EncodeSparse"/> reads a hook's device buffer and returns only the
+/// nonzeros. <c>rescale_acts_by_decoder_norm</c> is folded into W_enc and b_enc at load (pre_j·‖W_dec[j]‖ is
+/// x·(W_enc[:, j]·‖W_dec[j]‖) + b_enc[j]·‖W_dec[j]‖). Not thread-safe: encodes share scratch buffers (a model's passes are
+/// serialised anyway).
 /// </summary>
 public sealed class SparseAutoencoder : IDisposable
 {
+    static readonly HashSet<HookPoint> Centred =
+        [HookPoint.Embed, HookPoint.PosEmbed, HookPoint.ResidPre, HookPoint.ResidMid, HookPoint.ResidPost, HookPoint.AttnOut, HookPoint.MlpOut];
+
     readonly IBackend _backend;
     readonly PackedWeight _enc, _dec;
     readonly DeviceBuffer _bEnc, _bDec;
-    readonly float[] _bDecHost;
-    readonly float[]? _threshold;
+    readonly DeviceBuffer? _threshold;
+    readonly SparseRule _rule;
     readonly float[]? _decoderNorms;   // ‖W_dec[j]‖ for TopK with rescale_acts_by_decoder_norm
+    DeviceBuffer? _input, _pre;        // scratch: [rows, d_in] processed input, [rows, d_sae] pre-activations
 
     public SaeConfig Config { get; }
+
+    /// <summary>True when the release was trained on TransformerLens-processed activations (<c>center_writing_weights</c>,
+    /// e.g. GPT-2 res-jb) and reads the residual-stream family: its input is centred per token first (TL's centred stream
+    /// = HF's minus its mean over d_model).</summary>
+    public bool CentresInput => Config.CenterWritingWeights && Centred.Contains(Config.Hook.Point);
+
+    /// <summary>What input processing this SAE gets, in words (printed by runs).</summary>
+    public string Processing => CentresInput
+        ? "input centred per token (center_writing_weights, as TransformerLens processed it in training)"
+        : "input as the unprocessed HF model computes it";
 
     SparseAutoencoder(SaeConfig config, IBackend backend, float[] wEnc, WeightLayout encLayout, float[] bEnc, float[] wDec, float[] bDec, float[]? threshold)
     {
         Config = config;
         _backend = backend;
-        _enc = backend.PackWeight(wEnc, config.DIn, config.DSae, encLayout);
-        _dec = backend.PackWeight(wDec, config.DSae, config.DIn, WeightLayout.InOut);
-        _bEnc = backend.Upload(bEnc);
-        _bDec = backend.Upload(bDec);
-        _bDecHost = bDec;
-        _threshold = threshold;
         if (config.RescaleActsByDecoderNorm)
         {
             _decoderNorms = new float[config.DSae];
             for (int j = 0; j < config.DSae; j++)
                 _decoderNorms[j] = (float)Math.Sqrt(wDec.AsSpan(j * config.DIn, config.DIn).ToArray().Sum(v => (double)v * v));
+            for (int i = 0; i < config.DIn; i++)
+                for (int j = 0; j < config.DSae; j++)
+                    wEnc[encLayout == WeightLayout.InOut ? (long)i * config.DSae + j : (long)j * config.DIn + i] *= _decoderNorms[j];
+            for (int j = 0; j < config.DSae; j++) bEnc[j] *= _decoderNorms[j];
         }
+        _enc = backend.PackWeight(wEnc, config.DIn, config.DSae, encLayout);
+        _dec = backend.PackWeight(wDec, config.DSae, config.DIn, WeightLayout.InOut);
+        _bEnc = backend.Upload(bEnc);
+        _bDec = backend.Upload(bDec);
+        _threshold = threshold is null ? null : backend.Upload(threshold);
+        _rule = new SparseRule(config.Architecture switch
+        {
+            SaeArchitecture.JumpRelu => SparseActivation.JumpRelu,
+            SaeArchitecture.TopK => SparseActivation.TopK,
+            _ => SparseActivation.Relu,
+        }, config.K, _threshold);
     }
 
     /// <summary>Loads an SAELens or sparsify folder; weights are checked for shape and NaN before anything runs.</summary>
@@ -87,91 +114,37 @@ public sealed class SparseAutoencoder : IDisposable
             throw new PolyEngineException($"{Config.Folder}: d_in {Config.DIn} does not equal the width {width} of '{Config.Hook}' in this model; the SAE belongs to another model");
     }
 
-    /// <summary>Encodes rows of the hook activation x [rows, d_in] (already in the SAE's input convention).</summary>
-    /// <param name="reuse">An earlier encoding whose arrays may be overwritten (scans pass theirs: no fresh [rows, d_sae]
-    /// arrays per batch); the result's arrays are then at least, not exactly, rows·d_sae long.</param>
-    public SaeEncoding Encode(float[] x, int rows, SaeEncoding? reuse = null)
+    /// <summary>pre [rows, d_sae] in the scratch buffer, from the hook activation x [rows, d_in] on the backend.</summary>
+    DeviceBuffer PreActivations(DeviceBuffer x, int rows, bool center)
     {
-        int dIn = Config.DIn, dSae = Config.DSae;
-        if (x.Length != (long)rows * dIn) throw new ArgumentException($"x has {x.Length} values, expected {rows}×{dIn}");
-        var input = (float[])x.Clone();
-        for (int r = 0; r < rows; r++)
-        {
-            var row = input.AsSpan(r * dIn, dIn);
-            NormalizeIn(row, out _, out _);
-            if (Config.ApplyBDecToInput) System.Numerics.Tensors.TensorPrimitives.Subtract(row, _bDecHost, row);
-        }
-        long n = (long)rows * dSae;
-        var pre = reuse is not null && reuse.HiddenPre.LongLength >= n ? reuse.HiddenPre : GC.AllocateUninitializedArray<float>(checked((int)n));
-        var acts = reuse is not null && reuse.FeatureActs.LongLength >= n ? reuse.FeatureActs : GC.AllocateUninitializedArray<float>(checked((int)n));
-        // On a host backend the GEMM reads x and writes pre in place; on a device, upload and download.
-        using (var xb = _backend.TryWrapHost(input) ?? _backend.Upload(input))
-        {
-            if (_backend.TryWrapHost(pre) is { } wrapped) _backend.Linear(xb, _enc, _bEnc, wrapped, rows);
-            else
-            {
-                using var yb = _backend.Allocate(n);
-                _backend.Linear(xb, _enc, _bEnc, yb, rows);
-                _backend.Download(yb, pre.AsSpan(0, (int)n));
-            }
-        }
-        if (_decoderNorms is not null)
-            for (int r = 0; r < rows; r++) System.Numerics.Tensors.TensorPrimitives.Multiply(pre.AsSpan(r * dSae, dSae), _decoderNorms, pre.AsSpan(r * dSae, dSae));
-        Parallel.For(0, rows, r => Activate(pre.AsSpan(r * dSae, dSae), acts.AsSpan(r * dSae, dSae)));
-        return new SaeEncoding(pre, acts, rows, dSae);
+        long nIn = (long)rows * Config.DIn, nPre = (long)rows * Config.DSae;
+        if (_input is null || _input.Length < nIn) { _input?.Dispose(); _input = _backend.Allocate(nIn); }
+        if (_pre is null || _pre.Length < nPre) { _pre?.Dispose(); _pre = _backend.Allocate(nPre); }
+        _backend.NormalizeRows(x, _input, rows, Config.DIn, Config.Normalization, center, Config.ApplyBDecToInput ? _bDec : null);
+        _backend.Linear(_input, _enc, _bEnc, _pre, rows);
+        return _pre;
     }
 
-    void Activate(ReadOnlySpan<float> pre, Span<float> f)
+    /// <summary>The fused encode at a hook: x [rows, d_in] is the hook's backend buffer as the model computed it (centred
+    /// here when <see cref="CentresInput"/>); only the firing (feature, value) pairs come back, never dense [rows, d_sae].</summary>
+    public SparseRows EncodeSparse(DeviceBuffer x, int rows)
     {
-        switch (Config.Architecture)
-        {
-            case SaeArchitecture.Standard:
-                for (int j = 0; j < pre.Length; j++) f[j] = Math.Max(pre[j], 0f);
-                break;
-            case SaeArchitecture.JumpRelu:
-                for (int j = 0; j < pre.Length; j++) f[j] = pre[j] > _threshold![j] ? Math.Max(pre[j], 0f) : 0f;   // strict >, as SAELens
-                break;
-            case SaeArchitecture.TopK:
-                f.Clear();
-                foreach (int j in TopKIndices(pre, Config.K)) f[j] = Math.Max(pre[j], 0f);
-                break;
-        }
+        if (x.Length < (long)rows * Config.DIn) throw new ArgumentException($"x holds {x.Length} floats, expected at least {rows}×{Config.DIn}");
+        return _backend.Sparsify(PreActivations(x, rows, CentresInput), rows, Config.DSae, _rule);
     }
 
-    /// <summary>Indices (ascending) of the k largest values, ties broken towards the lower index: one pass with a size-k
-    /// min-heap, O(F log k) — a full sort per token made TopK SAEs 50× slower at F = 24,576.</summary>
-    internal static int[] TopKIndices(ReadOnlySpan<float> values, int k)
+    /// <summary>Dense encode of x [rows, d_in], already in the SAE's input convention (centred when it should be):
+    /// hidden_pre and feature_acts as host arrays, for when they are asked for (<c>run --sae</c>).</summary>
+    public SaeEncoding Encode(float[] x, int rows)
     {
-        k = Math.Min(k, values.Length);
-        var heap = new int[k];   // indices; heap[0] is the weakest kept (smallest value, then largest index)
-        int size = 0;
-        for (int i = 0; i < values.Length; i++)
-        {
-            if (size < k)
-            {
-                int c = size++;
-                heap[c] = i;
-                while (c > 0 && Weaker(values, heap[c], heap[(c - 1) / 2])) { (heap[c], heap[(c - 1) / 2]) = (heap[(c - 1) / 2], heap[c]); c = (c - 1) / 2; }
-            }
-            else if (Weaker(values, heap[0], i))
-            {
-                heap[0] = i;
-                for (int c = 0; ;)
-                {
-                    int l = 2 * c + 1, r = l + 1, m = c;
-                    if (l < k && Weaker(values, heap[l], heap[m])) m = l;
-                    if (r < k && Weaker(values, heap[r], heap[m])) m = r;
-                    if (m == c) break;
-                    (heap[c], heap[m]) = (heap[m], heap[c]);
-                    c = m;
-                }
-            }
-        }
-        Array.Sort(heap);
-        return heap;
+        int dSae = Config.DSae;
+        if (x.Length != (long)rows * Config.DIn) throw new ArgumentException($"x has {x.Length} values, expected {rows}×{Config.DIn}");
+        using var xb = _backend.Upload(x);
+        var pre = PreActivations(xb, rows, center: false);
+        var hiddenPre = GC.AllocateUninitializedArray<float>(checked(rows * dSae));
+        _backend.Download(pre, hiddenPre);
+        return new SaeEncoding(hiddenPre, _backend.Sparsify(pre, rows, dSae, _rule).ToDense(), rows, dSae);
     }
-
-    static bool Weaker(ReadOnlySpan<float> v, int a, int b) => v[a] < v[b] || (v[a] == v[b] && a > b);
 
     /// <summary>x̂ [rows, d_in] from feature activations [rows, d_sae] (in the original activation space when normalised).</summary>
     public float[] Decode(float[] acts, int rows, float[]? originalInput = null)
@@ -187,13 +160,14 @@ public sealed class SparseAutoencoder : IDisposable
             _backend.Linear(fb, _dec, _bDec, yb, rows);
             _backend.Download(yb, output);
         }
-        if (Config.Normalization != SaeNormalization.None)
+        if (Config.Normalization != RowNormalization.None)
         {
             if (originalInput is null) throw new ArgumentException("a normalised SAE decodes into the input space only with the original input (for its scale)");
+            var inRow = new float[dIn];
             for (int r = 0; r < rows; r++)
             {
-                var inRow = originalInput.AsSpan(r * dIn, dIn).ToArray();
-                NormalizeIn(inRow, out float mu, out float scale);
+                originalInput.AsSpan(r * dIn, dIn).CopyTo(inRow);
+                SparseEncode.Normalize(inRow, Config.Normalization, false, default, out float mu, out float scale);
                 var o = output.AsSpan(r * dIn, dIn);
                 for (int i = 0; i < dIn; i++) o[i] = o[i] * scale + mu;
             }
@@ -201,35 +175,11 @@ public sealed class SparseAutoencoder : IDisposable
         return output;
     }
 
-    /// <summary>In-place input normalisation; <paramref name="mu"/> and <paramref name="scale"/> undo it (x = x'·scale + mu).</summary>
-    void NormalizeIn(Span<float> row, out float mu, out float scale)
-    {
-        mu = 0f;
-        scale = 1f;
-        switch (Config.Normalization)
-        {
-            case SaeNormalization.LayerNorm:
-                // SAELens: mu = mean, std = unbiased std of x − mu, x' = (x − mu)/(std + 1e-5)
-                double mean = 0, ss = 0;
-                foreach (var v in row) mean += v;
-                mean /= row.Length;
-                foreach (var v in row) ss += (v - mean) * (v - mean);
-                double std = Math.Sqrt(ss / Math.Max(1, row.Length - 1));
-                mu = (float)mean;
-                scale = (float)(std + 1e-5);
-                for (int i = 0; i < row.Length; i++) row[i] = (float)((row[i] - mean) / (std + 1e-5));
-                break;
-            case SaeNormalization.ConstantNormRescale:
-                double norm = Math.Sqrt(row.ToArray().Sum(v => (double)v * v));
-                float c = (float)(Math.Sqrt(row.Length) / norm);
-                scale = 1f / c;
-                for (int i = 0; i < row.Length; i++) row[i] *= c;
-                break;
-        }
-    }
-
     public void Dispose()
     {
+        _input?.Dispose();
+        _pre?.Dispose();
+        _threshold?.Dispose();
         _enc.Dispose();
         _dec.Dispose();
         _bEnc.Dispose();

@@ -49,7 +49,7 @@ public static class CoactivationScan
         Action<long, double>? progress = null, ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
     {
         var counters = saes.Select(s => (s, new CoactivationCounter(s.Config.DSae))).ToList();
-        var pending = saes.Select(_ => new SortedSet<int>()).ToArray();   // active set of the open unit, per SAE
+        var pending = saes.Select(s => new ActiveSet(s.Config.DSae)).ToArray();   // active set of the open unit, per SAE
         int pendingTokens = 0;
         long pendingDoc = -1, skip = 0, windowsDone = 0;
         if (checkpoint?.Open() is var (savedWindows, file))
@@ -63,7 +63,7 @@ public static class CoactivationScan
                         throw new PolyEngineException($"{checkpoint.Path}: checkpoint counters do not match the SAE's width; delete it or use --overwrite");
                     counters[i] = (saes[i], CoactivationCounter.Restore(f, pairs, file.ReadInt64($"{i}.marginals").Select(v => (ulong)v).ToArray(),
                         (ulong)file.ReadInt64($"{i}.units")[0]));
-                    pending[i].UnionWith(file.ReadInt64($"{i}.pending").Select(v => (int)v));
+                    foreach (long j in file.ReadInt64($"{i}.pending")) pending[i].Add((int)j);
                 }
                 (pendingTokens, pendingDoc) = (int.Parse(file.Metadata["pending_tokens"]), long.Parse(file.Metadata["pending_document"]));
                 skip = windowsDone = savedWindows;
@@ -74,7 +74,7 @@ public static class CoactivationScan
         {
             for (int i = 0; i < counters.Count; i++)
             {
-                if (pendingTokens > 0) counters[i].Item2.AddUnit(pending[i].ToArray());
+                if (pendingTokens > 0) counters[i].Item2.AddUnit(pending[i].Sorted());
                 pending[i].Clear();
             }
             pendingTokens = 0;
@@ -89,9 +89,9 @@ public static class CoactivationScan
                 {
                     for (int i = 0; i < saes.Count; i++)
                     {
-                        int f = saes[i].Config.DSae;
-                        var row = batch.Acts[i].AsSpan((r * batch.Seq + t) * f, f);
-                        for (int j = 0; j < f; j++) if (row[j] > options.Threshold) pending[i].Add(j);
+                        var index = batch.Acts[i].Indices(r * batch.Seq + t);
+                        var value = batch.Acts[i].Values(r * batch.Seq + t);
+                        for (int n = 0; n < index.Length; n++) if (value[n] > options.Threshold) pending[i].Add(index[n]);
                     }
                     pendingTokens++;
                     if (!options.Window.Document && pendingTokens == options.Window.Tokens) Flush();
@@ -109,11 +109,40 @@ public static class CoactivationScan
                     w.AddRaw($"{i}.pairs", SafeTensorDType.U32, [pairs.LongLength], MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.LongLength);
                     w.Add($"{i}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
                     w.Add($"{i}.units", [(long)c.Units], 1);
-                    w.Add($"{i}.pending", pending[i].Select(v => (long)v).ToArray(), pending[i].Count);
+                    var open = pending[i].Sorted();
+                    w.Add($"{i}.pending", open.ToArray().Select(v => (long)v).ToArray(), open.Length);
                 }
             });
         }, progress, skip);
         Flush();
         return new CoactivationResult(counters, tokens, windows, documents, seconds);
+    }
+}
+
+/// <summary>The distinct features active in an open unit: a membership bitmap beside the list, so adding is O(1) and
+/// clearing costs only what was added.</summary>
+sealed class ActiveSet(int features)
+{
+    readonly bool[] _member = new bool[features];
+    readonly List<int> _list = [];
+
+    public void Add(int feature)
+    {
+        if (_member[feature]) return;
+        _member[feature] = true;
+        _list.Add(feature);
+    }
+
+    /// <summary>The members, ascending (sorted in place; valid until the next change).</summary>
+    public ReadOnlySpan<int> Sorted()
+    {
+        _list.Sort();
+        return System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_list);
+    }
+
+    public void Clear()
+    {
+        foreach (int j in _list) _member[j] = false;
+        _list.Clear();
     }
 }

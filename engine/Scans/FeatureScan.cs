@@ -118,43 +118,51 @@ public static class FeatureScan
                 skip = windowsDone = savedWindows;
                 resumed?.Invoke(skip);
             }
+        // Per SAE: the running maximum and its position over the current window, for the features it touched (reset after).
+        var scratch = saes.Select(s => (Max: new float[s.Config.DSae], Arg: new int[s.Config.DSae], Touched: new List<int>())).ToArray();
         var (tokens, windows, _, seconds) = SaeStream.Run(model, saes, corpus, contextSize, batch, maxTokens, b =>
         {
             for (int i = 0; i < saes.Count; i++)
             {
                 var st = stats[i];
-                int f = saes[i].Config.DSae;
                 var acts = b.Acts[i];
+                var (windowMax, windowArg, touched) = (scratch[i].Max, scratch[i].Arg, scratch[i].Touched);
                 for (int r = 0; r < b.Windows.Count; r++)
                 {
-                    var windowMax = new float[f];
-                    var windowArg = new int[f];
                     int len = b.Windows[r].Tokens.Length;
                     for (int t = b.FirstPosition; t < len; t++)
                     {
-                        var row = acts.AsSpan((r * b.Seq + t) * f, f);
-                        for (int j = 0; j < f; j++)
+                        var index = acts.Indices(r * b.Seq + t);
+                        var value = acts.Values(r * b.Seq + t);
+                        for (int n = 0; n < index.Length; n++)
                         {
-                            float a = row[j];
+                            int j = index[n];
+                            float a = value[n];
                             if (a > threshold)
                             {
                                 st.FireCounts[j]++;
                                 st.ActivationSums[j] += a;
                                 if (a > st.MaxActivations[j]) st.MaxActivations[j] = a;
                             }
+                            if (windowMax[j] == 0f) touched.Add(j);
                             if (a > windowMax[j]) { windowMax[j] = a; windowArg[j] = t; }
                         }
                     }
                     st.Tokens += len - b.FirstPosition;
-                    if (topK == 0) continue;
                     var (tokensOfWindow, _, window) = b.Windows[r];
-                    for (int j = 0; j < f; j++)
+                    foreach (int j in touched)
                     {
-                        if (windowMax[j] <= threshold) continue;
-                        int rr = r, jj = j, seq = b.Seq;
-                        st.Offer(j, windowMax[j], window, () => new FeatureContext(windowMax[jj], window, windowArg[jj], tokensOfWindow,
-                            Enumerable.Range(0, len).Select(t => acts[(rr * seq + t) * f + jj]).ToArray()));
+                        if (topK > 0 && windowMax[j] > threshold)
+                        {
+                            int row0 = r * b.Seq, jj = j;
+                            float max = windowMax[j];
+                            int arg = windowArg[j];
+                            st.Offer(j, max, window, () => new FeatureContext(max, window, arg, tokensOfWindow,
+                                Enumerable.Range(0, len).Select(t => acts.At(row0 + t, jj)).ToArray()));
+                        }
+                        windowMax[j] = 0f;
                     }
+                    touched.Clear();
                 }
             }
             windowsDone += b.Windows.Count;

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using PolyEngine.Formats;
 using PolyEngine.Forward;
+using PolyEngine.Kernels;
 using PolyEngine.Sae;
 
 namespace PolyEngine.Scans;
@@ -8,14 +9,16 @@ namespace PolyEngine.Scans;
 /// <summary>One batch of context windows with every SAE's feature activations.</summary>
 /// <param name="Windows">The windows (token ids, document index, window index); a window may be shorter than
 /// <paramref name="Seq"/> (right-padded in the pass): only positions below its length are real.</param>
-/// <param name="Acts">Per SAE, [windows, seq, d_sae] feature activations (arrays reused between batches, possibly longer).</param>
+/// <param name="Acts">Per SAE, the firing features of each of the windows·seq rows (row r·seq + t is window r, position t):
+/// feature index and activation, ascending.</param>
 /// <param name="FirstPosition">1 when a BOS was prepended (position 0 is not corpus text), else 0.</param>
-public sealed record SaeBatch(IReadOnlyList<(int[] Tokens, long Document, long Window)> Windows, IReadOnlyList<float[]> Acts, int Seq, int FirstPosition);
+public sealed record SaeBatch(IReadOnlyList<(int[] Tokens, long Document, long Window)> Windows, IReadOnlyList<SparseRows> Acts, int Seq, int FirstPosition);
 
 /// <summary>
 /// Streams a corpus through a model and its SAEs: context windows of the SAEs' context_size (BOS as the first SAE's
-/// prepend_bos says), batched by length, one forward pass per batch stopping after the deepest SAE hook (no LM head),
-/// every SAE encoded on the pass's activations. The shared front half of every SAE scan. Windows of different lengths
+/// prepend_bos says), batched, one forward pass per batch stopping after the deepest SAE hook (no LM head), every SAE
+/// encoded at its hook on the model's backend (<see cref="SparseAutoencoder.EncodeSparse"/>: on a GPU only the firing
+/// features reach the host). The shared front half of every SAE scan. Windows of different lengths
 /// share a batch, right-padded: attention is causal, so padding after a window's last token changes none of its
 /// positions. Results do not depend on how windows are batched (each row is computed alone), so a resumed run
 /// (<c>skipWindows</c>) gives identical output.
@@ -35,7 +38,9 @@ public static class SaeStream
         int? stop = hooks.All(h => h.IsBlock) ? hooks.Max(h => h.Layer) : null;
         long tokens = 0, windows = 0, documents = 0;
         var sw = Stopwatch.StartNew();
-        var encodings = new SaeEncoding?[saes.Count];   // reused batch to batch: no fresh [rows, d_sae] arrays
+        var acts = new SparseRows[saes.Count];
+        int passRows = 0;
+        var taps = saes.Select((sae, i) => new DeviceTap(sae.Config.Hook, x => acts[i] = sae.EncodeSparse(x, passRows))).ToArray();
 
         void Process(List<(int[] Tokens, long Document, long Window)> batch)
         {
@@ -43,15 +48,10 @@ public static class SaeStream
             int seq = batch.Max(w => w.Tokens.Length);
             var ids = new int[batch.Count * seq];   // right-padded with token 0
             for (int r = 0; r < batch.Count; r++) batch[r].Tokens.CopyTo(ids, r * seq);
-            var result = model.Run(ids, batch.Count, seq, new RunOptions { Hooks = hooks, StopAtLayer = stop, Logits = LogitsMode.None });
-            var acts = new float[saes.Count][];
-            for (int i = 0; i < saes.Count; i++)   // no decode: scans need acts only
-            {
-                encodings[i] = SaeHooks.Encode(saes[i], result, encodings[i]).Encoding;
-                acts[i] = encodings[i]!.FeatureActs;
-            }
+            passRows = batch.Count * seq;
+            model.Run(ids, batch.Count, seq, new RunOptions { DeviceTaps = taps, StopAtLayer = stop, Logits = LogitsMode.None });
             int firstPos = bos is null ? 0 : 1;
-            onBatch(new SaeBatch(batch, acts, seq, firstPos));
+            onBatch(new SaeBatch(batch, acts.ToArray(), seq, firstPos));
             tokens += batch.Sum(w => (long)(w.Tokens.Length - firstPos));
             windows += batch.Count;
             progress?.Invoke(tokens, sw.Elapsed.TotalSeconds);

@@ -127,6 +127,30 @@ public sealed class CpuBackend : IBackend
             ps is null ? default : ps.AsSpan(), bh / nHeads, bh % nHeads));
     }
 
+    public void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract)
+    {
+        float[] xs = Of(x), ys = Of(y);
+        var sub = subtract is null ? null : Of(subtract);
+        if ((long)rows * d > Math.Min(xs.Length, ys.Length) || (sub is not null && sub.Length < d))
+            throw new ArgumentException($"NormalizeRows: buffers too small for {rows}×{d}");
+        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = Threads }, r =>
+        {
+            var row = ys.AsSpan(r * d, d);
+            if (!ReferenceEquals(xs, ys)) xs.AsSpan(r * d, d).CopyTo(row);
+            SparseEncode.Normalize(row, norm, center, sub is null ? default : sub.AsSpan(0, d), out _, out _);
+        });
+    }
+
+    public SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule)
+    {
+        var p = Of(pre);
+        if ((long)rows * width > p.Length) throw new ArgumentException($"Sparsify: pre holds {p.Length} floats, {rows}×{width} needed");
+        var threshold = rule.Threshold is null ? null : Of(rule.Threshold);
+        if (rule.Activation == SparseActivation.JumpRelu && (threshold is null || threshold.Length < width))
+            throw new ArgumentException($"Sparsify: JumpReLU needs a threshold of {width} values");
+        return SparseEncode.Sparsify(p, rows, width, rule.Activation, rule.K, threshold, Threads);
+    }
+
     public void Synchronize() { }
 
     void ForRows(int count, Action<int> body)

@@ -64,6 +64,20 @@ public static class EmulatedCheck
             b.CausalAttention(b.Upload(q), b.Upload(k), b.Upload(v), z, batch, seq, heads, dh, 0.35f, p);
             return Get(b, z, hn).Concat(Get(b, p, batch * heads * seq * seq)).ToArray();
         }, 2e-6);
+        var pre = R(rows * 300, 2f);   // two device segments per row
+        var threshold = R(300).Select(MathF.Abs).ToArray();
+        Check("SaeKernels.NormalizeRows", b =>
+        {
+            var y = b.Allocate(rows * d);
+            b.NormalizeRows(b.Upload(x), y, rows, d, RowNormalization.LayerNorm, true, b.Upload(g));
+            return Get(b, y, rows * d);
+        }, 1e-5);
+        foreach (var act in Enum.GetValues<SparseActivation>())
+            Check($"SaeKernels.{(act == SparseActivation.TopK ? "TopK" : "CountFiring+Compact")}({act})", b =>
+            {
+                var s = b.Sparsify(b.Upload(pre), rows, 300, new SparseRule(act, 9, b.Upload(threshold)));
+                return s.ToDense().Concat(s.RowStart.Select(v => (float)v)).ToArray();
+            }, 0);
         return results;
     }
 }

@@ -31,6 +31,12 @@ public sealed class IlgpuBackend : IBackend
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, ArrayView<float>> _gemmTiled;
     readonly Action<Index1D, ArrayView<float>, int, ArrayView<float>> _setRows;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>> _gemmNaive;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>, int> _normalizeRows;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<int>> _countFiring;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<int>, ArrayView<int>, ArrayView<float>> _compact;
+    readonly Action<Index1D, ArrayView<float>, int, int, ArrayView<int>, ArrayView<float>> _topK;
+    MemoryBuffer1D<int, Stride1D.Dense>? _sparseCells, _sparseIndex;   // Sparsify scratch, grown on demand
+    MemoryBuffer1D<float, Stride1D.Dense>? _sparseValue;
     readonly CuBlas? _cublas;   // GEMMs on a real GPU; null on the emulated path or when libcublas is missing
 
     IlgpuBackend(Context context, Accelerator acc, string name, CuBlas? cublas = null)
@@ -56,6 +62,11 @@ public sealed class IlgpuBackend : IBackend
         _gemmTiled = acc.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, ArrayView<float>>(GemmKernels.Tiled);
         _gemmNaive = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>>(GemmKernels.Naive);
         _setRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, ArrayView<float>>(GemmKernels.SetRows);
+        _normalizeRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<float>, int>(SaeKernels.NormalizeRows);
+        _countFiring = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<int>>(SaeKernels.CountFiring);
+        _compact = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<int>, ArrayView<int>,
+            ArrayView<float>>(SaeKernels.Compact);
+        _topK = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, ArrayView<int>, ArrayView<float>>(SaeKernels.TopK);
     }
 
     /// <summary>ILGPU's CPU accelerator shaped like an NVIDIA SM (warp 32, 8 warps: groups up to 256 lanes, as the 16×16 GEMM
@@ -347,12 +358,88 @@ public sealed class IlgpuBackend : IBackend
             Of(z, (long)batch * seq * nHeads * dHead, "z", "CausalAttention").View, seq, nHeads, dHead, scale,
             pattern is null ? _dummy.View : Of(pattern, (long)batch * nHeads * seq * seq, "pattern", "CausalAttention").View, pattern is null ? 0 : 1);
 
+    public void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract)
+    {
+        if (rows > 0)
+            _normalizeRows(rows, Of(x, (long)rows * d, "x", "NormalizeRows").View, Of(y, (long)rows * d, "y", "NormalizeRows").View, d, (int)norm,
+                center ? 1 : 0, subtract is null ? _dummy.View : Of(subtract, d, "subtract", "NormalizeRows").View, subtract is null ? 0 : 1);
+    }
+
+    public SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule)
+    {
+        var p = Of(pre, (long)rows * width, "pre", "Sparsify").View;
+        if (rows == 0 || width == 0) return SparseRows.FromRows(width, new (int[], float[])[rows].Select(_ => (Array.Empty<int>(), Array.Empty<float>())).ToList());
+        if (rule.Activation == SparseActivation.TopK)
+        {
+            int k = Math.Min(rule.K, width);
+            if (k < 1 || k > SaeKernels.MaxTopK) throw new ArgumentException($"Sparsify: TopK k = {rule.K} is outside 1..{SaeKernels.MaxTopK}, what the device kernel keeps");
+            int n = checked(rows * k);
+            var idx = Grow(ref _sparseIndex, n);
+            var val = Grow(ref _sparseValue, n);
+            _topK(rows, p, width, k, idx.View, val.View);
+            var hi = new int[n];
+            var hv = new float[n];
+            idx.View.SubView(0, n).CopyToCPU(hi);
+            val.View.SubView(0, n).CopyToCPU(hv);
+            var perRow = new (int[], float[])[rows];
+            for (int r = 0; r < rows; r++)
+            {
+                var kept = Enumerable.Range(r * k, k).Where(i => hi[i] >= 0 && hv[i] > 0f).OrderBy(i => hi[i]).ToArray();
+                perRow[r] = (kept.Select(i => hi[i]).ToArray(), kept.Select(i => hv[i]).ToArray());
+            }
+            return SparseRows.FromRows(width, perRow);
+        }
+        bool jump = rule.Activation == SparseActivation.JumpRelu;
+        ArrayView<float> threshold = !jump ? _dummy.View
+            : Of(rule.Threshold ?? throw new ArgumentException("Sparsify: JumpReLU needs a threshold"), width, "threshold", "Sparsify").View;
+        int segments = (width + SaeKernels.Segment - 1) / SaeKernels.Segment;
+        int cells = checked(rows * segments);
+        var cellBuf = Grow(ref _sparseCells, cells);
+        _countFiring(cells, p, threshold, jump ? 1 : 0, width, segments, cellBuf.View);
+        var counts = new int[cells];
+        cellBuf.View.SubView(0, cells).CopyToCPU(counts);
+        var rowStart = new int[rows + 1];
+        int total = 0;
+        for (int c = 0; c < cells; c++)   // exclusive scan: counts become each cell's output offset
+        {
+            if (c % segments == 0) rowStart[c / segments] = total;
+            int count = counts[c];
+            counts[c] = total;
+            total = checked(total + count);
+        }
+        rowStart[rows] = total;
+        var index = new int[total];
+        var value = new float[total];
+        if (total > 0)
+        {
+            cellBuf.View.SubView(0, cells).CopyFromCPU(counts);
+            var idx = Grow(ref _sparseIndex, total);
+            var val = Grow(ref _sparseValue, total);
+            _compact(cells, p, threshold, jump ? 1 : 0, width, segments, cellBuf.View, idx.View, val.View);
+            idx.View.SubView(0, total).CopyToCPU(index);
+            val.View.SubView(0, total).CopyToCPU(value);
+        }
+        return new SparseRows(rows, width, rowStart, index, value);
+    }
+
+    /// <summary>A scratch buffer of at least <paramref name="n"/> elements, replacing <paramref name="buffer"/> when smaller.</summary>
+    MemoryBuffer1D<T, Stride1D.Dense> Grow<T>(ref MemoryBuffer1D<T, Stride1D.Dense>? buffer, long n) where T : unmanaged
+    {
+        if (buffer is not null && buffer.Length >= n) return buffer;
+        _acc.Synchronize();
+        buffer?.Dispose();
+        return buffer = _acc.Allocate1D<T>(Math.Max(1, n));
+    }
+
     public void Synchronize() => _acc.Synchronize();
 
     public void Dispose()
     {
         _acc.Synchronize();
         _ids?.Dispose();
+        _sparseCells?.Dispose();
+        _sparseIndex?.Dispose();
+        _sparseValue?.Dispose();
         if (_rotary is { } r) { r.Cos.Dispose(); r.Sin.Dispose(); }
         _dummy.Dispose();
         _cublas?.Dispose();

@@ -114,6 +114,38 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     }
 
     [Theory]
+    [MemberData(nameof(SparseEncodeTests.SparseShapes), MemberType = typeof(SparseEncodeTests))]
+    public void SparsifyKernelsMatchTheReference(int rows, int width, int k)
+    {
+        foreach (var pre in new[] { SparseEncodeTests.Tied(rows * width, width), SparseEncodeTests.Uniform(rows * width, k, 3f) })
+        {
+            var threshold = SparseEncodeTests.Uniform(width, 99).Select(Math.Abs).ToArray();
+            var buf = _gpu.Upload(pre);
+            foreach (var act in Enum.GetValues<SparseActivation>())
+                SparseEncodeTests.AssertSameSparse(SparseEncode.SparsifyReference(pre, rows, width, act, k, threshold),
+                    _gpu.Sparsify(buf, rows, width, new SparseRule(act, k, _gpu.Upload(threshold))), $"emulated {act} {rows}×{width} k {k}");
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 3)]
+    [InlineData(3, 7)]
+    [InlineData(2, 129)]
+    public void NormalizeRowsKernelMatchesTheReference(int rows, int d)
+    {
+        var x = SparseEncodeTests.Uniform(rows * d, d, 4f).Select((v, i) => v + i % 3).ToArray();
+        var subtract = SparseEncodeTests.Uniform(d, 5);
+        foreach (var norm in Enum.GetValues<RowNormalization>())
+            foreach (bool center in new[] { false, true })
+            {
+                var y = _gpu.Allocate(rows * d);
+                _gpu.NormalizeRows(_gpu.Upload(x), y, rows, d, norm, center, _gpu.Upload(subtract));
+                Compare.Close(SparseEncode.NormalizeReference(x, d, norm, center, subtract), Get(_gpu, y, rows * d), 1e-5,
+                    $"emulated NormalizeRows {norm} center {center} {rows}×{d}", 1e-5);
+            }
+    }
+
+    [Theory]
     [InlineData("gpt2-tiny")]
     [InlineData("neox-tiny")]
     public void EmulatedCudaMatchesEveryHookOfTheGolden(string name)
@@ -134,6 +166,7 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         Compare.Close(golden.ReadFloat32("hidden_pre"), enc.HiddenPre, 1e-4, $"emulated {variant} hidden_pre");
         Compare.Close(golden.ReadFloat32("feature_acts"), enc.FeatureActs, 1e-4, $"emulated {variant} feature_acts");
         Compare.Close(golden.ReadFloat32("sae_out"), sae.Decode(enc.FeatureActs, 32), 1e-4, $"emulated {variant} sae_out");
+        Sae.SaeTests.AssertFusedEncodeMatchesGolden(folder, "gpt2-tiny", _gpu, $"emulated {variant}");
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using PolyEngine.Formats;
 using PolyEngine.Hooks;
+using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
 using PolyEngine.Sae;
@@ -42,6 +43,30 @@ public class SaeTests
         Compare.Close(golden.ReadFloat32("sae_out"), sae.Decode(enc.FeatureActs, rows), 1e-4, $"{variant} sae_out");
         if (sae.Config.Architecture == SaeArchitecture.TopK)
             for (int r = 0; r < rows; r++) Assert.Equal(8, enc.FeatureActs.AsSpan(r * 256, 256).ToArray().Count(v => v > 0));
+        AssertFusedEncodeMatchesGolden(folder, model, m.Backend, variant);
+    }
+
+    /// <summary>The fused path scans use: the SAE encodes the hook's backend buffer during the pass (a device tap) and returns
+    /// only the firing features; they equal the golden feature_acts (same active set, values at 1e-4).</summary>
+    internal static void AssertFusedEncodeMatchesGolden(string folder, string model, IBackend backend, string what)
+    {
+        using var m = Model.Load(Fixtures.Golden(model), backend);
+        using var sae = SparseAutoencoder.Load(folder, backend);
+        using var mg = SafeTensorsFile.Open(Path.Combine(Fixtures.Golden(model), "golden.safetensors"));
+        using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
+        var ids = mg.ReadInt64("input_ids").Select(i => (int)i).ToArray();
+        var shape = mg.Info("input_ids").Shape;
+        int rows = (int)(shape[0] * shape[1]);
+        SparseRows? sparse = null;
+        m.Run(ids, (int)shape[0], (int)shape[1], new PolyEngine.Forward.RunOptions
+        {
+            DeviceTaps = [new(sae.Config.Hook, x => sparse = sae.EncodeSparse(x, rows))], Logits = PolyEngine.Forward.LogitsMode.None,
+        });
+        Assert.NotNull(sparse);
+        var expected = golden.ReadFloat32("feature_acts");
+        var actual = sparse.ToDense();
+        Compare.Close(expected, actual, 1e-4, $"{what} fused feature_acts");
+        for (int i = 0; i < expected.Length; i++) Assert.True(expected[i] > 0 == actual[i] > 0, $"{what} fused: active set differs at {i}");
     }
 
     /// <summary>OpenAI v5 TopK SAEs as SAELens ships them: normalize_activations layer_norm (unbiased std, eps added to the
@@ -58,7 +83,7 @@ public class SaeTests
         var backend = new CpuBackend(1);
         using var sae = SparseAutoencoder.Load(dir.Path, backend);
         using var plain = SparseAutoencoder.Load(src, backend);
-        Assert.Equal(normalization == "layer_norm" ? SaeNormalization.LayerNorm : SaeNormalization.ConstantNormRescale, sae.Config.Normalization);
+        Assert.Equal(normalization == "layer_norm" ? RowNormalization.LayerNorm : RowNormalization.ConstantNorm, sae.Config.Normalization);
         using var golden = SafeTensorsFile.Open(Path.Combine(src, "golden.safetensors"));
         var x = golden.ReadFloat32("sae_in").Take(3 * 64).ToArray();
         // By hand: x' per row, then the un-normalised SAE on x'.
@@ -86,6 +111,44 @@ public class SaeTests
         var recon = plain.Decode(expected.FeatureActs, 3);
         var expectedOut = recon.Select((v, i) => (float)(v * scales[i / 64] + mus[i / 64])).ToArray();
         Compare.Close(expectedOut, sae.Decode(actual.FeatureActs, 3, x), 1e-4, $"{normalization} sae_out");
+    }
+
+    /// <summary>TopK with rescale_acts_by_decoder_norm (folded into W_enc and b_enc at load): pre_j·‖W_dec[j]‖ before the
+    /// top-k, f_j/‖W_dec[j]‖ before decoding — checked against the plain SAE and the formula written out by hand.</summary>
+    [Fact]
+    public void RescaleActsByDecoderNormFollowsSaeLens()
+    {
+        using var dir = new Fixtures.TempDir();
+        string src = Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", "topk-v6cfg");
+        using var w = SafeTensorsFile.Open(Path.Combine(src, "sae_weights.safetensors"));
+        var wDec = w.ReadFloat32("W_dec");   // [256, 64], unit rows in the fixture: scale row j by 0.5 + (j % 7)/4
+        for (int j = 0; j < 256; j++) for (int i = 0; i < 64; i++) wDec[j * 64 + i] *= 0.5f + j % 7 / 4f;
+        var norms = Enumerable.Range(0, 256).Select(j => Math.Sqrt(wDec.Skip(j * 64).Take(64).Sum(v => (double)v * v))).ToArray();
+        string cfg = File.ReadAllText(Path.Combine(src, "cfg.json"));
+        foreach (var (name, rescale) in new[] { ("plain", false), ("rescaled", true) })
+        {
+            Directory.CreateDirectory(dir.File(name));
+            new SafeTensorsWriter().Add("W_enc", w.ReadFloat32("W_enc"), 64, 256).Add("b_enc", w.ReadFloat32("b_enc"), 256)
+                .Add("W_dec", wDec, 256, 64).Add("b_dec", w.ReadFloat32("b_dec"), 64).Save(Path.Combine(dir.File(name), "sae_weights.safetensors"));
+            File.WriteAllText(Path.Combine(dir.File(name), "cfg.json"),
+                cfg.Replace("\"rescale_acts_by_decoder_norm\": false", $"\"rescale_acts_by_decoder_norm\": {(rescale ? "true" : "false")}"));
+        }
+        var backend = new CpuBackend(1);
+        using var sae = SparseAutoencoder.Load(dir.File("rescaled"), backend);
+        using var plain = SparseAutoencoder.Load(dir.File("plain"), backend);
+        Assert.True(sae.Config.RescaleActsByDecoderNorm);
+        using var golden = SafeTensorsFile.Open(Path.Combine(src, "golden.safetensors"));
+        const int rows = 4;
+        var x = golden.ReadFloat32("sae_in").Take(rows * 64).ToArray();
+        var expectedPre = plain.Encode(x, rows).HiddenPre.Select((v, i) => (float)(v * norms[i % 256])).ToArray();
+        var actual = sae.Encode(x, rows);
+        Compare.Close(expectedPre, actual.HiddenPre, 1e-4, "rescaled hidden_pre", 1e-5);
+        var expectedActs = SparseEncode.SparsifyReference(expectedPre, rows, 256, SparseActivation.TopK, 8, null).ToDense();
+        Assert.NotEqual(plain.Encode(x, rows).FeatureActs.Select(v => v > 0), expectedActs.Select(v => v > 0));   // the rescale changes which features win
+        for (int i = 0; i < expectedActs.Length; i++) Assert.True(expectedActs[i] > 0 == actual.FeatureActs[i] > 0, $"rescaled: active set differs at {i}");
+        Compare.Close(expectedActs, actual.FeatureActs, 1e-4, "rescaled feature_acts", 1e-5);
+        var unscaled = actual.FeatureActs.Select((v, i) => (float)(v / norms[i % 256])).ToArray();
+        Compare.Close(plain.Decode(unscaled, rows), sae.Decode(actual.FeatureActs, rows), 1e-5, "rescaled sae_out");
     }
 
     [Fact]
@@ -179,7 +242,7 @@ public class TopKTests
             {
                 var v = Enumerable.Range(0, n).Select(_ => (float)Math.Round(rng.NextDouble() * 10) - 5).ToArray();   // many ties
                 var expected = Enumerable.Range(0, n).OrderByDescending(i => v[i]).ThenBy(i => i).Take(k).Order().ToArray();
-                Assert.Equal(expected, PolyEngine.Sae.SparseAutoencoder.TopKIndices(v, k));
+                Assert.Equal(expected, SparseEncode.TopKIndices(v, k));
             }
     }
 }
