@@ -21,8 +21,10 @@ public static class Program
         root.Subcommands.Add(BenchCommand.Create(io));
         root.Subcommands.Add(FeaturesCommand.Create(io));
         root.Subcommands.Add(CoactivateCommand.Create(io));
+        root.Subcommands.Add(InterferenceCommand.Create(io));
         root.Subcommands.Add(ToyDataCommands.Corpus(io));
         root.Subcommands.Add(ToyDataCommands.Sae(io));
+        root.Subcommands.Add(ToyDataCommands.Explanations(io));
         root.Subcommands.Add(DevicesCommand.Create(io));
         root.Subcommands.Add(KernelsCommand.Create(io));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };

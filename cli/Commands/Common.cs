@@ -56,7 +56,7 @@ static class Common
         {
             if (!overwrite)
                 throw new PolyEngineException($"--out {outDir}: the folder holds a different run (or other files); choose another folder or pass --overwrite");
-            File.Delete(Path.Combine(outDir, Scans.ScanCheckpoint.FileName));
+            Scans.ScanCheckpoint.DeleteAll(outDir);
         }
         Directory.CreateDirectory(outDir);
         return new Scans.ScanCheckpoint { Path = Path.Combine(outDir, Scans.ScanCheckpoint.FileName), RunKey = runKey };

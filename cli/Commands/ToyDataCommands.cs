@@ -55,4 +55,26 @@ static class ToyDataCommands
         });
         return cmd;
     }
+    public static Command Explanations(Io io)
+    {
+        var sae = new Option<string>("--sae") { Description = "SAE folder the explanations describe (its d_sae)", Required = true };
+        var dim = new Option<int>("--dim") { Description = "Embedding width", DefaultValueFactory = _ => 32 };
+        var topics = new Option<int>("--topics") { Description = "Topics: features of one topic get related embeddings", DefaultValueFactory = _ => 8 };
+        var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL, Description = "Random seed" };
+        var output = new Option<string>("--out", "-o") { Description = "Output .jsonl file (Neuronpedia explanation-export layout)", Required = true };
+        var cmd = new Command("toy-explanations", Common.WithExamples(
+            "Write synthetic explanation embeddings for an SAE (JSONL with index, description, embedding), deterministic per seed: " +
+            "features fall into topics; every tenth has no explanation, every seventh two.",
+            "polyengine toy-explanations --sae toy-sae --out toy-explanations.jsonl"))
+        { sae, dim, topics, seed, output };
+        cmd.SetAction(r =>
+        {
+            var c = SaeConfig.Load(r.GetValue(sae)!);
+            if (r.GetValue(dim) < 1 || r.GetValue(topics) < 1) throw new PolyEngineException("--dim and --topics must be positive");
+            ToyExplanations.Write(r.GetValue(output)!, c.DSae, r.GetValue(dim), r.GetValue(topics), r.GetValue(seed));
+            io.Out.WriteLine($"wrote {r.GetValue(output)}: explanations of {c.DSae} features, embeddings of width {r.GetValue(dim)}");
+            return 0;
+        });
+        return cmd;
+    }
 }

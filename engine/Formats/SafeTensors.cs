@@ -169,6 +169,14 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return new ReadOnlySpan<byte>(_base + t.Begin, (int)len);
     }
 
+    /// <summary>Element <paramref name="index"/> of a U32 tensor, read from the mapping (random access into tensors of any size).</summary>
+    public uint U32At(SafeTensorInfo t, long index)
+    {
+        if (t.DType != SafeTensorDType.U32) throw new PolyEngineException($"{Path}: tensor '{t.Name}' is {t.DType}, expected U32");
+        if ((ulong)index >= (ulong)t.ElementCount) throw new ArgumentOutOfRangeException(nameof(index), $"{index} is outside tensor '{t.Name}' of {t.ElementCount} elements");
+        return BinaryPrimitives.ReadUInt32LittleEndian(new ReadOnlySpan<byte>(_base + t.Begin + index * 4, 4));
+    }
+
     /// <summary>A zero-copy float view when the tensor is F32 and 4-byte aligned in memory; otherwise false.</summary>
     public bool TryGetFloat32View(string name, out ReadOnlySpan<float> values)
     {

@@ -20,6 +20,11 @@ public readonly record struct HookName(HookPoint Point, int Layer = -1) : ICompa
 {
     public bool IsBlock => Point is >= HookPoint.ResidPre and <= HookPoint.ResidPost;
 
+    /// <summary>True for the hooks whose values live in the residual stream's space (d_model wide, added to or read
+    /// from the stream as they are): the embeddings, resid_pre/mid/post, attn_out and mlp_out.</summary>
+    public bool InResidualSpace => Point is HookPoint.Embed or HookPoint.PosEmbed or HookPoint.ResidPre or HookPoint.ResidMid
+        or HookPoint.ResidPost or HookPoint.AttnOut or HookPoint.MlpOut;
+
     public override string ToString() => Point switch
     {
         HookPoint.Embed => "hook_embed",

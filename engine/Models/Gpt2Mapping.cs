@@ -33,7 +33,7 @@ public static class Gpt2Mapping
                 MlpOutB = w.Read(b + "mlp.c_proj.bias", d),
             };
         }
-        var head = w.Contains("lm_head.weight") ? w.Read("lm_head.weight", v, d) : wte;
+        var head = Head(w, s, wte);
         return new ModelParams
         {
             Embed = wte,
@@ -43,4 +43,10 @@ public static class Gpt2Mapping
             Unembed = new(head, d, v, WeightLayout.OutIn),                      // [d_vocab, d_model] used as d_model → d_vocab
         };
     }
+
+    /// <summary>The LM head [d_vocab, d_model]: <c>lm_head.weight</c> when present, else the tied <c>wte</c>
+    /// (read here unless the caller has it).</summary>
+    public static float[] Head(WeightFiles w, ModelSpec s, float[]? wte = null) =>
+        w.Contains("lm_head.weight") ? w.Read("lm_head.weight", s.DVocab, s.DModel)
+            : wte ?? w.Read((w.Contains("transformer.wte.weight") ? "transformer." : "") + "wte.weight", s.DVocab, s.DModel);
 }

@@ -35,4 +35,12 @@ public sealed class ModelParams
         ModelFamily.GptNeoX => NeoXMapping.Load(files, spec),
         _ => throw new ArgumentOutOfRangeException(nameof(spec)),
     };
+
+    /// <summary>Only the LM head, W_Uᵀ [d_vocab, d_model] (the logit lens of a direction u is head·u).</summary>
+    public static float[] LoadHead(WeightFiles files, ModelSpec spec) => spec.Family switch
+    {
+        ModelFamily.Gpt2 => Gpt2Mapping.Head(files, spec),
+        ModelFamily.GptNeoX => NeoXMapping.Head(files, spec),
+        _ => throw new ArgumentOutOfRangeException(nameof(spec)),
+    };
 }

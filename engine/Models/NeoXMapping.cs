@@ -36,7 +36,7 @@ public static class NeoXMapping
                 MlpOutB = w.Read(b + "mlp.dense_4h_to_h.bias", d),
             };
         }
-        float[] head = s.TiedHead && !w.Contains("embed_out.weight") ? embed : w.Read("embed_out.weight", v, d);
+        float[] head = Head(w, s, embed);
         return new ModelParams
         {
             Embed = embed,
@@ -45,6 +45,13 @@ public static class NeoXMapping
             Unembed = new(head, d, v, WeightLayout.OutIn),
         };
     }
+
+    /// <summary>The LM head [d_vocab, d_model]: <c>embed_out.weight</c>, or the tied <c>embed_in</c> (read here unless the
+    /// caller has it).</summary>
+    public static float[] Head(WeightFiles w, ModelSpec s, float[]? embedIn = null) =>
+        s.TiedHead && !w.Contains("embed_out.weight")
+            ? embedIn ?? w.Read((w.Contains("gpt_neox.embed_in.weight") ? "gpt_neox." : "") + "embed_in.weight", s.DVocab, s.DModel)
+            : w.Read("embed_out.weight", s.DVocab, s.DModel);
 
     /// <summary>Rows ordered (head, part, i) → (part, head, i); each row has <paramref name="width"/> values.</summary>
     internal static float[] DeinterleaveRows(float[] src, int nHeads, int dHead, int width)

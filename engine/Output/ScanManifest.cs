@@ -11,12 +11,15 @@ namespace PolyEngine.Output;
 public static class ScanManifest
 {
     /// <summary>Table-friendly SAE names: each folder's name (e.g. blocks.8.hook_resid_pre), made unique with #index.</summary>
-    public static List<string> SaeNames(IReadOnlyList<SparseAutoencoder> saes)
+    public static List<string> SaeNames(IReadOnlyList<SparseAutoencoder> saes) => SaeNames(saes.Select(s => s.Config.Folder));
+
+    /// <summary>The same names from the SAE folders.</summary>
+    public static List<string> SaeNames(IEnumerable<string> folders)
     {
         var names = new List<string>();
-        foreach (var s in saes)
+        foreach (var folder in folders)
         {
-            string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(s.Config.Folder)));
+            string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)));
             names.Add(names.Contains(name) ? $"{name}#{names.Count}" : name);
         }
         return names;

@@ -37,6 +37,43 @@ public static class TableWriter
             });
     }
 
+    /// <summary>Writes row groups of columns (each group one <see cref="ColumnTable"/> with the same columns as
+    /// <paramref name="schema"/>), atomically; groups are produced lazily, so a table larger than memory streams through.</summary>
+    public static void WriteColumns(string path, ColumnTable schema, IEnumerable<ColumnTable> groups, TableFormat format)
+    {
+        if (format == TableFormat.Parquet)
+            AtomicFile.Write(path, s => WriteParquet(s, schema, groups).GetAwaiter().GetResult());
+        else
+            AtomicFile.Write(path, s =>
+            {
+                using var w = new StreamWriter(s, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
+                w.WriteLine(string.Join(",", schema.Columns.Select(c => c.Name)));
+                var line = new string[schema.Columns.Count];
+                foreach (var g in groups)
+                {
+                    schema.CheckSameColumns(g);
+                    for (int r = 0; r < g.Rows; r++)
+                    {
+                        for (int c = 0; c < line.Length; c++) line[c] = Format(g.Columns[c].Value(r));
+                        w.WriteLine(string.Join(",", line));
+                    }
+                }
+            });
+    }
+
+    static async Task WriteParquet(Stream s, ColumnTable schema, IEnumerable<ColumnTable> groups)
+    {
+        var ps = new Parquet.Schema.ParquetSchema(schema.Columns.Select(c => c.Field).ToArray());
+        await using var writer = await Parquet.ParquetWriter.CreateAsync(ps, s);
+        foreach (var g in groups)
+        {
+            schema.CheckSameColumns(g);
+            if (g.Rows == 0) continue;
+            using var rg = writer.CreateRowGroup();
+            for (int c = 0; c < g.Columns.Count; c++) await g.Columns[c].WriteTo(rg, ps.DataFields[c]);
+        }
+    }
+
     static string Format(object? v) => v switch
     {
         null => "",
@@ -61,5 +98,57 @@ public static class TableWriter
             sb.Append(char.ToLowerInvariant(name[i]));
         }
         return sb.ToString();
+    }
+}
+
+/// <summary>One column of a <see cref="ColumnTable"/>: a name and a growable typed array.</summary>
+public abstract class TableColumn(string name)
+{
+    public string Name { get; } = name;
+    public abstract int Count { get; }
+    internal abstract Parquet.Schema.DataField Field { get; }
+    internal abstract object? Value(int row);
+    internal abstract Task WriteTo(Parquet.ParquetRowGroupWriter rg, Parquet.Schema.DataField field);
+}
+
+/// <summary>A column of numbers or booleans.</summary>
+public sealed class TableColumn<T>(string name) : TableColumn(name) where T : struct
+{
+    readonly List<T> _values = [];
+
+    public void Add(T value) => _values.Add(value);
+    public override int Count => _values.Count;
+    internal override Parquet.Schema.DataField Field => new Parquet.Schema.DataField<T>(Name);
+    internal override object? Value(int row) => _values[row];
+
+    internal override Task WriteTo(Parquet.ParquetRowGroupWriter rg, Parquet.Schema.DataField field) =>
+        rg.WriteAsync<T>(field, new ReadOnlyMemory<T>(_values.ToArray()), null, null, default);
+}
+
+/// <summary>A column of strings (repeated values such as SAE names cost a reference each).</summary>
+public sealed class TextColumn(string name) : TableColumn(name)
+{
+    readonly List<string> _values = [];
+
+    public void Add(string value) => _values.Add(value);
+    public override int Count => _values.Count;
+    internal override Parquet.Schema.DataField Field => new Parquet.Schema.DataField<string>(Name);
+    internal override object? Value(int row) => _values[row];
+    internal override Task WriteTo(Parquet.ParquetRowGroupWriter rg, Parquet.Schema.DataField field) => rg.WriteAsync(field, _values);
+}
+
+/// <summary>A table held by columns (compact for millions of rows; written by <see cref="TableWriter.WriteColumns"/>).</summary>
+public sealed class ColumnTable(params TableColumn[] columns)
+{
+    public IReadOnlyList<TableColumn> Columns { get; } = columns;
+
+    public int Rows => Columns.Count == 0 ? 0 : Columns[0].Count;
+
+
+    internal void CheckSameColumns(ColumnTable other)
+    {
+        if (!other.Columns.Select(c => (c.Name, c.GetType())).SequenceEqual(Columns.Select(c => (c.Name, c.GetType()))))
+            throw new ArgumentException("a row group's columns differ from the table's");
+        if (other.Columns.Any(c => c.Count != other.Rows)) throw new ArgumentException("columns of a row group differ in length");
     }
 }

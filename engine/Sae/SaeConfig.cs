@@ -46,6 +46,17 @@ public sealed record SaeConfig
         }
     }
 
+    /// <summary>Checks that this SAE fits <paramref name="spec"/>: its hook exists and d_in equals the hook's width.</summary>
+    public void CheckAgainst(Models.ModelSpec spec)
+    {
+        if (!HookName.AllFor(spec).Contains(Hook))
+            throw new PolyEngineException($"{Folder}: the SAE reads '{Hook}', which this {spec.Architecture} model does not have");
+        var shape = Hook.ShapeFor(spec, 1, 1);
+        long width = Hook.Point == HookPoint.AttnPattern ? 0 : shape.Skip(2).Aggregate(1L, (a, b) => a * b);
+        if (width != DIn)
+            throw new PolyEngineException($"{Folder}: d_in {DIn} does not equal the width {width} of '{Hook}' in this model; the SAE belongs to another model");
+    }
+
     // SAELens: 6.x keeps model/dataset fields in `metadata` and names TopK's k at the top level; the flat pre-6.0 layout
     // has hook_name, activation_fn_str and activation_fn_kwargs.k at the top level.
     static SaeConfig SaeLens(string folder, Reader c)

@@ -21,9 +21,6 @@ public sealed record SaeEncoding(float[] HiddenPre, float[] FeatureActs, int Row
 /// </summary>
 public sealed class SparseAutoencoder : IDisposable
 {
-    static readonly HashSet<HookPoint> Centred =
-        [HookPoint.Embed, HookPoint.PosEmbed, HookPoint.ResidPre, HookPoint.ResidMid, HookPoint.ResidPost, HookPoint.AttnOut, HookPoint.MlpOut];
-
     readonly IBackend _backend;
     readonly PackedWeight _enc, _dec;
     readonly DeviceBuffer _bEnc, _bDec;
@@ -37,7 +34,7 @@ public sealed class SparseAutoencoder : IDisposable
     /// <summary>True when the release was trained on TransformerLens-processed activations (<c>center_writing_weights</c>,
     /// e.g. GPT-2 res-jb) and reads the residual-stream family: its input is centred per token first (TL's centred stream
     /// = HF's minus its mean over d_model).</summary>
-    public bool CentresInput => Config.CenterWritingWeights && Centred.Contains(Config.Hook.Point);
+    public bool CentresInput => Config.CenterWritingWeights && Config.Hook.InResidualSpace;
 
     /// <summary>What input processing this SAE gets, in words (printed by runs).</summary>
     public string Processing => CentresInput
@@ -90,6 +87,14 @@ public sealed class SparseAutoencoder : IDisposable
             c.Architecture == SaeArchitecture.JumpRelu ? Read(w, "threshold", c.DSae) : null);
     }
 
+    /// <summary>W_dec [d_sae, d_in] of an SAE folder alone (checked for shape and NaN), for scans of the decoder geometry.</summary>
+    public static float[] ReadDecoder(SaeConfig c)
+    {
+        bool sparsify = c.Format == "sparsify";
+        using var f = SafeTensorsFile.Open(Path.Combine(c.Folder, sparsify ? "sae.safetensors" : "sae_weights.safetensors"));
+        return Read(f, "W_dec", c.DSae, c.DIn);
+    }
+
     static float[] Read(SafeTensorsFile f, string name, params long[] shape)
     {
         if (!f.Contains(name)) throw new PolyEngineException($"{f.Path}: missing tensor '{name}'; the SAE weights do not match cfg.json");
@@ -103,16 +108,7 @@ public sealed class SparseAutoencoder : IDisposable
     }
 
     /// <summary>Checks that this SAE fits <paramref name="spec"/>: its hook exists and d_in equals the hook's width.</summary>
-    public void CheckAgainst(ModelSpec spec)
-    {
-        var hooks = HookName.AllFor(spec);
-        if (!hooks.Contains(Config.Hook))
-            throw new PolyEngineException($"{Config.Folder}: the SAE reads '{Config.Hook}', which this {spec.Architecture} model does not have");
-        var shape = Config.Hook.ShapeFor(spec, 1, 1);
-        long width = Config.Hook.Point == HookPoint.AttnPattern ? 0 : shape.Skip(2).Aggregate(1L, (a, b) => a * b);
-        if (width != Config.DIn)
-            throw new PolyEngineException($"{Config.Folder}: d_in {Config.DIn} does not equal the width {width} of '{Config.Hook}' in this model; the SAE belongs to another model");
-    }
+    public void CheckAgainst(ModelSpec spec) => Config.CheckAgainst(spec);
 
     /// <summary>pre [rows, d_sae] in the scratch buffer, from the hook activation x [rows, d_in] on the backend.</summary>
     DeviceBuffer PreActivations(DeviceBuffer x, int rows, bool center)

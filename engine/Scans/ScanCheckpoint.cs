@@ -34,6 +34,12 @@ public sealed class ScanCheckpoint
     {
         var due = Every > _lastSaveTook * 10 ? Every : _lastSaveTook * 10;
         if (_sinceSave.Elapsed < due) return;
+        Save(windows, state);
+    }
+
+    /// <summary>Saves now (atomically: a killed save leaves the previous checkpoint).</summary>
+    internal void Save(long windows, Action<SafeTensorsWriter> state)
+    {
         var took = System.Diagnostics.Stopwatch.StartNew();
         var w = new SafeTensorsWriter().AddMetadata("run_key", RunKey).AddMetadata("windows", windows.ToString());
         state(w);
@@ -54,5 +60,13 @@ public sealed class ScanCheckpoint
     public void Delete()
     {
         if (File.Exists(Path)) File.Delete(Path);
+    }
+
+    /// <summary>Deletes every checkpoint file in <paramref name="outDir"/> (<c>checkpoint*.safetensors</c>: scans that
+    /// keep one per SAE name them <c>checkpoint.{k}.safetensors</c>).</summary>
+    public static void DeleteAll(string outDir)
+    {
+        if (!Directory.Exists(outDir)) return;
+        foreach (var f in Directory.GetFiles(outDir, "checkpoint*.safetensors")) File.Delete(f);
     }
 }

@@ -1,0 +1,38 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using PolyEngine.Models;
+
+namespace PolyEngine.Formats;
+
+/// <summary>
+/// A synthetic explanation export for an SAE, in the Neuronpedia JSONL layout <see cref="Explanations"/> reads, for the
+/// demo and tests: feature j belongs to one of <c>topics</c> topics and its embedding is the topic's direction plus
+/// noise (so features of one topic are related, others mostly not); every tenth feature has no explanation and every
+/// seventh has two (averaged on load). Deterministic per seed.
+/// </summary>
+public static class ToyExplanations
+{
+    public static void Write(string path, int dSae, int dim = 32, int topics = 8, ulong seed = 0)
+    {
+        var rng = new ToyModels.Rng(seed);
+        var centres = rng.Normals([topics, dim], 1f);
+        var sb = new StringBuilder();
+        for (int j = 0; j < dSae; j++)
+        {
+            if (j % 10 == 9) continue;
+            int topic = (int)(rng.NextU64() % (ulong)topics);
+            for (int copy = 0; copy < (j % 7 == 3 ? 2 : 1); copy++)
+            {
+                var noise = rng.Normals([dim], 0.6f);
+                var e = Enumerable.Range(0, dim).Select(i => centres[topic * dim + i] + noise[i]).ToArray();
+                sb.Append(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["modelId"] = "toy", ["index"] = j.ToString(CultureInfo.InvariantCulture),
+                    ["description"] = $"toy feature {j}, topic {topic}", ["embedding"] = e,
+                })).Append('\n');
+            }
+        }
+        AtomicFile.WriteText(path, sb.ToString());
+    }
+}

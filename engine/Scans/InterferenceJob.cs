@@ -1,0 +1,167 @@
+using System.Security.Cryptography;
+using System.Text.Json.Nodes;
+using PolyEngine.Formats;
+using PolyEngine.Kernels;
+using PolyEngine.Models;
+
+namespace PolyEngine.Scans;
+
+/// <summary>Everything an interference run takes besides its SAEs.</summary>
+public sealed record InterferenceJobOptions
+{
+    public InterferenceOptions Scan { get; init; } = new();
+    /// <summary>Fail on a malformed explanation line instead of skipping it.</summary>
+    public bool Strict { get; init; }
+    /// <summary>A model (folder or cached hub id) whose LM head gives the logit-lens proxy; null: no logit proxy.</summary>
+    public string? Model { get; init; }
+    /// <summary>A <c>polyengine coactivate</c> output folder for the co-activation proxy; null: none.</summary>
+    public string? Coactivation { get; init; }
+    public InterferenceSampleOptions? Sample { get; init; }
+    /// <summary>How often the open SAE's state is saved (at most; slow saves stretch it).</summary>
+    public TimeSpan CheckpointEvery { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>What the job tells its caller as it goes.</summary>
+public interface IInterferenceLog
+{
+    void Info(string line);
+    /// <summary>Tiles done of the current SAE, and pairs per second so far.</summary>
+    void Progress(string sae, long tilesDone, long tiles, double pairsPerSecond);
+}
+
+/// <summary>
+/// An interference run over several SAEs, one after another in bounded memory, resumable: each SAE's scan state is
+/// checkpointed in <c>checkpoint.{k}.safetensors</c> in the output folder as it goes (every 30 s at most, adapting to
+/// the save's cost), and replaced by the SAE's <see cref="InterferenceResult"/> when it is done. A rerun with the same
+/// run key skips finished SAEs and continues the open one from its last tile, to identical results.
+/// </summary>
+public static class InterferenceJob
+{
+    /// <summary>A key naming the run's inputs (SAE cfgs and weight sizes, explanation, feature-list, model and
+    /// co-activation files) and its options: a checkpoint is resumed only by a run with the same key.</summary>
+    public static string RunKey(IReadOnlyList<InterferenceSource> sources, InterferenceJobOptions o)
+    {
+        static JsonNode? Stamp(string? path) => path is null ? null
+            : File.Exists(path) ? $"{Path.GetFullPath(path)}:{new FileInfo(path).Length}:{File.GetLastWriteTimeUtc(path):O}"
+            : Path.GetFullPath(path);
+        var key = new JsonObject
+        {
+            ["scan"] = "interference",
+            ["saes"] = new JsonArray(sources.Select(s => (JsonNode)new JsonObject
+            {
+                ["cfg"] = Stamp(Path.Combine(s.Folder, "cfg.json")),
+                ["weights"] = string.Join(",", Directory.Exists(s.Folder) ? Directory.GetFiles(s.Folder, "*.safetensors").Order(StringComparer.Ordinal).Select(Stamp) : []),
+                ["explanations"] = Stamp(s.Explanations), ["active"] = Stamp(s.Active),
+            }).ToArray()),
+            ["model"] = o.Model, ["coactivation"] = o.Coactivation is null ? null : Stamp(Path.Combine(o.Coactivation, "coactivation.safetensors")),
+            ["taus"] = new JsonArray(o.Scan.Taus.Select(t => (JsonNode)t).ToArray()), ["partners"] = o.Scan.PartnersPerBin, ["top"] = o.Scan.TopN,
+            ["tile"] = o.Scan.Tile, ["strict"] = o.Strict,
+            ["sample"] = o.Sample is null ? null : $"{o.Sample.Targets}:{o.Sample.PartnersPerBin}:{o.Sample.Seed}",
+        };
+        return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(key.ToJsonString())));
+    }
+
+    public static string CheckpointPath(string outDir, int sae) => Path.Combine(outDir, $"checkpoint.{sae}.safetensors");
+
+    /// <summary>Scans every SAE not already finished in <paramref name="outDir"/>; returns the result file of each, in order.</summary>
+    public static IReadOnlyList<string> Run(IBackend backend, IReadOnlyList<InterferenceSource> sources, InterferenceJobOptions o,
+        string outDir, string runKey, IInterferenceLog log)
+    {
+        var names = Output.ScanManifest.SaeNames(sources.Select(s => s.Folder));
+        ModelSpec? spec = null;
+        float[]? gram = null;
+        if (o.Model is { } model)
+        {
+            string folder = HfHub.ResolveModelFolder(model);
+            spec = ModelSpec.FromConfigFile(Path.Combine(folder, "config.json"));
+            float[] head;
+            using (var files = WeightFiles.Open(folder)) head = ModelParams.LoadHead(files, spec);
+            gram = LogitLens.Gram(backend, head, spec.DVocab, spec.DModel);
+            log.Info($"model: {folder} (logit-lens proxy: cos(W_U·d̂_a, W_U·d̂_b) over d_vocab {spec.DVocab:N0})");
+        }
+        var results = new List<string>();
+        for (int k = 0; k < sources.Count; k++)
+        {
+            var ck = new ScanCheckpoint { Path = CheckpointPath(outDir, k), RunKey = runKey, Every = o.CheckpointEvery };
+            results.Add(ck.Path);
+            InterferenceState? resume = null;
+            SafeTensorsFile? saved = null;
+            if (ck.Open() is var (_, file))
+            {
+                if (file.Metadata.GetValueOrDefault("phase") == "done")
+                {
+                    file.Dispose();
+                    log.Info($"{names[k]}: finished by an earlier run");
+                    continue;
+                }
+                saved = file;
+            }
+            try
+            {
+                var inp = InterferenceInputs.Load(sources[k], names[k], o.Strict);
+                Describe(log, inp);
+                if (spec is not null)
+                {
+                    inp.Config.CheckAgainst(spec);
+                    if (!inp.Config.Hook.InResidualSpace || inp.D != spec.DModel)
+                        throw new PolyEngineException($"{inp.Config.Folder}: the logit-lens proxy needs an SAE of the residual stream (d_in = d_model), but this one reads '{inp.Config.Hook}'; drop --model or this SAE");
+                }
+                if (saved is not null)
+                {
+                    resume = new InterferenceState(inp.N, o.Scan.Taus.Length, inp.Embed is not null, o.Scan.PartnersPerBin, o.Scan.TopN);
+                    resume.Restore(saved, "");
+                    log.Info($"{names[k]}: resuming at tile {resume.TilesDone:N0}");
+                }
+                saved?.Dispose();
+                saved = null;
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                long startTiles = resume?.TilesDone ?? 0;
+                var state = InterferenceScan.Run(backend, inp.Unit, inp.D, inp.Embed, inp.EmbedDim, o.Scan, resume, (st, done, total) =>
+                {
+                    double pairs = (double)st.Pairs * (done - startTiles) / total;
+                    log.Progress(names[k], done, total, pairs / Math.Max(sw.Elapsed.TotalSeconds, 1e-9));
+                    ck.MaybeSave(done, w => { w.AddMetadata("phase", "scan"); st.Save(w, ""); });
+                });
+                double seconds = sw.Elapsed.TotalSeconds;
+                var lens = gram is null ? null : new LogitLens(backend, gram, inp.Unit, inp.D);
+                using var coactivation = o.Coactivation is null ? null : new CoactivationLookup(o.Coactivation, names[k], inp.Config.DSae);
+                var result = InterferenceResult.From(inp, state, o.Scan, lens, coactivation, o.Sample);
+                ck.Save(state.TilesDone, w => { w.AddMetadata("phase", "done").AddMetadata("seconds", seconds.ToString("R", System.Globalization.CultureInfo.InvariantCulture)); result.Save(w); });
+                Summarise(log, result, seconds);
+            }
+            finally
+            {
+                saved?.Dispose();
+            }
+        }
+        return results;
+    }
+
+    static void Describe(IInterferenceLog log, InterferenceInputs inp)
+    {
+        var c = inp.Config;
+        string left = string.Join(", ", new[]
+        {
+            inp.NotActive > 0 ? $"{inp.NotActive:N0} outside --active" : null,
+            inp.WithoutExplanation > 0 ? $"{inp.WithoutExplanation:N0} without an explanation embedding" : null,
+            inp.DeadRows > 0 ? $"{inp.DeadRows:N0} with a zero decoder row" : null,
+        }.Where(x => x is not null));
+        log.Info($"sae: {c.Folder} ({c.Format}, d_sae {c.DSae:N0}, d_in {c.DIn}) at {c.Hook}: {inp.N:N0} features, {(long)inp.N * (inp.N - 1) / 2:N0} pairs" +
+                 (left.Length > 0 ? $" ({left} left out)" : ""));
+        if (inp.Explanations is { } ex)
+            log.Info($"  explanations: {ex.Path}: {ex.Embedded:N0} embeddings of width {ex.Dim} in {ex.Lines:N0} lines" +
+                     (ex.Skipped > 0 ? $"; {ex.Skipped:N0} malformed lines skipped (lines {string.Join(", ", ex.SkippedLines)}{(ex.Skipped > ex.SkippedLines.Count ? ", ..." : "")}; --strict fails on them)" : ""));
+        else
+            log.Info("  no --explanations: interference only (histograms and bins); no semantic mask, no qualified targets");
+    }
+
+    static void Summarise(IInterferenceLog log, InterferenceResult r, double seconds)
+    {
+        double pairs = r.Pairs;
+        log.Info($"  {r.Name}: {r.Pairs:N0} pairs in {seconds:F1} s ({pairs / Math.Max(seconds, 1e-9):N0} pairs/s); " +
+                 string.Join(", ", Enumerable.Range(0, InterferenceBins.Count).Select(b => $"{InterferenceBins.Keys[b]} {100 * r.Bins[b] / pairs:F2} %")) +
+                 $", negative {100 * (pairs - r.Bins.Sum()) / pairs:F2} %");
+        if (r.Semantic)
+            log.Info("  qualified targets: " + string.Join(", ", r.Taus.Select((t, i) => $"τ {t}: {r.Qualified[i]:N0}")));
+    }
+}
