@@ -118,9 +118,9 @@ public static class InterferenceJob
                 long startTiles = resume?.TilesDone ?? 0;
                 var state = InterferenceScan.Run(backend, inp.Unit, inp.D, inp.Embed, inp.EmbedDim, o.Scan, resume, (st, done, total) =>
                 {
+                    ck.MaybeSave(done, w => { w.AddMetadata("phase", "scan"); st.Save(w, ""); });
                     double pairs = (double)st.Pairs * (done - startTiles) / total;
                     log.Progress(names[k], done, total, pairs / Math.Max(sw.Elapsed.TotalSeconds, 1e-9));
-                    ck.MaybeSave(done, w => { w.AddMetadata("phase", "scan"); st.Save(w, ""); });
                 });
                 double seconds = sw.Elapsed.TotalSeconds;
                 var lens = gram is null ? null : new LogitLens(backend, gram, inp.Unit, inp.D);
