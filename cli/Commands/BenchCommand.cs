@@ -47,7 +47,44 @@ static class BenchCommand
         });
         bench.Subcommands.Add(forward);
         bench.Subcommands.Add(Coactivate(io));
+        bench.Subcommands.Add(Interference(io));
         return bench;
+    }
+
+    static Command Interference(Io io)
+    {
+        var features = new Option<int>("--features") { Description = "SAE width F", DefaultValueFactory = _ => 32768 };
+        var dIn = new Option<int>("--d-in") { Description = "Decoder width d_in", DefaultValueFactory = _ => 768 };
+        var tile = new Option<int>("--tile") { Description = "Features per GEMM tile side", DefaultValueFactory = _ => 2048 };
+        var write = new Option<string>("--write-decoder") { Description = "Also write the decoder (safetensors, W_dec) for the PyTorch baseline" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object" };
+        var device = Common.Device();
+        var threads = Common.Threads();
+        var cmd = new Command("interference", Common.WithExamples(
+            "Interference-scan throughput (pairs/s) on a random unit decoder: cosines in GEMM tiles, exact histogram and five bins. " +
+            "bench/baselines/interference_vs_torch.sh runs a tiled torch matmul + binning on the same decoder.",
+            "polyengine bench interference --features 32768 --d-in 768 --threads 2"))
+        { features, dIn, tile, write, json, device, threads };
+        cmd.SetAction(r =>
+        {
+            int f = r.GetValue(features), d = r.GetValue(dIn);
+            if (f < 2 || d < 1 || r.GetValue(tile) < 16) throw new PolyEngineException("--features must be at least 2, --d-in positive and --tile at least 16");
+            if (r.GetValue(write) is string path) Scans.InterferenceBenchmark.WriteDecoder(path, f, d, 1);
+            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount;
+            var res = Scans.InterferenceBenchmark.Measure(backend, f, d, r.GetValue(tile), threadCount);
+            if (r.GetValue(json))
+                io.Out.WriteLine(JsonSerializer.Serialize(new
+                {
+                    pairs_per_second = res.PairsPerSecond, features = f, d_in = d, pairs = res.Pairs, seconds = res.Seconds, threads = threadCount,
+                    device = backend.DeviceName, tile = r.GetValue(tile), bins = res.Bins, negative = res.Negative,
+                }));
+            else
+                io.Out.WriteLine($"interference F {f:N0}, d_in {d}: {res.PairsPerSecond:N0} pairs/s ({res.Pairs:N0} pairs in {res.Seconds:F2} s, {note}); " +
+                                 $"bins {string.Join(" ", res.Bins)}, negative {res.Negative}");
+            return 0;
+        });
+        return cmd;
     }
 
     static Command Coactivate(Io io)

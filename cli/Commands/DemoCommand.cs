@@ -11,8 +11,8 @@ static class DemoCommand
     {
         var cache = new Option<string>("--cache") { Description = "Folder for the generated toy models (default: ~/.cache/polyengine/toys)" };
         var cmd = new Command("demo", Common.WithExamples(
-            "The built-in default job: build toy GPT-2 and Pythia models, a toy SAE and a toy corpus (first use), run the models with " +
-            "hooks, count SAE feature co-activations over the corpus, show what came out.",
+            "The built-in default job: build toy GPT-2 and Pythia models, a toy SAE, a toy corpus and toy explanations (first use), run " +
+            "the models with hooks, count SAE feature co-activations over the corpus, scan the SAE's decoder interference, show what came out.",
             "polyengine demo")) { cache };
         cmd.SetAction(r => Run(io, r.GetValue(cache) ?? DefaultCache()));
         return cmd;
@@ -77,6 +77,27 @@ static class DemoCommand
                              $"of tokens, most strongly ({ctx.Activation:F2}) at \"{model.Tokenizer.Decode([ctx.Tokens[ctx.Position]])}\" in " +
                              $"\"…{model.Tokenizer.Decode(ctx.Tokens.Take(ctx.Position + 1).Skip(Math.Max(0, ctx.Position - 7))).Trim()}\"");
             io.Out.WriteLine($"  the same with files: polyengine coactivate (or features) --model {gpt2Dir} --sae {saeDir} --corpus {corpusPath} --out coact/");
+        }
+        // The same SAE's decoder geometry: the paper's interference bins and qualified targets, against toy explanations.
+        string explanationsPath = Path.Combine(cacheDir, "gpt2-tiny-sae-topk-explanations.jsonl");
+        if (!File.Exists(explanationsPath)) Formats.ToyExplanations.Write(explanationsPath, 256, seed: 0);
+        {
+            var inp = Scans.InterferenceInputs.Load(new Scans.InterferenceSource(saeDir, explanationsPath), "demo", strict: false);
+            var options = new Scans.InterferenceOptions();
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            var st = Scans.InterferenceScan.Run(backend, inp.Unit, inp.D, inp.Embed, inp.EmbedDim, options);
+            var r = Scans.InterferenceResult.From(inp, st, options, null, null, new Scans.InterferenceSampleOptions(1, 1, 0));
+            io.Out.WriteLine();
+            io.Out.WriteLine($"interference: decoder cosines of all {r.Pairs:N0} pairs of the {r.Features} features with a toy explanation, {sw.Elapsed.TotalMilliseconds:F0} ms");
+            io.Out.WriteLine("  " + string.Join(", ", Enumerable.Range(0, Scans.InterferenceBins.Count)
+                .Select(b => $"{Scans.InterferenceBins.Keys[b]}: {100.0 * r.Bins[b] / r.Pairs:F1} %")) + $", negative: {100.0 * (r.Pairs - r.Bins.Sum()) / r.Pairs:F1} %");
+            io.Out.WriteLine("  qualified targets (an unrelated partner in every bin): " + string.Join(", ", r.Taus.Select((t, i) => $"τ {t}: {r.Qualified[i]}")));
+            var target = System.Text.Json.Nodes.JsonNode.Parse(r.SampleJson!)!["taus"]![2]!["targets"]!.AsArray().FirstOrDefault();
+            if (target is not null)
+                io.Out.WriteLine($"  a sampled target under τ 0.2: feature {target["feature"]} (\"{target["explanation"]}\"), partners " +
+                    string.Join(", ", Scans.InterferenceBins.Keys.Select(k => target["bins"]![k]!["partners"]!.AsArray().FirstOrDefault() is { } p
+                        ? $"{p["feature"]} (cos {(double)p["cosine"]!:F2})" : "-")));
+            io.Out.WriteLine($"  the same with files: polyengine interference --sae {saeDir} --explanations {explanationsPath} --sample 10 --out interf/");
         }
         io.Out.WriteLine();
         io.Out.WriteLine("On real weights (nothing is downloaded; use a folder or the HuggingFace cache):");

@@ -14,7 +14,7 @@ namespace PolyEngine.Formats;
 /// </summary>
 public sealed class Explanations
 {
-    readonly float[] _sum;      // [features, dim]: the sum of a feature's embeddings
+    float[]? _sum;              // [features, dim]: the sum of a feature's embeddings (null once released)
     readonly int[] _count;      // embeddings per feature
     readonly string?[] _description;
 
@@ -47,6 +47,7 @@ public sealed class Explanations
     public bool UnitMean(int feature, Span<float> dst)
     {
         if (_count[feature] == 0) return false;
+        if (_sum is null) throw new InvalidOperationException("the embeddings were released");
         var sum = _sum.AsSpan(feature * Dim, Dim);
         double ss = 0;
         foreach (var v in sum) ss += (double)v * v;
@@ -55,6 +56,9 @@ public sealed class Explanations
         for (int i = 0; i < Dim; i++) dst[i] = sum[i] * inv;
         return true;
     }
+
+    /// <summary>Frees the embedding sums (d_sae × dim floats) once the unit means are taken; counts and descriptions stay.</summary>
+    public void ReleaseEmbeddings() => _sum = null;
 
     public static Explanations Load(string path, int dSae, bool strict)
     {

@@ -71,6 +71,7 @@ public sealed class InterferenceInputs
             for (int i = 0; i < d; i++) dst[i] = (float)(src[i] / norms[j]);
             if (ex is not null && !ex.UnitMean(j, embed.AsSpan(a * e, e))) zeroEmbedding++;
         }
+        ex?.ReleaseEmbeddings();   // the unit means are in embed now
         if (zeroEmbedding > 0)
             throw new PolyEngineException($"--explanations {ex!.Path}: {zeroEmbedding} feature(s) have an all-zero mean embedding, which has no direction; drop those lines");
         if (features.Length < 2)

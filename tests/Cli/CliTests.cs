@@ -219,6 +219,8 @@ public class CliTests
         Assert.Contains("co-activation: toy TopK SAE", stdout);
         Assert.Contains("together in", stdout);
         Assert.Contains("the busiest", stdout);
+        Assert.Contains("interference: decoder cosines of all", stdout);
+        Assert.Contains("qualified targets (an unrelated partner in every bin): τ 0.4:", stdout);
         Assert.True(File.Exists(Path.Combine(cache.Path, "neox-tiny-seed0", "tokenizer.json")));
     }
 
@@ -226,7 +228,7 @@ public class CliTests
     public void EveryVerbHasHelpWithExamples()
     {
         foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"], ["bench", "coactivate"], ["features"],
-                     ["coactivate"], ["toy-corpus"], ["toy-sae"], ["devices"], ["kernels", "check"] })
+                     ["coactivate"], ["toy-corpus"], ["toy-sae"], ["devices"], ["kernels", "check"], ["interference"], ["bench", "interference"], ["toy-explanations"] })
         {
             var (code, stdout, _) = Run([.. verb, "--help"]);
             Assert.Equal(0, code);

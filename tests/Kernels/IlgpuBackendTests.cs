@@ -145,6 +145,23 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
             }
     }
 
+    /// <summary>The interference scan on the emulated CUDA backend (tile GEMMs as ILGPU kernels, results downloaded) equals
+    /// the CPU backend's exactly on lattice data, where every cosine is exact in float32.</summary>
+    [Fact]
+    public void InterferenceScanMatchesTheCpuBackend()
+    {
+        int n = 70, d = 64, e = 17;
+        var unit = Scans.InterferenceTests.Lattice(n, d, 64, 5);
+        var embed = Scans.InterferenceTests.Lattice(n, e, 16, 6);
+        var o = new PolyEngine.Scans.InterferenceOptions { Tile = 32, PartnersPerBin = 2, TopN = 3 };
+        var gpu = PolyEngine.Scans.InterferenceScan.Run(_gpu, unit, d, embed, e, o);
+        var cpu = PolyEngine.Scans.InterferenceScan.Run(new CpuBackend(2), unit, d, embed, e, o);
+        Assert.Equal(cpu.Fine, gpu.Fine);
+        Assert.Equal(cpu.Unrelated, gpu.Unrelated);
+        Assert.Equal(cpu.PartnerCounts, gpu.PartnerCounts);
+        for (int a = 0; a < n; a++) Assert.Equal(cpu.Top!.Sorted(a), gpu.Top!.Sorted(a));
+    }
+
     [Theory]
     [InlineData("gpt2-tiny")]
     [InlineData("neox-tiny")]
