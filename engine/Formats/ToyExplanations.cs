@@ -17,22 +17,25 @@ public static class ToyExplanations
     {
         var rng = new ToyModels.Rng(seed);
         var centres = rng.Normals([topics, dim], 1f);
-        var sb = new StringBuilder();
-        for (int j = 0; j < dSae; j++)
+        AtomicFile.Write(path, stream =>
         {
-            if (j % 10 == 9) continue;
-            int topic = (int)(rng.NextU64() % (ulong)topics);
-            for (int copy = 0; copy < (j % 7 == 3 ? 2 : 1); copy++)
+            using var w = new StreamWriter(stream, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
+            for (int j = 0; j < dSae; j++)
             {
-                var noise = rng.Normals([dim], 0.6f);
-                var e = Enumerable.Range(0, dim).Select(i => centres[topic * dim + i] + noise[i]).ToArray();
-                sb.Append(JsonSerializer.Serialize(new Dictionary<string, object>
+                if (j % 10 == 9) continue;
+                int topic = (int)(rng.NextU64() % (ulong)topics);
+                for (int copy = 0; copy < (j % 7 == 3 ? 2 : 1); copy++)
                 {
-                    ["modelId"] = "toy", ["index"] = j.ToString(CultureInfo.InvariantCulture),
-                    ["description"] = $"toy feature {j}, topic {topic}", ["embedding"] = e,
-                })).Append('\n');
+                    var noise = rng.Normals([dim], 0.6f);
+                    var e = Enumerable.Range(0, dim).Select(i => centres[topic * dim + i] + noise[i]).ToArray();
+                    w.Write(JsonSerializer.Serialize(new Dictionary<string, object>
+                    {
+                        ["modelId"] = "toy", ["index"] = j.ToString(CultureInfo.InvariantCulture),
+                        ["description"] = $"toy feature {j}, topic {topic}", ["embedding"] = e,
+                    }));
+                    w.Write('\n');
+                }
             }
-        }
-        AtomicFile.WriteText(path, sb.ToString());
+        });
     }
 }

@@ -121,9 +121,10 @@ public sealed class InterferenceState
 /// The exhaustive interference scan of one SAE (PAPER.md §2.4), in bounded memory: the unit decoder rows U [n, d] (and
 /// the unit explanation embeddings M [n, e]) are cut into tiles of T features; for each tile pair (I ≤ J) of the upper
 /// triangle the backend computes the cosines U_I·U_Jᵀ (and the similarities M_I·M_Jᵀ) as GEMMs, and the host bins
-/// the pairs a &lt; b of the tile: once for the histograms, then from each side for the per-feature counts and partner
-/// heaps (the tile transposed for the column side, so every feature's state is written by one thread). Never more than
-/// a few T² values exist; the result does not depend on the thread count or on where a run was resumed.
+/// the pairs a &lt; b of the tile: by rows (each pair once into the histograms; each row feature as the target of its
+/// partners), then by blocks of columns (each column feature as the target of its partners), so every feature's counts
+/// and heaps are written by one thread at a time. Never more than a few T² values exist; the result does not depend on
+/// the thread count, the tile size or on where a run was resumed.
 /// </summary>
 public static class InterferenceScan
 {
@@ -147,8 +148,6 @@ public static class InterferenceScan
         var packedM = new PackedWeight?[tiles];
         var cos = new float[(long)tile * tile];
         var sim = embed is null ? null : new float[cos.Length];
-        var cosT = new float[cos.Length];
-        var simT = embed is null ? null : new float[cos.Length];
         try
         {
             long index = 0;
@@ -169,13 +168,8 @@ public static class InterferenceScan
                         packedM[tj] ??= backend.PackWeight(embed.AsSpan(j0 * e, cols * e), e, cols, WeightLayout.OutIn);
                         Gemm(backend, xm!, packedM[tj]!, rows, cols, sim!);
                     }
-                    Accumulate(state, taus, cos, sim, rows, cols, i0, j0, rowsAreTargets: true, threads);
-                    if (state.PartnerCounts is not null || state.Top is not null)
-                    {
-                        Transpose(cos, cosT, rows, cols);
-                        if (sim is not null) Transpose(sim, simT!, rows, cols);
-                        Accumulate(state, taus, cosT, simT, cols, rows, j0, i0, rowsAreTargets: false, threads);
-                    }
+                    AccumulateRows(state, taus, cos, sim, rows, cols, i0, j0, threads);
+                    if (state.PartnerCounts is not null || state.Top is not null) AccumulateColumns(state, taus, cos, sim, rows, cols, i0, j0, threads);
                     state.TilesDone = index + 1;
                     tileDone?.Invoke(state, index + 1, totalTiles);
                 }
@@ -201,71 +195,90 @@ public static class InterferenceScan
         backend.Download(yb, y.AsSpan(0, rows * cols));
     }
 
-    static void Transpose(float[] src, float[] dst, int rows, int cols)
+    /// <summary>The row side of a tile (rows r0 + r, columns c0 + c): each row's feature a is the target of its partners
+    /// b &gt; a, and the histograms are counted here (each pair once). Rows are split into a fixed number of chunks per
+    /// thread; the chunks' histograms are summed at the end.</summary>
+    static void AccumulateRows(InterferenceState s, float[] taus, float[] cos, float[]? sim, int rows, int cols, int r0, int c0, int threads)
     {
-        const int B = 32;
-        for (int r0 = 0; r0 < rows; r0 += B)
-            for (int c0 = 0; c0 < cols; c0 += B)
-                for (int r = r0; r < Math.Min(rows, r0 + B); r++)
-                    for (int c = c0; c < Math.Min(cols, c0 + B); c++)
-                        dst[(long)c * rows + r] = src[(long)r * cols + c];
+        int nt = taus.Length, chunks = Math.Min(rows, threads * 8);
+        var locals = new long[chunks][];
+        Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, ch =>
+        {
+            var local = new long[InterferenceBins.FineCount + InterferenceBins.Count + nt * InterferenceBins.Count];
+            for (int r = (int)((long)rows * ch / chunks), end = (int)((long)rows * (ch + 1) / chunks); r < end; r++)
+            {
+                int a = r0 + r, cStart = Math.Max(0, a + 1 - c0);
+                if (cStart >= cols) continue;
+                int o = r * cols + cStart, len = cols - cStart;
+                BinRow(cos.AsSpan(o, len), sim is null ? default : sim.AsSpan(o, len), sim is not null, a, c0 + cStart, taus, s, local);
+            }
+            locals[ch] = local;
+        });
+        foreach (var local in locals)
+        {
+            for (int i = 0; i < InterferenceBins.FineCount; i++) s.Fine[i] += local[i];
+            for (int i = 0; i < InterferenceBins.Count; i++) s.Bins[i] += local[InterferenceBins.FineCount + i];
+            if (s.Unrelated is not null)
+                for (int i = 0; i < nt * InterferenceBins.Count; i++) s.Unrelated[i] += local[InterferenceBins.FineCount + InterferenceBins.Count + i];
+        }
     }
 
-    /// <summary>Bins the tile's pairs (a, b) with a &lt; b. Rows are global features r0 + r, columns c0 + c. With
-    /// <paramref name="rowsAreTargets"/> the rows are the tile's row side (partners b &gt; a) and the histograms are counted;
-    /// otherwise the tile is transposed (rows are the column side, partners a &lt; b) and only per-feature state changes.</summary>
-    static void Accumulate(InterferenceState s, float[] taus, float[] cos, float[]? sim, int rows, int cols, int r0, int c0,
-        bool rowsAreTargets, int threads)
+    static void BinRow(ReadOnlySpan<float> cos, ReadOnlySpan<float> sim, bool semantic, int target, int partner0, float[] taus,
+        InterferenceState s, long[] local)
     {
-        int n = s.N, nt = taus.Length;
-        var counts = s.PartnerCounts;
-        var partners = s.Partners;
-        var top = s.Top;
-        int fineLen = InterferenceBins.FineCount, binLen = InterferenceBins.Count;
-        object merge = new();
-        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads },
-            () => rowsAreTargets ? new long[fineLen + binLen + nt * binLen] : null,
-            (r, _, local) =>
+        const int Fine = InterferenceBins.FineCount, Bins = InterferenceBins.Count;
+        for (int c = 0; c < cos.Length; c++)
+        {
+            float v = InterferenceBins.Clamp(cos[c]);
+            int bin = InterferenceBins.Of(v);
+            local[InterferenceBins.FineOf(v)]++;
+            if (bin >= 0) local[Fine + bin]++;
+            if (bin >= 0 && semantic)
+                for (int t = 0; t < taus.Length; t++)
+                    if (sim[c] < taus[t]) local[Fine + Bins + t * Bins + bin]++;
+            Pair(v, bin, semantic ? sim[c] : 0f, target, partner0 + c, taus, s);
+        }
+    }
+
+    /// <summary>The column side of a tile: each column's feature b is the target of its partners a &lt; b (the rows).
+    /// Threads own blocks of columns and read the tile row by row, a block's width at a time.</summary>
+    static void AccumulateColumns(InterferenceState s, float[] taus, float[] cos, float[]? sim, int rows, int cols, int r0, int c0, int threads)
+    {
+        const int Block = 32;
+        int blocks = (cols + Block - 1) / Block;
+        Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, blk =>
+        {
+            int cFrom = blk * Block, cTo = Math.Min(cols, cFrom + Block);
+            for (int r = 0; r < rows; r++)
             {
-                int target = r0 + r;
-                // rows side: partners b > a; column side (transposed): partners a < b
-                int cStart = rowsAreTargets ? Math.Max(0, target + 1 - c0) : 0;
-                int cEnd = rowsAreTargets ? cols : Math.Min(cols, target - c0);
-                long o = (long)r * cols;
-                for (int c = cStart; c < cEnd; c++)
+                int a = r0 + r;
+                int first = Math.Max(cFrom, a + 1 - c0);   // columns b > a only
+                int o = r * cols;
+                for (int c = first; c < cTo; c++)
                 {
                     float v = InterferenceBins.Clamp(cos[o + c]);
-                    int partner = c0 + c;
-                    int bin = InterferenceBins.Of(v);
-                    if (local is not null)
-                    {
-                        local[InterferenceBins.FineOf(v)]++;
-                        if (bin >= 0) local[fineLen + bin]++;
-                    }
-                    top?.Offer(target, v, partner);
-                    if (bin < 0 || sim is null) continue;
-                    float similarity = sim[o + c];
-                    for (int t = 0; t < nt; t++)
-                    {
-                        if (!(similarity < taus[t])) continue;
-                        if (local is not null) local[fineLen + binLen + t * binLen + bin]++;
-                        int owner = InterferenceState.Owner(t, target, bin, n);
-                        counts![owner]++;
-                        if (partners!.Admits(owner, v)) partners.Offer(owner, v, partner);
-                    }
+                    Pair(v, InterferenceBins.Of(v), sim is null ? 0f : sim[o + c], c0 + c, a, taus, s);
                 }
-                return local;
-            },
-            local =>
-            {
-                if (local is null) return;
-                lock (merge)
-                {
-                    for (int i = 0; i < fineLen; i++) s.Fine[i] += local[i];
-                    for (int i = 0; i < binLen; i++) s.Bins[i] += local[fineLen + i];
-                    if (s.Unrelated is not null)
-                        for (int i = 0; i < nt * binLen; i++) s.Unrelated[i] += local[fineLen + binLen + i];
-                }
-            });
+            }
+        });
+    }
+
+    /// <summary>One pair seen from its target: the top-N heap, and per τ under which it is unrelated, the target's count and
+    /// partner heap of the pair's bin.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    static void Pair(float v, int bin, float similarity, int target, int partner, float[] taus, InterferenceState s)
+    {
+        var top = s.Top;
+        if (top is not null && top.Admits(target, v)) top.Offer(target, v, partner);
+        var counts = s.PartnerCounts;
+        if (bin < 0 || counts is null) return;
+        var partners = s.Partners!;
+        for (int t = 0; t < taus.Length; t++)
+        {
+            if (!(similarity < taus[t])) continue;
+            int owner = InterferenceState.Owner(t, target, bin, s.N);
+            counts[owner]++;
+            if (partners.Admits(owner, v)) partners.Offer(owner, v, partner);
+        }
     }
 }
