@@ -6,20 +6,17 @@ counts against the sparse definition.
 
   python3 coactivate_dense.py --activations acts.safetensors --threads 2 --batch 256 [--json]
 """
-import argparse, json, struct, sys, time
+import argparse, json, sys, time
 
 import numpy as np
 import torch
 
+from safetensors_np import read_tensor
+
 
 def read(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    t = header["active"]
-    b, e = t["data_offsets"]
-    return np.frombuffer(data[b:e], dtype=np.int32).reshape(t["shape"]), int(header["__metadata__"]["features"])
+    active, meta = read_tensor(path, "active")
+    return active, int(meta["features"])
 
 
 def main():

@@ -1,23 +1,14 @@
 #!/usr/bin/env bash
 # PolyEngine vs PyTorch on the same toy GPT-2-small (or Pythia-70m) weights, same thread count, one command.
 #   bench/baselines/forward_vs_torch.sh [gpt2-small|pythia-70m] [threads] [batch] [seq] [iters] [rounds]
-# Installs Debian's python3-torch and libopenblas0-pthread when missing (without OpenBLAS torch falls back to the
-# reference BLAS, ~20x slower: the comparison is against PyTorch at its best here). Prints both, the ratio, and the
+# Installs Debian's python3-torch and libopenblas0-pthread when missing (common.sh). Prints both, the ratio, and the
 # max |logits difference| between the two on a short input as a parity check at the real shape.
 set -euo pipefail
 preset=${1:-gpt2-small}; threads=${2:-2}; batch=${3:-8}; seq=${4:-128}; iters=${5:-5}; rounds=${6:-3}
-root=$(cd "$(dirname "$0")/../.." && pwd)
 family=gpt2; [ "$preset" = pythia-70m ] && family=neox
-if ! /usr/bin/python3 -c "import torch" 2>/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ]; then
-  echo "installing python3-torch and libopenblas0-pthread (Debian)..." >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch libopenblas0-pthread >/dev/null
-fi
-blas=$(readlink -f /etc/alternatives/libblas.so.3-x86_64-linux-gnu || true)
-case "$blas" in *openblas*) ;; *) echo "warning: libblas.so.3 is $blas, not OpenBLAS; torch will be slow" >&2 ;; esac
-dotnet build "$root/cli" -c Release -v q -nologo >/dev/null
-pe() { dotnet "$root/cli/bin/Release/net10.0/PolyEngine.Cli.dll" "$@"; }
+source "$(dirname "$0")/common.sh"
 model="$root/artifacts/toy-$preset-seed1"
-[ -f "$model/model.safetensors" ] || { mkdir -p "$root/artifacts"; pe toy --family $family --preset "$preset" --seed 1 --out "$model" >&2; }
+[ -f "$model/model.safetensors" ] || { pe toy --family $family --preset "$preset" --seed 1 --out "$model" >&2; }
 
 # Parity at the real shape: both run the same 2 × 16 ids.
 ids=$(/usr/bin/python3 -c "import random; random.seed(5); print(';'.join(','.join(str(random.randrange(50000)) for _ in range(16)) for _ in range(2)))")

@@ -7,20 +7,12 @@ the five bins by float32 comparisons as the authors' masks do. Reads the decoder
 
   python3 interference_torch.py --decoder dec.safetensors --threads 2 --tile 2048 [--json]
 """
-import argparse, json, struct, sys, time
+import argparse, json, sys, time
 
 import numpy as np
 import torch
 
-
-def read(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        data = f.read()
-    t = header["W_dec"]
-    b, e = t["data_offsets"]
-    return np.frombuffer(data[b:e], dtype=np.float32).reshape(t["shape"])
+from safetensors_np import read_tensor
 
 
 def main():
@@ -31,7 +23,7 @@ def main():
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    W = torch.from_numpy(read(a.decoder).copy())
+    W = torch.from_numpy(read_tensor(a.decoder, "W_dec")[0].copy())
     F = W.shape[0]
     t0 = time.perf_counter()
     with torch.inference_mode():

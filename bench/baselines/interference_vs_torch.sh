@@ -3,25 +3,19 @@
 #   bench/baselines/interference_vs_torch.sh [features] [d_in] [threads] [rounds]
 set -euo pipefail
 F=${1:-32768}; D=${2:-768}; threads=${3:-2}; rounds=${4:-3}
-root=$(cd "$(dirname "$0")/../.." && pwd)
-if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-torch libopenblas0-pthread >/dev/null
-fi
-dotnet build "$root/cli" -c Release -v q -nologo >/dev/null
-mkdir -p "$root/artifacts"
+source "$(dirname "$0")/common.sh"
 dec="$root/artifacts/decoder-F$F-d$D.safetensors"
-pe_bin="dotnet $root/cli/bin/Release/net10.0/PolyEngine.Cli.dll"
-$pe_bin bench interference --features "$F" --d-in "$D" --threads "$threads" --write-decoder "$dec" --json >/dev/null
+pe bench interference --features "$F" --d-in "$D" --threads "$threads" --write-decoder "$dec" --json >/dev/null
 ratios=()
 for r in $(seq "$rounds"); do   # alternate the two, report each round and the median ratio
-  pe=$($pe_bin bench interference --features "$F" --d-in "$D" --threads "$threads" --json)
+  pej=$(pe bench interference --features "$F" --d-in "$D" --threads "$threads" --json)
   pt=$(OPENBLAS_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/baselines/interference_torch.py" --decoder "$dec" --threads "$threads" --json)
-  ratio=$(/usr/bin/python3 -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(a['pairs_per_second']/b['pairs_per_second'])" "$pe" "$pt")
+  ratio=$(/usr/bin/python3 -c "import json,sys; a,b=json.loads(sys.argv[1]),json.loads(sys.argv[2]); print(a['pairs_per_second']/b['pairs_per_second'])" "$pej" "$pt")
   ratios+=("$ratio")
-  echo "round $r: polyengine $pe"
+  echo "round $r: polyengine $pej"
   echo "round $r: torch      $pt"
 done
-/usr/bin/python3 - "$pe" "$pt" "${ratios[@]}" <<'PY'
+/usr/bin/python3 - "$pej" "$pt" "${ratios[@]}" <<'PY'
 import json, statistics, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 ratios = [float(x) for x in sys.argv[3:]]

@@ -31,17 +31,8 @@ public class InterferenceTests
         return x;
     }
 
-    /// <summary>Unit rows drawn from a Gaussian (float cosines, not exact).</summary>
-    internal static float[] Gaussian(int n, int dim, ulong seed)
-    {
-        var x = new ToyModels.Rng(seed).Normals([n, dim], 1f);
-        for (int a = 0; a < n; a++)
-        {
-            var row = x.AsSpan(a * dim, dim);
-            System.Numerics.Tensors.TensorPrimitives.Divide(row, System.Numerics.Tensors.TensorPrimitives.Norm(row), row);
-        }
-        return x;
-    }
+    /// <summary>Unit rows drawn from a Gaussian (float cosines, not exact): the benchmark's decoder.</summary>
+    internal static float[] Gaussian(int n, int dim, ulong seed) => InterferenceBenchmark.Decoder(n, dim, seed);
 
     sealed class Reference
     {
@@ -190,14 +181,7 @@ public class InterferenceTests
         Assert.Equal(Enumerable.Range(0, r1.QTau.Length).Select(i => (r1.QTau[i], r1.QTarget[i], r1.QBin[i], r1.QPartner[i])),
             Enumerable.Range(0, Taus.Length).SelectMany(t => Enumerable.Range(0, n).Where(a => reference.Qualified(t, a))
                 .SelectMany(a => Enumerable.Range(0, 5).SelectMany(b => reference.Lists[t, a, b].Take(4).Select(p => (t, a, b, p.Partner))))));
-        foreach (var (tile, threads) in new[] { (16, 2), (50, 2), (33, 1) })
-        {
-            var r = Scan(unit, d, embed, e, tile, 4, 0, threads);
-            Assert.Equal(r1.Fine, r.Fine);
-            Assert.Equal(r1.QPartner, r.QPartner);
-            Assert.Equal(r1.QCosine, r.QCosine);
-            Assert.Equal(r1.TargetPartners, r.TargetPartners);
-        }
+        foreach (var (tile, threads) in new[] { (16, 2), (50, 2), (33, 1) }) AssertSame(r1, Scan(unit, d, embed, e, tile, 4, 0, threads));
     }
 
     /// <summary>A planted SAE on disk whose decoder rows have known cosines: feature 2k is e_k, feature 2k+1 is
