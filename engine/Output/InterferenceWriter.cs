@@ -8,7 +8,9 @@ namespace PolyEngine.Output;
 /// <summary>
 /// Writes an interference run from its per-SAE result files, one row group per SAE (memory stays one SAE's worth):
 /// <list type="bullet">
-/// <item><c>bins</c>: <c>sae, bin, lo, hi, pairs, fraction</c> — the five bins over unordered pairs i &lt; j (negatives in no bin);</item>
+/// <item><c>bins</c>: <c>sae, bin, lo, hi, pairs, fraction, fraction_below_hi</c> — the five bins over unordered pairs
+/// i &lt; j (negatives in no bin), and the cumulative fraction of all pairs below the bin's top, negatives included (the
+/// paper's App. F statistic, "x % of pairs &lt; 0.1");</item>
 /// <item><c>histogram</c>: <c>sae, lo, hi, pairs</c> — 2,000 bins of 0.001 over [-1, 1];</item>
 /// <item>with explanations: <c>bins_unrelated</c> (<c>sae, tau, bin, lo, hi, pairs, fraction, fraction_of_bin</c>: the
 /// bin's pairs whose explanation similarity is below τ), <c>targets</c> (<c>sae, tau, target, bin, partners</c>: each
@@ -48,8 +50,12 @@ public static class InterferenceWriter
         Table("bins", BinsTable, r =>
         {
             var t = BinsTable();
+            long below = r.Pairs - r.Bins.Sum();   // the negatives
             for (int b = 0; b < InterferenceBins.Count; b++)
-                Fill(t, r.Name, InterferenceBins.Keys[b], BinLo[b], BinHi[b], r.Bins[b], (double)r.Bins[b] / r.Pairs);
+            {
+                below += r.Bins[b];
+                Fill(t, r.Name, InterferenceBins.Keys[b], BinLo[b], BinHi[b], r.Bins[b], (double)r.Bins[b] / r.Pairs, (double)below / r.Pairs);
+            }
             return t;
         });
         Table("histogram", HistogramTable, r =>
@@ -123,7 +129,7 @@ public static class InterferenceWriter
         [.. logit ? new object[] { logitCos } : [], .. coact ? new object[] { jaccard } : []];
 
     static ColumnTable BinsTable() => new(new TextColumn("sae"), new TextColumn("bin"), new TableColumn<double>("lo"), new TableColumn<double>("hi"),
-        new TableColumn<long>("pairs"), new TableColumn<double>("fraction"));
+        new TableColumn<long>("pairs"), new TableColumn<double>("fraction"), new TableColumn<double>("fraction_below_hi"));
 
     static ColumnTable HistogramTable() => new(new TextColumn("sae"), new TableColumn<double>("lo"), new TableColumn<double>("hi"), new TableColumn<long>("pairs"));
 

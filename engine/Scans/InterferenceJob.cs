@@ -161,6 +161,9 @@ public static class InterferenceJob
         log.Info($"  {r.Name}: {r.Pairs:N0} pairs in {seconds:F1} s ({pairs / Math.Max(seconds, 1e-9):N0} pairs/s); " +
                  string.Join(", ", Enumerable.Range(0, InterferenceBins.Count).Select(b => $"{InterferenceBins.Keys[b]} {100 * r.Bins[b] / pairs:F2} %")) +
                  $", negative {100 * (pairs - r.Bins.Sum()) / pairs:F2} %");
+        double below = pairs - r.Bins.Sum();
+        log.Info("  cumulative: " + string.Join(", ", Enumerable.Range(0, InterferenceBins.Count - 1)
+            .Select(b => $"{100 * (below += r.Bins[b]) / pairs:F1} % < {InterferenceBins.Hi[b]:0.0}")));
         if (r.Semantic)
             log.Info("  qualified targets: " + string.Join(", ", r.Taus.Select((t, i) => $"τ {t}: {r.Qualified[i]:N0}")));
     }

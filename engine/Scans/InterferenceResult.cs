@@ -98,7 +98,7 @@ public sealed class InterferenceResult
             QTau = [.. qTau], QTarget = [.. qTarget], QBin = [.. qBin], QPartner = [.. qPartner],
             QCosine = [.. qCos], QSimilarity = [.. qSim], QLogit = [.. qLogit], QJaccard = [.. qJac],
             TopA = [.. topA], TopB = [.. topB], TopCosine = [.. topCos], TopSimilarity = [.. topSim], TopLogit = [.. topLogit], TopJaccard = [.. topJac],
-            SampleJson = sample is null || st.PartnerCounts is null ? null : InterferenceSampling.Draw(inp, st, options.Taus, sample).ToJsonString(),
+            SampleJson = sample is null || st.PartnerCounts is null ? null : InterferenceSampling.Draw(inp, st, options.Taus, sample, lens, coactivation).ToJsonString(),
         };
     }
 

@@ -17,7 +17,8 @@ public sealed record InterferenceSampleOptions(int Targets, int PartnersPerBin =
 /// </summary>
 public static class InterferenceSampling
 {
-    public static JsonObject Draw(InterferenceInputs inp, InterferenceState st, float[] taus, InterferenceSampleOptions o)
+    public static JsonObject Draw(InterferenceInputs inp, InterferenceState st, float[] taus, InterferenceSampleOptions o,
+        LogitLens? lens = null, CoactivationLookup? coactivation = null)
     {
         int n = inp.N, d = inp.D, e = inp.EmbedDim;
         var f = inp.Features;
@@ -53,7 +54,10 @@ public static class InterferenceSampling
                         for (int k = 0; k < Math.Min(o.PartnersPerBin, list.Length); k++)
                         {
                             int p = list[(start + k) % list.Length];
-                            chosen.Add(new JsonObject { ["feature"] = f[p], ["cosine"] = cos[p], ["similarity"] = sim[p] });
+                            var partner = new JsonObject { ["feature"] = f[p], ["cosine"] = cos[p], ["similarity"] = sim[p] };
+                            if (lens is not null) partner["logit_cosine"] = Finite(lens.Cosine(a, p));
+                            if (coactivation is not null) partner["coactivation_jaccard"] = Finite(coactivation.Jaccard(f[a], f[p]));
+                            chosen.Add(partner);
                         }
                     }
                     bins[InterferenceBins.Keys[bin]] = new JsonObject { ["candidates"] = list.Length, ["partners"] = chosen };
@@ -71,6 +75,11 @@ public static class InterferenceSampling
             ["taus"] = perTau,
         };
     }
+
+    /// <summary>JSON has no NaN: an undefined proxy (no logit effect, never fired) is null.</summary>
+    static JsonNode? Finite(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+
+    static JsonNode? Finite(float v) => float.IsFinite(v) ? JsonValue.Create(v) : null;
 
     /// <summary>A generator seed from the run's seed, the SAE's name (FNV-1a) and the τ's position.</summary>
     static ulong Mix(ulong seed, string name, int tau)

@@ -115,6 +115,7 @@ public class InterferenceInputTests
         [JsonPropertyName("hi")] public double Hi { get; set; }
         [JsonPropertyName("pairs")] public long Pairs { get; set; }
         [JsonPropertyName("fraction")] public double Fraction { get; set; }
+        [JsonPropertyName("fraction_below_hi")] public double FractionBelowHi { get; set; }
     }
 
     sealed class QualifiedRow
@@ -143,7 +144,7 @@ public class InterferenceInputTests
         await using (var f = File.OpenRead(Path.Combine(outDir, "bins.parquet")))
         {
             var bins = await Parquet.Serialization.ParquetSerializer.DeserializeAsync<BinRow>(f);
-            Assert.Equal(["sae", "bin", "lo", "hi", "pairs", "fraction"], bins.Schema.Fields.Select(x => x.Name));
+            Assert.Equal(["sae", "bin", "lo", "hi", "pairs", "fraction", "fraction_below_hi"], bins.Schema.Fields.Select(x => x.Name));
             Assert.Equal(InterferenceBins.Keys, bins.Data.Select(b => b.Bin));
             Assert.Equal([0, 0.1, 0.2, 0.3, 0.4], bins.Data.Select(b => b.Lo));
             using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")));
@@ -152,6 +153,9 @@ public class InterferenceInputTests
             Assert.Equal(features * (features - 1) / 2, pairs);
             Assert.Equal(pairs, bins.Data.Sum(b => b.Pairs) + m.GetProperty("negative_pairs").GetInt64());
             Assert.All(bins.Data, b => Assert.Equal((double)b.Pairs / pairs, b.Fraction, 12));
+            long negative = m.GetProperty("negative_pairs").GetInt64();
+            Assert.All(bins.Data, b => Assert.Equal((double)(negative + bins.Data.Where(x => x.Lo <= b.Lo).Sum(x => x.Pairs)) / pairs, b.FractionBelowHi, 12));
+            Assert.Equal(1.0, bins.Data[^1].FractionBelowHi, 12);
             Assert.Equal(160 - 15, features + m.GetProperty("left_out").GetProperty("without_explanation").GetInt64());   // 15 not active
         }
         await using (var f = File.OpenRead(Path.Combine(outDir, "qualified.parquet")))
@@ -178,13 +182,15 @@ public class InterferenceInputTests
         var sample = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "sample.json")))!;
         Assert.Equal(5, (int)sample["seed"]!);
         Assert.Equal(4, sample["saes"]![0]!["taus"]!.AsArray().Count);
+        var partner = sample["saes"]![0]!["taus"]![0]!["targets"]![0]!["bins"]!["0.0-0.1"]!["partners"]![0]!;
+        Assert.InRange((double)partner["logit_cosine"]!, -1.0001, 1.0001);   // --model: the logit-lens proxy beside each sampled pair
         Assert.False(Directory.EnumerateFiles(outDir, "checkpoint*").Any());
         Assert.Contains("holds a different run", Run("interference", "--sae", sae, "--out", outDir).Err);
 
         // CSV: the documented headers
         string csvDir = dir.File("csv");
         Assert.Equal(0, Run("interference", "--sae", sae, "--explanations", ex, "--top", "2", "--format", "csv", "--out", csvDir).Code);
-        Assert.Equal("sae,bin,lo,hi,pairs,fraction", File.ReadLines(Path.Combine(csvDir, "bins.csv")).First());
+        Assert.Equal("sae,bin,lo,hi,pairs,fraction,fraction_below_hi", File.ReadLines(Path.Combine(csvDir, "bins.csv")).First());
         Assert.Equal("sae,tau,target,bin,partner,cosine,similarity", File.ReadLines(Path.Combine(csvDir, "qualified.csv")).First());
         Assert.Equal("sae,tau,target,bin,partners", File.ReadLines(Path.Combine(csvDir, "targets.csv")).First());
         Assert.Equal("sae,feature_a,feature_b,cosine,similarity", File.ReadLines(Path.Combine(csvDir, "partners.csv")).First());

@@ -209,6 +209,51 @@ public class InterferenceTests
         Assert.Equal(1, st.Fine[InterferenceBins.FineOf(-0.3f)]);
     }
 
+    /// <summary>A planted target: feature 0 is e_0, feature b (1..5) is c_b·e_0 + √(1−c_b²)·e_b with c = 0.05 … 0.45, one
+    /// partner per bin; the partners' cosines with each other are c_i·c_j. Explanation embeddings put partner b at
+    /// similarity s_b to the target, with s = 0.1 except 0.25 for the [0.2, 0.3) partner: feature 0 qualifies under
+    /// τ 0.4 and 0.3, not under 0.2 and 0.15, and no other feature can (it has partners in two bins at most).</summary>
+    [Fact]
+    public void PlantedTargetQualifiesUnderTheRightTaus()
+    {
+        float[] c = [0.05f, 0.15f, 0.25f, 0.35f, 0.45f], sims = [0.1f, 0.1f, 0.25f, 0.1f, 0.1f];
+        int n = 6, d = 7, e = 6;
+        var wDec = new float[n * d];
+        wDec[0] = 1;
+        for (int b = 1; b <= 5; b++) { wDec[b * d] = c[b - 1]; wDec[b * d + b] = MathF.Sqrt(1 - c[b - 1] * c[b - 1]); }
+        using var dir = new Fixtures.TempDir();
+        WriteSae(dir.File("planted"), wDec, n, d);
+        var lines = new List<string> { """{"index": 0, "description": "target", "embedding": [1, 0, 0, 0, 0, 0]}""" };
+        for (int b = 1; b <= 5; b++)
+        {
+            var emb = new float[e];
+            emb[0] = sims[b - 1];
+            emb[b] = MathF.Sqrt(1 - sims[b - 1] * sims[b - 1]);
+            lines.Add($$"""{"index": {{b}}, "description": "partner {{b}}", "embedding": [{{string.Join(", ", emb.Select(v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))}}]}""");
+        }
+        File.WriteAllLines(dir.File("ex.jsonl"), lines);
+        var inp = InterferenceInputs.Load(new InterferenceSource(dir.File("planted"), dir.File("ex.jsonl")), "planted", strict: true);
+        var o = new InterferenceOptions { Taus = Taus, PartnersPerBin = 3, Tile = 4, TopN = 1 };
+        var st = InterferenceScan.Run(new CpuBackend(2), inp.Unit, inp.D, inp.Embed, inp.EmbedDim, o);
+        var r = InterferenceResult.From(inp, st, o, null, null, new InterferenceSampleOptions(1, 1, 7));
+        Assert.Equal(new[] { 1, 1, 0, 0 }, r.Qualified);
+        Assert.Equal(new[] { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, r.TargetFeature);   // target 0, five bins, τ 0.4 and 0.3
+        Assert.All(r.TargetPartners, p => Assert.Equal(1, p));
+        Assert.Equal(new[] { 1, 2, 3, 4, 5, 1, 2, 3, 4, 5 }, r.QPartner);
+        Assert.Equal(new[] { 0, 1, 2, 3, 4, 0, 1, 2, 3, 4 }, r.QBin);
+        for (int i = 0; i < 10; i++)
+        {
+            Assert.Equal(c[r.QBin[i]], r.QCosine[i], 6);
+            Assert.Equal(sims[r.QBin[i]], r.QSimilarity[i], 6);
+        }
+        // pairs among partners: c_i·c_j, so 0.35·0.45 = 0.1575 and 0.25·0.45 = 0.1125 land in [0.1, 0.2), the rest in [0, 0.1)
+        Assert.Equal(new long[] { 1 + 8, 1 + 2, 1, 1, 1 }, r.Bins);
+        var sample = JsonNode.Parse(r.SampleJson!)!["taus"]!;
+        Assert.Equal(0, (int)sample[0]!["targets"]![0]!["feature"]!);
+        Assert.Equal("target", (string)sample[0]!["targets"]![0]!["explanation"]!);
+        Assert.Empty(sample[2]!["targets"]!.AsArray());
+    }
+
     internal static void WriteSae(string folder, float[] wDec, int dSae, int dIn)
     {
         Directory.CreateDirectory(folder);
