@@ -29,7 +29,9 @@ for preset in gpt2-small pythia-70m; do
   for shape in "8 128" "32 128" "64 256"; do
     set -- $shape
     log "$preset batch $1 x seq $2"
-    pe bench forward --model "$model" --device cuda --batch "$1" --seq "$2" --iters 10 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
+    for attention in gemm fused; do   # attention as cuBLAS strided-batched GEMMs + softmax kernel, and the fused V1 kernel
+      pe bench forward --model "$model" --device cuda --attention $attention --batch "$1" --seq "$2" --iters 10 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
+    done
     if python3 -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
       python3 bench/baselines/torch_forward.py --model "$model" --device cuda --batch "$1" --seq "$2" --iters 10 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
       python3 bench/baselines/torch_forward.py --model "$model" --device cuda --compile --batch "$1" --seq "$2" --iters 10 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"

@@ -18,14 +18,23 @@ static class BenchCommand
         var profile = new Option<bool>("--profile") { Description = "Also print where the time of one full pass goes, per op" };
         var device = Common.Device();
         var threads = Common.Threads();
+        var attention = new Option<string>("--attention")
+        {
+            Description = "CUDA attention: auto (GEMMs through cuBLAS when it is loaded, else the fused kernel), gemm or fused",
+            DefaultValueFactory = _ => "auto",
+        };
         var forward = new Command("forward", Common.WithExamples(
             "Tokens/s of the full forward pass (logits at every position) and of a pass that stops after one layer.",
             "polyengine bench forward --model gpt2 --batch 8 --seq 128",
             "polyengine bench forward --model ./toy-gpt2-small --threads 2 --iters 5 --json"))
-        { model, batch, seq, iters, stop, json, profile, device, threads };
+        { model, batch, seq, iters, stop, json, profile, device, threads, attention };
         forward.SetAction(r =>
         {
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            string attn = r.GetValue(attention)!;
+            if (attn is not ("auto" or "gemm" or "fused")) throw new PolyEngineException($"--attention '{attn}' is unknown; choose auto, gemm or fused");
+            if (backend is Kernels.Cuda.IlgpuBackend ilgpu && attn != "auto")
+                ilgpu.Attention = attn == "gemm" ? Kernels.Cuda.AttentionVariant.Gemm : Kernels.Cuda.AttentionVariant.Fused;
             if (r.GetValue(profile)) Profile(io, r.GetValue(model)!, backend, r.GetValue(batch), r.GetValue(seq));
             using var m = Model.Load(r.GetValue(model)!, backend);
             var res = ForwardBenchmark.Measure(m, r.GetValue(batch), r.GetValue(seq), r.GetValue(iters), r.GetValue(stop));
@@ -35,6 +44,7 @@ static class BenchCommand
                 {
                     tokens_per_second = res.TokensPerSecond, median_seconds = res.MedianSeconds, batch = res.Batch, seq = res.Seq,
                     threads = threadCount, device = backend.DeviceName, iters = res.Iterations, model = m.Folder,
+                    attention = backend is Kernels.Cuda.IlgpuBackend ib ? ib.Attention.ToString().ToLowerInvariant() : "cpu",
                     stop_at_layer = res.StopLayer, stop_tokens_per_second = res.StopTokensPerSecond, stop_median_seconds = res.StopMedianSeconds,
                 }));
             else

@@ -8,6 +8,8 @@ namespace PolyEngine.Kernels.Cuda;
 //             as HF does (t·inv_freq, then cos/sin), so no approximate sin.approx on large angles.
 //   Causal  — V1: one thread per (batch, head, query), three passes over keys ≤ t (max, sum, weighted V), no scratch;
 //             masked keys are never touched, the pattern tap gets exact zeros above the diagonal.
+//   CausalSoftmax — the GEMM attention's middle step (scores = scale·Q·Kᵀ and z = P·V are strided-batched GEMMs, cuBLAS
+//             on a GPU): one thread per score row [.., t, :], softmax over keys ≤ t in place, exact zeros above the diagonal.
 public static class AttentionKernels
 {
     [GpuKernel]
@@ -50,6 +52,25 @@ public static class AttentionKernels
             if (writePattern != 0) pattern[po + s] = p;
             for (int c = 0; c < dHead; c++) z[qo + c] += p * v[ko + c];
         }
+    }
+
+    [GpuKernel]
+    public static void CausalSoftmax(Index1D row, ArrayView<float> scores, int seq)
+    {
+        int t = row % seq;
+        long o = (long)(int)row * seq;
+        float max = float.NegativeInfinity;
+        for (int s = 0; s <= t; s++) max = XMath.Max(max, scores[o + s]);
+        float sum = 0f;
+        for (int s = 0; s <= t; s++)
+        {
+            float e = XMath.Exp(scores[o + s] - max);
+            scores[o + s] = e;
+            sum += e;
+        }
+        float inv = 1f / sum;
+        for (int s = 0; s <= t; s++) scores[o + s] *= inv;
+        for (int s = t + 1; s < seq; s++) scores[o + s] = 0f;
     }
 
     static float Score(ArrayView<float> q, ArrayView<float> k, long qo, long ko, int dHead)

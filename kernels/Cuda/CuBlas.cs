@@ -30,7 +30,7 @@ public sealed partial class CuBlas : IDisposable
     }
 
     enum Status { Success = 0 }
-    const int OpN = 0;
+    const int OpN = 0, OpT = 1;
     const int CudaR32F = 0;              // cudaDataType CUDA_R_32F
     const int ComputeR32F = 68;          // cublasComputeType_t CUBLAS_COMPUTE_32F
     const int ComputeR32FFastTf32 = 77;  // CUBLAS_COMPUTE_32F_FAST_TF32
@@ -77,13 +77,12 @@ public sealed partial class CuBlas : IDisposable
             Check(Sgemm(_handle, OpN, OpN, n, m, k, ref alpha, b, n, a, k, ref beta, c, n), "cublasSgemm");
     }
 
-    /// <summary>Row-major batched C_i[m, n] = A_i[m, k]·B_i[k, n] with element strides between batch items.</summary>
-    public void GemmStridedBatched(IntPtr a, long strideA, IntPtr b, long strideB, IntPtr c, long strideC, int m, int n, int k, int batch)
-    {
-        float alpha = 1f, beta = 0f;
-        Check(SgemmStridedBatched(_handle, OpN, OpN, n, m, k, ref alpha, b, n, strideB, a, k, strideA, ref beta, c, n, strideC, batch),
-            "cublasSgemmStridedBatched");
-    }
+    /// <summary>cublasSgemmStridedBatched as cuBLAS defines it (column-major: C_i[m, n] = alpha·op(A_i)·op(B_i) + beta·C_i,
+    /// element strides between batch items); <see cref="GemmKernels.StridedBatched"/> is its twin on the emulated path.</summary>
+    public void StridedBatched(bool transA, bool transB, int m, int n, int k, float alpha, IntPtr a, int lda, long strideA,
+        IntPtr b, int ldb, long strideB, float beta, IntPtr c, int ldc, long strideC, int batch) =>
+        Check(SgemmStridedBatched(_handle, transA ? OpT : OpN, transB ? OpT : OpN, m, n, k, ref alpha, a, lda, strideA, b, ldb, strideB,
+            ref beta, c, ldc, strideC, batch), "cublasSgemmStridedBatched");
 
     static void Check(int status, string what)
     {

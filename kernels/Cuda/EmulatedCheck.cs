@@ -58,12 +58,16 @@ public static class EmulatedCheck
         int hn = batch * seq * heads * dh;
         var q = R(hn, 2f); var k = R(hn, 2f); var v = R(hn);
         Check("AttentionKernels.Rotary", b => { var y = b.Allocate(hn); b.Rotary(b.Upload(q), y, batch, seq, heads, dh, 4, 10000f); return Get(b, y, hn); }, 1e-6);
-        Check("AttentionKernels.Causal", b =>
+        foreach (var attention in Enum.GetValues<AttentionVariant>())
         {
-            var z = b.Allocate(hn); var p = b.Allocate(batch * heads * seq * seq);
-            b.CausalAttention(b.Upload(q), b.Upload(k), b.Upload(v), z, batch, seq, heads, dh, 0.35f, p);
-            return Get(b, z, hn).Concat(Get(b, p, batch * heads * seq * seq)).ToArray();
-        }, 2e-6);
+            gpu.Attention = attention;
+            Check(attention == AttentionVariant.Fused ? "AttentionKernels.Causal" : "GemmKernels.StridedBatched+AttentionKernels.CausalSoftmax", b =>
+            {
+                var z = b.Allocate(hn); var p = b.Allocate(batch * heads * seq * seq);
+                b.CausalAttention(b.Upload(q), b.Upload(k), b.Upload(v), z, batch, seq, heads, dh, 0.35f, p);
+                return Get(b, z, hn).Concat(Get(b, p, batch * heads * seq * seq)).ToArray();
+            }, 2e-6);
+        }
         var pre = R(rows * 300, 2f);   // two device segments per row
         var threshold = R(300).Select(MathF.Abs).ToArray();
         Check("SaeKernels.NormalizeRows", b =>

@@ -7,6 +7,9 @@ namespace PolyEngine.Kernels.Cuda;
 //   Naive — V1: one thread per output element, fp32 accumulation in k order (the slow twin).
 //   Tiled — V2: 16×16 groups, A and W tiles staged in shared memory, barriers between tile loads.
 //   SetRows — y[r, :] = bias (cuBLAS then accumulates with beta = 1).
+//   StridedBatched — cublasSgemmStridedBatched's exact column-major contract (op(A) m×k, op(B) k×n, leading dimensions,
+//                    element strides between batch items, C not read when beta = 0), one thread per output element: the
+//                    GEMM attention runs through it on the emulated path, so its cuBLAS arguments are checked without a GPU.
 public static class GemmKernels
 {
     public const int Tile = 16;
@@ -44,6 +47,34 @@ public static class GemmKernels
         if (row < rows && col < n) y[(long)row * n + col] = acc + (hasBias != 0 ? bias[col] : 0f);
     }
 
+    /// <summary>Thread i computes element (r, c) = (i mod m, i / m mod n) of C_batch, batch = i / (m·n), column-major:
+    /// C[r + c·ldc] = alpha·Σ_l op(A)[r, l]·op(B)[l, c] + beta·C, op(A)[r, l] = A[r + l·lda] (N) or A[l + r·lda] (T).</summary>
+    [GpuKernel]
+    public static void StridedBatched(Index1D i, ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, StridedGemmArgs g)
+    {
+        int mn = g.M * g.N;
+        int batch = i / mn, rem = i % mn;
+        int r = rem % g.M, col = rem / g.M;
+        long ao = batch * g.StrideA, bo = batch * g.StrideB;
+        float acc = 0f;
+        for (int l = 0; l < g.K; l++)
+        {
+            float av = g.TransA == 0 ? a[ao + r + (long)l * g.Lda] : a[ao + l + (long)r * g.Lda];
+            float bv = g.TransB == 0 ? b[bo + l + (long)col * g.Ldb] : b[bo + col + (long)l * g.Ldb];
+            acc += av * bv;
+        }
+        long co = batch * g.StrideC + r + (long)col * g.Ldc;
+        c[co] = g.Beta == 0f ? g.Alpha * acc : g.Alpha * acc + g.Beta * c[co];
+    }
+
     [GpuKernel]
     public static void SetRows(Index1D i, ArrayView<float> bias, int n, ArrayView<float> y) => y[i] = bias[i % n];
+}
+
+/// <summary>The scalar arguments of cublasSgemmStridedBatched (column-major; TransA/TransB 1 for a transposed operand).</summary>
+public struct StridedGemmArgs
+{
+    public int TransA, TransB, M, N, K, Lda, Ldb, Ldc;
+    public long StrideA, StrideB, StrideC;
+    public float Alpha, Beta;
 }

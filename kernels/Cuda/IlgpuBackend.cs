@@ -35,6 +35,9 @@ public sealed class IlgpuBackend : IBackend
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<int>> _countFiring;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<int>, ArrayView<int>, ArrayView<float>> _compact;
     readonly Action<Index1D, ArrayView<float>, int, int, ArrayView<int>, ArrayView<float>> _topK;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, StridedGemmArgs> _stridedBatched;
+    readonly Action<Index1D, ArrayView<float>, int> _causalSoftmax;
+    Buffer? _attnScratch;   // [n_heads, seq, seq] scores of the GEMM attention when no pattern is asked for
     MemoryBuffer1D<int, Stride1D.Dense>? _sparseCells, _sparseIndex;   // Sparsify scratch, grown on demand
     MemoryBuffer1D<float, Stride1D.Dense>? _sparseValue;
     readonly CuBlas? _cublas;   // GEMMs on a real GPU; null on the emulated path or when libcublas is missing
@@ -67,6 +70,9 @@ public sealed class IlgpuBackend : IBackend
         _compact = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int, int, ArrayView<int>, ArrayView<int>,
             ArrayView<float>>(SaeKernels.Compact);
         _topK = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, ArrayView<int>, ArrayView<float>>(SaeKernels.TopK);
+        _stridedBatched = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, StridedGemmArgs>(GemmKernels.StridedBatched);
+        _causalSoftmax = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int>(AttentionKernels.CausalSoftmax);
+        Attention = cublas is null ? AttentionVariant.Fused : AttentionVariant.Gemm;
     }
 
     /// <summary>ILGPU's CPU accelerator shaped like an NVIDIA SM (warp 32, 8 warps: groups up to 256 lanes, as the 16×16 GEMM
@@ -351,12 +357,72 @@ public sealed class IlgpuBackend : IBackend
         _rotaryKernel(batch * seq * nHeads * half, Of(y).View, Of(y).View, tables.Cos.View, tables.Sin.View, seq, nHeads, dHead, rotaryDim);
     }
 
+    /// <summary>How <see cref="CausalAttention"/> runs: as two strided-batched GEMMs around a softmax kernel (cuBLAS on a
+    /// GPU, the <see cref="GemmKernels.StridedBatched"/> twin elsewhere), or as the fused V1 kernel. Gemm when cuBLAS is
+    /// loaded, else Fused.</summary>
+    public AttentionVariant Attention { get; set; }
+
     public void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
-        float scale, DeviceBuffer? pattern = null) =>
-        _causal(batch * nHeads * seq, Of(q, (long)batch * seq * nHeads * dHead, "q", "CausalAttention").View,
-            Of(k, (long)batch * seq * nHeads * dHead, "k", "CausalAttention").View, Of(v, (long)batch * seq * nHeads * dHead, "v", "CausalAttention").View,
-            Of(z, (long)batch * seq * nHeads * dHead, "z", "CausalAttention").View, seq, nHeads, dHead, scale,
-            pattern is null ? _dummy.View : Of(pattern, (long)batch * nHeads * seq * seq, "pattern", "CausalAttention").View, pattern is null ? 0 : 1);
+        float scale, DeviceBuffer? pattern = null)
+    {
+        long n = (long)batch * seq * nHeads * dHead;
+        Buffer qb = Of(q, n, "q", "CausalAttention"), kb = Of(k, n, "k", "CausalAttention"), vb = Of(v, n, "v", "CausalAttention"),
+            zb = Of(z, n, "z", "CausalAttention");
+        var pb = pattern is null ? null : Of(pattern, (long)batch * nHeads * seq * seq, "pattern", "CausalAttention");
+        if (batch * seq == 0) return;
+        if (Attention == AttentionVariant.Fused)
+        {
+            _causal(batch * nHeads * seq, qb.View, kb.View, vb.View, zb.View, seq, nHeads, dHead, scale, pb is null ? _dummy.View : pb.View, pb is null ? 0 : 1);
+            return;
+        }
+        // Per batch item, heads as the GEMM batch (stride d_head inside a [seq, n_heads·d_head] row-major block). Column-major
+        // views: Q_h, K_h, V_h, Z_h are d_head × seq with leading dimension n_heads·d_head; scores S_h are seq × seq (ld seq),
+        // S_hᵀ[s, t] = scale·Σ_i K_h[s, i]·Q_h[t, i]  →  C = alpha·op(A)·op(B) with A = K (T), B = Q (N);
+        // Z_hᵀ[i, t] = Σ_s V_h[s, i]·P_h[t, s]          →  C = op(A)·op(B) with A = V (N), B = P (N).
+        int ld = nHeads * dHead;
+        long block = (long)seq * ld, scoreBlock = (long)nHeads * seq * seq;
+        var scores = pb ?? Scratch(ref _attnScratch, scoreBlock);
+        for (int b = 0; b < batch; b++)
+        {
+            long so = pb is null ? 0 : b * scoreBlock;
+            StridedBatched(true, false, seq, seq, dHead, scale, kb, b * block, ld, dHead, qb, b * block, ld, dHead, 0f, scores, so, seq, (long)seq * seq, nHeads);
+            _causalSoftmax(nHeads * seq, scores.View.SubView(so, scoreBlock), seq);
+            StridedBatched(false, false, dHead, seq, seq, 1f, vb, b * block, ld, dHead, scores, so, seq, (long)seq * seq, 0f, zb, b * block, ld, dHead, nHeads);
+        }
+    }
+
+    /// <summary>cublasSgemmStridedBatched's column-major contract on buffers at element offsets: through cuBLAS when
+    /// <see cref="Gemm"/> is CuBlas, else through the <see cref="GemmKernels.StridedBatched"/> kernel. Bounds are checked
+    /// against what the last batch item reads and writes.</summary>
+    public void StridedBatched(bool transA, bool transB, int m, int n, int k, float alpha, DeviceBuffer a, long aOffset, int lda, long strideA,
+        DeviceBuffer b, long bOffset, int ldb, long strideB, float beta, DeviceBuffer c, long cOffset, int ldc, long strideC, int batch)
+    {
+        if ((long)m * n * batch == 0) return;
+        long Span(int rows, int cols, int ld2) => (long)(cols - 1) * ld2 + rows;   // elements one column-major item spans
+        var ab = Of(a, aOffset + (batch - 1) * strideA + (transA ? Span(k, m, lda) : Span(m, k, lda)), "A", "StridedBatched");
+        var bb = Of(b, bOffset + (batch - 1) * strideB + (transB ? Span(n, k, ldb) : Span(k, n, ldb)), "B", "StridedBatched");
+        var cb = Of(c, cOffset + (batch - 1) * strideC + Span(m, n, ldc), "C", "StridedBatched");
+        if (Gemm == GemmVariant.CuBlas && _cublas is not null)
+        {
+            _cublas.StridedBatched(transA, transB, m, n, k, alpha, ab.Mem.NativePtr + (nint)(aOffset * 4), lda, strideA,
+                bb.Mem.NativePtr + (nint)(bOffset * 4), ldb, strideB, beta, cb.Mem.NativePtr + (nint)(cOffset * 4), ldc, strideC, batch);
+            return;
+        }
+        _stridedBatched(checked(m * n * batch), ab.View.SubView(aOffset), bb.View.SubView(bOffset), cb.View.SubView(cOffset), new StridedGemmArgs
+        {
+            TransA = transA ? 1 : 0, TransB = transB ? 1 : 0, M = m, N = n, K = k, Lda = lda, Ldb = ldb, Ldc = ldc,
+            StrideA = strideA, StrideB = strideB, StrideC = strideC, Alpha = alpha, Beta = beta,
+        });
+    }
+
+    /// <summary>A scratch buffer of at least <paramref name="n"/> floats, replacing <paramref name="buffer"/> when smaller.</summary>
+    Buffer Scratch(ref Buffer? buffer, long n)
+    {
+        if (buffer is not null && buffer.Length >= n) return buffer;
+        _acc.Synchronize();
+        buffer?.Dispose();
+        return buffer = new Buffer(Alloc(n));
+    }
 
     public void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract)
     {
@@ -438,6 +504,7 @@ public sealed class IlgpuBackend : IBackend
         _acc.Synchronize();
         _ids?.Dispose();
         _sparseCells?.Dispose();
+        _attnScratch?.Dispose();
         _sparseIndex?.Dispose();
         _sparseValue?.Dispose();
         if (_rotary is { } r) { r.Cos.Dispose(); r.Sin.Dispose(); }
@@ -449,6 +516,9 @@ public sealed class IlgpuBackend : IBackend
 }
 
 public enum GemmVariant { CuBlas, Tiled, Naive }
+
+/// <summary>How the ILGPU backend runs causal attention (<see cref="IlgpuBackend.Attention"/>).</summary>
+public enum AttentionVariant { Fused, Gemm }
 
 /// <summary>A device problem the user can act on (no driver, no device, out of memory); the engine turns it into its error.</summary>
 public sealed class PolyEngineKernelException(string message) : Exception(message);

@@ -27,11 +27,13 @@ public class CudaDeviceTests
     {
         using var gpu = RequireCuda();
         foreach (var variant in gpu.HasCuBlas ? new[] { GemmVariant.CuBlas, GemmVariant.Tiled } : [GemmVariant.Tiled])
-        {
-            gpu.Gemm = variant;
-            using var model = Model.Load(Fixtures.Golden(name), gpu);
-            Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, $"cuda {variant}");
-        }
+            foreach (var attention in Enum.GetValues<AttentionVariant>())
+            {
+                gpu.Gemm = variant;
+                gpu.Attention = attention;
+                using var model = Model.Load(Fixtures.Golden(name), gpu);
+                Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, $"cuda {variant} GEMMs, {attention} attention");
+            }
     }
 
     [SkippableFact]
@@ -51,9 +53,13 @@ public class CudaDeviceTests
             cpuLogits = r.Logits!.Data;
             cpuHooks = hooks.ToDictionary(h => h, h => r.Cache[h].Data);
         }
-        using var model = Model.Load(dir.Path, gpu);
-        var g = model.Run(ids, 2, 64, new RunOptions { Hooks = hooks });
-        Compare.Close(cpuLogits, g.Logits!.Data, 1e-3, "gpt2-small logits cuda vs cpu");
-        foreach (var h in hooks) Compare.Close(cpuHooks[h], g.Cache[h].Data, 1e-3, $"gpt2-small {h} cuda vs cpu");
+        foreach (var attention in Enum.GetValues<AttentionVariant>())
+        {
+            gpu.Attention = attention;
+            using var model = Model.Load(dir.Path, gpu);
+            var g = model.Run(ids, 2, 64, new RunOptions { Hooks = hooks });
+            Compare.Close(cpuLogits, g.Logits!.Data, 1e-3, $"gpt2-small logits cuda ({attention} attention) vs cpu");
+            foreach (var h in hooks) Compare.Close(cpuHooks[h], g.Cache[h].Data, 1e-3, $"gpt2-small {h} cuda ({attention} attention) vs cpu");
+        }
     }
 }

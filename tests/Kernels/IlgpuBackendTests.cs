@@ -101,8 +101,17 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
             pattern = Get(be, p, batch * heads * seq * seq);
             return Get(be, z, n);
         }
-        Compare.Close(Attn(_cpu, out var pc), Attn(_gpu, out var pg), 2e-6, "attention z", 1e-5);
-        Compare.Close(pc, pg, 2e-6, "attention pattern", 1e-5);
+        foreach (var variant in Enum.GetValues<AttentionVariant>())
+        {
+            _gpu.Attention = variant;
+            Compare.Close(Attn(_cpu, out var pc), Attn(_gpu, out var pg), 2e-6, $"attention z ({variant})", 1e-5);
+            Compare.Close(pc, pg, 2e-6, $"attention pattern ({variant})", 1e-5);
+            // without the pattern tap the GEMM path uses its own [heads, seq, seq] scratch
+            var z = _gpu.Allocate(n);
+            _gpu.CausalAttention(_gpu.Upload(q), _gpu.Upload(k), _gpu.Upload(v), z, batch, seq, heads, dHead, scale);
+            if (rot == 0) Compare.Close(Attn(_cpu, out _), Get(_gpu, z, n), 2e-6, $"attention z, no pattern ({variant})", 1e-5);
+        }
+        _gpu.Attention = AttentionVariant.Fused;
         var table = Random(10 * dHead, 4);
         var gathered = _gpu.Allocate(3 * dHead);
         _gpu.Gather([9, 0, 4], _gpu.Upload(table), dHead, gathered);
@@ -167,8 +176,52 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     [InlineData("neox-tiny")]
     public void EmulatedCudaMatchesEveryHookOfTheGolden(string name)
     {
-        using var model = Model.Load(Fixtures.Golden(name), _gpu);
-        Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, "cuda-emulated");
+        foreach (var variant in Enum.GetValues<AttentionVariant>())
+        {
+            _gpu.Attention = variant;
+            using var model = Model.Load(Fixtures.Golden(name), _gpu);
+            Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, $"cuda-emulated, {variant} attention");
+        }
+        _gpu.Attention = AttentionVariant.Fused;
+    }
+
+    /// <summary>The strided-batched GEMM twin against cuBLAS's column-major definition written out in double: both
+    /// transposes, leading dimensions wider than the rows, element offsets and strides, beta = 0 (C not read: NaN there
+    /// stays out) and beta ≠ 0.</summary>
+    [Theory]
+    [InlineData(false, false, 3, 4, 5, 2)]
+    [InlineData(true, false, 7, 2, 3, 3)]
+    [InlineData(false, true, 1, 6, 4, 1)]
+    [InlineData(true, true, 5, 5, 9, 2)]
+    public void StridedBatchedFollowsTheCuBlasContract(bool transA, bool transB, int m, int n, int k, int batch)
+    {
+        int lda = (transA ? k : m) + 2, ldb = (transB ? n : k) + 1, ldc = m + 3;
+        long strideA = (long)lda * (transA ? m : k) + 5, strideB = (long)ldb * (transB ? k : n) + 1, strideC = (long)ldc * n + 2;
+        const long aOff = 3, bOff = 1, cOff = 4;
+        var a = Random((int)(aOff + strideA * batch), 11);
+        var b = Random((int)(bOff + strideB * batch), 12);
+        foreach (float beta in new[] { 0f, 0.5f })
+        {
+            var c0 = Random((int)(cOff + strideC * batch), 13);
+            if (beta == 0f) Array.Fill(c0, float.NaN);
+            var expected = (float[])c0.Clone();
+            for (int p = 0; p < batch; p++)
+                for (int r = 0; r < m; r++)
+                    for (int col = 0; col < n; col++)
+                    {
+                        double acc = 0;
+                        for (int l = 0; l < k; l++)
+                            acc += (double)a[aOff + p * strideA + (transA ? l + (long)r * lda : r + (long)l * lda)]
+                                 * b[bOff + p * strideB + (transB ? col + (long)l * ldb : l + (long)col * ldb)];
+                        long ci = cOff + p * strideC + r + (long)col * ldc;
+                        expected[ci] = (float)(0.75 * acc + (beta == 0 ? 0 : beta * c0[ci]));
+                    }
+            var cb = _gpu.Upload(c0);
+            _gpu.StridedBatched(transA, transB, m, n, k, 0.75f, _gpu.Upload(a), aOff, lda, strideA, _gpu.Upload(b), bOff, ldb, strideB, beta, cb, cOff, ldc, strideC, batch);
+            Compare.Close(expected, Get(_gpu, cb, c0.Length), 1e-5, $"strided batched beta {beta}", 1e-5);   // untouched C elements keep their NaN
+        }
+        Assert.Contains("StridedBatched: C holds", Assert.Throws<ArgumentException>(() => _gpu.StridedBatched(transA, transB, m, n, k, 1f,
+            _gpu.Upload(a), 0, lda, strideA, _gpu.Upload(b), 0, ldb, strideB, 0f, _gpu.Allocate(m), 0, ldc, strideC, batch)).Message);
     }
 
     [Theory]
