@@ -50,12 +50,9 @@ public static class InterferenceWriter
         Table("bins", BinsTable, r =>
         {
             var t = BinsTable();
-            long below = r.Pairs - r.Bins.Sum();   // the negatives
+            var below = r.BelowHi;
             for (int b = 0; b < InterferenceBins.Count; b++)
-            {
-                below += r.Bins[b];
-                Fill(t, r.Name, InterferenceBins.Keys[b], BinLo[b], BinHi[b], r.Bins[b], (double)r.Bins[b] / r.Pairs, (double)below / r.Pairs);
-            }
+                Fill(t, r.Name, InterferenceBins.Keys[b], BinLo[b], BinHi[b], r.Bins[b], (double)r.Bins[b] / r.Pairs, (double)below[b] / r.Pairs);
             return t;
         });
         Table("histogram", HistogramTable, r =>
@@ -180,9 +177,6 @@ public static class InterferenceWriter
         for (int k = 0; k < resultFiles.Count; k++)
         {
             var r = load(k);
-            double seconds;
-            using (var f = SafeTensorsFile.Open(resultFiles[k]))
-                seconds = double.Parse(f.Metadata.GetValueOrDefault("seconds", "NaN"), System.Globalization.CultureInfo.InvariantCulture);
             saes.Add(new JsonObject
             {
                 ["name"] = r.Name, ["folder"] = Path.GetFullPath(r.Folder), ["hook"] = r.Hook, ["d_sae"] = r.DSae, ["d_in"] = r.DIn,
@@ -192,7 +186,7 @@ public static class InterferenceWriter
                 {
                     ["not_active"] = r.NotActive, ["without_explanation"] = r.WithoutExplanation, ["zero_decoder_row"] = r.DeadRows,
                 },
-                ["pairs"] = r.Pairs, ["seconds"] = seconds, ["pairs_per_second"] = r.Pairs / seconds,
+                ["pairs"] = r.Pairs, ["seconds"] = r.Seconds, ["pairs_per_second"] = r.Pairs / r.Seconds,
                 ["bins"] = new JsonObject(InterferenceBins.Keys.Select((key, b) => KeyValuePair.Create(key, (JsonNode?)r.Bins[b]))),
                 ["negative_pairs"] = r.Pairs - r.Bins.Sum(),
                 ["qualified"] = r.Semantic ? new JsonObject(r.Taus.Select((t, i) => KeyValuePair.Create(Tau(t).ToString(System.Globalization.CultureInfo.InvariantCulture), (JsonNode?)r.Qualified[i]))) : null,

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
@@ -106,28 +107,31 @@ public static class InterferenceJob
                     if (!inp.Config.Hook.InResidualSpace || inp.D != spec.DModel)
                         throw new PolyEngineException($"{inp.Config.Folder}: the logit-lens proxy needs an SAE of the residual stream (d_in = d_model), but this one reads '{inp.Config.Hook}'; drop --model or this SAE");
                 }
+                double earlier = 0;   // scan seconds of the runs this one continues
                 if (saved is not null)
                 {
                     resume = new InterferenceState(inp.N, o.Scan.Taus.Length, inp.Embed is not null, o.Scan.PartnersPerBin, o.Scan.TopN);
                     resume.Restore(saved, "");
+                    earlier = double.Parse(saved.Metadata.GetValueOrDefault("seconds", "0"), CultureInfo.InvariantCulture);
                     log.Info($"{names[k]}: resuming at tile {resume.TilesDone:N0}");
                 }
                 saved?.Dispose();
                 saved = null;
                 var sw = System.Diagnostics.Stopwatch.StartNew();
                 long startTiles = resume?.TilesDone ?? 0;
+                string Seconds() => (earlier + sw.Elapsed.TotalSeconds).ToString("R", CultureInfo.InvariantCulture);
                 var state = InterferenceScan.Run(backend, inp.Unit, inp.D, inp.Embed, inp.EmbedDim, o.Scan, resume, (st, done, total) =>
                 {
-                    ck.MaybeSave(done, w => { w.AddMetadata("phase", "scan"); st.Save(w, ""); });
+                    ck.MaybeSave(done, w => { w.AddMetadata("phase", "scan").AddMetadata("seconds", Seconds()); st.Save(w, ""); });
                     double pairs = (double)st.Pairs * (done - startTiles) / total;
                     log.Progress(names[k], done, total, pairs / Math.Max(sw.Elapsed.TotalSeconds, 1e-9));
                 });
-                double seconds = sw.Elapsed.TotalSeconds;
+                double seconds = earlier + sw.Elapsed.TotalSeconds;
                 var lens = gram is null ? null : new LogitLens(backend, gram, inp.Unit, inp.D);
                 using var coactivation = o.Coactivation is null ? null : new CoactivationLookup(o.Coactivation, names[k], inp.Config.DSae);
-                var result = InterferenceResult.From(inp, state, o.Scan, lens, coactivation, o.Sample);
-                ck.Save(state.TilesDone, w => { w.AddMetadata("phase", "done").AddMetadata("seconds", seconds.ToString("R", System.Globalization.CultureInfo.InvariantCulture)); result.Save(w); });
-                Summarise(log, result, seconds);
+                var result = InterferenceResult.From(inp, state, o.Scan, lens, coactivation, o.Sample, seconds);
+                ck.Save(state.TilesDone, w => { w.AddMetadata("phase", "done"); result.Save(w); });
+                Summarise(log, result);
             }
             finally
             {
@@ -155,15 +159,15 @@ public static class InterferenceJob
             log.Info("  no --explanations: interference only (histograms and bins); no semantic mask, no qualified targets");
     }
 
-    static void Summarise(IInterferenceLog log, InterferenceResult r, double seconds)
+    static void Summarise(IInterferenceLog log, InterferenceResult r)
     {
         double pairs = r.Pairs;
-        log.Info($"  {r.Name}: {r.Pairs:N0} pairs in {seconds:F1} s ({pairs / Math.Max(seconds, 1e-9):N0} pairs/s); " +
+        log.Info($"  {r.Name}: {r.Pairs:N0} pairs in {r.Seconds:F1} s ({pairs / Math.Max(r.Seconds, 1e-9):N0} pairs/s); " +
                  string.Join(", ", Enumerable.Range(0, InterferenceBins.Count).Select(b => $"{InterferenceBins.Keys[b]} {100 * r.Bins[b] / pairs:F2} %")) +
                  $", negative {100 * (pairs - r.Bins.Sum()) / pairs:F2} %");
-        double below = pairs - r.Bins.Sum();
+        var below = r.BelowHi;
         log.Info("  cumulative: " + string.Join(", ", Enumerable.Range(0, InterferenceBins.Count - 1)
-            .Select(b => $"{100 * (below += r.Bins[b]) / pairs:F1} % < {InterferenceBins.Hi[b]:0.0}")));
+            .Select(b => $"{100 * below[b] / pairs:F1} % < {InterferenceBins.Hi[b]:0.0}")));
         if (r.Semantic)
             log.Info("  qualified targets: " + string.Join(", ", r.Taus.Select((t, i) => $"τ {t}: {r.Qualified[i]:N0}")));
     }

@@ -40,12 +40,27 @@ public sealed class InterferenceResult
     public required float[] TopCosine, TopSimilarity, TopLogit, TopJaccard;
     /// <summary>The seeded sample of this SAE (a JSON object), or null when not asked for.</summary>
     public string? SampleJson { get; init; }
+    /// <summary>Seconds the scan took (over every run that worked on it).</summary>
+    public double Seconds { get; init; }
 
     public long Pairs => (long)Features * (Features - 1) / 2;
 
+    /// <summary>Per bin, the pairs whose cosine is below the bin's top, negatives included (the paper's App. F "x % of
+    /// pairs &lt; 0.1"); the last is every pair.</summary>
+    public long[] BelowHi
+    {
+        get
+        {
+            var below = new long[InterferenceBins.Count];
+            long sum = Pairs - Bins.Sum();   // the negatives
+            for (int b = 0; b < below.Length; b++) below[b] = sum += Bins[b];
+            return below;
+        }
+    }
+
     /// <summary>Turns a finished scan into its report: every reported pair annotated, the sample drawn.</summary>
     public static InterferenceResult From(InterferenceInputs inp, InterferenceState st, InterferenceOptions options,
-        LogitLens? lens, CoactivationLookup? coactivation, InterferenceSampleOptions? sample)
+        LogitLens? lens, CoactivationLookup? coactivation, InterferenceSampleOptions? sample, double seconds = double.NaN)
     {
         int n = inp.N, nt = options.Taus.Length;
         var f = inp.Features;
@@ -99,6 +114,7 @@ public sealed class InterferenceResult
             QCosine = [.. qCos], QSimilarity = [.. qSim], QLogit = [.. qLogit], QJaccard = [.. qJac],
             TopA = [.. topA], TopB = [.. topB], TopCosine = [.. topCos], TopSimilarity = [.. topSim], TopLogit = [.. topLogit], TopJaccard = [.. topJac],
             SampleJson = sample is null || st.PartnerCounts is null ? null : InterferenceSampling.Draw(inp, st, options.Taus, sample, lens, coactivation).ToJsonString(),
+            Seconds = seconds,
         };
     }
 
@@ -114,7 +130,7 @@ public sealed class InterferenceResult
         w.AddMetadata("result.name", Name).AddMetadata("result.folder", Folder).AddMetadata("result.hook", Hook)
             .AddMetadata("result.dims", string.Join(",", new[] { DSae, DIn, Features, NotActive, WithoutExplanation, DeadRows }.Select(v => v.ToString(inv))))
             .AddMetadata("result.taus", string.Join(",", Taus.Select(t => t.ToString("R", inv))))
-            .AddMetadata("result.semantic", Semantic ? "1" : "0");
+            .AddMetadata("result.semantic", Semantic ? "1" : "0").AddMetadata("result.seconds", Seconds.ToString("R", inv));
         if (SampleJson is not null) w.AddMetadata("result.sample", SampleJson);
         w.Add("fine", Fine, Fine.Length).Add("bins", Bins, Bins.Length).Add("qualified", Qualified, Qualified.Length);
         if (Unrelated is not null) w.Add("unrelated", Unrelated, Unrelated.Length);
@@ -142,6 +158,7 @@ public sealed class InterferenceResult
             QCosine = floats[0], QSimilarity = floats[1], QLogit = floats[2], QJaccard = floats[3],
             TopCosine = floats[4], TopSimilarity = floats[5], TopLogit = floats[6], TopJaccard = floats[7],
             SampleJson = m.GetValueOrDefault("result.sample"),
+            Seconds = double.Parse(m["result.seconds"], CultureInfo.InvariantCulture),
         };
     }
 }
