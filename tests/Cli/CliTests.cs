@@ -6,7 +6,8 @@ namespace PolyEngine.Tests.Cli;
 /// <summary>The `polyengine` verbs end to end, in process: output, files written, and one-line errors with a non-zero exit.</summary>
 public class CliTests
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
+    /// <summary>Runs the CLI in process; what it printed to stdout and stderr.</summary>
+    internal static (int Code, string Out, string Err) Run(params string[] args)
     {
         var o = new StringWriter(); var e = new StringWriter();
         int code = PolyEngine.Cli.Program.Run(args, o, e);

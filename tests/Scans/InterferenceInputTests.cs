@@ -9,13 +9,7 @@ namespace PolyEngine.Tests.Scans;
 /// <summary>The interference scan's inputs (explanation exports, feature lists) and its CLI: outputs, resume, bad input.</summary>
 public class InterferenceInputTests
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var o = new StringWriter();
-        var e = new StringWriter();
-        int code = PolyEngine.Cli.Program.Run(args, o, e);
-        return (code, o.ToString(), e.ToString());
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) => Cli.CliTests.Run(args);
 
     [Fact]
     public void ExplanationsAreAveragedPerFeature()
