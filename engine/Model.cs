@@ -79,13 +79,16 @@ public sealed class Model : IDisposable
         if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
             throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
         var valid = new HashSet<Hooks.HookName>(Hooks.HookName.AllFor(Spec));
-        foreach (var h in options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)))
+        if (options.TopLogits < 0) throw new PolyEngineException($"TopLogits must be 0 or positive, got {options.TopLogits}");
+        if (options.TopLogits > 0 && options.StopAtLayer is not null) throw new PolyEngineException("TopLogits needs the LM head, which a stop layer skips");
+        foreach (var h in options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).Concat(options.Edits.Select(e => e.Hook)))
         {
             if (!valid.Contains(h))
                 throw new PolyEngineException($"hook '{h}' does not exist in this {Spec.Architecture} model");
             if (options.StopAtLayer is int s && (h.IsBlock ? h.Layer > s : h.Point is Hooks.HookPoint.LnFinalScale or Hooks.HookPoint.LnFinalNormalized))
                 throw new PolyEngineException($"hook '{h}' lies after stop layer {s}; raise the stop layer or drop the hook");
         }
+        foreach (var e in options.Edits) e.Check(Spec, batch, seq);
         lock (_runLock) return _transformer.Run(ids, batch, seq, options);
     }
 

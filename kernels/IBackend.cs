@@ -111,6 +111,12 @@ public interface IBackend : IDisposable
     /// the only part of an SAE encoding that reaches the host on a device.</summary>
     SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule);
 
+    /// <summary>Applies <paramref name="edit"/> in place to x [batch, seq, width] (a hook's activation).</summary>
+    void EditRows(DeviceBuffer x, int batch, int seq, int width, RowEdit edit);
+
+    /// <summary>The k largest logits of each row of logits [rows, vocab] and the rows' log-sum-exp (<see cref="TopLogitRows"/>).</summary>
+    TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k);
+
     /// <summary>Waits for queued work (no-op on the CPU).</summary>
     void Synchronize();
 }

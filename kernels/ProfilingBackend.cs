@@ -71,6 +71,14 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
         Time($"Sparsify {rule.Activation}", () => result = inner.Sparsify(pre, rows, width, rule));
         return result!;
     }
+    public void EditRows(DeviceBuffer x, int batch, int seq, int width, RowEdit edit) =>
+        Time("EditRows", () => inner.EditRows(x, batch, seq, width, edit));
+    public TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k)
+    {
+        TopLogitRows? result = null;
+        Time("TopLogits", () => result = inner.TopLogits(logits, rows, vocab, k));
+        return result!;
+    }
     public void Synchronize() => inner.Synchronize();
     public void Dispose() => inner.Dispose();
 }

@@ -38,7 +38,7 @@ static class DemoCommand
             var ids = model.Encode(prompt);
             var hooks = HookName.Select(model.Spec, "blocks.*.hook_resid_post,blocks.0.attn.hook_pattern");
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var result = model.Run([ids], new RunOptions { Hooks = hooks });
+            var result = model.Run([ids], new RunOptions { Hooks = hooks, TopLogits = 3 });
             double ms = sw.Elapsed.TotalMilliseconds;
             io.Out.WriteLine();
             io.Out.WriteLine($"{name}: {model.Spec.Architecture}, {model.Spec.NLayers} layers, d_model {model.Spec.DModel}, tokenizer {model.Tokenizer.Description}");
@@ -50,10 +50,8 @@ static class DemoCommand
                 double norm = Math.Sqrt(t.Data.Sum(v => (double)v * v) / (t.Shape[0] * t.Shape[1]));
                 io.Out.WriteLine($"  {h,-34} {t.ShapeText,-16} mean L2 norm per position {norm:F3}");
             }
-            var last = result.Logits.Data.AsSpan((ids.Length - 1) * model.Spec.DVocab, model.Spec.DVocab);
-            var top = TopTokens.Of(last, 3);
-            io.Out.WriteLine($"  top next tokens (random weights, so no meaning): " +
-                string.Join(", ", top.Select(t => $"{System.Text.Json.JsonSerializer.Serialize(model.Tokenizer.Decode([t.Id]), Common.Json)} p={t.Probability:F4}")));
+            io.Out.WriteLine($"  top next tokens (random weights, so no meaning): " + string.Join(", ", Enumerable.Range(0, 3).Select(j => result.Top!.At(0, j))
+                .Select(t => $"{System.Text.Json.JsonSerializer.Serialize(model.Tokenizer.Decode([t.Id]), Common.Json)} p={t.Probability:F4}")));
         }
         // SAE + corpus → exact feature co-activation counts.
         string gpt2Dir = Path.Combine(cacheDir, "gpt2-tiny-seed0"), saeDir = Path.Combine(cacheDir, "gpt2-tiny-sae-topk"), corpusPath = Path.Combine(cacheDir, "toy-corpus.jsonl");

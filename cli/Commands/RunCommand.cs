@@ -51,7 +51,8 @@ static class RunCommand
             var result = m.Run(rows, new RunOptions
             {
                 Hooks = selected.Concat(saes.Select(s => s.Config.Hook)).Distinct().ToArray(),
-                Logits = outPath is null ? LogitsMode.LastPosition : LogitsMode.All,
+                Logits = outPath is null ? LogitsMode.None : LogitsMode.All,
+                TopLogits = r.GetValue(top),
             });
             PrintTop(io, m, rows, result, r.GetValue(top));
             if (outPath is not null)
@@ -68,18 +69,20 @@ static class RunCommand
         return cmd;
     }
 
+    /// <summary>Each row's most likely next tokens, reduced on the backend (<see cref="RunOptions.TopLogits"/>).</summary>
     static void PrintTop(Io io, Model m, int[][] rows, RunResult result, int n)
     {
         if (n == 0) return;
-        var logits = result.Logits!;
-        long vocab = m.Spec.DVocab, perRow = logits.Shape[1] * vocab;
+        var top = result.Top!;
         Func<int, string> decode = TryDecoder(m);
         for (int r = 0; r < rows.Length; r++)
         {
-            var last = logits.Data.AsSpan((int)(r * perRow + (logits.Shape[1] - 1) * vocab), (int)vocab);
             io.Out.WriteLine($"row {r} ({rows[r].Length} tokens), next token after {decode(rows[r][^1])}:");
-            foreach (var (t, i) in TopTokens.Of(last, n).Select((t, i) => (t, i)))
-                io.Out.WriteLine($"  {i + 1,2}. {t.Id,6} {decode(t.Id),-20} logit {t.Logit,9:F4}  p {t.Probability:F4}");
+            for (int j = 0; j < top.K; j++)
+            {
+                var (id, logit, p) = top.At(r, j);
+                io.Out.WriteLine($"  {j + 1,2}. {id,6} {decode(id),-20} logit {logit,9:F4}  p {p:F4}");
+            }
         }
     }
 

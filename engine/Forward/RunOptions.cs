@@ -28,6 +28,13 @@ public sealed record RunOptions
     /// the hook's backend buffer [batch·pos, width] during the pass (valid only during the call). The fused SAE encode
     /// reads its hook this way.</summary>
     public IReadOnlyList<DeviceTap> DeviceTaps { get; init; } = [];
+
+    /// <summary>In-place edits of hook activations, applied in list order where each hook is computed (see <see cref="HookEdit"/>).</summary>
+    public IReadOnlyList<HookEdit> Edits { get; init; } = [];
+
+    /// <summary>When positive, the k most likely next tokens at each row's last position, reduced on the backend
+    /// (<see cref="RunResult.Top"/>): no [batch, d_vocab] tensor leaves a device. Needs the LM head (no stop layer).</summary>
+    public int TopLogits { get; init; }
 }
 
 /// <summary>A hook read on the device during a pass (<see cref="RunOptions.DeviceTaps"/>).</summary>
@@ -36,9 +43,9 @@ public sealed record DeviceTap(HookName Hook, Action<PolyEngine.Kernels.DeviceBu
 /// <summary>The result of <see cref="Model.Run(int[][], RunOptions?)"/>.</summary>
 public sealed class RunResult
 {
-    internal RunResult(int batch, int seq, Tensor? logits, ActivationCache cache)
+    internal RunResult(int batch, int seq, Tensor? logits, ActivationCache cache, PolyEngine.Kernels.TopLogitRows? top = null)
     {
-        Batch = batch; Seq = seq; Logits = logits; Cache = cache;
+        Batch = batch; Seq = seq; Logits = logits; Cache = cache; Top = top;
     }
 
     public int Batch { get; }
@@ -46,4 +53,6 @@ public sealed class RunResult
     /// <summary>[batch, pos, d_vocab] (or [batch, 1, d_vocab] for <see cref="LogitsMode.LastPosition"/>); null when not computed.</summary>
     public Tensor? Logits { get; }
     public ActivationCache Cache { get; }
+    /// <summary>[batch, k] next-token candidates at each row's last position (<see cref="RunOptions.TopLogits"/>), or null.</summary>
+    public PolyEngine.Kernels.TopLogitRows? Top { get; }
 }

@@ -81,12 +81,32 @@ public sealed class Transformer : IDisposable
     {
         var s = _spec;
         var b = _backend;
-        int d = s.DModel, rows = batch * seq;
         if (_ws is null || _ws.Batch != batch || _ws.Seq != seq) { _ws?.Dispose(); _ws = new Workspace(b, s, batch, seq); }
         var ws = _ws;
         var download = new HashSet<HookName>(options.Hooks);
         var want = new HashSet<HookName>(download.Concat(options.DeviceTaps.Select(t => t.Hook)));   // computed: downloaded or read on the device
         var cache = new ActivationCache();
+        var edits = options.Edits.Select(e => (Edit: e, Shape: e.Check(s, batch, seq))).ToLookup(x => x.Edit.Hook);
+        var uploads = new List<DeviceBuffer>();   // the edits' Mul/Add on the backend, freed after the pass
+        // A hook point: its edits in place, then its taps. True when it was edited (a fused norm that read it is stale).
+        bool Hook(HookName name, DeviceBuffer buf)
+        {
+            bool edited = false;
+            foreach (var (e, (width, perPosition)) in edits[name])
+            {
+                DeviceBuffer? Up(float[]? v)
+                {
+                    if (HookEdit.Expand(v, batch, width) is not { } values) return null;
+                    var u = b.Upload(values);
+                    uploads.Add(u);
+                    return u;
+                }
+                b.EditRows(buf, batch, seq, width, new RowEdit(Up(e.Mul), Up(e.Add), perPosition, e.From ?? new int[batch]));
+                edited = true;
+            }
+            Tap(name, buf);
+            return edited;
+        }
         void Tap(HookName name, DeviceBuffer buf)
         {
             if (!want.Contains(name)) return;
@@ -97,28 +117,49 @@ public sealed class Transformer : IDisposable
             b.Download(buf, data);
             cache.Set(name, new Tensor(data, shape));
         }
+        try
+        {
+            var (logits, top) = Layers(ids, batch, seq, options, ws, want, Hook, Tap);
+            return new RunResult(batch, seq, logits, cache, top);
+        }
+        finally
+        {
+            b.Synchronize();   // the pass is done (and queued kernels no longer read the edits' buffers)
+            foreach (var u in uploads) u.Dispose();
+        }
+    }
+
+    /// <summary>The layer loop: embeddings, blocks 0..last, final norm and LM head, calling <paramref name="Hook"/> at every
+    /// editable hook point and <paramref name="Tap"/> at the read-only ones.</summary>
+    (Tensor? Logits, TopLogitRows? Top) Layers(int[] ids, int batch, int seq, RunOptions options, Workspace ws, HashSet<HookName> want,
+        Func<HookName, DeviceBuffer, bool> Hook, Action<HookName, DeviceBuffer> Tap)
+    {
+        var s = _spec;
+        var b = _backend;
+        int d = s.DModel, rows = batch * seq;
         int lastLayer = options.StopAtLayer ?? s.NLayers - 1;
 
         // Embeddings: resid = W_E[ids] (+ W_pos[pos])
         b.Gather(ids, _embed, d, ws.Resid);
-        Tap(new(HookPoint.Embed), ws.Resid);
+        Hook(new(HookPoint.Embed), ws.Resid);
         if (_posEmbed is not null)
         {
             var positions = new int[rows];
             for (int r = 0; r < rows; r++) positions[r] = r % seq;
             b.Gather(positions, _posEmbed, d, ws.Tmp);
-            Tap(new(HookPoint.PosEmbed), ws.Tmp);
+            Hook(new(HookPoint.PosEmbed), ws.Tmp);
             b.Add(ws.Resid, ws.Tmp, ws.Resid, (long)rows * d);
         }
 
         // Every residual add is fused with the layer norm that reads its result (AddLayerNorm): resid_mid with ln2
         // (sequential blocks), resid_post with the next block's ln1 or with ln_final. normedReady: ws.Normed (and the
-        // ln taps in ws.Tmp / ws.Scale) already hold the next norm's output.
+        // ln taps in ws.Tmp / ws.Scale) already hold the next norm's output — unless an edit changed the residual since,
+        // then the norm runs again on the edited values.
         bool normedReady = false;
         for (int l = 0; l <= lastLayer; l++)
         {
             var w = _blocks[l];
-            Tap(new(HookPoint.ResidPre, l), ws.Resid);
+            if (Hook(new(HookPoint.ResidPre, l), ws.Resid)) normedReady = false;
             // Attention: normed = LN1(resid); qkv = normed·W_qkv + b; z = attn(q, k, v); attn_out = z·W_O + b_O
             if (!normedReady)
                 b.LayerNorm(ws.Resid, w.Ln1W, w.Ln1B, ws.Normed, rows, d, s.LnEps,
@@ -129,23 +170,23 @@ public sealed class Transformer : IDisposable
             b.CopyColumns(ws.Qkv, rows, 3 * d, 0, d, ws.Q);
             b.CopyColumns(ws.Qkv, rows, 3 * d, d, d, ws.K);
             b.CopyColumns(ws.Qkv, rows, 3 * d, 2 * d, d, ws.V);
-            Tap(new(HookPoint.AttnQ, l), ws.Q);
-            Tap(new(HookPoint.AttnK, l), ws.K);
-            Tap(new(HookPoint.AttnV, l), ws.V);
+            Hook(new(HookPoint.AttnQ, l), ws.Q);
+            Hook(new(HookPoint.AttnK, l), ws.K);
+            Hook(new(HookPoint.AttnV, l), ws.V);
             if (s.RotaryDim > 0)
             {
                 b.Rotary(ws.Q, ws.Q, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
                 b.Rotary(ws.K, ws.K, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
-                Tap(new(HookPoint.AttnRotQ, l), ws.Q);
-                Tap(new(HookPoint.AttnRotK, l), ws.K);
+                Hook(new(HookPoint.AttnRotQ, l), ws.Q);
+                Hook(new(HookPoint.AttnRotK, l), ws.K);
             }
             bool wantPattern = Wants(want, HookPoint.AttnPattern, l);
             b.CausalAttention(ws.Q, ws.K, ws.V, ws.Z, batch, seq, s.NHeads, s.DHead, 1f / MathF.Sqrt(s.DHead),
                 wantPattern ? ws.Pattern : null);
             if (wantPattern) Tap(new(HookPoint.AttnPattern, l), ws.Pattern);
-            Tap(new(HookPoint.AttnZ, l), ws.Z);
+            Hook(new(HookPoint.AttnZ, l), ws.Z);
             b.Linear(ws.Z, w.AttnOut, w.AttnOutB, ws.AttnOut, rows);
-            Tap(new(HookPoint.AttnOut, l), ws.AttnOut);
+            Hook(new(HookPoint.AttnOut, l), ws.AttnOut);
 
             // MLP input: sequential reads LN2(resid_mid = resid_pre + attn_out); parallel reads LN2(resid_pre).
             var ln2Normalized = Wants(want, HookPoint.Ln2Normalized, l) ? ws.Tmp : null;
@@ -154,16 +195,16 @@ public sealed class Transformer : IDisposable
             else
             {
                 b.AddLayerNorm(ws.Resid, ws.AttnOut, ws.Mid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
-                Tap(new(HookPoint.ResidMid, l), ws.Mid);
+                if (Hook(new(HookPoint.ResidMid, l), ws.Mid)) b.LayerNorm(ws.Mid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
             }
             Tap(new(HookPoint.Ln2Normalized, l), ws.Tmp);
             Tap(new(HookPoint.Ln2Scale, l), ws.Scale);
             b.Linear(ws.Normed, w.MlpIn, w.MlpInB, ws.MlpHidden, rows);
-            Tap(new(HookPoint.MlpPre, l), ws.MlpHidden);
+            Hook(new(HookPoint.MlpPre, l), ws.MlpHidden);
             b.Activate(ws.MlpHidden, ws.MlpHidden, (long)rows * s.DMlp, s.Act);
-            Tap(new(HookPoint.MlpPost, l), ws.MlpHidden);
+            Hook(new(HookPoint.MlpPost, l), ws.MlpHidden);
             b.Linear(ws.MlpHidden, w.MlpOut, w.MlpOutB, ws.MlpOut, rows);
-            Tap(new(HookPoint.MlpOut, l), ws.MlpOut);
+            Hook(new(HookPoint.MlpOut, l), ws.MlpOut);
 
             // resid_post: parallel = (mlp_out + attn_out) + resid_pre (HF's association); sequential = resid_mid + mlp_out.
             DeviceBuffer addA = ws.Mid, addB = ws.MlpOut;
@@ -182,27 +223,39 @@ public sealed class Transformer : IDisposable
                     want.Contains(n.Normalized) ? ws.Tmp : null, want.Contains(n.Scale) ? ws.Scale : null);
             else b.Add(addA, addB, ws.Resid, (long)rows * d);
             normedReady = next is not null;
-            Tap(new(HookPoint.ResidPost, l), ws.Resid);
+            if (Hook(new(HookPoint.ResidPost, l), ws.Resid)) normedReady = false;
         }
 
         Tensor? logits = null;
+        TopLogitRows? top = null;
         if (options.StopAtLayer is null)
         {
+            if (!normedReady)   // ln_final was fused with an add whose result an edit then changed
+                b.LayerNorm(ws.Resid, _lnFinalW, _lnFinalB, ws.Normed, rows, d, s.LnEps,
+                    want.Contains(new(HookPoint.LnFinalNormalized)) ? ws.Tmp : null, want.Contains(new(HookPoint.LnFinalScale)) ? ws.Scale : null);
             Tap(new(HookPoint.LnFinalNormalized), ws.Tmp);
             Tap(new(HookPoint.LnFinalScale), ws.Scale);
-            if (options.Logits == LogitsMode.All)
-            {
-                logits = new Tensor(Unembed(ws, ws.Normed, rows), batch, seq, s.DVocab);
-            }
-            else if (options.Logits == LogitsMode.LastPosition)
+            if (options.Logits == LogitsMode.All) logits = new Tensor(Unembed(ws, ws.Normed, rows), batch, seq, s.DVocab);
+            if (options.Logits == LogitsMode.LastPosition || options.TopLogits > 0)
             {
                 var lastRows = Enumerable.Range(0, batch).Select(r => r * seq + seq - 1).ToArray();
                 b.Gather(lastRows, ws.Normed, d, ws.Last);
-                logits = new Tensor(Unembed(ws, ws.Last, batch), batch, 1, s.DVocab);
+                if (options.TopLogits > 0)   // the reduction reads the logits where they are; they leave only when asked for
+                {
+                    var deviceLogits = ws.Logits((long)batch * s.DVocab);
+                    b.Linear(ws.Last, _unembed, null, deviceLogits, batch);
+                    top = b.TopLogits(deviceLogits, batch, s.DVocab, options.TopLogits);
+                    if (options.Logits == LogitsMode.LastPosition)
+                    {
+                        var data = HostArray((long)batch * s.DVocab);
+                        b.Download(deviceLogits, data);
+                        logits = new Tensor(data, batch, 1, s.DVocab);
+                    }
+                }
+                else logits = new Tensor(Unembed(ws, ws.Last, batch), batch, 1, s.DVocab);
             }
         }
-        b.Synchronize();
-        return new RunResult(batch, seq, logits, cache);
+        return (logits, top);
     }
 
     /// <summary>logits[rows, d_vocab] = x · W_U into a new host array: written in place when the backend computes in host

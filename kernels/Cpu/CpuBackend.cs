@@ -151,6 +151,25 @@ public sealed class CpuBackend : IBackend
         return SparseEncode.Sparsify(p, rows, width, rule.Activation, rule.K, threshold, Threads);
     }
 
+    public void EditRows(DeviceBuffer x, int batch, int seq, int width, RowEdit edit)
+    {
+        var xs = Of(x);
+        long n = (long)batch * seq * width, per = (edit.PerPosition ? (long)batch * seq : batch) * width;
+        var mul = edit.Mul is null ? null : Of(edit.Mul);
+        var add = edit.Add is null ? null : Of(edit.Add);
+        if (n > xs.Length || mul?.Length < per || add?.Length < per || edit.From.Length < batch)
+            throw new ArgumentException($"EditRows: buffers too small for {batch}×{seq}×{width} (mul/add need {per} floats, from {batch} entries)");
+        RowEdits.Apply(xs, batch, seq, width, mul, add, edit.PerPosition, edit.From);
+    }
+
+    public TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k)
+    {
+        var l = Of(logits);
+        if ((long)rows * vocab > l.Length) throw new ArgumentException($"TopLogits: logits hold {l.Length} floats, {rows}×{vocab} needed");
+        if (k < 1) throw new ArgumentException($"TopLogits: k must be positive, got {k}");
+        return LogitReductions.Top(l, rows, vocab, k, Threads);
+    }
+
     public void Synchronize() { }
 
     void ForRows(int count, Action<int> body)

@@ -68,6 +68,20 @@ public static class EmulatedCheck
                 return Get(b, z, hn).Concat(Get(b, p, batch * heads * seq * seq)).ToArray();
             }, 2e-6);
         }
+        var (mul, add, patch) = (R(batch * heads * dh), R(batch * heads * dh), R(hn));
+        Check("EditKernels.EditRows", b =>
+        {
+            var y = b.Upload(q);
+            b.EditRows(y, batch, seq, heads * dh, new RowEdit(b.Upload(mul), b.Upload(add), false, [1, 0]));
+            b.EditRows(y, batch, seq, heads * dh, new RowEdit(null, b.Upload(patch), true, [0, 3]));
+            return Get(b, y, hn);
+        }, 1e-6);
+        var logits = R(3 * 1000, 5f);
+        Check("LogitKernels.LogSumExp+SaeKernels.TopK", b =>
+        {
+            var t = b.TopLogits(b.Upload(logits), 3, 1000, 7);
+            return t.Ids.Select(i => (float)i).Concat(t.Logits).Concat(t.LogSumExp).ToArray();
+        }, 2e-5);
         var pre = R(rows * 300, 2f);   // two device segments per row
         var threshold = R(300).Select(MathF.Abs).ToArray();
         Check("SaeKernels.NormalizeRows", b =>

@@ -37,6 +37,10 @@ public sealed class IlgpuBackend : IBackend
     readonly Action<Index1D, ArrayView<float>, int, int, ArrayView<int>, ArrayView<float>> _topK;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, StridedGemmArgs> _stridedBatched;
     readonly Action<Index1D, ArrayView<float>, int> _causalSoftmax;
+    readonly Action<Index1D, ArrayView<float>, int, int, ArrayView<float>, int, ArrayView<float>, int, int, ArrayView<int>> _editRows;
+    readonly Action<Index1D, ArrayView<float>, int, ArrayView<float>> _logSumExp;
+    MemoryBuffer1D<int, Stride1D.Dense>? _editFrom;     // EditRows' first positions, grown on demand
+    MemoryBuffer1D<float, Stride1D.Dense>? _lse;        // TopLogits' log-sum-exp per row
     Buffer? _attnScratch;   // [n_heads, seq, seq] scores of the GEMM attention when no pattern is asked for
     MemoryBuffer1D<int, Stride1D.Dense>? _sparseCells, _sparseIndex;   // Sparsify scratch, grown on demand
     MemoryBuffer1D<float, Stride1D.Dense>? _sparseValue;
@@ -72,6 +76,9 @@ public sealed class IlgpuBackend : IBackend
         _topK = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, ArrayView<int>, ArrayView<float>>(SaeKernels.TopK);
         _stridedBatched = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, StridedGemmArgs>(GemmKernels.StridedBatched);
         _causalSoftmax = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int>(AttentionKernels.CausalSoftmax);
+        _editRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, ArrayView<float>, int, ArrayView<float>, int, int, ArrayView<int>>(
+            EditKernels.EditRows);
+        _logSumExp = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, ArrayView<float>>(LogitKernels.LogSumExp);
         Attention = cublas is null ? AttentionVariant.Fused : AttentionVariant.Gemm;
     }
 
@@ -488,6 +495,47 @@ public sealed class IlgpuBackend : IBackend
         return new SparseRows(rows, width, rowStart, index, value);
     }
 
+    public void EditRows(DeviceBuffer x, int batch, int seq, int width, RowEdit edit)
+    {
+        long n = (long)batch * seq * width, per = (edit.PerPosition ? (long)batch * seq : batch) * width;
+        var xb = Of(x, n, "x", "EditRows");
+        var mul = edit.Mul is null ? null : Of(edit.Mul, per, "mul", "EditRows");
+        var add = edit.Add is null ? null : Of(edit.Add, per, "add", "EditRows");
+        if (edit.From.Length < batch) throw new ArgumentException($"EditRows: from has {edit.From.Length} entries, {batch} needed");
+        if (n == 0) return;
+        var from = Grow(ref _editFrom, batch);
+        from.View.SubView(0, batch).CopyFromCPU(edit.From.AsSpan(0, batch).ToArray());
+        _editRows(checked((int)n), xb.View, seq, width, mul is null ? _dummy.View : mul.View, mul is null ? 0 : 1, add is null ? _dummy.View : add.View,
+            add is null ? 0 : 1, edit.PerPosition ? 1 : 0, from.View);
+    }
+
+    public TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k)
+    {
+        var l = Of(logits, (long)rows * vocab, "logits", "TopLogits").View;
+        k = Math.Min(k, vocab);
+        if (k < 1 || k > SaeKernels.MaxTopK) throw new ArgumentException($"TopLogits: k = {k} is outside 1..{SaeKernels.MaxTopK}, what the device kernel keeps");
+        int n = checked(rows * k);
+        var idx = Grow(ref _sparseIndex, n);
+        var val = Grow(ref _sparseValue, n);
+        var lse = Grow(ref _lse, rows);
+        _topK(rows, l, vocab, k, idx.View, val.View);
+        _logSumExp(rows, l, vocab, lse.View);
+        var ids = new int[n];
+        var top = new float[n];
+        var sums = new float[rows];
+        idx.View.SubView(0, n).CopyToCPU(ids);
+        val.View.SubView(0, n).CopyToCPU(top);
+        lse.View.SubView(0, rows).CopyToCPU(sums);
+        for (int r = 0; r < rows; r++)   // the heap's order → descending logits, ties to the lower id
+        {
+            var order = Enumerable.Range(r * k, k).OrderByDescending(i => top[i]).ThenBy(i => ids[i]).ToArray();
+            var (ri, rv) = (order.Select(i => ids[i]).ToArray(), order.Select(i => top[i]).ToArray());
+            ri.CopyTo(ids, r * k);
+            rv.CopyTo(top, r * k);
+        }
+        return new TopLogitRows(rows, k, ids, top, sums);
+    }
+
     /// <summary>A scratch buffer of at least <paramref name="n"/> elements, replacing <paramref name="buffer"/> when smaller.</summary>
     MemoryBuffer1D<T, Stride1D.Dense> Grow<T>(ref MemoryBuffer1D<T, Stride1D.Dense>? buffer, long n) where T : unmanaged
     {
@@ -505,6 +553,8 @@ public sealed class IlgpuBackend : IBackend
         _ids?.Dispose();
         _sparseCells?.Dispose();
         _attnScratch?.Dispose();
+        _editFrom?.Dispose();
+        _lse?.Dispose();
         _sparseIndex?.Dispose();
         _sparseValue?.Dispose();
         if (_rotary is { } r) { r.Cos.Dispose(); r.Sin.Dispose(); }

@@ -137,6 +137,33 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     }
 
     [Theory]
+    [MemberData(nameof(RowEditAndLogitTests.EditShapes), MemberType = typeof(RowEditAndLogitTests))]
+    public void EditRowsKernelMatchesTheReference(int batch, int seq, int width, bool perPosition)
+    {
+        var (x, mul, add, from) = RowEditAndLogitTests.EditInputs(batch, seq, width, perPosition);
+        foreach (var (m, a) in new[] { (mul, add), (mul, null), (null, add) })
+        {
+            var buf = _gpu.Upload(x);
+            _gpu.EditRows(buf, batch, seq, width, new RowEdit(m is null ? null : _gpu.Upload(m), a is null ? null : _gpu.Upload(a), perPosition, from));
+            Compare.Close(RowEdits.Reference(x, batch, seq, width, m, a, perPosition, from), Get(_gpu, buf, x.Length), 1e-6, $"emulated edit {batch}×{seq}×{width}", 1e-6);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(RowEditAndLogitTests.TopShapes), MemberType = typeof(RowEditAndLogitTests))]
+    public void TopLogitsKernelsMatchTheReference(int rows, int vocab, int k)
+    {
+        foreach (var logits in new[] { SparseEncodeTests.Tied(rows * vocab, vocab), SparseEncodeTests.Uniform(rows * vocab, k, 8f) })
+        {
+            var expected = LogitReductions.Reference(logits, rows, vocab, k);
+            var actual = _gpu.TopLogits(_gpu.Upload(logits), rows, vocab, k);
+            Assert.Equal(expected.Ids, actual.Ids);
+            Assert.Equal(expected.Logits, actual.Logits);
+            Compare.Close(expected.LogSumExp, actual.LogSumExp, 1e-5, $"emulated lse {rows}×{vocab}", 1e-6);
+        }
+    }
+
+    [Theory]
     [InlineData(1, 3)]
     [InlineData(3, 7)]
     [InlineData(2, 129)]

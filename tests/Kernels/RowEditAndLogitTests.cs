@@ -1,0 +1,57 @@
+using PolyEngine.Kernels;
+using PolyEngine.Kernels.Cpu;
+using Xunit;
+
+namespace PolyEngine.Tests.Kernels;
+
+/// <summary>The in-place hook edit and the logits-side reduction against their scalar references at odd shapes;
+/// <see cref="IlgpuBackendTests"/> runs the same sweeps on the emulated CUDA kernels.</summary>
+public class RowEditAndLogitTests
+{
+    public static TheoryData<int, int, int, bool> EditShapes() => new()
+    {
+        { 1, 1, 1, false }, { 2, 5, 3, false }, { 3, 4, 17, true }, { 1, 9, 33, true }, { 4, 2, 8, false },
+    };
+
+    internal static (float[] X, float[] Mul, float[] Add, int[] From) EditInputs(int batch, int seq, int width, bool perPosition)
+    {
+        int per = (perPosition ? batch * seq : batch) * width;
+        return (SparseEncodeTests.Uniform(batch * seq * width, 1, 3f), SparseEncodeTests.Uniform(per, 2, 2f), SparseEncodeTests.Uniform(per, 3),
+            Enumerable.Range(0, batch).Select(b => b % (seq + 1)).ToArray());
+    }
+
+    [Theory]
+    [MemberData(nameof(EditShapes))]
+    public void EditRowsMatchesTheReference(int batch, int seq, int width, bool perPosition)
+    {
+        var (x, mul, add, from) = EditInputs(batch, seq, width, perPosition);
+        var cpu = new CpuBackend(2);
+        foreach (var (m, a) in new[] { (mul, add), (mul, null), (null, add) })
+        {
+            var buf = cpu.Upload(x);
+            cpu.EditRows(buf, batch, seq, width, new RowEdit(m is null ? null : cpu.Upload(m), a is null ? null : cpu.Upload(a), perPosition, from));
+            var actual = new float[x.Length];
+            cpu.Download(buf, actual);
+            Compare.Close(RowEdits.Reference(x, batch, seq, width, m, a, perPosition, from), actual, 1e-6, $"edit {batch}×{seq}×{width}", 1e-6);
+        }
+        Assert.Throws<ArgumentException>(() => cpu.EditRows(cpu.Upload(x), batch, seq, width, new RowEdit(cpu.Upload(mul.AsSpan(0, mul.Length - 1)), null, perPosition, from)));
+    }
+
+    public static TheoryData<int, int, int> TopShapes() => new() { { 1, 1, 1 }, { 3, 10, 4 }, { 2, 257, 16 }, { 5, 40, 40 }, { 2, 7, 9 } };
+
+    [Theory]
+    [MemberData(nameof(TopShapes))]
+    public void TopLogitsMatchTheReference(int rows, int vocab, int k)
+    {
+        foreach (var logits in new[] { SparseEncodeTests.Tied(rows * vocab, vocab), SparseEncodeTests.Uniform(rows * vocab, k, 8f) })
+        {
+            var expected = LogitReductions.Reference(logits, rows, vocab, k);
+            var actual = new CpuBackend(2).TopLogits(new CpuBackend(1).Upload(logits), rows, vocab, k);
+            Assert.Equal(Math.Min(k, vocab), actual.K);
+            Assert.Equal(expected.Ids, actual.Ids);
+            Assert.Equal(expected.Logits, actual.Logits);
+            Compare.Close(expected.LogSumExp, actual.LogSumExp, 1e-5, $"lse {rows}×{vocab}", 1e-6);
+            for (int r = 0; r < rows; r++) Assert.InRange(Enumerable.Range(0, actual.K).Sum(j => actual.At(r, j).Probability), 0, 1.00001);
+        }
+    }
+}
