@@ -45,13 +45,21 @@ public static class CoactivationWriter
                     if (c.Count(a, b) > 0) rows.Add(Row(a, b));
             return rows;
         }
+        // Each feature's top partners by count (ties: the lower id), in one pass over the triangle.
+        var heaps = new TopHeaps<uint>(f, top.Value);
+        var pairs = c.Pairs;
+        long index = 0;
+        for (int a = 0; a < f; a++)
+            for (int b = a + 1; b < f; b++, index++)
+            {
+                uint n = pairs[(int)index];
+                if (n == 0) continue;
+                if (heaps.Admits(a, n)) heaps.Offer(a, n, b);
+                if (heaps.Admits(b, n)) heaps.Offer(b, n, a);
+            }
         var chosen = new SortedSet<(int, int)>();
         for (int a = 0; a < f; a++)
-        {
-            var partners = Enumerable.Range(0, f).Where(b => b != a && c.Count(a, b) > 0)
-                .OrderByDescending(b => c.Count(a, b)).ThenBy(b => b).Take(top.Value);
-            foreach (int b in partners) chosen.Add((Math.Min(a, b), Math.Max(a, b)));
-        }
+            foreach (var (b, _) in heaps.Sorted(a)) chosen.Add((Math.Min(a, b), Math.Max(a, b)));
         foreach (var (a, b) in chosen) rows.Add(Row(a, b));
         return rows;
     }

@@ -42,9 +42,9 @@ public sealed class InterferenceState
         {
             Unrelated = new long[taus * InterferenceBins.Count];
             PartnerCounts = new int[checked(taus * n * InterferenceBins.Count)];
-            Partners = new TopHeaps(taus * n * InterferenceBins.Count, partnersPerBin);
+            Partners = new TopHeaps<float>(taus * n * InterferenceBins.Count, partnersPerBin);
         }
-        if (topN > 0) Top = new TopHeaps(n, topN);
+        if (topN > 0) Top = new TopHeaps<float>(n, topN);
     }
 
     public int N { get; }
@@ -58,9 +58,9 @@ public sealed class InterferenceState
     /// <summary>[τ, feature, bin]: unrelated partners of the feature in the bin (null without explanations).</summary>
     public int[]? PartnerCounts { get; private set; }
     /// <summary>Owner (τ·n + feature)·5 + bin: the strongest unrelated partners (compact indices) by cosine.</summary>
-    public TopHeaps? Partners { get; private set; }
+    public TopHeaps<float>? Partners { get; private set; }
     /// <summary>Owner = feature: its top-N partners by cosine, related or not.</summary>
-    public TopHeaps? Top { get; private set; }
+    public TopHeaps<float>? Top { get; private set; }
     /// <summary>Tiles finished (row-major over the upper triangle of tiles).</summary>
     public long TilesDone { get; internal set; }
 
@@ -112,8 +112,8 @@ public sealed class InterferenceState
         if (Partners is not null) Partners = RestoreHeaps("partners", Partners);
         if (Top is not null) Top = RestoreHeaps("top", Top);
 
-        TopHeaps RestoreHeaps(string name, TopHeaps like) =>
-            TopHeaps.Restore(like.Owners, like.K, f.ReadFloat32($"{prefix}{name}.scores"), Ints($"{name}.ids"), Ints($"{name}.sizes"));
+        TopHeaps<float> RestoreHeaps(string name, TopHeaps<float> like) =>
+            TopHeaps<float>.Restore(like.Owners, like.K, f.ReadFloat32($"{prefix}{name}.scores"), Ints($"{name}.ids"), Ints($"{name}.sizes"));
     }
 }
 

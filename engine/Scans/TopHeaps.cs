@@ -1,13 +1,16 @@
+using System.Numerics;
+
 namespace PolyEngine.Scans;
 
 /// <summary>
 /// For each of many owners, the <see cref="K"/> strongest candidates (score descending, then id ascending: a total order,
 /// so the kept set does not depend on the order of offers) as size-K min-heaps in flat arrays. The interference scan
-/// keeps each feature's top partners this way in O(owners·K) memory.
+/// keeps each feature's top partners by cosine this way (float scores), the co-activation tables each feature's top
+/// partners by count (uint scores, exact), in O(owners·K) memory.
 /// </summary>
-public sealed class TopHeaps
+public sealed class TopHeaps<TScore> where TScore : unmanaged, INumber<TScore>
 {
-    readonly float[] _score;   // [owners, K]: slot 0 of an owner is its weakest kept candidate once full
+    readonly TScore[] _score;   // [owners, K]: slot 0 of an owner is its weakest kept candidate once full
     readonly int[] _id;
     readonly int[] _size;
 
@@ -16,7 +19,7 @@ public sealed class TopHeaps
         if (k < 1) throw new ArgumentOutOfRangeException(nameof(k), "keep at least one candidate");
         Owners = owners;
         K = k;
-        _score = new float[checked((long)owners * k)];
+        _score = new TScore[checked((long)owners * k)];
         _id = new int[_score.LongLength];
         _size = new int[owners];
     }
@@ -27,7 +30,7 @@ public sealed class TopHeaps
     public int Size(int owner) => _size[owner];
 
     /// <summary>Offers (score, id) to <paramref name="owner"/>; kept when the heap has room or it beats the weakest kept.</summary>
-    public void Offer(int owner, float score, int id)
+    public void Offer(int owner, TScore score, int id)
     {
         long o = (long)owner * K;
         int size = _size[owner];
@@ -52,7 +55,7 @@ public sealed class TopHeaps
         while (true)
         {
             int l = 2 * i + 1, r = l + 1, m = i;
-            float ms = score;
+            TScore ms = score;
             int mi = id;
             if (l < K && Weaker(_score[o + l], _id[o + l], ms, mi)) { m = l; ms = _score[o + l]; mi = _id[o + l]; }
             if (r < K && Weaker(_score[o + r], _id[o + r], ms, mi)) m = r;
@@ -66,26 +69,26 @@ public sealed class TopHeaps
     }
 
     /// <summary>Whether (score, id) of a candidate could enter <paramref name="owner"/>'s heap (a cheap pre-check).</summary>
-    public bool Admits(int owner, float score) => _size[owner] < K || score >= _score[(long)owner * K];
+    public bool Admits(int owner, TScore score) => _size[owner] < K || score >= _score[(long)owner * K];
 
-    static bool Weaker(float s, int id, float s2, int id2) => s < s2 || (s == s2 && id > id2);
+    static bool Weaker(TScore s, int id, TScore s2, int id2) => s < s2 || (s == s2 && id > id2);
 
     /// <summary>The kept candidates of <paramref name="owner"/>, strongest first.</summary>
-    public (int Id, float Score)[] Sorted(int owner)
+    public (int Id, TScore Score)[] Sorted(int owner)
     {
         long o = (long)owner * K;
-        var kept = new (int Id, float Score)[_size[owner]];
+        var kept = new (int Id, TScore Score)[_size[owner]];
         for (int i = 0; i < kept.Length; i++) kept[i] = (_id[o + i], _score[o + i]);
         Array.Sort(kept, (a, b) => a.Score != b.Score ? b.Score.CompareTo(a.Score) : a.Id.CompareTo(b.Id));
         return kept;
     }
 
     /// <summary>The raw arrays, for checkpoints (<see cref="Restore"/> takes them back).</summary>
-    internal (float[] Scores, int[] Ids, int[] Sizes) State => (_score, _id, _size);
+    internal (TScore[] Scores, int[] Ids, int[] Sizes) State => (_score, _id, _size);
 
-    internal static TopHeaps Restore(int owners, int k, float[] scores, int[] ids, int[] sizes)
+    internal static TopHeaps<TScore> Restore(int owners, int k, TScore[] scores, int[] ids, int[] sizes)
     {
-        var h = new TopHeaps(owners, k);
+        var h = new TopHeaps<TScore>(owners, k);
         if (scores.Length != h._score.Length || ids.Length != h._id.Length || sizes.Length != owners)
             throw new PolyEngineException("checkpoint heaps do not match the scan's shape; delete the checkpoint or use --overwrite");
         scores.CopyTo(h._score, 0);

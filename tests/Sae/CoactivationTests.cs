@@ -26,6 +26,29 @@ public class CoactivationTests
         Assert.Equal(4L * 24576 * 24575 / 2 + 8 * 24576, CoactivationCounter.BytesFor(24576));
     }
 
+    /// <summary>The top-N partner table: every pair that is among one of its features' N most co-occurring partners (ties:
+    /// the lower id), once, a &lt; b — equal to a brute-force selection, with many tied counts.</summary>
+    [Fact]
+    public void TopPartnerRowsEqualBruteForce()
+    {
+        var rng = new ToyModels.Rng(12);
+        const int f = 23;
+        var counter = new CoactivationCounter(f);
+        for (int u = 0; u < 60; u++)
+            counter.AddUnit(Enumerable.Range(0, f).Where(_ => rng.NextU64() % 4 == 0).ToArray());
+        foreach (int n in new[] { 1, 3, 30 })
+        {
+            var expected = new SortedSet<(int, int)>();
+            for (int a = 0; a < f; a++)
+                foreach (int b in Enumerable.Range(0, f).Where(b => b != a && counter.Count(a, b) > 0)
+                             .OrderByDescending(b => counter.Count(a, b)).ThenBy(b => b).Take(n))
+                    expected.Add((Math.Min(a, b), Math.Max(a, b)));
+            var rows = PolyEngine.Output.CoactivationWriter.Rows("s", counter, n);
+            Assert.Equal(expected, rows.Select(r => (r.FeatureA, r.FeatureB)));
+            Assert.All(rows, r => Assert.Equal(counter.Count(r.FeatureA, r.FeatureB), (uint)r.CountAB));
+        }
+    }
+
     [Fact]
     public void MetricsMatchHandComputedCases()
     {

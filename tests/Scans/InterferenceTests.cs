@@ -314,7 +314,7 @@ public class InterferenceTests
         {
             int k = 1 + trial % 6, m = 40;
             var cands = Enumerable.Range(0, m).Select(i => (Id: i, Score: (float)(rng.NextU64() % 7) / 4)).ToArray();
-            var h = new TopHeaps(2, k);
+            var h = new TopHeaps<float>(2, k);
             foreach (var c in cands.OrderBy(_ => rng.NextU64())) h.Offer(1, c.Score, c.Id);
             var expected = cands.OrderByDescending(c => c.Score).ThenBy(c => c.Id).Take(k).ToArray();
             Assert.Equal(expected, h.Sorted(1).Select(x => (x.Id, x.Score)).ToArray());
