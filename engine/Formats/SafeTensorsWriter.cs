@@ -11,7 +11,7 @@ namespace PolyEngine.Formats;
 /// </summary>
 public sealed class SafeTensorsWriter
 {
-    readonly List<(string Name, SafeTensorDType DType, long[] Shape, byte[] Data)> _tensors = [];
+    readonly List<(string Name, SafeTensorDType DType, long[] Shape, long Bytes, Action<Stream> Write)> _tensors = [];
     readonly Dictionary<string, string> _metadata = new(StringComparer.Ordinal);
 
     public SafeTensorsWriter AddMetadata(string key, string value) { _metadata[key] = value; return this; }
@@ -50,12 +50,20 @@ public sealed class SafeTensorsWriter
     }
 
     /// <summary>Adds raw little-endian bytes (no checks on content; used by tests to build hostile files too).</summary>
-    public SafeTensorsWriter AddRaw(string name, SafeTensorDType dtype, long[] shape, byte[] data, long elementCount)
+    public SafeTensorsWriter AddRaw(string name, SafeTensorDType dtype, long[] shape, byte[] data, long elementCount) =>
+        Add(name, dtype, shape, elementCount, data.LongLength, s => s.Write(data));
+
+    /// <summary>Adds a U32 tensor by reference, without a copy (the 1.2 GB co-activation triangle): the array is read when
+    /// the file is saved and must not change before.</summary>
+    public SafeTensorsWriter Add(string name, uint[] values, params long[] shape) =>
+        Add(name, SafeTensorDType.U32, shape, values.LongLength, values.LongLength * sizeof(uint), s => s.Write(MemoryMarshal.AsBytes(values.AsSpan())));
+
+    SafeTensorsWriter Add(string name, SafeTensorDType dtype, long[] shape, long elementCount, long bytes, Action<Stream> write)
     {
         long count = shape.Aggregate(1L, (a, b) => a * b);
         if (count != elementCount) throw new ArgumentException($"tensor '{name}': shape [{string.Join(", ", shape)}] holds {count} elements, got {elementCount}");
         if (_tensors.Any(t => t.Name == name)) throw new ArgumentException($"tensor '{name}' added twice");
-        _tensors.Add((name, dtype, shape, data));
+        _tensors.Add((name, dtype, shape, bytes, write));
         return this;
     }
 
@@ -77,9 +85,9 @@ public sealed class SafeTensorsWriter
                 w.WriteStartObject(t.Name);
                 w.WriteString("dtype", t.DType.ToString());
                 w.WriteStartArray("shape"); foreach (var s in t.Shape) w.WriteNumberValue(s); w.WriteEndArray();
-                w.WriteStartArray("data_offsets"); w.WriteNumberValue(offset); w.WriteNumberValue(offset + t.Data.Length); w.WriteEndArray();
+                w.WriteStartArray("data_offsets"); w.WriteNumberValue(offset); w.WriteNumberValue(offset + t.Bytes); w.WriteEndArray();
                 w.WriteEndObject();
-                offset += t.Data.Length;
+                offset += t.Bytes;
             }
             w.WriteEndObject();
         }
@@ -99,7 +107,7 @@ public sealed class SafeTensorsWriter
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
         stream.Write(len);
         stream.Write(header);
-        foreach (var t in _tensors) stream.Write(t.Data);
+        foreach (var t in _tensors) t.Write(stream);
     });
 }
 

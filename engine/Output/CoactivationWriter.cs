@@ -77,8 +77,7 @@ public static class CoactivationWriter
         for (int i = 0; i < result.Counters.Count; i++)
         {
             var c = result.Counters[i].Counter;
-            var pairs = c.Pairs.ToArray();
-            st.AddRaw($"{names[i]}.pairs", SafeTensorDType.U32, [pairs.LongLength], System.Runtime.InteropServices.MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.LongLength);
+            st.Add($"{names[i]}.pairs", c.PairArray, c.PairArray.LongLength);
             st.Add($"{names[i]}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
         }
         st.Save(Path.Combine(outDir, "coactivation.safetensors"));

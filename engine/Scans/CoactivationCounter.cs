@@ -34,6 +34,8 @@ public sealed class CoactivationCounter
     public int Features { get; }
     public ulong Units { get; private set; }
     public ReadOnlySpan<uint> Pairs => _pairs;
+    /// <summary>The counters themselves, for writers that save them without a copy.</summary>
+    internal uint[] PairArray => _pairs;
     public ReadOnlySpan<ulong> Marginals => _marginals;
 
     public static long PairCount(int features) => (long)features * (features - 1) / 2;

@@ -105,8 +105,7 @@ public static class CoactivationScan
                 for (int i = 0; i < counters.Count; i++)
                 {
                     var c = counters[i].Item2;
-                    var pairs = c.Pairs.ToArray();
-                    w.AddRaw($"{i}.pairs", SafeTensorDType.U32, [pairs.LongLength], MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.LongLength);
+                    w.Add($"{i}.pairs", c.PairArray, c.PairArray.LongLength);
                     w.Add($"{i}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
                     w.Add($"{i}.units", [(long)c.Units], 1);
                     var open = pending[i].Sorted();
