@@ -42,7 +42,8 @@ static class ToyDataCommands
             var spec = ModelSpec.FromConfigFile(Path.Combine(HfHub.ResolveModelFolder(r.GetValue(model)!), "config.json"));
             var h = HookName.Parse(r.GetValue(hook)!);
             if (!HookName.AllFor(spec).Contains(h)) throw new PolyEngineException($"--hook {h}: this model has no such hook");
-            int dIn = (int)h.ShapeFor(spec, 1, 1).Skip(2).Aggregate(1L, (a, b) => a * b);
+            int dIn = h.WidthFor(spec);
+            if (dIn == 0) throw new PolyEngineException($"--hook {h}: the attention pattern is not an SAE input; choose a hook with a width per position");
             var architecture = r.GetValue(arch) switch
             {
                 "standard" => SaeArchitecture.Standard, "jumprelu" => SaeArchitecture.JumpRelu, "topk" => SaeArchitecture.TopK,

@@ -53,7 +53,7 @@ public sealed record HookEdit(HookName Hook)
     {
         if (NotEditable.Contains(Hook.Point))
             throw new PolyEngineException($"hook '{Hook}' cannot be edited (the attention pattern and the layer-norm taps are read-only); edit the hook that feeds it");
-        int width = (int)Hook.ShapeFor(spec, 1, 1).Skip(2).Aggregate(1L, (a, b) => a * b);
+        int width = Hook.WidthFor(spec);
         bool? perPosition = null;
         foreach (var (name, values) in new[] { ("Mul", Mul), ("Add", Add) })
         {

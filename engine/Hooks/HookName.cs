@@ -100,6 +100,10 @@ public readonly record struct HookName(HookPoint Point, int Layer = -1) : ICompa
     }
 
     /// <summary>Shape of this hook's tensor: [batch, pos, ...]; attention heads [batch, pos, head, d_head]; patterns [batch, head, query, key].</summary>
+    /// <summary>Values per position, [batch, pos, ...] flattened after pos (d_model, d_mlp, n_heads·d_head); 0 for the
+    /// attention pattern, which is [batch, head, query, key].</summary>
+    public int WidthFor(ModelSpec spec) => Point == HookPoint.AttnPattern ? 0 : (int)ShapeFor(spec, 1, 1).Skip(2).Aggregate(1L, (a, b) => a * b);
+
     public long[] ShapeFor(ModelSpec spec, int batch, int seq) => Point switch
     {
         HookPoint.Ln1Scale or HookPoint.Ln2Scale or HookPoint.LnFinalScale => [batch, seq, 1],

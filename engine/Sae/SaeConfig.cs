@@ -51,8 +51,7 @@ public sealed record SaeConfig
     {
         if (!HookName.AllFor(spec).Contains(Hook))
             throw new PolyEngineException($"{Folder}: the SAE reads '{Hook}', which this {spec.Architecture} model does not have");
-        var shape = Hook.ShapeFor(spec, 1, 1);
-        long width = Hook.Point == HookPoint.AttnPattern ? 0 : shape.Skip(2).Aggregate(1L, (a, b) => a * b);
+        int width = Hook.WidthFor(spec);
         if (width != DIn)
             throw new PolyEngineException($"{Folder}: d_in {DIn} does not equal the width {width} of '{Hook}' in this model; the SAE belongs to another model");
     }

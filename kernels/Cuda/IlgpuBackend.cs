@@ -41,7 +41,7 @@ public sealed class IlgpuBackend : IBackend
     readonly Action<Index1D, ArrayView<float>, int, ArrayView<float>> _logSumExp;
     MemoryBuffer1D<int, Stride1D.Dense>? _editFrom;     // EditRows' first positions, grown on demand
     MemoryBuffer1D<float, Stride1D.Dense>? _lse;        // TopLogits' log-sum-exp per row
-    Buffer? _attnScratch;   // [n_heads, seq, seq] scores of the GEMM attention when no pattern is asked for
+    MemoryBuffer1D<float, Stride1D.Dense>? _attnScratch;   // [n_heads, seq, seq] scores of the GEMM attention when no pattern is asked for
     MemoryBuffer1D<int, Stride1D.Dense>? _sparseCells, _sparseIndex;   // Sparsify scratch, grown on demand
     MemoryBuffer1D<float, Stride1D.Dense>? _sparseValue;
     readonly CuBlas? _cublas;   // GEMMs on a real GPU; null on the emulated path or when libcublas is missing
@@ -215,13 +215,15 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <summary>Device allocation with an error that says how much was asked for, of how much, and what to do.</summary>
-    MemoryBuffer1D<float, Stride1D.Dense> Alloc(long length)
+    MemoryBuffer1D<float, Stride1D.Dense> Alloc(long length) => Alloc<float>(length);
+
+    unsafe MemoryBuffer1D<T, Stride1D.Dense> Alloc<T>(long length) where T : unmanaged
     {
-        try { return _acc.Allocate1D<float>(Math.Max(1, length)); }
+        try { return _acc.Allocate1D<T>(Math.Max(1, length)); }
         catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or CudaException)
         {
             throw new PolyEngineKernelException(
-                $"out of device memory: {length * 4.0 / (1 << 20):N1} MiB requested on {DeviceName} ({_acc.MemorySize / (1 << 20):N0} MiB in all); use a smaller --batch or --seq ({e.Message.Split('\n')[0]})");
+                $"out of device memory: {length * (double)sizeof(T) / (1 << 20):N1} MiB requested on {DeviceName} ({_acc.MemorySize / (1 << 20):N0} MiB in all); use a smaller --batch or --seq ({e.Message.Split('\n')[0]})");
         }
     }
 
@@ -388,7 +390,7 @@ public sealed class IlgpuBackend : IBackend
         // Z_hᵀ[i, t] = Σ_s V_h[s, i]·P_h[t, s]          →  C = op(A)·op(B) with A = V (N), B = P (N).
         int ld = nHeads * dHead;
         long block = (long)seq * ld, scoreBlock = (long)nHeads * seq * seq;
-        var scores = pb ?? Scratch(ref _attnScratch, scoreBlock);
+        var scores = pb ?? new Buffer(Grow(ref _attnScratch, scoreBlock));   // a view of the scratch; the backend owns it
         for (int b = 0; b < batch; b++)
         {
             long so = pb is null ? 0 : b * scoreBlock;
@@ -420,15 +422,6 @@ public sealed class IlgpuBackend : IBackend
             TransA = transA ? 1 : 0, TransB = transB ? 1 : 0, M = m, N = n, K = k, Lda = lda, Ldb = ldb, Ldc = ldc,
             StrideA = strideA, StrideB = strideB, StrideC = strideC, Alpha = alpha, Beta = beta,
         });
-    }
-
-    /// <summary>A scratch buffer of at least <paramref name="n"/> floats, replacing <paramref name="buffer"/> when smaller.</summary>
-    Buffer Scratch(ref Buffer? buffer, long n)
-    {
-        if (buffer is not null && buffer.Length >= n) return buffer;
-        _acc.Synchronize();
-        buffer?.Dispose();
-        return buffer = new Buffer(Alloc(n));
     }
 
     public void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract)
@@ -542,7 +535,7 @@ public sealed class IlgpuBackend : IBackend
         if (buffer is not null && buffer.Length >= n) return buffer;
         _acc.Synchronize();
         buffer?.Dispose();
-        return buffer = _acc.Allocate1D<T>(Math.Max(1, n));
+        return buffer = Alloc<T>(n);
     }
 
     public void Synchronize() => _acc.Synchronize();
