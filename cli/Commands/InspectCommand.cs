@@ -23,7 +23,7 @@ static class InspectCommand
         if (File.Exists(path))
         {
             using var f = SafeTensorsFile.Open(path);
-            io.Out.WriteLine($"{path}: safetensors, {f.Tensors.Count} tensors, {new FileInfo(path).Length:N0} bytes");
+            io.Out.WriteLine($"{path}: safetensors, {f.Tensors.Count} tensors, {Formats.FileLinks.Length(path):N0} bytes");
             foreach (var (k, v) in f.Metadata) io.Out.WriteLine($"  metadata {k} = {v}");
             PrintTensors(io, f.Tensors);
             return 0;

@@ -165,7 +165,7 @@ public sealed class Corpus
     /// <summary>Where a token file's ids start, their width in bytes and their count (validated against the file size).</summary>
     static (long Offset, int Width, long Count) TokenLayout(string file)
     {
-        long length = new FileInfo(file).Length;
+        long length = FileLinks.Length(file);
         string ext = Path.GetExtension(file).ToLowerInvariant();
         if (ext == ".npy")
         {

@@ -53,7 +53,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     public static SafeTensorsFile Open(string path)
     {
         if (!File.Exists(path)) throw new PolyEngineException($"{path}: file not found");
-        long fileLength = new FileInfo(path).Length;
+        long fileLength = FileLinks.Length(path);   // the HF cache's files are links into blobs/: measure the blob
         if (fileLength < 8)
             throw new PolyEngineException($"{path}: truncated safetensors file ({fileLength} bytes; it must start with an 8-byte header length); re-download or re-save it");
         MemoryMappedFile map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);

@@ -172,7 +172,7 @@ public static class InterferenceWriter
         IReadOnlyList<InterferenceSource> sources, Func<int, InterferenceResult> load)
     {
         static JsonNode? FileEntry(string? path) => path is null ? null
-            : new JsonObject { ["file"] = Path.GetFullPath(path), ["bytes"] = new FileInfo(path).Length, ["sha256"] = ScanManifest.Sha256(path) };
+            : new JsonObject { ["file"] = Path.GetFullPath(path), ["bytes"] = FileLinks.Length(path), ["sha256"] = ScanManifest.Sha256(path) };
         var saes = new JsonArray();
         for (int k = 0; k < resultFiles.Count; k++)
         {

@@ -42,7 +42,7 @@ public static class ScanManifest
         ["corpus"] = new JsonObject
         {
             ["path"] = corpusPath,
-            ["files"] = new JsonArray(corpusFiles.Select(f => (JsonNode)new JsonObject { ["file"] = f, ["bytes"] = new FileInfo(f).Length, ["sha256"] = Sha256(f) }).ToArray()),
+            ["files"] = new JsonArray(corpusFiles.Select(f => (JsonNode)new JsonObject { ["file"] = f, ["bytes"] = FileLinks.Length(f), ["sha256"] = Sha256(f) }).ToArray()),
         },
         ["options"] = options,
         ["results"] = results,
@@ -56,9 +56,9 @@ public static class ScanManifest
         {
             ["model"] = Sha256(Path.Combine(model.Folder, "config.json")),
             ["saes"] = new JsonArray(saes.Select(s => (JsonNode)JsonValue.Create(Sha256(Path.Combine(s.Config.Folder, "cfg.json")) + ":" +
-                string.Join(",", Directory.GetFiles(s.Config.Folder, "*.safetensors").Order(StringComparer.Ordinal).Select(f => new FileInfo(f).Length))))
+                string.Join(",", Directory.GetFiles(s.Config.Folder, "*.safetensors").Order(StringComparer.Ordinal).Select(FileLinks.Length))))
                 .ToArray()),
-            ["corpus"] = new JsonArray(corpusFiles.Select(f => (JsonNode)JsonValue.Create($"{Path.GetFullPath(f)}:{new FileInfo(f).Length}:{File.GetLastWriteTimeUtc(f):O}")!).ToArray()),
+            ["corpus"] = new JsonArray(corpusFiles.Select(f => (JsonNode)JsonValue.Create($"{Path.GetFullPath(f)}:{FileLinks.Length(f)}:{FileLinks.LastWriteUtc(f):O}")!).ToArray()),
             ["options"] = options.DeepClone(),
         };
         return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(key.ToJsonString())));

@@ -43,7 +43,7 @@ public static class InterferenceJob
     public static string RunKey(IReadOnlyList<InterferenceSource> sources, InterferenceJobOptions o)
     {
         static JsonNode? Stamp(string? path) => path is null ? null
-            : File.Exists(path) ? $"{Path.GetFullPath(path)}:{new FileInfo(path).Length}:{File.GetLastWriteTimeUtc(path):O}"
+            : File.Exists(path) ? $"{Path.GetFullPath(path)}:{FileLinks.Length(path)}:{FileLinks.LastWriteUtc(path):O}"
             : Path.GetFullPath(path);
         var key = new JsonObject
         {
