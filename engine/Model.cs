@@ -50,31 +50,56 @@ public sealed class Model : IDisposable
 
     public ModelTokenizer Tokenizer => _tokenizer ??= ModelTokenizer.ForModel(Folder, Spec);
 
-    public int[] Encode(string text)
+    /// <summary>The token ids of <paramref name="text"/>, with the model's BOS first unless <paramref name="prependBos"/> is false
+    /// (TransformerLens's <c>to_tokens</c> default).</summary>
+    public int[] Encode(string text, bool prependBos = true)
     {
         if (string.IsNullOrEmpty(text)) throw new PolyEngineException("--prompt is empty; give at least one character of text");
-        return Tokenizer.Encode(text);
+        var ids = Tokenizer.Encode(text);
+        return prependBos ? [BosTokenId, .. ids] : ids;
     }
 
-    /// <summary>Runs equal-length rows of token ids.</summary>
+    /// <summary>The model's BOS token id (config.json <c>bos_token_id</c>).</summary>
+    public int BosTokenId => Spec.BosTokenId
+        ?? throw new PolyEngineException($"{Path.Combine(Folder, "config.json")} has no bos_token_id, so no BOS can be prepended; pass --bos off (or add bos_token_id to the config)");
+
+    /// <summary>Runs rows of token ids, which may differ in length: they are right-padded into one batch (exact: attention
+    /// is causal, so padding after a row's last token changes none of its positions); padded positions read zero, and the
+    /// last-position logits and top-k are each row's last real token (<see cref="RunResult.Lengths"/>).</summary>
     public RunResult Run(IReadOnlyList<int[]> rows, RunOptions? options = null)
     {
+        options ??= new RunOptions();
         if (rows.Count == 0) throw new PolyEngineException("no input rows: give at least one sequence of token ids");
-        int seq = rows[0].Length;
-        var flat = new int[rows.Count * seq];
-        for (int r = 0; r < rows.Count; r++)
+        if (options.PrependBos)
         {
-            if (rows[r].Length != seq)
-                throw new PolyEngineException($"input row {r} has {rows[r].Length} tokens but row 0 has {seq}; all rows of a batch must have the same length");
-            rows[r].CopyTo(flat, r * seq);
+            int bos = BosTokenId;
+            rows = rows.Select(r => (int[])[bos, .. r]).ToArray();
         }
-        return Run(flat, rows.Count, seq, options);
+        var lengths = rows.Select(r => r.Length).ToArray();
+        int seq = lengths.Max();
+        for (int r = 0; r < rows.Count; r++)
+            if (rows[r].Length == 0) throw new PolyEngineException($"input row {r} is empty; give at least one token per row");
+        var flat = new int[rows.Count * seq];   // right-padded with token 0
+        for (int r = 0; r < rows.Count; r++) rows[r].CopyTo(flat, r * seq);
+        bool ragged = lengths.Any(n => n != seq);
+        var result = Run(flat, rows.Count, seq, options with { PrependBos = false }, ragged ? lengths : null);
+        if (ragged) ZeroPadding(result);
+        return result;
     }
 
     /// <summary>Runs <paramref name="ids"/> laid out [batch, seq].</summary>
     public RunResult Run(int[] ids, int batch, int seq, RunOptions? options = null)
     {
-        options ??= new RunOptions();
+        if (options?.PrependBos == true)
+        {
+            if (ids.Length != (long)batch * seq) throw new ArgumentException($"ids has {ids.Length} entries, expected {batch}×{seq}");
+            return Run(Enumerable.Range(0, batch).Select(r => ids.AsSpan(r * seq, seq).ToArray()).ToArray(), options);
+        }
+        return Run(ids, batch, seq, options ?? new RunOptions(), null);
+    }
+
+    RunResult Run(int[] ids, int batch, int seq, RunOptions options, int[]? lengths)
+    {
         ValidateIds(ids, batch, seq);
         if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
             throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
@@ -89,7 +114,20 @@ public sealed class Model : IDisposable
                 throw new PolyEngineException($"hook '{h}' lies after stop layer {s}; raise the stop layer or drop the hook");
         }
         foreach (var e in options.Edits) e.Check(Spec, batch, seq);
-        lock (_runLock) return _transformer.Run(ids, batch, seq, options);
+        foreach (var rep in options.Replacements)
+        {
+            if (!valid.Contains(rep.Hook)) throw new PolyEngineException($"hook '{rep.Hook}' does not exist in this {Spec.Architecture} model");
+            HookEdit.CheckEditable(rep.Hook);
+        }
+        lock (_runLock) return _transformer.Run(ids, batch, seq, options, lengths);
+    }
+
+    /// <summary>Zeroes what a ragged batch computed at its padded positions (positions at or past each row's length).</summary>
+    void ZeroPadding(RunResult result)
+    {
+        if (result.Logits is { } logits && logits.Shape[1] == result.Seq) result.ClearPadding(logits.Data);
+        foreach (var name in result.Cache.Names)   // [batch, head, query, key] for patterns: the padded queries; else [batch, pos, ...]
+            result.ClearPadding(result.Cache[name].Data, name.Point == Hooks.HookPoint.AttnPattern ? Spec.NHeads : 1);
     }
 
     public void ValidateIds(int[] ids, int batch, int seq)

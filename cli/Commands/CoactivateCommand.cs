@@ -27,11 +27,9 @@ static class CoactivateCommand
             int? topN = r.GetValue(top) is "all" ? null
                 : int.TryParse(r.GetValue(top), out int t) && t > 0 ? t : throw new PolyEngineException($"--top '{r.GetValue(top)}' is not a positive number or 'all'");
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
-            var options = new CoactivationOptions
-            {
-                Window = CoactivationWindow.Parse(r.GetValue(window)!), Threshold = r.GetValue(o.Threshold), ContextSize = r.GetValue(o.Context),
-                MaxTokens = r.GetValue(o.MaxTokens), Batch = r.GetValue(o.Batch) > 0 ? r.GetValue(o.Batch) : throw new PolyEngineException("--batch must be positive"),
-            };
+            var options = o.Apply(new CoactivationOptions { Window = CoactivationWindow.Parse(r.GetValue(window)!) }, r);
+            if (options.Batch <= 0) throw new PolyEngineException($"--batch must be positive, got {options.Batch}");
+            RunFolder.Create(outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
@@ -45,17 +43,19 @@ static class CoactivateCommand
                 if (bytes > available * 0.8)
                     throw new PolyEngineException($"the pair counters need {bytes / (1024.0 * 1024 * 1024):N1} GiB but only {available / (1024.0 * 1024 * 1024):N1} GiB are available; scan fewer SAEs at once");
                 var c = Corpus.Open(r.GetValue(o.Corpus)!, m.Tokenizer);
-                string key = ScanManifest.RunKey(m, saes, c.Files, new System.Text.Json.Nodes.JsonObject
-                {
-                    ["scan"] = "coactivate", ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
-                    ["max_tokens"] = options.MaxTokens,
-                });
-                var checkpoint = Common.PrepareScanOutput(outDir, key, r.GetValue(o.Overwrite));
-                var result = CoactivationScan.Run(m, saes, c, options, Common.Progress(io), checkpoint,
-                    w => io.Out.WriteLine($"resuming: {w:N0} context windows were counted by an earlier run"));
-                io.Err.WriteLine();
+                var (bos, why) = SaeStream.ResolveBos(m, saes, options.PrependBos);
+                io.Out.WriteLine(Common.DescribeBos(m, bos is not null, why));
+                options = options with { PrependBos = bos is not null };
+                var key = ScanOptions.KeyOptions("coactivate", options, bos is not null);
+                key["window"] = options.Window.ToString();
+                var folder = Common.PrepareScanOutput(io, outDir, ScanManifest.RunKey(m, saes, c.Files, key), r.GetValue(o.Overwrite),
+                    $"format={fmt} top={r.GetValue(top)}");
+                if (folder.AlreadyComplete) return 0;
+                var result = new ProgressDisplay(io).Run("coactivate", report =>
+                    CoactivationScan.Run(m, saes, c, options, p => report(ProgressDisplay.Of(p)), folder.Checkpoint(),
+                        w => io.Out.WriteLine($"resuming: {w:N0} context windows were counted by an earlier run")));
                 CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note);
-                checkpoint.Delete();
+                folder.Complete();
                 io.Out.WriteLine($"{result.Tokens:N0} tokens in {result.Windows:N0} windows ({result.Documents:N0} documents), {result.Seconds:F1} s, " +
                                  $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");
                 foreach (var (s, counter) in result.Counters)

@@ -45,33 +45,24 @@ static class Common
         }
     }
 
-    /// <summary>
-    /// The output folder of a resumable scan: a folder holding this run's checkpoint continues it; any other content is
-    /// refused without --overwrite (with it, the old checkpoint goes). Returns the checkpoint the scan saves to.
-    /// </summary>
-    public static Scans.ScanCheckpoint PrepareScanOutput(string outDir, string runKey, bool overwrite)
+    public static Option<string> Bos(string auto) => new("--bos")
     {
-        bool resumable = Scans.ScanCheckpoint.KeyIn(outDir) == runKey;
-        if (!resumable && Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any())
-        {
-            if (!overwrite)
-                throw new PolyEngineException($"--out {outDir}: the folder holds a different run (or other files); choose another folder or pass --overwrite");
-            Scans.ScanCheckpoint.DeleteAll(outDir);
-        }
-        Directory.CreateDirectory(outDir);
-        return new Scans.ScanCheckpoint { Path = Path.Combine(outDir, Scans.ScanCheckpoint.FileName), RunKey = runKey };
-    }
+        Description = $"Prepend the model's BOS token: auto ({auto}), on or off",
+        DefaultValueFactory = _ => "auto",
+    };
 
-    /// <summary>Prints tokens/s to stderr at most once a second, on one line.</summary>
-    public static Action<long, double> Progress(Io io)
+    /// <summary>The BOS decision in words, as every verb that tokenizes prints it.</summary>
+    public static string DescribeBos(Model m, bool prepend, string reason) =>
+        prepend ? $"bos: prepended, token {m.BosTokenId} ({reason})" : $"bos: none ({reason})";
+
+    /// <summary>The output folder of a resumable scan, marked as this run's (see <see cref="Scans.RunFolder"/>); says so
+    /// when the run is already complete there.</summary>
+    public static Scans.RunFolder PrepareScanOutput(Io io, string outDir, string runKey, bool overwrite, string outputs)
     {
-        DateTime last = DateTime.MinValue;
-        return (tokens, seconds) =>
-        {
-            if ((DateTime.UtcNow - last).TotalSeconds < 1) return;
-            last = DateTime.UtcNow;
-            io.Err.Write($"\r{tokens:N0} tokens, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s   ");
-        };
+        var folder = Scans.RunFolder.Prepare(outDir, runKey, overwrite, outputs);
+        if (folder.AlreadyComplete)
+            io.Out.WriteLine($"--out {outDir} already holds this run, complete (same inputs and options): nothing to do; pass --overwrite to run it again");
+        return folder;
     }
 
     /// <summary>Loads the comma-separated SAE folders on the model's backend, each checked against the model, and says so.</summary>
@@ -114,11 +105,25 @@ sealed class ScanOptions
         Required = true,
     };
     public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+    public readonly Option<string> Bos = Common.Bos("as the SAEs' prepend_bos say");
     public readonly Option<string> Device = Common.Device();
     public readonly Option<int> Threads = Common.Threads();
 
     public void AddTo(Command cmd)
     {
-        foreach (Option o in new Option[] { Sae, Corpus, Threshold, Context, Format, MaxTokens, Batch, Output, Overwrite, Device, Threads }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { Sae, Corpus, Threshold, Context, Format, MaxTokens, Batch, Bos, Output, Overwrite, Device, Threads }) cmd.Options.Add(o);
     }
+
+    /// <summary><paramref name="options"/> with the shared corpus-scan options of the command line.</summary>
+    public T Apply<T>(T options, ParseResult r) where T : Scans.CorpusScanOptions => (T)((Scans.CorpusScanOptions)options with
+    {
+        Threshold = r.GetValue(Threshold), ContextSize = r.GetValue(Context), MaxTokens = r.GetValue(MaxTokens), Batch = r.GetValue(Batch),
+        PrependBos = Tokenization.Bos.Parse(r.GetValue(Bos)),
+    });
+
+    /// <summary>The options that decide a scan's result, for its run key and manifest (the BOS as resolved).</summary>
+    public static System.Text.Json.Nodes.JsonObject KeyOptions(string scan, Scans.CorpusScanOptions o, bool bos) => new()
+    {
+        ["scan"] = scan, ["threshold"] = o.Threshold, ["context_size"] = o.ContextSize, ["max_tokens"] = o.MaxTokens, ["prepend_bos"] = bos,
+    };
 }

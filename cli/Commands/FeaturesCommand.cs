@@ -25,6 +25,8 @@ static class FeaturesCommand
         {
             string outDir = r.GetValue(o.Output)!;
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
+            var options = o.Apply(new FeatureScanOptions { TopK = r.GetValue(topK) }, r);
+            RunFolder.Create(outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
@@ -32,21 +34,24 @@ static class FeaturesCommand
             try
             {
                 var c = Corpus.Open(r.GetValue(o.Corpus)!, m.Tokenizer);
-                var checkpoint = Common.PrepareScanOutput(outDir, ScanManifest.RunKey(m, saes, c.Files, new JsonObject
-                {
-                    ["scan"] = "features", ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(o.Threshold), ["context_size"] = r.GetValue(o.Context),
-                    ["max_tokens"] = r.GetValue(o.MaxTokens),
-                }), r.GetValue(o.Overwrite));
-                var (stats, tokens, windows, seconds) = FeatureScan.Run(m, saes, c, r.GetValue(topK), r.GetValue(o.Threshold), r.GetValue(o.Context),
-                    r.GetValue(o.Batch), r.GetValue(o.MaxTokens), Common.Progress(io), checkpoint,
-                    w => io.Out.WriteLine($"resuming: {w:N0} context windows were scanned by an earlier run"));
-                io.Err.WriteLine();
+                var (bos, why) = SaeStream.ResolveBos(m, saes, options.PrependBos);
+                io.Out.WriteLine(Common.DescribeBos(m, bos is not null, why));
+                options = options with { PrependBos = bos is not null };
+                var key = ScanOptions.KeyOptions("features", options, bos is not null);
+                key["top_k"] = options.TopK;
+                key["contexts_format"] = 2;   // contexts carry their document and offset
+                var folder = Common.PrepareScanOutput(io, outDir, ScanManifest.RunKey(m, saes, c.Files, key), r.GetValue(o.Overwrite),
+                    $"format={fmt}");
+                if (folder.AlreadyComplete) return 0;
+                var (stats, tokens, windows, seconds) = new ProgressDisplay(io).Run("features", report =>
+                    FeatureScan.Run(m, saes, c, options, p => report(ProgressDisplay.Of(p)), folder.Checkpoint(),
+                        w => io.Out.WriteLine($"resuming: {w:N0} context windows were scanned by an earlier run")));
                 FeatureWriter.Write(outDir, stats, tokens, windows, seconds, m, r.GetValue(o.Corpus)!, c.Files, fmt, note, new JsonObject
                 {
-                    ["top_k"] = r.GetValue(topK), ["threshold"] = r.GetValue(o.Threshold), ["context_size"] = r.GetValue(o.Context),
-                    ["batch"] = r.GetValue(o.Batch), ["max_tokens"] = r.GetValue(o.MaxTokens), ["format"] = fmt.ToString().ToLowerInvariant(),
+                    ["top_k"] = options.TopK, ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
+                    ["batch"] = options.Batch, ["max_tokens"] = options.MaxTokens, ["format"] = fmt.ToString().ToLowerInvariant(), ["prepend_bos"] = bos is not null,
                 });
-                checkpoint.Delete();
+                folder.Complete();
                 io.Out.WriteLine($"{tokens:N0} tokens in {windows:N0} windows, {seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s");
                 var names = ScanManifest.SaeNames(saes);
                 for (int i = 0; i < stats.Count; i++)

@@ -72,32 +72,36 @@ static class InterferenceCommand
             };
             if (options.Coactivation is { } c && !File.Exists(Path.Combine(c, "coactivation.safetensors")))
                 throw new PolyEngineException($"--coactivation {c}: no coactivation.safetensors there; give the --out folder of a `polyengine coactivate` run");
+            RunFolder.Create(outDir);
+            string key = InterferenceJob.RunKey(sources, options);
+            var folder = Common.PrepareScanOutput(io, outDir, key, r.GetValue(overwrite), $"format={fmt}");
+            if (folder.AlreadyComplete) return 0;
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             io.Out.WriteLine($"device: {note}");
-            string key = InterferenceJob.RunKey(sources, options);
-            var checkpoint = Common.PrepareScanOutput(outDir, key, r.GetValue(overwrite));
-            checkpoint.Save(0, _ => { });   // marks the folder as this run's, so a rerun resumes it
-            var files = InterferenceJob.Run(backend, sources, options, outDir, key, new Log(io));
+            var files = new ProgressDisplay(io).Run("interference", report => InterferenceJob.Run(backend, sources, options, outDir, key, new Log(io, report)));
             var written = InterferenceWriter.Write(outDir, files, options, fmt, note, sources);
-            Scans.ScanCheckpoint.DeleteAll(outDir);
+            folder.Complete();
             io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
             return 0;
         });
         return cmd;
     }
 
-    sealed class Log(Io io) : IInterferenceLog
+    /// <summary>Lines to stdout; each SAE's tiles as progress, its ETA at this run's own pace (a resumed SAE starts part-way).</summary>
+    sealed class Log(Io io, Action<ProgressDisplay.Status> report) : IInterferenceLog
     {
-        DateTime _last = DateTime.MinValue;
+        string? _sae;
+        long _tilesAtStart;
+        readonly System.Diagnostics.Stopwatch _clock = new();
 
         public void Info(string line) => io.Out.WriteLine(line);
 
         public void Progress(string sae, long tilesDone, long tiles, double pairsPerSecond)
         {
-            if (tilesDone < tiles && (DateTime.UtcNow - _last).TotalSeconds < 1) return;
-            _last = DateTime.UtcNow;
-            io.Err.Write($"\r  {sae}: tile {tilesDone:N0}/{tiles:N0}, {pairsPerSecond:N0} pairs/s   ");
-            if (tilesDone == tiles) io.Err.WriteLine();
+            if (sae != _sae) { _sae = sae; _tilesAtStart = tilesDone; _clock.Restart(); }
+            double seconds = _clock.Elapsed.TotalSeconds;
+            double? left = tilesDone > _tilesAtStart && seconds > 0 ? (tiles - tilesDone) * seconds / (tilesDone - _tilesAtStart) : null;
+            report(new(tiles == 0 ? 1 : tilesDone / (double)tiles, $"{sae}: tile {tilesDone:N0}/{tiles:N0}, {pairsPerSecond:N0} pairs/s", left));
         }
     }
 

@@ -47,12 +47,18 @@ public sealed record HookEdit(HookName Hook)
         [HookPoint.AttnPattern, HookPoint.Ln1Scale, HookPoint.Ln1Normalized, HookPoint.Ln2Scale, HookPoint.Ln2Normalized,
          HookPoint.LnFinalScale, HookPoint.LnFinalNormalized];
 
+    /// <summary>A one-line error unless <paramref name="hook"/> can be edited or replaced in a pass.</summary>
+    internal static void CheckEditable(HookName hook)
+    {
+        if (NotEditable.Contains(hook.Point))
+            throw new PolyEngineException($"hook '{hook}' cannot be edited (the attention pattern and the layer-norm taps are read-only); edit the hook that feeds it");
+    }
+
     /// <summary>The hook's width (its values per position) and whether Mul/Add are per position; a one-line error for an
     /// edit that does not fit the model or the batch.</summary>
     internal (int Width, bool PerPosition) Check(ModelSpec spec, int batch, int seq)
     {
-        if (NotEditable.Contains(Hook.Point))
-            throw new PolyEngineException($"hook '{Hook}' cannot be edited (the attention pattern and the layer-norm taps are read-only); edit the hook that feeds it");
+        CheckEditable(Hook);
         int width = Hook.WidthFor(spec);
         bool? perPosition = null;
         foreach (var (name, values) in new[] { ("Mul", Mul), ("Add", Add) })

@@ -32,6 +32,15 @@ public sealed record RunOptions
     /// <summary>In-place edits of hook activations, applied in list order where each hook is computed (see <see cref="HookEdit"/>).</summary>
     public IReadOnlyList<HookEdit> Edits { get; init; } = [];
 
+    /// <summary>Hooks rewritten on the device during the pass, after their <see cref="Edits"/> and after they are recorded:
+    /// everything downstream sees the new values (an SAE spliced in: <c>SaeSplice</c>).</summary>
+    public IReadOnlyList<HookReplacement> Replacements { get; init; } = [];
+
+    /// <summary>Put the model's BOS token in front of every row of ids (TransformerLens's <c>prepend_bos</c>): BOS becomes
+    /// position 0. Off by default here because ids are usually meant as given; <see cref="Model.Encode"/> prepends it to
+    /// text by default, so use one or the other.</summary>
+    public bool PrependBos { get; init; }
+
     /// <summary>When positive, the k most likely next tokens at each row's last position, reduced on the backend
     /// (<see cref="RunResult.Top"/>): no [batch, d_vocab] tensor leaves a device. Needs the LM head (no stop layer).</summary>
     public int TopLogits { get; init; }
@@ -40,19 +49,43 @@ public sealed record RunOptions
 /// <summary>A hook read on the device during a pass (<see cref="RunOptions.DeviceTaps"/>).</summary>
 public sealed record DeviceTap(HookName Hook, Action<PolyEngine.Kernels.DeviceBuffer> Read);
 
+/// <summary>A hook rewritten in place during a pass (<see cref="RunOptions.Replacements"/>): <see cref="Replace"/> gets the
+/// hook's backend buffer [batch·pos, width], the batch and the padded sequence length, and overwrites the buffer.</summary>
+public sealed record HookReplacement(HookName Hook, Action<PolyEngine.Kernels.DeviceBuffer, int, int> Replace);
+
 /// <summary>The result of <see cref="Model.Run(int[][], RunOptions?)"/>.</summary>
 public sealed class RunResult
 {
-    internal RunResult(int batch, int seq, Tensor? logits, ActivationCache cache, PolyEngine.Kernels.TopLogitRows? top = null)
+    internal RunResult(int[] ids, int batch, int seq, Tensor? logits, ActivationCache cache, PolyEngine.Kernels.TopLogitRows? top, int[] lengths)
     {
-        Batch = batch; Seq = seq; Logits = logits; Cache = cache; Top = top;
+        InputIds = ids; Batch = batch; Seq = seq; Logits = logits; Cache = cache; Top = top; Lengths = lengths;
     }
 
+    /// <summary>[batch, pos]: the token ids that ran, BOS included, right-padded with 0.</summary>
+    public int[] InputIds { get; }
+
     public int Batch { get; }
+    /// <summary>Positions per row: the longest row's length (shorter rows were right-padded).</summary>
     public int Seq { get; }
+    /// <summary>[batch]: each row's real length, BOS included. Positions at or past it are padding: their logits and
+    /// activations are zero, and the last-position logits and <see cref="Top"/> are taken at each row's last real token.</summary>
+    public int[] Lengths { get; }
     /// <summary>[batch, pos, d_vocab] (or [batch, 1, d_vocab] for <see cref="LogitsMode.LastPosition"/>); null when not computed.</summary>
     public Tensor? Logits { get; }
     public ActivationCache Cache { get; }
-    /// <summary>[batch, k] next-token candidates at each row's last position (<see cref="RunOptions.TopLogits"/>), or null.</summary>
+    /// <summary>[batch, k] next-token candidates at each row's last real position (<see cref="RunOptions.TopLogits"/>), or null.</summary>
     public PolyEngine.Kernels.TopLogitRows? Top { get; }
+
+    /// <summary>Zeroes the padded positions of <paramref name="data"/>, laid out [batch, groups, seq, width] (width inferred).</summary>
+    internal void ClearPadding(float[] data, int groups = 1)
+    {
+        if (Lengths.All(n => n == Seq)) return;
+        long width = data.LongLength / ((long)Batch * groups * Seq);
+        for (int b = 0; b < Batch; b++)
+            for (int g = 0; g < groups; g++)
+            {
+                long row0 = ((long)b * groups + g) * Seq;
+                data.AsSpan(checked((int)((row0 + Lengths[b]) * width)), checked((int)((Seq - Lengths[b]) * width))).Clear();
+            }
+    }
 }

@@ -76,9 +76,11 @@ public sealed class Transformer : IDisposable
         }
     }
 
-    /// <summary>Runs <paramref name="ids"/> [batch, seq] (already validated by the caller).</summary>
-    public RunResult Run(int[] ids, int batch, int seq, RunOptions options)
+    /// <summary>Runs <paramref name="ids"/> [batch, seq] (already validated by the caller); <paramref name="lengths"/> [batch]
+    /// are the rows' real lengths when they were right-padded (null: every row is <paramref name="seq"/> long).</summary>
+    public RunResult Run(int[] ids, int batch, int seq, RunOptions options, int[]? lengths = null)
     {
+        lengths ??= Enumerable.Repeat(seq, batch).ToArray();
         var s = _spec;
         var b = _backend;
         if (_ws is null || _ws.Batch != batch || _ws.Seq != seq) { _ws?.Dispose(); _ws = new Workspace(b, s, batch, seq); }
@@ -88,7 +90,8 @@ public sealed class Transformer : IDisposable
         var cache = new ActivationCache();
         var edits = options.Edits.Select(e => (Edit: e, Shape: e.Check(s, batch, seq))).ToLookup(x => x.Edit.Hook);
         var uploads = new List<DeviceBuffer>();   // the edits' Mul/Add on the backend, freed after the pass
-        // A hook point: its edits in place, then its taps. True when it was edited (a fused norm that read it is stale).
+        // A hook point: its edits in place, then its taps, then its replacements. True when it was changed (a fused norm that
+        // read it is stale).
         bool Hook(HookName name, DeviceBuffer buf)
         {
             bool edited = false;
@@ -105,6 +108,8 @@ public sealed class Transformer : IDisposable
                 edited = true;
             }
             Tap(name, buf);
+            foreach (var rep in options.Replacements)
+                if (rep.Hook == name) { rep.Replace(buf, batch, seq); edited = true; }
             return edited;
         }
         void Tap(HookName name, DeviceBuffer buf)
@@ -119,8 +124,8 @@ public sealed class Transformer : IDisposable
         }
         try
         {
-            var (logits, top) = Layers(ids, batch, seq, options, ws, want, Hook, Tap);
-            return new RunResult(batch, seq, logits, cache, top);
+            var (logits, top) = Layers(ids, batch, seq, lengths, options, ws, want, Hook, Tap);
+            return new RunResult(ids, batch, seq, logits, cache, top, lengths);
         }
         finally
         {
@@ -131,7 +136,7 @@ public sealed class Transformer : IDisposable
 
     /// <summary>The layer loop: embeddings, blocks 0..last, final norm and LM head, calling <paramref name="Hook"/> at every
     /// editable hook point and <paramref name="Tap"/> at the read-only ones.</summary>
-    (Tensor? Logits, TopLogitRows? Top) Layers(int[] ids, int batch, int seq, RunOptions options, Workspace ws, HashSet<HookName> want,
+    (Tensor? Logits, TopLogitRows? Top) Layers(int[] ids, int batch, int seq, int[] lengths, RunOptions options, Workspace ws, HashSet<HookName> want,
         Func<HookName, DeviceBuffer, bool> Hook, Action<HookName, DeviceBuffer> Tap)
     {
         var s = _spec;
@@ -238,7 +243,7 @@ public sealed class Transformer : IDisposable
             if (options.Logits == LogitsMode.All) logits = new Tensor(Unembed(ws, ws.Normed, rows), batch, seq, s.DVocab);
             if (options.Logits == LogitsMode.LastPosition || options.TopLogits > 0)
             {
-                var lastRows = Enumerable.Range(0, batch).Select(r => r * seq + seq - 1).ToArray();
+                var lastRows = Enumerable.Range(0, batch).Select(r => r * seq + lengths[r] - 1).ToArray();   // each row's last real token
                 b.Gather(lastRows, ws.Normed, d, ws.Last);
                 if (options.TopLogits > 0)   // the reduction reads the logits where they are; they leave only when asked for
                 {

@@ -86,7 +86,7 @@ public static class CoactivationWriter
             new JsonObject
             {
                 ["window"] = options.Window.ToString(), ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
-                ["batch"] = options.Batch, ["max_tokens"] = options.MaxTokens, ["top"] = top is null ? "all" : top.Value, ["format"] = format.ToString().ToLowerInvariant(),
+                ["batch"] = options.Batch, ["max_tokens"] = options.MaxTokens, ["prepend_bos"] = options.PrependBos, ["top"] = top is null ? "all" : top.Value, ["format"] = format.ToString().ToLowerInvariant(),
             },
             new JsonObject
             {

@@ -10,7 +10,7 @@ namespace PolyEngine.Sae;
 public sealed record SaeEncoding(float[] HiddenPre, float[] FeatureActs, int Rows, int DSae);
 
 /// <summary>
-/// A sparse autoencoder (SAELens conventions, FORMATS.md §4.1): W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec
+/// A sparse autoencoder (SAELens conventions, docs/FORMATS.md §5.1): W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec
 /// (+ threshold for JumpReLU). Encode: x' = norm_in(x); s = x' − b_dec (when apply_b_dec_to_input); pre = s·W_enc + b_enc;
 /// standard f = ReLU(pre), JumpReLU f = ReLU(pre)·[pre &gt; θ], TopK f = ReLU of the k largest pre (the rest 0).
 /// Decode: x̂ = norm_out(f·W_dec + b_dec). Every encode step runs on the model's backend (<see cref="IBackend.NormalizeRows"/>,
@@ -30,6 +30,9 @@ public sealed class SparseAutoencoder : IDisposable
     DeviceBuffer? _input, _pre;        // scratch: [rows, d_in] processed input, [rows, d_sae] pre-activations
 
     public SaeConfig Config { get; }
+
+    /// <summary>The backend the SAE's weights live on (the model's).</summary>
+    public IBackend Backend => _backend;
 
     /// <summary>True when the release was trained on TransformerLens-processed activations (<c>center_writing_weights</c>,
     /// e.g. GPT-2 res-jb) and reads the residual-stream family: its input is centred per token first (TL's centred stream

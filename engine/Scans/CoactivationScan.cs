@@ -21,16 +21,9 @@ public readonly record struct CoactivationWindow(int Tokens, bool Document)
     public override string ToString() => Document ? "document" : Tokens == 1 ? "token" : Tokens.ToString();
 }
 
-public sealed record CoactivationOptions
+public sealed record CoactivationOptions : CorpusScanOptions
 {
     public CoactivationWindow Window { get; init; } = CoactivationWindow.Token;
-    /// <summary>A feature fires when its activation is strictly above this.</summary>
-    public float Threshold { get; init; }
-    /// <summary>Tokens per context window (default: the first SAE's context_size, else 128).</summary>
-    public int? ContextSize { get; init; }
-    public int Batch { get; init; } = 8;
-    /// <summary>Stop after this many tokens (null: the whole corpus).</summary>
-    public long? MaxTokens { get; init; }
 }
 
 /// <summary>The result of a scan: one counter per SAE, and what was counted.</summary>
@@ -46,12 +39,13 @@ public static class CoactivationScan
     /// <param name="checkpoint">When given: resume from it if its key matches, and save to it every <see cref="ScanCheckpoint.Every"/>
     /// (the caller writes the outputs, then deletes it).</param>
     public static CoactivationResult Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus, CoactivationOptions options,
-        Action<long, double>? progress = null, ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
+        Action<ScanProgress>? progress = null, ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
     {
         var counters = saes.Select(s => (s, new CoactivationCounter(s.Config.DSae))).ToList();
         var pending = saes.Select(s => new ActiveSet(s.Config.DSae)).ToArray();   // active set of the open unit, per SAE
         int pendingTokens = 0;
         long pendingDoc = -1, skip = 0, windowsDone = 0;
+        double secondsBefore = 0;   // spent by the runs a resumed run continues
         if (checkpoint?.Open() is var (savedWindows, file))
             using (file)
             {
@@ -66,6 +60,7 @@ public static class CoactivationScan
                     foreach (long j in file.ReadInt64($"{i}.pending")) pending[i].Add((int)j);
                 }
                 (pendingTokens, pendingDoc) = (int.Parse(file.Metadata["pending_tokens"]), long.Parse(file.Metadata["pending_document"]));
+                secondsBefore = ScanCheckpoint.SecondsIn(file);
                 skip = windowsDone = savedWindows;
                 resumed?.Invoke(skip);
             }
@@ -80,7 +75,8 @@ public static class CoactivationScan
             pendingTokens = 0;
         }
 
-        var (tokens, windows, documents, seconds) = SaeStream.Run(model, saes, corpus, options.ContextSize, options.Batch, options.MaxTokens, batch =>
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var (tokens, windows, documents, _) = SaeStream.Run(model, saes, corpus, options, batch =>
         {
             for (int r = 0; r < batch.Windows.Count; r++)
             {
@@ -102,6 +98,7 @@ public static class CoactivationScan
             checkpoint?.MaybeSave(windowsDone, w =>
             {
                 w.AddMetadata("pending_document", pendingDoc.ToString()).AddMetadata("pending_tokens", pendingTokens.ToString());
+                ScanCheckpoint.AddSeconds(w, secondsBefore + clock.Elapsed.TotalSeconds);
                 for (int i = 0; i < counters.Count; i++)
                 {
                     var c = counters[i].Item2;
@@ -114,7 +111,7 @@ public static class CoactivationScan
             });
         }, progress, skip);
         Flush();
-        return new CoactivationResult(counters, tokens, windows, documents, seconds);
+        return new CoactivationResult(counters, tokens, windows, documents, secondsBefore + clock.Elapsed.TotalSeconds);
     }
 }
 

@@ -3,9 +3,17 @@ using PolyEngine.Sae;
 
 namespace PolyEngine.Scans;
 
-/// <summary>One of a feature's top activating contexts: the whole context window, the feature's activation at each of its
-/// tokens, and the position of the maximum.</summary>
-public sealed record FeatureContext(float Activation, long Window, int Position, int[] Tokens, float[] TokenActivations);
+/// <summary>One of a feature's top activating contexts: the whole context window (its index in the scan, its document
+/// and the offset of its first corpus token there), the feature's activation at each of its tokens, and the position of
+/// the maximum.</summary>
+public sealed record FeatureContext(float Activation, long Window, int Position, int[] Tokens, float[] TokenActivations, long Document, long Offset);
+
+/// <summary>The options of a feature scan.</summary>
+public sealed record FeatureScanOptions : CorpusScanOptions
+{
+    /// <summary>Top activating context windows kept per feature.</summary>
+    public int TopK { get; init; } = 10;
+}
 
 /// <summary>Per-feature statistics of one SAE over a corpus — the data Neuronpedia exports.</summary>
 public sealed class FeatureStatistics
@@ -57,6 +65,8 @@ public sealed class FeatureStatistics
          .Add(prefix + "ctx_position", all.Select(x => x.Context.Position).ToArray(), all.Count)
          .Add(prefix + "ctx_activation", all.Select(x => x.Context.Activation).ToArray(), all.Count)
          .Add(prefix + "ctx_length", all.Select(x => x.Context.Tokens.Length).ToArray(), all.Count)
+         .Add(prefix + "ctx_document", all.Select(x => x.Context.Document).ToArray(), all.Count)
+         .Add(prefix + "ctx_offset", all.Select(x => x.Context.Offset).ToArray(), all.Count)
          .Add(prefix + "ctx_tokens", tokens, all.Count, width)
          .Add(prefix + "ctx_acts", acts, all.Count, width);
     }
@@ -74,6 +84,8 @@ public sealed class FeatureStatistics
         var position = file.ReadInt64(prefix + "ctx_position");
         var activation = file.ReadFloat32(prefix + "ctx_activation");
         var length = file.ReadInt64(prefix + "ctx_length");
+        var document = file.ReadInt64(prefix + "ctx_document");
+        var offset = file.ReadInt64(prefix + "ctx_offset");
         var tokens = file.ReadInt64(prefix + "ctx_tokens");
         var acts = file.ReadFloat32(prefix + "ctx_acts");
         int width = feature.Length == 0 ? 0 : tokens.Length / feature.Length;
@@ -81,7 +93,7 @@ public sealed class FeatureStatistics
         {
             int len = (int)length[n];
             var ctx = new FeatureContext(activation[n], window[n], (int)position[n],
-                tokens.Skip(n * width).Take(len).Select(v => (int)v).ToArray(), acts.Skip(n * width).Take(len).ToArray());
+                tokens.Skip(n * width).Take(len).Select(v => (int)v).ToArray(), acts.Skip(n * width).Take(len).ToArray(), document[n], offset[n]);
             Offer((int)feature[n], ctx.Activation, ctx.Window, () => ctx);
         }
     }
@@ -105,22 +117,26 @@ public static class FeatureScan
     /// <param name="checkpoint">When given: resume from it if its key matches, and save to it every <see cref="ScanCheckpoint.Every"/>
     /// (the caller writes the outputs, then deletes it).</param>
     public static (IReadOnlyList<FeatureStatistics> Stats, long Tokens, long Windows, double Seconds) Run(Model model, IReadOnlyList<SparseAutoencoder> saes,
-        Corpus corpus, int topK, float threshold = 0f, int? contextSize = null, int batch = 8, long? maxTokens = null, Action<long, double>? progress = null,
-        ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
+        Corpus corpus, FeatureScanOptions options, Action<ScanProgress>? progress = null, ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
     {
+        int topK = options.TopK;
+        float threshold = options.Threshold;
         if (topK < 0) throw new PolyEngineException($"--top-k must be 0 or positive, got {topK}");
         var stats = saes.Select(s => new FeatureStatistics(s, topK)).ToList();
         long skip = 0, windowsDone = 0;
+        double secondsBefore = 0;   // spent by the runs a resumed run continues
         if (checkpoint?.Open() is var (savedWindows, file))
             using (file)
             {
                 for (int i = 0; i < stats.Count; i++) stats[i].Restore(file, $"{i}.");
                 skip = windowsDone = savedWindows;
+                secondsBefore = ScanCheckpoint.SecondsIn(file);
                 resumed?.Invoke(skip);
             }
         // Per SAE: the running maximum and its position over the current window, for the features it touched (reset after).
         var scratch = saes.Select(s => (Max: new float[s.Config.DSae], Arg: new int[s.Config.DSae], Touched: new List<int>())).ToArray();
-        var (tokens, windows, _, seconds) = SaeStream.Run(model, saes, corpus, contextSize, batch, maxTokens, b =>
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var (tokens, windows, _, _) = SaeStream.Run(model, saes, corpus, options, b =>
         {
             for (int i = 0; i < saes.Count; i++)
             {
@@ -149,7 +165,8 @@ public static class FeatureScan
                         }
                     }
                     st.Tokens += len - b.FirstPosition;
-                    var (tokensOfWindow, _, window) = b.Windows[r];
+                    var (cw, window) = b.Windows[r];
+                    var tokensOfWindow = cw.Tokens;
                     foreach (int j in touched)
                     {
                         if (topK > 0 && windowMax[j] > threshold)
@@ -158,7 +175,7 @@ public static class FeatureScan
                             float max = windowMax[j];
                             int arg = windowArg[j];
                             st.Offer(j, max, window, () => new FeatureContext(max, window, arg, tokensOfWindow,
-                                Enumerable.Range(0, len).Select(t => acts.At(row0 + t, jj)).ToArray()));
+                                Enumerable.Range(0, len).Select(t => acts.At(row0 + t, jj)).ToArray(), cw.Document, cw.Offset));
                         }
                         windowMax[j] = 0f;
                     }
@@ -166,8 +183,12 @@ public static class FeatureScan
                 }
             }
             windowsDone += b.Windows.Count;
-            checkpoint?.MaybeSave(windowsDone, w => { for (int i = 0; i < stats.Count; i++) stats[i].Save(w, $"{i}."); });
+            checkpoint?.MaybeSave(windowsDone, w =>
+            {
+                ScanCheckpoint.AddSeconds(w, secondsBefore + clock.Elapsed.TotalSeconds);
+                for (int i = 0; i < stats.Count; i++) stats[i].Save(w, $"{i}.");
+            });
         }, progress, skip);
-        return (stats, tokens, windows, seconds);
+        return (stats, tokens, windows, secondsBefore + clock.Elapsed.TotalSeconds);
     }
 }

@@ -3,46 +3,71 @@ using PolyEngine.Formats;
 using PolyEngine.Forward;
 using PolyEngine.Kernels;
 using PolyEngine.Sae;
+using PolyEngine.Tokenization;
 
 namespace PolyEngine.Scans;
 
+/// <summary>A context window in a scan: the window as the corpus cut it, and its index in the scan's order.</summary>
+public readonly record struct ScanWindow(CorpusWindow Window, long Index)
+{
+    public int[] Tokens => Window.Tokens;
+    public long Document => Window.Document;
+}
+
 /// <summary>One batch of context windows with every SAE's feature activations.</summary>
-/// <param name="Windows">The windows (token ids, document index, window index); a window may be shorter than
-/// <paramref name="Seq"/> (right-padded in the pass): only positions below its length are real.</param>
+/// <param name="Windows">The windows; a window may be shorter than <paramref name="Seq"/> (right-padded in the pass):
+/// only positions below its length are real.</param>
 /// <param name="Acts">Per SAE, the firing features of each of the windows·seq rows (row r·seq + t is window r, position t):
 /// feature index and activation, ascending.</param>
 /// <param name="FirstPosition">1 when a BOS was prepended (position 0 is not corpus text), else 0.</param>
-public sealed record SaeBatch(IReadOnlyList<(int[] Tokens, long Document, long Window)> Windows, IReadOnlyList<SparseRows> Acts, int Seq, int FirstPosition);
+public sealed record SaeBatch(IReadOnlyList<ScanWindow> Windows, IReadOnlyList<SparseRows> Acts, int Seq, int FirstPosition);
 
 /// <summary>
-/// Streams a corpus through a model and its SAEs: context windows of the SAEs' context_size (BOS as the first SAE's
-/// prepend_bos says), batched, one forward pass per batch stopping after the deepest SAE hook (no LM head), every SAE
-/// encoded at its hook on the model's backend (<see cref="SparseAutoencoder.EncodeSparse"/>: on a GPU only the firing
-/// features reach the host). The shared front half of every SAE scan. Windows of different lengths
-/// share a batch, right-padded: attention is causal, so padding after a window's last token changes none of its
-/// positions. Results do not depend on how windows are batched (each row is computed alone), so a resumed run
-/// (<c>skipWindows</c>) gives identical output.
+/// Streams a corpus through a model and its SAEs: context windows of the SAEs' context_size (BOS as
+/// <see cref="CorpusScanOptions.PrependBos"/> or the SAEs' prepend_bos say), batched, one forward pass per batch stopping
+/// after the deepest SAE hook (no LM head), every SAE encoded at its hook on the model's backend
+/// (<see cref="SparseAutoencoder.EncodeSparse"/>: on a GPU only the firing features reach the host). The shared front half
+/// of every SAE scan. Windows of different lengths share a batch, right-padded: attention is causal, so padding after a
+/// window's last token changes none of its positions. Results do not depend on how windows are batched (each row is
+/// computed alone), so a resumed run (<c>skipWindows</c>) gives identical output.
 /// </summary>
 public static class SaeStream
 {
+    /// <summary>The BOS id the scan prepends (null: none) and why, in words.</summary>
+    public static (int? Bos, string Reason) ResolveBos(Model model, IReadOnlyList<SparseAutoencoder> saes, bool? choice)
+    {
+        var (prepend, reason) = Tokenization.Bos.Resolve(choice, saes.Select(s => (s.Config.Folder, s.Config.PrependBos)), false, "no SAE");
+        return (prepend ? model.BosTokenId : null, reason);
+    }
+
+    /// <summary>The context size the scan uses: the option, else the first SAE's context_size, else 128; at most n_ctx.</summary>
+    public static int ContextSize(Model model, IReadOnlyList<SparseAutoencoder> saes, int? option)
+    {
+        int context = option ?? saes[0].Config.ContextSize ?? 128;
+        string source = option is not null ? "--context-size" : saes[0].Config.ContextSize is not null ? $"{saes[0].Config.Folder}/cfg.json context_size" : "the default";
+        if (context < 1) throw new PolyEngineException($"context size {context} (from {source}) is too small; give --context-size of at least 2");
+        return Math.Min(context, model.Spec.NCtx);
+    }
+
     public static (long Tokens, long Windows, long Documents, double Seconds) Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus,
-        int? contextSize, int batchSize, long? maxTokens, Action<SaeBatch> onBatch, Action<long, double>? progress = null, long skipWindows = 0)
+        CorpusScanOptions options, Action<SaeBatch> onBatch, Action<ScanProgress>? progress = null, long skipWindows = 0)
     {
         if (saes.Count == 0) throw new PolyEngineException("give at least one --sae");
-        if (batchSize <= 0) throw new PolyEngineException("--batch must be positive");
+        if (options.Batch <= 0) throw new PolyEngineException($"--batch must be positive, got {options.Batch}");
         foreach (var s in saes) s.CheckAgainst(model.Spec);
-        var first = saes[0].Config;
-        int context = Math.Min(contextSize ?? first.ContextSize ?? 128, model.Spec.NCtx);
-        int? bos = first.PrependBos ? model.Spec.BosTokenId ?? throw new PolyEngineException($"{first.Folder}: prepend_bos is true but the model's config has no bos_token_id") : null;
+        int context = ContextSize(model, saes, options.ContextSize);
+        var (bos, _) = ResolveBos(model, saes, options.PrependBos);
+        int firstPos = bos is null ? 0 : 1;
         var hooks = saes.Select(s => s.Config.Hook).Distinct().ToArray();
         int? stop = hooks.All(h => h.IsBlock) ? hooks.Max(h => h.Layer) : null;
-        long tokens = 0, windows = 0, documents = 0;
+        long tokens = 0, windows = 0, documents = 0, tokensAtStart = 0;
+        double fraction = 0, fractionAtStart = 0;
         var sw = Stopwatch.StartNew();
         var acts = new SparseRows[saes.Count];
         int passRows = 0;
         var taps = saes.Select((sae, i) => new DeviceTap(sae.Config.Hook, x => acts[i] = sae.EncodeSparse(x, passRows))).ToArray();
 
-        void Process(List<(int[] Tokens, long Document, long Window)> batch)
+        void Process(List<ScanWindow> batch)
         {
             if (batch.Count == 0) return;
             int seq = batch.Max(w => w.Tokens.Length);
@@ -50,35 +75,38 @@ public static class SaeStream
             for (int r = 0; r < batch.Count; r++) batch[r].Tokens.CopyTo(ids, r * seq);
             passRows = batch.Count * seq;
             model.Run(ids, batch.Count, seq, new RunOptions { DeviceTaps = taps, StopAtLayer = stop, Logits = LogitsMode.None });
-            int firstPos = bos is null ? 0 : 1;
             onBatch(new SaeBatch(batch, acts.ToArray(), seq, firstPos));
             tokens += batch.Sum(w => (long)(w.Tokens.Length - firstPos));
             windows += batch.Count;
-            progress?.Invoke(tokens, sw.Elapsed.TotalSeconds);
+            fraction = Math.Max(batch[^1].Window.Progress, options.MaxTokens is long max ? tokens / (double)Math.Max(1, max) : 0);
+            progress?.Invoke(new ScanProgress(tokens, windows, Math.Min(1, fraction), tokens - tokensAtStart, sw.Elapsed.TotalSeconds, fractionAtStart));
         }
 
-        var rows = new List<(int[] Tokens, long Document, long Window)>();
+        var rows = new List<ScanWindow>();
         long windowIndex = 0, queued = 0;
-        foreach (var (w, doc) in corpus.Windows(context, bos))
+        foreach (var w in corpus.Windows(context, bos))
         {
-            long body = w.Length - (bos is null ? 0 : 1);
-            if (maxTokens is long max && tokens + queued + body > max) break;
-            documents = Math.Max(documents, doc + 1);
+            long body = w.Tokens.Length - firstPos;
+            if (options.MaxTokens is long max && tokens + queued + body > max) break;
+            documents = Math.Max(documents, w.Document + 1);
             if (windowIndex < skipWindows)
             {
                 // Counted by an earlier, interrupted run (resume): read past it without running the model.
                 windowIndex++;
                 windows++;
                 tokens += body;
+                tokensAtStart = tokens;
+                fractionAtStart = Math.Max(w.Progress, options.MaxTokens is long m ? tokens / (double)Math.Max(1, m) : 0);
+                sw.Restart();   // this run's pace starts with its own first window
                 continue;
             }
-            if (rows.Count == batchSize)
+            if (rows.Count == options.Batch)
             {
                 Process(rows);
                 rows = [];
                 queued = 0;
             }
-            rows.Add((w, doc, windowIndex++));
+            rows.Add(new ScanWindow(w, windowIndex++));
             queued += body;
         }
         Process(rows);

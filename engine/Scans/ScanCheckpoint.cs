@@ -16,15 +16,6 @@ public sealed class ScanCheckpoint
 
     public const string FileName = "checkpoint.safetensors";
 
-    /// <summary>The key saved in <paramref name="outDir"/>, or null when it holds no checkpoint.</summary>
-    public static string? KeyIn(string outDir)
-    {
-        string p = System.IO.Path.Combine(outDir, FileName);
-        if (!File.Exists(p)) return null;
-        using var f = SafeTensorsFile.Open(p);
-        return f.Metadata.GetValueOrDefault("run_key");
-    }
-
     readonly System.Diagnostics.Stopwatch _sinceSave = System.Diagnostics.Stopwatch.StartNew();
     TimeSpan _lastSaveTook;
 
@@ -56,6 +47,14 @@ public sealed class ScanCheckpoint
         if (f.Metadata.GetValueOrDefault("run_key") != RunKey) { f.Dispose(); return null; }
         return (long.Parse(f.Metadata["windows"]), f);
     }
+
+    /// <summary>Records the seconds spent so far (this run and the runs it continues), so a resumed scan reports honest speeds.</summary>
+    internal static void AddSeconds(SafeTensorsWriter w, double seconds) =>
+        w.AddMetadata("seconds", seconds.ToString("R", System.Globalization.CultureInfo.InvariantCulture));
+
+    /// <summary>The seconds a checkpoint recorded (0 when it recorded none).</summary>
+    internal static double SecondsIn(SafeTensorsFile f) =>
+        f.Metadata.TryGetValue("seconds", out var s) ? double.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : 0;
 
     public void Delete()
     {

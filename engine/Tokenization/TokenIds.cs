@@ -2,7 +2,8 @@ using System.Text.Json;
 
 namespace PolyEngine.Tokenization;
 
-/// <summary>Parses token-id inputs: <c>"1,2,3;4,5,6"</c> (rows separated by ';') or a JSON file holding an array of equal-length rows.</summary>
+/// <summary>Parses token-id inputs: <c>"1,2,3;4,5"</c> (rows separated by ';') or a JSON file holding an array of rows;
+/// rows may differ in length (a run right-pads them).</summary>
 public static class TokenIds
 {
     public static int[][] ParseList(string text)
@@ -15,7 +16,7 @@ public static class TokenIds
                 int.TryParse(x, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out int v) ? v
                 : throw new PolyEngineException($"--ids: '{x}' (row {r}, position {i}) is not an integer token id")).ToArray());
         }
-        return CheckRectangular(rows, "--ids");
+        return CheckRows(rows, "--ids");
     }
 
     public static int[][] ParseJsonFile(string path)
@@ -37,16 +38,15 @@ public static class TokenIds
                     : throw new PolyEngineException($"--ids-file {path}: row {r}, position {i}: '{x}' is not an integer token id")).ToArray());
                 r++;
             }
-            return CheckRectangular(rows, $"--ids-file {path}");
+            return CheckRows(rows, $"--ids-file {path}");
         }
     }
 
-    static int[][] CheckRectangular(List<int[]> rows, string what)
+    static int[][] CheckRows(List<int[]> rows, string what)
     {
-        if (rows.Count == 0 || rows[0].Length == 0) throw new PolyEngineException($"{what}: no token ids given");
-        for (int r = 1; r < rows.Count; r++)
-            if (rows[r].Length != rows[0].Length)
-                throw new PolyEngineException($"{what}: row {r} has {rows[r].Length} ids but row 0 has {rows[0].Length}; all rows must have the same length");
+        if (rows.Count == 0) throw new PolyEngineException($"{what}: no token ids given");
+        for (int r = 0; r < rows.Count; r++)
+            if (rows[r].Length == 0) throw new PolyEngineException($"{what}: row {r} is empty; give at least one token id per row");
         return rows.ToArray();
     }
 }

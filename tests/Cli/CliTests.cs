@@ -34,7 +34,8 @@ public class CliTests
         Assert.Equal(new long[] { 2, 4, 64 }, f.Info("blocks.1.hook_resid_post").Shape);
         Assert.Equal(new long[] { 2, 4, 4, 4 }, f.Info("blocks.0.attn.hook_pattern").Shape);
         Assert.Equal(new long[] { 2, 4, 4, 16 }, f.Info("blocks.1.attn.hook_z").Shape);
-        Assert.Equal(6, f.Tensors.Count);
+        Assert.Equal(new long[] { 1, 1, 1, 1, 1, 1, 1, 1 }, f.ReadInt64("attention_mask"));
+        Assert.Equal(7, f.Tensors.Count);
         using var model = Model.Load(Gpt2);
         Assert.Equal(model.Run([[1, 2, 3, 4], [5, 6, 7, 8]]).Logits!.Data, f.ReadFloat32("logits"));
     }
@@ -95,8 +96,13 @@ public class CliTests
         using var manifest = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")));
         Assert.True(manifest.RootElement.GetProperty("results").GetProperty("tokens").GetInt64() > 0);
         Assert.Equal("all", manifest.RootElement.GetProperty("options").GetProperty("top").GetString());
-        // The same run again refuses a non-empty folder, and CSV has the documented columns.
-        Assert.Contains("holds a different run", Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--out", outDir).Err);
+        // The same run again is complete already (exit 0, nothing rewritten); another run into the folder is refused; CSV has the documented columns.
+        var stamp = File.GetLastWriteTimeUtc(Path.Combine(outDir, "pairs.parquet"));
+        var again = Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--out", outDir, "--top", "all");
+        Assert.True(again.Code == 0, again.Err);
+        Assert.Contains("already holds this run, complete", again.Out);
+        Assert.Equal(stamp, File.GetLastWriteTimeUtc(Path.Combine(outDir, "pairs.parquet")));
+        Assert.Contains("holds a different run", Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--threshold", "0.5", "--out", outDir).Err);
         Assert.False(File.Exists(Path.Combine(outDir, PolyEngine.Scans.ScanCheckpoint.FileName)));   // removed when the run completed
         Assert.Equal(0, Run("coactivate", "--model", toy, "--sae", sae, "--corpus", corpus, "--format", "csv", "--top", "3", "--overwrite", "--out", outDir).Code);
         Assert.Equal("sae,feature_a,feature_b,count_a,count_b,count_ab,jaccard,pmi,lift", File.ReadLines(Path.Combine(outDir, "pairs.csv")).First());
@@ -143,7 +149,7 @@ public class CliTests
         { ["run", "--model", Gpt2, "--prompt", ""], "--prompt is empty" },
         { ["run", "--model", Gpt2, "--ids", "1,2", "--hooks", "blocks.7.hook_resid_pre", "--out", "/tmp/x.safetensors"], "valid names: hook_embed" },
         { ["run", "--model", Gpt2, "--ids", "1,2", "--out", "/no/such/dir/x.safetensors"], "does not exist" },
-        { ["run", "--model", Gpt2, "--ids", "1,2", "--prompt", "x"], "exactly one of --prompt, --ids or --ids-file" },
+        { ["run", "--model", Gpt2, "--ids", "1,2", "--prompt", "x"], "exactly one of --prompt" },
         { ["run", "--model", Gpt2, "--ids", "1,2", "--device", "tpu"], "--device 'tpu' is unknown" },
         { ["run", "--model", "/no/such/model", "--ids", "1"], "model folder not found" },
         { ["run", "--model", "some-org/not-cached-model", "--ids", "1"], "huggingface-cli download some-org/not-cached-model" },

@@ -139,7 +139,7 @@ public class CoactivationTests
         var checkpoint = new ScanCheckpoint { Path = dir.File(ScanCheckpoint.FileName), RunKey = "k1", Every = TimeSpan.Zero };
         int batches = 0;
         Assert.Throws<OperationCanceledException>(() => CoactivationScan.Run(m, [sae], corpus, opts,
-            (_, _) => { if (++batches == 7) throw new OperationCanceledException("killed"); }, checkpoint));
+            _ => { if (++batches == 7) throw new OperationCanceledException("killed"); }, checkpoint));
         Assert.True(File.Exists(checkpoint.Path));
         long resumedAt = -1;
         var resumed = CoactivationScan.Run(m, [sae], corpus, opts, null, checkpoint, w => resumedAt = w);
@@ -175,21 +175,22 @@ public class CoactivationTests
     {
         var rng = new ToyModels.Rng(1);
         var docs = new[] { 23, 5, 40 }.Select(n => Enumerable.Range(0, n).Select(_ => (int)(rng.NextU64() % 1000)).ToArray()).ToArray();
-        var whole = docs.Select((d, i) => (d, (long)i)).ToList();
+        var whole = docs.Select((d, i) => new CorpusPiece(d, i, 0, 0)).ToList();
         foreach (int pieceSize in new[] { 1, 3, 7, 8, 100 })
         {
-            var pieces = docs.SelectMany((d, i) => d.Chunk(pieceSize).Select(c => (c, (long)i))).ToList();
+            var pieces = docs.SelectMany((d, i) => d.Chunk(pieceSize).Select(c => new CorpusPiece(c, i, 0, 0))).ToList();
             foreach (int? bos in new int?[] { null, 999 })
             {
                 var expected = Corpus.Windows(whole, 8, bos).ToList();
                 var actual = Corpus.Windows(pieces, 8, bos).ToList();
                 Assert.Equal(expected.Select(w => w.Document), actual.Select(w => w.Document));
+                Assert.Equal(expected.Select(w => w.Offset), actual.Select(w => w.Offset));
                 Assert.Equal(expected.Select(w => string.Join(",", w.Tokens)), actual.Select(w => string.Join(",", w.Tokens)));
             }
         }
         // 23 tokens in windows of 8: 8 + 8 + 7; with BOS, bodies of 7: 7 + 7 + 7 + 2.
-        Assert.Equal([8, 8, 7], Corpus.Windows([(docs[0], 0L)], 8, null).Select(w => w.Tokens.Length));
-        Assert.Equal([8, 8, 8, 3], Corpus.Windows([(docs[0], 0L)], 8, 999).Select(w => w.Tokens.Length));
+        Assert.Equal([8, 8, 7], Corpus.Windows([new CorpusPiece(docs[0], 0, 0, 0)], 8, null).Select(w => w.Tokens.Length));
+        Assert.Equal([8, 8, 8, 3], Corpus.Windows([new CorpusPiece(docs[0], 0, 0, 0)], 8, 999).Select(w => w.Tokens.Length));
     }
 
     [Fact]

@@ -27,7 +27,7 @@ public class FeatureScanTests
 
         using var m = Model.Load(model, new CpuBackend(1));
         var saes = new[] { SparseAutoencoder.Load(dir.File("sae0"), m.Backend), SparseAutoencoder.Load(dir.File("sae1"), m.Backend) };
-        var (stats, n, windows, _) = FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), topK: 2, batch: 2);
+        var (stats, n, windows, _) = FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), new FeatureScanOptions { TopK = 2, Batch = 2 });
         Assert.Equal((23L, 4L), (n, windows));
 
         for (int i = 0; i < 2; i++)
@@ -67,6 +67,7 @@ public class FeatureScanTests
                     Assert.Equal(c.Activation, c.TokenActivations[c.Position]);
                     Assert.Equal(c.Activation, c.TokenActivations.Max());
                     Assert.Equal(tokens.Skip((int)c.Window * 6).Take(6), c.Tokens);
+                    Assert.Equal((0L, c.Window * 6), (c.Document, c.Offset));   // one document; each window's first token
                 }
             }
         }
@@ -75,10 +76,10 @@ public class FeatureScanTests
         // Killed at the third batch and resumed from its checkpoint: the same statistics and contexts.
         var checkpoint = new ScanCheckpoint { Path = dir.File(ScanCheckpoint.FileName), RunKey = "f", Every = TimeSpan.Zero };
         int calls = 0;
-        Assert.Throws<OperationCanceledException>(() => FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), topK: 2, batch: 1,
-            progress: (_, _) => { if (++calls == 3) throw new OperationCanceledException(); }, checkpoint: checkpoint));
+        Assert.Throws<OperationCanceledException>(() => FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), new FeatureScanOptions { TopK = 2, Batch = 1 },
+            progress: _ => { if (++calls == 3) throw new OperationCanceledException(); }, checkpoint: checkpoint));
         long resumedAt = -1;
-        var (again, n2, _, _) = FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), topK: 2, batch: 1, checkpoint: checkpoint, resumed: w => resumedAt = w);
+        var (again, n2, _, _) = FeatureScan.Run(m, saes, Corpus.Open(dir.File("c.u32"), null), new FeatureScanOptions { TopK = 2, Batch = 1 }, checkpoint: checkpoint, resumed: w => resumedAt = w);
         Assert.Equal((3L, 23L), (resumedAt, n2));   // the third batch was saved before its progress report "killed" the run
         for (int i = 0; i < 2; i++)
         {
@@ -87,8 +88,8 @@ public class FeatureScanTests
             Assert.Equal(stats[i].MaxActivations, again[i].MaxActivations);
             Assert.Equal(stats[i].Tokens, again[i].Tokens);
             for (int j = 0; j < saes[i].Config.DSae; j++)
-                Assert.Equal(stats[i].TopContexts(j).Select(c => (c.Window, c.Position, c.Activation, string.Join(",", c.Tokens), string.Join(",", c.TokenActivations))),
-                    again[i].TopContexts(j).Select(c => (c.Window, c.Position, c.Activation, string.Join(",", c.Tokens), string.Join(",", c.TokenActivations))));
+                Assert.Equal(stats[i].TopContexts(j).Select(c => (c.Window, c.Position, c.Activation, string.Join(",", c.Tokens), string.Join(",", c.TokenActivations), c.Document, c.Offset)),
+                    again[i].TopContexts(j).Select(c => (c.Window, c.Position, c.Activation, string.Join(",", c.Tokens), string.Join(",", c.TokenActivations), c.Document, c.Offset)));
         }
         foreach (var s in saes) s.Dispose();
     }

@@ -194,7 +194,7 @@ public class InterferenceInputTests
         var (c2, o2, e2) = Run("interference", "--sae", sae, "--overwrite", "--out", csvDir);
         Assert.True(c2 == 0, e2);
         Assert.Contains("no --explanations: interference only", o2);
-        Assert.Equal(["bins.parquet", "histogram.parquet", "manifest.json"], Directory.GetFiles(csvDir).Select(Path.GetFileName).Order());
+        Assert.Equal(["bins.parquet", "histogram.parquet", "manifest.json"], Directory.GetFiles(csvDir).Select(Path.GetFileName).Where(f => !f!.StartsWith('.')).Order());
     }
 
     /// <summary>A run killed mid-scan (checkpoints every tile) and rerun with the same --out continues and writes the same
@@ -214,8 +214,7 @@ public class InterferenceInputTests
             Scan = new InterferenceOptions { TopN = 2, Tile = 40 }, Sample = new InterferenceSampleOptions(2, 3, 0), CheckpointEvery = TimeSpan.Zero,
         };
         string key = InterferenceJob.RunKey(sources, options);
-        Directory.CreateDirectory(resumed);
-        new ScanCheckpoint { Path = Path.Combine(resumed, ScanCheckpoint.FileName), RunKey = key }.Save(0, _ => { });
+        RunFolder.Prepare(resumed, key, overwrite: false);   // as the CLI marks it before the scan
         Assert.Throws<OperationCanceledException>(() => InterferenceJob.Run(new PolyEngine.Kernels.Cpu.CpuBackend(2), sources, options, resumed, key, new KillAfter(4)));
         Assert.True(File.Exists(InterferenceJob.CheckpointPath(resumed, 0)));
         var (code, stdout, stderr) = Run(["interference", .. args, "--out", resumed]);

@@ -52,11 +52,13 @@ public class TokenizerTests
         Assert.Equal([[1, 2, 3], [4, 5, 6]], TokenIds.ParseList("1,2,3;4,5,6"));
         Assert.Equal([[7]], TokenIds.ParseList(" 7 "));
         Assert.Contains("'x' (row 1, position 1)", Assert.Throws<PolyEngineException>(() => TokenIds.ParseList("1,2;3,x")).Message);
-        Assert.Contains("row 1 has 1 ids but row 0 has 2", Assert.Throws<PolyEngineException>(() => TokenIds.ParseList("1,2;3")).Message);
+        Assert.Equal([[1, 2], [3]], TokenIds.ParseList("1,2;3"));   // rows may differ in length (a run right-pads them)
         Assert.Contains("row 1 is empty", Assert.Throws<PolyEngineException>(() => TokenIds.ParseList("1;")).Message);
         using var dir = new Fixtures.TempDir();
-        File.WriteAllText(dir.File("ids.json"), "[[1,2],[3,4]]");
-        Assert.Equal([[1, 2], [3, 4]], TokenIds.ParseJsonFile(dir.File("ids.json")));
+        File.WriteAllText(dir.File("ids.json"), "[[1,2],[3,4,5]]");
+        Assert.Equal([[1, 2], [3, 4, 5]], TokenIds.ParseJsonFile(dir.File("ids.json")));
+        File.WriteAllText(dir.File("hole.json"), "[[1,2],[]]");
+        Assert.Contains("row 1 is empty", Assert.Throws<PolyEngineException>(() => TokenIds.ParseJsonFile(dir.File("hole.json"))).Message);
         File.WriteAllText(dir.File("bad.json"), "[[1,2],[3,\"a\"]]");
         Assert.Contains("row 1, position 1", Assert.Throws<PolyEngineException>(() => TokenIds.ParseJsonFile(dir.File("bad.json"))).Message);
         File.WriteAllText(dir.File("notjson.json"), "[[1,2],");
