@@ -50,6 +50,30 @@ public sealed class Model : IDisposable
 
     public ModelTokenizer Tokenizer => _tokenizer ??= ModelTokenizer.ForModel(Folder, Spec);
 
+    Tensor? _wE, _wU;
+
+    /// <summary>W_E [d_vocab, d_model], the token embedding, read from the weight files on first use and kept (the
+    /// backend's copy is packed for compute).</summary>
+    public Tensor W_E => _wE ??= ReadWeights(files => new Tensor(ModelParams.LoadEmbed(files, Spec), Spec.DVocab, Spec.DModel));
+
+    /// <summary>W_U [d_model, d_vocab], the unembedding in TransformerLens's orientation (logits = x·W_U; no bias in
+    /// either family), read on first use and kept.</summary>
+    public Tensor W_U => _wU ??= ReadWeights(files =>
+    {
+        var head = ModelParams.LoadHead(files, Spec);   // [d_vocab, d_model]
+        int v = Spec.DVocab, d = Spec.DModel;
+        var wU = new float[(long)d * v];
+        for (int t = 0; t < v; t++)
+            for (int i = 0; i < d; i++) wU[(long)i * v + t] = head[(long)t * d + i];
+        return new Tensor(wU, d, v);
+    });
+
+    T ReadWeights<T>(Func<WeightFiles, T> read)
+    {
+        using var files = WeightFiles.Open(Folder);
+        return read(files);
+    }
+
     /// <summary>The token ids of <paramref name="text"/>, with the model's BOS first unless <paramref name="prependBos"/> is false
     /// (TransformerLens's <c>to_tokens</c> default).</summary>
     public int[] Encode(string text, bool prependBos = true)

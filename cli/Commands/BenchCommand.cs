@@ -35,7 +35,7 @@ static class BenchCommand
             if (attn is not ("auto" or "gemm" or "fused")) throw new PolyEngineException($"--attention '{attn}' is unknown; choose auto, gemm or fused");
             if (backend is Kernels.Cuda.IlgpuBackend ilgpu && attn != "auto")
                 ilgpu.Attention = attn == "gemm" ? Kernels.Cuda.AttentionVariant.Gemm : Kernels.Cuda.AttentionVariant.Fused;
-            if (r.GetValue(profile)) Profile(io, r.GetValue(model)!, backend, r.GetValue(batch), r.GetValue(seq));
+            (double Seconds, (string Op, double Seconds, long Calls)[] Ops)? prof = r.GetValue(profile) ? Profile(r.GetValue(model)!, backend, r.GetValue(batch), r.GetValue(seq)) : null;
             using var m = Model.Load(r.GetValue(model)!, backend);
             var res = ForwardBenchmark.Measure(m, r.GetValue(batch), r.GetValue(seq), r.GetValue(iters), r.GetValue(stop));
             int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : 0;
@@ -46,9 +46,20 @@ static class BenchCommand
                     threads = threadCount, device = backend.DeviceName, iters = res.Iterations, model = m.Folder,
                     attention = backend is Kernels.Cuda.IlgpuBackend ib ? ib.Attention.ToString().ToLowerInvariant() : "cpu",
                     stop_at_layer = res.StopLayer, stop_tokens_per_second = res.StopTokensPerSecond, stop_median_seconds = res.StopMedianSeconds,
+                    profile = prof is null ? null : new
+                    {
+                        seconds = prof.Value.Seconds,
+                        ops = prof.Value.Ops.Select(o => new { op = o.Op, seconds = o.Seconds, calls = o.Calls }).ToArray(),
+                    },
                 }));
             else
             {
+                if (prof is { } p)
+                {
+                    io.Out.WriteLine($"profile of one full pass, batch {r.GetValue(batch)} × seq {r.GetValue(seq)}: {p.Seconds * 1000:F1} ms");
+                    foreach (var (op, sec, calls) in p.Ops)
+                        io.Out.WriteLine($"  {op,-24} {sec * 1000,9:F1} ms {100 * sec / p.Seconds,5:F1} %  ({calls} calls)");
+                }
                 io.Out.WriteLine($"model: {m.Folder}  device: {note}");
                 io.Out.WriteLine($"forward  batch {res.Batch} × seq {res.Seq}: {res.TokensPerSecond:F1} tokens/s (median {res.MedianSeconds * 1000:F1} ms of {res.Iterations})");
                 io.Out.WriteLine($"stop after layer {res.StopLayer}: {res.StopTokensPerSecond:F1} tokens/s (median {res.StopMedianSeconds * 1000:F1} ms)");
@@ -129,7 +140,8 @@ static class BenchCommand
         return cmd;
     }
 
-    static void Profile(Io io, string modelPath, Kernels.IBackend backend, int batch, int seq)
+    /// <summary>Where the time of one full pass goes, per op, slowest first.</summary>
+    static (double Seconds, (string Op, double Seconds, long Calls)[] Ops) Profile(string modelPath, Kernels.IBackend backend, int batch, int seq)
     {
         var prof = new Kernels.ProfilingBackend(backend);
         using var m = Model.Load(modelPath, prof);
@@ -138,9 +150,6 @@ static class BenchCommand
         prof.Reset();
         var sw = System.Diagnostics.Stopwatch.StartNew();
         m.Run(ids, batch, seq);
-        double total = sw.Elapsed.TotalSeconds;
-        io.Out.WriteLine($"profile of one full pass, batch {batch} × seq {seq}: {total * 1000:F1} ms");
-        foreach (var (op, (s, c)) in prof.Times.OrderByDescending(x => x.Value.Seconds))
-            io.Out.WriteLine($"  {op,-24} {s * 1000,9:F1} ms {100 * s / total,5:F1} %  ({c} calls)");
+        return (sw.Elapsed.TotalSeconds, prof.Times.OrderByDescending(x => x.Value.Seconds).Select(x => (x.Key, x.Value.Seconds, x.Value.Calls)).ToArray());
     }
 }

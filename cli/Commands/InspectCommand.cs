@@ -8,11 +8,13 @@ static class InspectCommand
 {
     public static Command Create(Io io)
     {
-        var path = new Argument<string>("PATH") { Description = "A model folder, a hub id in the HF cache, or any .safetensors file" };
+        var path = new Argument<string>("PATH") { Description = "A model folder, a hub id in the HF cache, an SAE folder, or any .safetensors file" };
         var cmd = new Command("inspect", Common.WithExamples(
-            "Show a model's config mapping, tensor names, dtypes, shapes and parameter count (or any safetensors file's contents).",
+            "Show a model's config mapping, tensor names, dtypes, shapes and parameter count; an SAE folder's configuration and tensors; " +
+            "or any safetensors file's contents. Tensors are listed in reading order (h.2 before h.10).",
             "polyengine inspect gpt2",
             "polyengine inspect ./my-model",
+            "polyengine inspect ./saes/blocks.8.hook_resid_pre",
             "polyengine inspect sae_weights.safetensors")) { path };
         cmd.SetAction(r => Inspect(r.GetValue(path)!, io));
         return cmd;
@@ -28,6 +30,8 @@ static class InspectCommand
             PrintTensors(io, f.Tensors);
             return 0;
         }
+        if (Directory.Exists(path) && File.Exists(Path.Combine(path, "cfg.json")) && !File.Exists(Path.Combine(path, "config.json")))
+            return InspectSae(path, io);
         string folder = HfHub.ResolveModelFolder(path);
         var spec = ModelSpec.FromConfigFile(Path.Combine(folder, "config.json"));
         io.Out.WriteLine($"{folder}");
@@ -45,9 +49,28 @@ static class InspectCommand
         return 0;
     }
 
+    /// <summary>An SAE folder: its configuration as the engine reads it, and its weight tensors.</summary>
+    static int InspectSae(string folder, Io io)
+    {
+        var c = Sae.SaeConfig.Load(folder);
+        io.Out.WriteLine($"{Path.GetFullPath(folder)}: SAE ({c.Format})");
+        io.Out.WriteLine($"  architecture {c.Architecture}{(c.Architecture == Sae.SaeArchitecture.TopK ? $" (k {c.K})" : "")}  d_in {c.DIn}  d_sae {c.DSae}  hook {c.Hook}");
+        io.Out.WriteLine($"  input: normalisation {c.Normalization}, apply_b_dec_to_input {c.ApplyBDecToInput.ToString().ToLowerInvariant()}, " +
+                         $"rescale_acts_by_decoder_norm {c.RescaleActsByDecoderNorm.ToString().ToLowerInvariant()}, center_writing_weights {c.CenterWritingWeights.ToString().ToLowerInvariant()}");
+        io.Out.WriteLine($"  training windows: context_size {c.ContextSize?.ToString() ?? "(not given)"}, prepend_bos {c.PrependBos.ToString().ToLowerInvariant()}" +
+                         (c.ModelName is null ? "" : $", model {c.ModelName}"));
+        foreach (var file in Directory.GetFiles(folder, "*.safetensors").Order(NaturalOrder.Comparer))
+        {
+            using var f = SafeTensorsFile.Open(file);
+            io.Out.WriteLine($"  {Path.GetFileName(file)}: {f.Tensors.Count} tensors");
+            PrintTensors(io, f.Tensors);
+        }
+        return 0;
+    }
+
     static void PrintTensors(Io io, IEnumerable<SafeTensorInfo> tensors)
     {
-        foreach (var t in tensors.OrderBy(t => t.Name, StringComparer.Ordinal))
+        foreach (var t in tensors.OrderBy(t => t.Name, NaturalOrder.Comparer))
             io.Out.WriteLine($"    {t.Name,-56} {t.DType,-5} {t.ShapeText}");
         io.Out.WriteLine($"    total elements {tensors.Sum(t => t.ElementCount):N0}");
     }

@@ -14,7 +14,7 @@ public static class Gpt2Mapping
     {
         string p = w.Contains("transformer.wte.weight") ? "transformer." : "";
         int d = s.DModel, m = s.DMlp, v = s.DVocab;
-        var wte = w.Read(p + "wte.weight", v, d);                             // [d_vocab, d_model]
+        var wte = Embed(w, s);                                                // [d_vocab, d_model]
         var blocks = new BlockParams[s.NLayers];
         for (int l = 0; l < s.NLayers; l++)
         {
@@ -44,9 +44,12 @@ public static class Gpt2Mapping
         };
     }
 
+    /// <summary>The token embedding W_E [d_vocab, d_model] (<c>wte</c>).</summary>
+    public static float[] Embed(WeightFiles w, ModelSpec s) =>
+        w.Read((w.Contains("transformer.wte.weight") ? "transformer." : "") + "wte.weight", s.DVocab, s.DModel);
+
     /// <summary>The LM head [d_vocab, d_model]: <c>lm_head.weight</c> when present, else the tied <c>wte</c>
     /// (read here unless the caller has it).</summary>
     public static float[] Head(WeightFiles w, ModelSpec s, float[]? wte = null) =>
-        w.Contains("lm_head.weight") ? w.Read("lm_head.weight", s.DVocab, s.DModel)
-            : wte ?? w.Read((w.Contains("transformer.wte.weight") ? "transformer." : "") + "wte.weight", s.DVocab, s.DModel);
+        w.Contains("lm_head.weight") ? w.Read("lm_head.weight", s.DVocab, s.DModel) : wte ?? Embed(w, s);
 }

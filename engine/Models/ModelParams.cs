@@ -36,6 +36,14 @@ public sealed class ModelParams
         _ => throw new ArgumentOutOfRangeException(nameof(spec)),
     };
 
+    /// <summary>Only the token embedding, W_E [d_vocab, d_model].</summary>
+    public static float[] LoadEmbed(WeightFiles files, ModelSpec spec) => spec.Family switch
+    {
+        ModelFamily.Gpt2 => Gpt2Mapping.Embed(files, spec),
+        ModelFamily.GptNeoX => NeoXMapping.Embed(files, spec),
+        _ => throw new ArgumentOutOfRangeException(nameof(spec)),
+    };
+
     /// <summary>Only the LM head, W_Uᵀ [d_vocab, d_model] (the logit lens of a direction u is head·u).</summary>
     public static float[] LoadHead(WeightFiles files, ModelSpec spec) => spec.Family switch
     {

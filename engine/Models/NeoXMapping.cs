@@ -15,7 +15,7 @@ public static class NeoXMapping
     {
         string p = w.Contains("gpt_neox.embed_in.weight") ? "gpt_neox." : "";
         int d = s.DModel, m = s.DMlp, v = s.DVocab;
-        var embed = w.Read(p + "embed_in.weight", v, d);                      // [d_vocab, d_model]
+        var embed = Embed(w, s);                                              // [d_vocab, d_model]
         var blocks = new BlockParams[s.NLayers];
         for (int l = 0; l < s.NLayers; l++)
         {
@@ -49,9 +49,11 @@ public static class NeoXMapping
     /// <summary>The LM head [d_vocab, d_model]: <c>embed_out.weight</c>, or the tied <c>embed_in</c> (read here unless the
     /// caller has it).</summary>
     public static float[] Head(WeightFiles w, ModelSpec s, float[]? embedIn = null) =>
-        s.TiedHead && !w.Contains("embed_out.weight")
-            ? embedIn ?? w.Read((w.Contains("gpt_neox.embed_in.weight") ? "gpt_neox." : "") + "embed_in.weight", s.DVocab, s.DModel)
-            : w.Read("embed_out.weight", s.DVocab, s.DModel);
+        s.TiedHead && !w.Contains("embed_out.weight") ? embedIn ?? Embed(w, s) : w.Read("embed_out.weight", s.DVocab, s.DModel);
+
+    /// <summary>The token embedding W_E [d_vocab, d_model] (<c>embed_in</c>).</summary>
+    public static float[] Embed(WeightFiles w, ModelSpec s) =>
+        w.Read((w.Contains("gpt_neox.embed_in.weight") ? "gpt_neox." : "") + "embed_in.weight", s.DVocab, s.DModel);
 
     /// <summary>Rows ordered (head, part, i) → (part, head, i); each row has <paramref name="width"/> values.</summary>
     internal static float[] DeinterleaveRows(float[] src, int nHeads, int dHead, int width)

@@ -7,7 +7,7 @@ namespace PolyEngine.Sae;
 public enum SaeArchitecture { Standard, JumpRelu, TopK }
 
 /// <summary>
-/// An SAE's configuration, normalised from the formats researchers have (FORMATS.md §4): SAELens folders with the flat
+/// An SAE's configuration, normalised from the formats researchers have (docs/FORMATS.md §5): SAELens folders with the flat
 /// pre-6.0 or the 6.x <c>metadata</c> cfg.json, and EleutherAI sparsify folders (cfg.json + sae.safetensors).
 /// </summary>
 public sealed record SaeConfig
