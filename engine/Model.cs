@@ -127,14 +127,14 @@ public sealed class Model : IDisposable
         ValidateIds(ids, batch, seq);
         if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
             throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
-        var valid = new HashSet<Hooks.HookName>(Hooks.HookName.AllFor(Spec));
+        var valid = new HashSet<HookName>(HookName.AllFor(Spec));
         if (options.TopLogits < 0) throw new PolyEngineException($"TopLogits must be 0 or positive, got {options.TopLogits}");
         if (options.TopLogits > 0 && options.StopAtLayer is not null) throw new PolyEngineException("TopLogits needs the LM head, which a stop layer skips");
         foreach (var h in options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).Concat(options.Edits.Select(e => e.Hook)))
         {
             if (!valid.Contains(h))
                 throw new PolyEngineException($"hook '{h}' does not exist in this {Spec.Architecture} model");
-            if (options.StopAtLayer is int s && (h.IsBlock ? h.Layer > s : h.Point is Hooks.HookPoint.LnFinalScale or Hooks.HookPoint.LnFinalNormalized))
+            if (options.StopAtLayer is int s && (h.IsBlock ? h.Layer > s : h.Point is HookPoint.LnFinalScale or HookPoint.LnFinalNormalized))
                 throw new PolyEngineException($"hook '{h}' lies after stop layer {s}; raise the stop layer or drop the hook");
         }
         foreach (var e in options.Edits) e.Check(Spec, batch, seq);
@@ -151,7 +151,7 @@ public sealed class Model : IDisposable
     {
         if (result.Logits is { } logits && logits.Shape[1] == result.Seq) result.ClearPadding(logits.Data);
         foreach (var name in result.Cache.Names)   // [batch, head, query, key] for patterns: the padded queries; else [batch, pos, ...]
-            result.ClearPadding(result.Cache[name].Data, name.Point == Hooks.HookPoint.AttnPattern ? Spec.NHeads : 1);
+            result.ClearPadding(result.Cache[name].Data, name.Point == HookPoint.AttnPattern ? Spec.NHeads : 1);
     }
 
     public void ValidateIds(int[] ids, int batch, int seq)

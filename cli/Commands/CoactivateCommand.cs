@@ -1,7 +1,6 @@
 using System.CommandLine;
 using PolyEngine.Formats;
 using PolyEngine.Output;
-using PolyEngine.Sae;
 using PolyEngine.Scans;
 
 namespace PolyEngine.Cli.Commands;

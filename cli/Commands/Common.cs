@@ -66,14 +66,14 @@ static class Common
     }
 
     /// <summary>Loads the comma-separated SAE folders on the model's backend, each checked against the model, and says so.</summary>
-    public static List<Sae.SparseAutoencoder> LoadSaes(Io io, Model model, string list)
+    public static List<SparseAutoencoder> LoadSaes(Io io, Model model, string list)
     {
-        var saes = new List<Sae.SparseAutoencoder>();
+        var saes = new List<SparseAutoencoder>();
         try
         {
             foreach (var folder in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
             {
-                var s = Sae.SparseAutoencoder.Load(folder, model.Backend);
+                var s = SparseAutoencoder.Load(folder, model.Backend);
                 saes.Add(s);
                 s.CheckAgainst(model.Spec);
                 io.Out.WriteLine($"sae: {folder} ({s.Config.Format} {s.Config.Architecture}, d_sae {s.Config.DSae}) at {s.Config.Hook}; {s.Processing}");

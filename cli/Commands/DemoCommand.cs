@@ -1,6 +1,5 @@
 using System.CommandLine;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Models;
 
 namespace PolyEngine.Cli.Commands;
@@ -56,10 +55,10 @@ static class DemoCommand
         // SAE + corpus → exact feature co-activation counts.
         string gpt2Dir = Path.Combine(cacheDir, "gpt2-tiny-seed0"), saeDir = Path.Combine(cacheDir, "gpt2-tiny-sae-topk"), corpusPath = Path.Combine(cacheDir, "toy-corpus.jsonl");
         var hook = HookName.Parse("blocks.1.hook_resid_post");
-        if (!File.Exists(Path.Combine(saeDir, "sae_weights.safetensors"))) Sae.ToySae.Write(saeDir, hook, 64, 256, Sae.SaeArchitecture.TopK, 0, k: 8, contextSize: 64);
+        if (!File.Exists(Path.Combine(saeDir, "sae_weights.safetensors"))) ToySae.Write(saeDir, hook, 64, 256, SaeArchitecture.TopK, 0, k: 8, contextSize: 64);
         if (!File.Exists(corpusPath)) Formats.ToyCorpus.Write(corpusPath, 40, 6, 0);
         using (var model = Model.Load(gpt2Dir, backend))
-        using (var sae = Sae.SparseAutoencoder.Load(saeDir, backend))
+        using (var sae = SparseAutoencoder.Load(saeDir, backend))
         {
             var result = Scans.CoactivationScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, model.Tokenizer), new Scans.CoactivationOptions());
             var counter = result.Counters[0].Counter;

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
 using PolyEngine.Output;
-using PolyEngine.Sae;
 using PolyEngine.Scans;
 
 namespace PolyEngine.Cli.Commands;

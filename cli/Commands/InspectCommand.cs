@@ -52,9 +52,9 @@ static class InspectCommand
     /// <summary>An SAE folder: its configuration as the engine reads it, and its weight tensors.</summary>
     static int InspectSae(string folder, Io io)
     {
-        var c = Sae.SaeConfig.Load(folder);
+        var c = SaeConfig.Load(folder);
         io.Out.WriteLine($"{Path.GetFullPath(folder)}: SAE ({c.Format})");
-        io.Out.WriteLine($"  architecture {c.Architecture}{(c.Architecture == Sae.SaeArchitecture.TopK ? $" (k {c.K})" : "")}  d_in {c.DIn}  d_sae {c.DSae}  hook {c.Hook}");
+        io.Out.WriteLine($"  architecture {c.Architecture}{(c.Architecture == SaeArchitecture.TopK ? $" (k {c.K})" : "")}  d_in {c.DIn}  d_sae {c.DSae}  hook {c.Hook}");
         io.Out.WriteLine($"  input: normalisation {c.Normalization}, apply_b_dec_to_input {c.ApplyBDecToInput.ToString().ToLowerInvariant()}, " +
                          $"rescale_acts_by_decoder_norm {c.RescaleActsByDecoderNorm.ToString().ToLowerInvariant()}, center_writing_weights {c.CenterWritingWeights.ToString().ToLowerInvariant()}");
         io.Out.WriteLine($"  training windows: context_size {c.ContextSize?.ToString() ?? "(not given)"}, prepend_bos {c.PrependBos.ToString().ToLowerInvariant()}" +

@@ -1,8 +1,6 @@
 using System.CommandLine;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Output;
-using PolyEngine.Sae;
 using PolyEngine.Tokenization;
 
 namespace PolyEngine.Cli.Commands;

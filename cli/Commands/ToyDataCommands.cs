@@ -1,8 +1,6 @@
 using System.CommandLine;
 using PolyEngine.Formats;
-using PolyEngine.Hooks;
 using PolyEngine.Models;
-using PolyEngine.Sae;
 
 namespace PolyEngine.Cli.Commands;
 

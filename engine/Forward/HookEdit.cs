@@ -1,7 +1,6 @@
-using PolyEngine.Hooks;
 using PolyEngine.Models;
 
-namespace PolyEngine.Forward;
+namespace PolyEngine;
 
 /// <summary>
 /// An edit of a hook's activation during a pass (<see cref="RunOptions.Edits"/>), applied in place where the hook is

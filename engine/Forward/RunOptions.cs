@@ -1,6 +1,5 @@
-using PolyEngine.Hooks;
 
-namespace PolyEngine.Forward;
+namespace PolyEngine;
 
 /// <summary>Which positions get logits.</summary>
 public enum LogitsMode

@@ -1,4 +1,4 @@
-namespace PolyEngine.Hooks;
+namespace PolyEngine;
 
 /// <summary>Activations recorded during a pass, keyed by TransformerLens hook name.</summary>
 public sealed class ActivationCache

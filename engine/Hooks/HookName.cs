@@ -1,7 +1,7 @@
 using System.Text.RegularExpressions;
 using PolyEngine.Models;
 
-namespace PolyEngine.Hooks;
+namespace PolyEngine;
 
 /// <summary>The hook points of a forward pass, named exactly as TransformerLens names them.</summary>
 public enum HookPoint

@@ -2,7 +2,6 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
-using PolyEngine.Sae;
 
 namespace PolyEngine.Output;
 

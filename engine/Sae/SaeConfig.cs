@@ -1,8 +1,7 @@
 using System.Text.Json;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels;
 
-namespace PolyEngine.Sae;
+namespace PolyEngine;
 
 public enum SaeArchitecture { Standard, JumpRelu, TopK }
 

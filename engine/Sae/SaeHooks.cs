@@ -2,7 +2,7 @@ using PolyEngine.Forward;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 
-namespace PolyEngine.Sae;
+namespace PolyEngine;
 
 /// <summary>
 /// SAEs applied to a forward pass, dense, with SAELens naming: <c>{hook}.hook_sae_acts_pre</c>,

@@ -1,10 +1,9 @@
 using PolyEngine.Formats;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
 
-namespace PolyEngine.Sae;
+namespace PolyEngine;
 
 /// <summary>One SAE's encode output for a batch of activation rows.</summary>
 public sealed record SaeEncoding(float[] HiddenPre, float[] FeatureActs, int Rows, int DSae);

@@ -1,9 +1,8 @@
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
-using PolyEngine.Hooks;
 using PolyEngine.Models;
 
-namespace PolyEngine.Sae;
+namespace PolyEngine;
 
 /// <summary>
 /// A random SAE in the SAELens 6.x folder format (cfg.json + sae_weights.safetensors), deterministic per seed, drawn as

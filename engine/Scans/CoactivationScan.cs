@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using PolyEngine.Formats;
-using PolyEngine.Sae;
 
 namespace PolyEngine.Scans;
 

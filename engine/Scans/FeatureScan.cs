@@ -1,5 +1,4 @@
 using PolyEngine.Formats;
-using PolyEngine.Sae;
 
 namespace PolyEngine.Scans;
 

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using PolyEngine.Formats;
 using PolyEngine.Forward;
 using PolyEngine.Kernels;
-using PolyEngine.Sae;
 using PolyEngine.Tokenization;
 
 namespace PolyEngine.Scans;

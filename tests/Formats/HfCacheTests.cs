@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using PolyEngine.Formats;
-using PolyEngine.Sae;
 using Xunit;
 
 namespace PolyEngine.Tests.Formats;

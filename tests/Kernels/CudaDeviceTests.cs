@@ -1,6 +1,5 @@
 using PolyEngine.Formats;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Kernels.Cuda;
 using PolyEngine.Models;

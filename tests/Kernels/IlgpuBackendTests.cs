@@ -1,6 +1,5 @@
 using PolyEngine.Formats;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Kernels.Cuda;
@@ -257,7 +256,7 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     public void SaeEncodeAndDecodeOnTheEmulatedBackendMatchTheGolden(string variant)
     {
         string folder = Path.Combine(Fixtures.Golden("gpt2-tiny"), "sae", variant);
-        using var sae = PolyEngine.Sae.SparseAutoencoder.Load(folder, _gpu);
+        using var sae = SparseAutoencoder.Load(folder, _gpu);
         using var golden = SafeTensorsFile.Open(Path.Combine(folder, "golden.safetensors"));
         var enc = sae.Encode(golden.ReadFloat32("sae_in"), 32);
         Compare.Close(golden.ReadFloat32("hidden_pre"), enc.HiddenPre, 1e-4, $"emulated {variant} hidden_pre");

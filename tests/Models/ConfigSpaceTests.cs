@@ -1,6 +1,5 @@
 using PolyEngine.Formats;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Models;
 using Xunit;
 

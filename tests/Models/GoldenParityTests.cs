@@ -1,6 +1,5 @@
 using PolyEngine.Formats;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;

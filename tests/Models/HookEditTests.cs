@@ -1,5 +1,4 @@
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;

@@ -1,4 +1,3 @@
-using PolyEngine.Hooks;
 using PolyEngine.Models;
 using Xunit;
 

@@ -1,7 +1,6 @@
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels;
 using PolyEngine.Models;
 using Xunit;

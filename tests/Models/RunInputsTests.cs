@@ -1,6 +1,4 @@
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
-using PolyEngine.Sae;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;

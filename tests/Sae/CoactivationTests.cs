@@ -1,9 +1,7 @@
 using PolyEngine.Formats;
 using PolyEngine.Forward;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
-using PolyEngine.Sae;
 using PolyEngine.Scans;
 using Xunit;
 

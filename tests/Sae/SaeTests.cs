@@ -1,9 +1,7 @@
 using PolyEngine.Formats;
-using PolyEngine.Hooks;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
-using PolyEngine.Sae;
 using Xunit;
 
 namespace PolyEngine.Tests.Sae;
@@ -31,7 +29,7 @@ public class SaeTests
         using var mg = SafeTensorsFile.Open(Path.Combine(Fixtures.Golden(model), "golden.safetensors"));
         var ids = mg.ReadInt64("input_ids").Select(i => (int)i).ToArray();
         var shape = mg.Info("input_ids").Shape;
-        var run = m.Run(ids, (int)shape[0], (int)shape[1], new PolyEngine.Forward.RunOptions { Hooks = [sae.Config.Hook] });
+        var run = m.Run(ids, (int)shape[0], (int)shape[1], new RunOptions { Hooks = [sae.Config.Hook] });
         var x = run.Cache[sae.Config.Hook].Data;
         Compare.Close(golden.ReadFloat32("sae_in"), x, 1e-4, $"{variant} sae_in (from the model)");
         int rows = (int)(shape[0] * shape[1]);
@@ -58,9 +56,9 @@ public class SaeTests
         var shape = mg.Info("input_ids").Shape;
         int rows = (int)(shape[0] * shape[1]);
         SparseRows? sparse = null;
-        m.Run(ids, (int)shape[0], (int)shape[1], new PolyEngine.Forward.RunOptions
+        m.Run(ids, (int)shape[0], (int)shape[1], new RunOptions
         {
-            DeviceTaps = [new(sae.Config.Hook, x => sparse = sae.EncodeSparse(x, rows))], Logits = PolyEngine.Forward.LogitsMode.None,
+            DeviceTaps = [new(sae.Config.Hook, x => sparse = sae.EncodeSparse(x, rows))], Logits = LogitsMode.None,
         });
         Assert.NotNull(sparse);
         var expected = golden.ReadFloat32("feature_acts");

@@ -93,10 +93,10 @@ public class InterferenceTests
 
     static InterferenceInputs Inputs(float[] unit, int d, float[]? embed, int e) => new()
     {
-        Config = new PolyEngine.Sae.SaeConfig
+        Config = new SaeConfig
         {
-            Folder = "mem", Format = "test", Architecture = PolyEngine.Sae.SaeArchitecture.Standard, DIn = d, DSae = unit.Length / d,
-            Hook = PolyEngine.Hooks.HookName.Parse("blocks.0.hook_resid_post"),
+            Folder = "mem", Format = "test", Architecture = SaeArchitecture.Standard, DIn = d, DSae = unit.Length / d,
+            Hook = HookName.Parse("blocks.0.hook_resid_post"),
         },
         Name = "test", Source = new InterferenceSource("mem"), Features = Enumerable.Range(0, unit.Length / d).ToArray(), Unit = unit,
         Embed = embed, EmbedDim = e,
