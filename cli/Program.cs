@@ -12,7 +12,7 @@ public static class Program
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         var root = new RootCommand("PolyEngine: GPT-2 / Pythia forward passes with TransformerLens hooks, on a fast CPU backend.\n" +
-            "Start with `polyengine demo`; every verb has --help with examples.");
+            "Start with `polyengine demo`; every verb has --help with examples.") { HelpName = "polyengine" };
         var io = new Io(stdout, stderr);
         root.Subcommands.Add(RunCommand.Create(io));
         root.Subcommands.Add(InspectCommand.Create(io));

@@ -58,7 +58,7 @@ public sealed class Corpus
         return new Corpus(files, tokenizer);
     }
 
-    /// <summary>Each document's token ids, in order (a document is read whole: use <see cref="Windows"/> to stream).</summary>
+    /// <summary>Each document's token ids, in order (a document is read whole: use <see cref="Windows(int, int?)"/> to stream).</summary>
     public IEnumerable<int[]> Documents() =>
         Pieces().GroupByDocument().Select(g => g.SelectMany(p => p).ToArray());
 

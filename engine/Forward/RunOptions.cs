@@ -52,7 +52,7 @@ public sealed record DeviceTap(HookName Hook, Action<PolyEngine.Kernels.DeviceBu
 /// hook's backend buffer [batch·pos, width], the batch and the padded sequence length, and overwrites the buffer.</summary>
 public sealed record HookReplacement(HookName Hook, Action<PolyEngine.Kernels.DeviceBuffer, int, int> Replace);
 
-/// <summary>The result of <see cref="Model.Run(int[][], RunOptions?)"/>.</summary>
+/// <summary>The result of <see cref="Model.Run(IReadOnlyList{int[]}, RunOptions?)"/>.</summary>
 public sealed class RunResult
 {
     internal RunResult(int[] ids, int batch, int seq, Tensor? logits, ActivationCache cache, PolyEngine.Kernels.TopLogitRows? top, int[] lengths)
