@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches ptxas (NVIDIA, non-free) into .ptxas/ without installing anything: a private apt configuration built from the
 # machine's own Debian sources plus the non-free component, `apt-get download nvidia-cuda-toolkit`, and only the ptxas
-# binary unpacked (docs/ILGPU.md §2). Never committed (.gitignore). Exit 0 with .ptxas/ptxas present, non-zero otherwise.
+# binary unpacked (docs/CUDA.md §2). Never committed (.gitignore). Exit 0 with .ptxas/ptxas present, non-zero otherwise.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/.ptxas"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Dense baseline for co-activation counting: what researchers do today with SAELens activations — binarise the
-feature activations B [tokens, F] and accumulate C += Bᵀ·B per batch (docs/ANCHORS.md §4), on the same active sets
+feature activations B [tokens, F] and accumulate C += Bᵀ·B per batch (the dense way a PyTorch user counts co-activations), on the same active sets
 PolyEngine counts (`polyengine bench coactivate --write-activations FILE`). Prints tokens/s; checks a sample of the
 counts against the sparse definition.
 

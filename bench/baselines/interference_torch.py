@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PyTorch baseline for the interference scan: what a researcher writes today for the paper's decoder-cosine bins
-(PAPER.md §2.4) without holding F² floats — row-normalise W_dec, then per block of rows I: D = U[I] @ U[I.start:].T
+(docs/METHOD.md §2.4) without holding F² floats — row-normalise W_dec, then per block of rows I: D = U[I] @ U[I.start:].T
 (the upper triangle of blocks), mask the diagonal block to i < j, and bin: torch.histc for the 0.001 histogram and
 the five bins by float32 comparisons as the authors' masks do. Reads the decoder `polyengine bench interference
 --write-decoder FILE` wrote; prints pairs/s and the bin counts.

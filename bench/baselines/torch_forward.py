@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch baseline: the same GPT-2 / GPT-NeoX forward pass as PolyEngine, on the same safetensors weights.
 
-Plain torch ops written from HF transformers' semantics (FORMATS.md §1.3, §2), eager, fp32, inference mode —
+Plain torch ops written from HF transformers' semantics (docs/FORMATS.md §1.2, §3), eager, fp32, inference mode —
 what a researcher's hooked PyTorch forward costs without TransformerLens's overhead. Debian's python3-torch
 (1.13.1) with OpenBLAS (libopenblas0-pthread); see forward_vs_torch.sh.
 

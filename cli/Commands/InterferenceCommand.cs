@@ -23,7 +23,7 @@ static class InterferenceCommand
         var model = Common.Model(required: false);
         model.Description = "Model (folder or cached hub id) whose LM head gives the logit-lens proxy cos(W_U·d̂_a, W_U·d̂_b) beside each reported pair";
         var coact = new Option<string?>("--coactivation") { Description = "Output folder of `polyengine coactivate` over these SAEs: each reported pair gets its co-activation Jaccard" };
-        var sample = new Option<int>("--sample") { Description = "Draw this many targets per SAE and τ from the qualified set into sample.json (PAPER.md §2.6); 0 = off", DefaultValueFactory = _ => 0 };
+        var sample = new Option<int>("--sample") { Description = "Draw this many targets per SAE and τ from the qualified set into sample.json (docs/METHOD.md §2.6); 0 = off", DefaultValueFactory = _ => 0 };
         var samplePartners = new Option<int>("--sample-partners") { Description = "Partners drawn per bin for each sampled target", DefaultValueFactory = _ => 3 };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampling", DefaultValueFactory = _ => 0 };
         var tile = new Option<int>("--tile") { Description = "Features per GEMM tile side (memory: a few tile² floats)", DefaultValueFactory = _ => 2048 };
@@ -37,7 +37,7 @@ static class InterferenceCommand
         var device = Common.Device();
         var threads = Common.Threads();
         var cmd = new Command("interference", Common.WithExamples(
-            "The exhaustive interference scan (PAPER.md §2.4): for every pair of features of each SAE, the cosine of their unit decoder " +
+            "The exhaustive interference scan (docs/METHOD.md §2.4): for every pair of features of each SAE, the cosine of their unit decoder " +
             "directions, computed in GEMM tiles (never F² values at once) and binned — the exact histogram, the five bins " +
             "[0,0.1) [0.1,0.2) [0.2,0.3) [0.3,0.4) [0.4,1.0] — and, with explanation embeddings, the semantically unrelated pairs per τ, the " +
             "qualified targets (an unrelated partner in every bin) with their partners, and the paper's seeded sample.",

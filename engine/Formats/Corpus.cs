@@ -156,16 +156,15 @@ public sealed class Corpus
     {
         long fileBytes = Math.Max(1, FileLinks.Length(file)), bytes = 0, doc = 0;
         int line = 0;
-        using var reader = new StreamReader(file, new UTF8Encoding(false, throwOnInvalidBytes: true), detectEncodingFromByteOrderMarks: false);
-        while (true)
+        var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
+        foreach (var rawBytes in Lines(file))
         {
-            string? raw;
-            try { raw = reader.ReadLine(); }
-            catch (DecoderFallbackException) { throw new PolyEngineException($"--corpus {file}:{line + 1}: not valid UTF-8; JSONL corpora must be UTF-8"); }
-            if (raw is null) break;
             line++;
             double start = bytes / (double)fileBytes;
-            bytes += Encoding.UTF8.GetByteCount(raw) + 1;
+            bytes += rawBytes.Length + 1;
+            string raw;
+            try { raw = utf8.GetString(rawBytes); }
+            catch (DecoderFallbackException) { throw new PolyEngineException($"--corpus {file}:{line}: not valid UTF-8; JSONL corpora must be UTF-8"); }
             if (string.IsNullOrWhiteSpace(raw)) continue;
             string? t;
             try
@@ -178,6 +177,24 @@ public sealed class Corpus
             if (t is null) throw new PolyEngineException($"--corpus {file}:{line}: each JSONL line needs a string field 'text'");
             if (t.Length > 0) yield return (Tokenizer(file).Encode(t), doc++, start, Math.Min(1, bytes / (double)fileBytes));
         }
+    }
+
+    /// <summary>A file's lines as bytes (split at '\n', a trailing '\r' dropped), streamed.</summary>
+    static IEnumerable<byte[]> Lines(string file)
+    {
+        using var fs = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16);
+        var line = new List<byte>();
+        var buffer = new byte[1 << 16];
+        int n;
+        while ((n = fs.Read(buffer)) > 0)
+            for (int i = 0; i < n; i++)
+            {
+                if (buffer[i] != (byte)'\n') { line.Add(buffer[i]); continue; }
+                if (line.Count > 0 && line[^1] == (byte)'\r') line.RemoveAt(line.Count - 1);
+                yield return [.. line];
+                line.Clear();
+            }
+        if (line.Count > 0) yield return [.. line];
     }
 
     ModelTokenizer Tokenizer(string file) => _tokenizer

@@ -24,17 +24,26 @@ public sealed class ContextRow
     [JsonPropertyName("feature")] public int Feature { get; set; }
     [JsonPropertyName("rank")] public int Rank { get; set; }
     [JsonPropertyName("activation")] public double Activation { get; set; }
+    /// <summary>The context window's index in the scan.</summary>
     [JsonPropertyName("window")] public long Window { get; set; }
+    /// <summary>The document the window comes from (0-based, in corpus order).</summary>
+    [JsonPropertyName("document")] public long Document { get; set; }
+    /// <summary>Where the window's first corpus token sits in its document (a prepended BOS is not a corpus token).</summary>
+    [JsonPropertyName("document_offset")] public long Offset { get; set; }
+    /// <summary>The position in <see cref="Tokens"/> where the feature is strongest.</summary>
     [JsonPropertyName("max_position")] public int MaxPosition { get; set; }
-    /// <summary>The window's token ids, space-separated.</summary>
-    [JsonPropertyName("tokens")] public string Tokens { get; set; } = "";
-    /// <summary>The feature's activation at each token, space-separated.</summary>
-    [JsonPropertyName("token_activations")] public string TokenActivations { get; set; } = "";
+    /// <summary>The window's token ids (BOS first when one was prepended).</summary>
+    [JsonPropertyName("tokens")] public int[] Tokens { get; set; } = [];
+    /// <summary>Each token decoded on its own (empty when the model has no tokenizer).</summary>
+    [JsonPropertyName("token_strings")] public string[] TokenStrings { get; set; } = [];
+    /// <summary>The feature's activation at each token.</summary>
+    [JsonPropertyName("token_activations")] public float[] TokenActivations { get; set; } = [];
 }
 
 /// <summary>
-/// Writes a feature scan: <c>features.parquet</c> (or .csv), <c>contexts.parquet</c> (each feature's top-k windows, the
-/// token ids and per-token activations as space-separated lists: <c>np.array(s.split(), dtype=int)</c>), and <c>manifest.json</c>.
+/// Writes a feature scan: <c>features.parquet</c> (or .csv), <c>contexts.parquet</c> (each feature's top-k windows with
+/// their document and offset, and the token ids, decoded tokens and per-token activations as list columns — in CSV,
+/// JSON arrays), and <c>manifest.json</c>.
 /// </summary>
 public static class FeatureWriter
 {
@@ -45,6 +54,7 @@ public static class FeatureWriter
         var names = ScanManifest.SaeNames(stats.Select(s => s.Sae).ToList());
         var features = new List<FeatureRow>();
         var contexts = new List<ContextRow>();
+        var decode = Decoder(model);
         for (int i = 0; i < stats.Count; i++)
         {
             var st = stats[i];
@@ -59,9 +69,8 @@ public static class FeatureWriter
                 foreach (var c in st.TopContexts(j))
                     contexts.Add(new ContextRow
                     {
-                        Sae = names[i], Feature = j, Rank = rank++, Activation = c.Activation, Window = c.Window, MaxPosition = c.Position,
-                        Tokens = string.Join(" ", c.Tokens),
-                        TokenActivations = string.Join(" ", c.TokenActivations.Select(a => a.ToString("R", System.Globalization.CultureInfo.InvariantCulture))),
+                        Sae = names[i], Feature = j, Rank = rank++, Activation = c.Activation, Window = c.Window, Document = c.Document, Offset = c.Offset,
+                        MaxPosition = c.Position, Tokens = c.Tokens, TokenStrings = c.Tokens.Select(decode).ToArray(), TokenActivations = c.TokenActivations,
                     });
             }
         }
@@ -73,5 +82,15 @@ public static class FeatureWriter
                 ["tokens"] = tokens, ["context_windows"] = windows, ["seconds"] = seconds, ["tokens_per_second"] = tokens / Math.Max(seconds, 1e-9),
                 ["feature_rows"] = features.Count, ["context_rows"] = contexts.Count,
             }));
+    }
+
+    /// <summary>Each token id decoded on its own (memoised: contexts repeat tokens), or "" when the model has no tokenizer.</summary>
+    static Func<int, string> Decoder(Model model)
+    {
+        Tokenization.ModelTokenizer tok;
+        try { tok = model.Tokenizer; }
+        catch (PolyEngineException) { return _ => ""; }
+        var cache = new Dictionary<int, string>();
+        return id => cache.TryGetValue(id, out var s) ? s : cache[id] = tok.Decode([id]);
     }
 }

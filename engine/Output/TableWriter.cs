@@ -77,12 +77,22 @@ public static class TableWriter
     static string Format(object? v) => v switch
     {
         null => "",
+        Array a => Quote(System.Text.Json.JsonSerializer.Serialize(a, a.GetType(), ListJson)),   // list columns: a JSON array
         double d => d.ToString("R", CultureInfo.InvariantCulture),
         float f => f.ToString("R", CultureInfo.InvariantCulture),
-        string s when s.Contains(',') || s.Contains('"') => "\"" + s.Replace("\"", "\"\"") + "\"",
+        string s => Quote(s),
         IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
         _ => v.ToString() ?? "",
     };
+
+    static readonly System.Text.Json.JsonSerializerOptions ListJson = new()
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    /// <summary>A CSV field: quoted when it holds a comma, a quote or a line break (quotes doubled).</summary>
+    static string Quote(string s) => s.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 
     /// <summary>The column name: the property's [JsonPropertyName] (which Parquet.Net also uses), else its snake_case name.</summary>
     static string ColumnName(System.Reflection.PropertyInfo p) =>

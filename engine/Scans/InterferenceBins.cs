@@ -1,7 +1,7 @@
 namespace PolyEngine.Scans;
 
 /// <summary>
-/// The paper's five interference bins (PAPER.md §2.3) and the fine histogram of the interference scan. A bin is
+/// The paper's five interference bins (docs/METHOD.md §2.2) and the fine histogram of the interference scan. A bin is
 /// [lo, hi) except the last, [0.4, 1.0]; negative cosines fall in no bin. The comparisons are in float32, as the
 /// authors' torch masks (<c>(D &gt;= lo) &amp; (D &lt; hi)</c> on a float32 D) make them.
 /// </summary>

@@ -4,11 +4,11 @@ using PolyEngine.Models;
 
 namespace PolyEngine.Scans;
 
-/// <summary>The paper's target sampling (PAPER.md §2.6): targets per SAE and τ, partners per bin, and the seed.</summary>
+/// <summary>The paper's target sampling (docs/METHOD.md §2.6): targets per SAE and τ, partners per bin, and the seed.</summary>
 public sealed record InterferenceSampleOptions(int Targets, int PartnersPerBin = 3, ulong Seed = 0);
 
 /// <summary>
-/// The paper's seeded sampling of targets and partners (PAPER.md §2.6), reproducible from a seed: per SAE and τ, draw
+/// The paper's seeded sampling of targets and partners (docs/METHOD.md §2.6), reproducible from a seed: per SAE and τ, draw
 /// n targets from the qualified set (ascending feature order, a partial Fisher–Yates shuffle); for each target and bin,
 /// its full list of unrelated partners (ascending feature order) is rebuilt from the decoder and embedding rows, a start
 /// is drawn uniformly, and the list is walked circularly for the first k partners — as the authors' sampler does, with

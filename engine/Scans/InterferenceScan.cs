@@ -118,7 +118,7 @@ public sealed class InterferenceState
 }
 
 /// <summary>
-/// The exhaustive interference scan of one SAE (PAPER.md §2.4), in bounded memory: the unit decoder rows U [n, d] (and
+/// The exhaustive interference scan of one SAE (docs/METHOD.md §2.4), in bounded memory: the unit decoder rows U [n, d] (and
 /// the unit explanation embeddings M [n, e]) are cut into tiles of T features; for each tile pair (I ≤ J) of the upper
 /// triangle the backend computes the cosines U_I·U_Jᵀ (and the similarities M_I·M_Jᵀ) as GEMMs, and the host bins
 /// the pairs a &lt; b of the tile: by rows (each pair once into the histograms; each row feature as the target of its

@@ -5,7 +5,7 @@ namespace PolyEngine.Scans;
 
 /// <summary>
 /// The logit-lens proxy of relatedness: the cosine of two features' output directions over the vocabulary,
-/// L_i = W_U·d̂_i (PAPER.md §2: W_dec · W_U). Never materialises L [n, d_vocab]: with the Gram matrix G = W_Uᵀ·W_U
+/// L_i = W_U·d̂_i (docs/METHOD.md §2.7: W_dec · W_U). Never materialises L [n, d_vocab]: with the Gram matrix G = W_Uᵀ·W_U
 /// [d_model, d_model], L_a·L_b = d̂_aᵀ·G·d̂_b, so one [n, d]·[d, d] GEMM (V = U·G) gives every dot product as V_a·d̂_b.
 /// </summary>
 public sealed class LogitLens

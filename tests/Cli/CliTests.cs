@@ -124,7 +124,19 @@ public class CliTests
         await using var cs = File.OpenRead(Path.Combine(featDir, "contexts.parquet"));
         var ctx = await Parquet.Serialization.ParquetSerializer.DeserializeAsync<PolyEngine.Output.ContextRow>(cs);
         Assert.All(ctx.Data, c => Assert.InRange(c.Rank, 0, 2));
-        Assert.All(ctx.Data, c => Assert.Equal(c.Activation, double.Parse(c.TokenActivations.Split(' ')[c.MaxPosition], System.Globalization.CultureInfo.InvariantCulture), 5));
+        // List columns: per-token ids, decoded strings and activations, with the window's document and offset.
+        Assert.Equal(["sae", "feature", "rank", "activation", "window", "document", "document_offset", "max_position", "tokens", "token_strings", "token_activations"],
+            ctx.Schema.Fields.Select(f => f.Name));
+        Assert.All(ctx.Data, c => Assert.Equal(c.Activation, c.TokenActivations[c.MaxPosition], 5));
+        Assert.All(ctx.Data, c => Assert.Equal(c.Tokens.Length, c.TokenStrings.Length));
+        Assert.All(ctx.Data, c => Assert.Equal(c.Tokens.Length, c.TokenActivations.Length));
+        Assert.All(ctx.Data, c => Assert.InRange(c.Document, 0, 5));   // six documents
+        using (var tok = Model.Load(toy))
+        {
+            var docs = PolyEngine.Formats.Corpus.Open(corpus, tok.Tokenizer).Documents().ToList();
+            Assert.All(ctx.Data, c => Assert.Equal(docs[(int)c.Document].Skip((int)c.Offset).Take(c.Tokens.Length), c.Tokens));   // no BOS: the toy SAE says prepend_bos false
+            Assert.All(ctx.Data, c => Assert.Equal(c.Tokens.Select(t => tok.Tokenizer.Decode([t])), c.TokenStrings));
+        }
     }
 
     [Fact]

@@ -20,7 +20,7 @@ public class PtxCheckTests
             Assert.True(r.Compiled, $"{r.Kernel} {r.Arch}: {r.Detail}");
             Assert.Contains(".target sm_", r.Ptx);                // ILGPU 1.5.3 writes .target sm_80 for sm_90 too; ptxas -arch=sm_90 assembles it
             Assert.Contains(".version 7.8", r.Ptx);
-            Assert.DoesNotContain("FusedMultiplyAdd", r.Ptx);      // would be an unresolved extern (docs/ILGPU.md §2)
+            Assert.DoesNotContain("FusedMultiplyAdd", r.Ptx);      // would be an unresolved extern (docs/CUDA.md §2)
             Assert.DoesNotContain("tanh.approx.ftz", r.Ptx);       // MathMode.Fast's illegal modifier
         }
     }
