@@ -41,7 +41,7 @@ static class DemoCommand
             double ms = sw.Elapsed.TotalMilliseconds;
             io.Out.WriteLine();
             io.Out.WriteLine($"{name}: {model.Spec.Architecture}, {model.Spec.NLayers} layers, d_model {model.Spec.DModel}, tokenizer {model.Tokenizer.Description}");
-            io.Out.WriteLine($"  prompt \"{prompt}\" -> {ids.Length} tokens [{string.Join(",", ids.Take(8))}{(ids.Length > 8 ? ",..." : "")}]");
+            io.Out.WriteLine($"  prompt \"{prompt}\" -> {ids.Length} tokens, BOS first [{string.Join(",", ids.Take(8))}{(ids.Length > 8 ? ",..." : "")}]");
             io.Out.WriteLine($"  forward pass {ms:F1} ms; logits {result.Logits!.ShapeText}");
             foreach (var h in hooks)
             {
