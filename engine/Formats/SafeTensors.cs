@@ -169,6 +169,29 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         return new ReadOnlySpan<byte>(_base + t.Begin, (int)len);
     }
 
+    /// <summary>Bytes [<paramref name="offset"/>, offset + <paramref name="length"/>) of a tensor of any size, a view into
+    /// the mapping (large tensors are read through windows like this one).</summary>
+    public ReadOnlySpan<byte> Bytes(string name, long offset, int length)
+    {
+        var t = Info(name);
+        if (offset < 0 || length < 0 || offset + length > t.End - t.Begin)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"bytes [{offset}, {offset + length}) are outside tensor '{name}' of {t.End - t.Begin} bytes");
+        return new ReadOnlySpan<byte>(_base + t.Begin + offset, length);
+    }
+
+    /// <summary>Copies U32 elements [<paramref name="first"/>, first + dst.Length) of a tensor of any size into <paramref name="dst"/>.</summary>
+    public void CopyU32(string name, long first, Span<uint> dst)
+    {
+        var t = Info(name);
+        if (t.DType != SafeTensorDType.U32) throw new PolyEngineException($"{Path}: tensor '{name}' is {t.DType}, expected U32");
+        for (int done = 0; done < dst.Length;)
+        {
+            int n = Math.Min(dst.Length - done, 1 << 24);
+            MemoryMarshal.Cast<byte, uint>(Bytes(name, (first + done) * 4, n * 4)).CopyTo(dst.Slice(done, n));
+            done += n;
+        }
+    }
+
     /// <summary>Element <paramref name="index"/> of a U32 tensor, read from the mapping (random access into tensors of any size).</summary>
     public uint U32At(SafeTensorInfo t, long index)
     {

@@ -53,10 +53,26 @@ public sealed class SafeTensorsWriter
     public SafeTensorsWriter AddRaw(string name, SafeTensorDType dtype, long[] shape, byte[] data, long elementCount) =>
         Add(name, dtype, shape, elementCount, data.LongLength, s => s.Write(data));
 
-    /// <summary>Adds a U32 tensor by reference, without a copy (the 1.2 GB co-activation triangle): the array is read when
-    /// the file is saved and must not change before.</summary>
-    public SafeTensorsWriter Add(string name, uint[] values, params long[] shape) =>
-        Add(name, SafeTensorDType.U32, shape, values.LongLength, values.LongLength * sizeof(uint), s => s.Write(MemoryMarshal.AsBytes(values.AsSpan())));
+    /// <summary>Adds a U32 tensor by reference, without a copy: the array is read when the file is saved and must not
+    /// change before.</summary>
+    public SafeTensorsWriter Add(string name, uint[] values, params long[] shape) => Add(name, [values], shape);
+
+    /// <summary>Adds a U32 tensor held in pieces (the co-activation triangle: 1.2 GB at F = 24,576, and past the 2³¹
+    /// elements of one .NET array from F = 65,537), by reference and streamed out in bounded writes: the pieces are read
+    /// when the file is saved and must not change before.</summary>
+    public SafeTensorsWriter Add(string name, IReadOnlyList<uint[]> pieces, params long[] shape)
+    {
+        long count = pieces.Sum(p => p.LongLength);
+        return Add(name, SafeTensorDType.U32, shape, count, count * sizeof(uint), s =>
+        {
+            foreach (var piece in pieces)
+                for (long i = 0; i < piece.LongLength; i += WriteElements)
+                    s.Write(MemoryMarshal.AsBytes(piece.AsSpan((int)i, (int)Math.Min(WriteElements, piece.LongLength - i))));
+        });
+    }
+
+    /// <summary>Elements per write of a large tensor (64 MiB of uint32): no span ever covers 2³¹ bytes.</summary>
+    internal static long WriteElements = 1L << 24;
 
     SafeTensorsWriter Add(string name, SafeTensorDType dtype, long[] shape, long elementCount, long bytes, Action<Stream> write)
     {

@@ -47,16 +47,17 @@ public static class CoactivationWriter
         }
         // Each feature's top partners by count (ties: the lower id), in one pass over the triangle.
         var heaps = new TopHeaps<uint>(f, top.Value);
-        var pairs = c.Pairs;
-        long index = 0;
-        for (int a = 0; a < f; a++)
-            for (int b = a + 1; b < f; b++, index++)
+        for (int a = 0; a < f - 1; a++)
+        {
+            var row = c.Row(a);
+            for (int b = a + 1; b < f; b++)
             {
-                uint n = pairs[(int)index];
+                uint n = row[b - a - 1];
                 if (n == 0) continue;
                 if (heaps.Admits(a, n)) heaps.Offer(a, n, b);
                 if (heaps.Admits(b, n)) heaps.Offer(b, n, a);
             }
+        }
         var chosen = new SortedSet<(int, int)>();
         for (int a = 0; a < f; a++)
             foreach (var (b, _) in heaps.Sorted(a)) chosen.Add((Math.Min(a, b), Math.Max(a, b)));
@@ -77,7 +78,7 @@ public static class CoactivationWriter
         for (int i = 0; i < result.Counters.Count; i++)
         {
             var c = result.Counters[i].Counter;
-            st.Add($"{names[i]}.pairs", c.PairArray, c.PairArray.LongLength);
+            st.Add($"{names[i]}.pairs", c.PairChunks, CoactivationCounter.PairCount(c.Features));
             st.Add($"{names[i]}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
         }
         st.Save(Path.Combine(outDir, "coactivation.safetensors"));

@@ -51,11 +51,11 @@ public static class CoactivationScan
                 for (int i = 0; i < saes.Count; i++)
                 {
                     int f = saes[i].Config.DSae;
-                    var pairs = MemoryMarshal.Cast<byte, uint>(file.Bytes($"{i}.pairs")).ToArray();
-                    if (pairs.LongLength != CoactivationCounter.PairCount(f))
+                    string name = $"{i}.pairs";
+                    if (file.Info(name).ElementCount != CoactivationCounter.PairCount(f))
                         throw new PolyEngineException($"{checkpoint.Path}: checkpoint counters do not match the SAE's width; delete it or use --overwrite");
-                    counters[i] = (saes[i], CoactivationCounter.Restore(f, pairs, file.ReadInt64($"{i}.marginals").Select(v => (ulong)v).ToArray(),
-                        (ulong)file.ReadInt64($"{i}.units")[0]));
+                    counters[i] = (saes[i], CoactivationCounter.Restore(f, (first, dst) => file.CopyU32(name, first, dst),
+                        file.ReadInt64($"{i}.marginals").Select(v => (ulong)v).ToArray(), (ulong)file.ReadInt64($"{i}.units")[0]));
                     foreach (long j in file.ReadInt64($"{i}.pending")) pending[i].Add((int)j);
                 }
                 (pendingTokens, pendingDoc) = (int.Parse(file.Metadata["pending_tokens"]), long.Parse(file.Metadata["pending_document"]));
@@ -101,7 +101,7 @@ public static class CoactivationScan
                 for (int i = 0; i < counters.Count; i++)
                 {
                     var c = counters[i].Item2;
-                    w.Add($"{i}.pairs", c.PairArray, c.PairArray.LongLength);
+                    w.Add($"{i}.pairs", c.PairChunks, CoactivationCounter.PairCount(c.Features));
                     w.Add($"{i}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
                     w.Add($"{i}.units", [(long)c.Units], 1);
                     var open = pending[i].Sorted();

@@ -365,7 +365,7 @@ public class InterferenceTests
         var counter = new CoactivationCounter(6);
         foreach (var unit in new[] { new[] { 0, 2, 5 }, [2, 5], [1], [0, 2] }) counter.AddUnit(unit);
         using var dir = new Fixtures.TempDir();
-        var pairs = counter.Pairs.ToArray();
+        var pairs = PolyEngine.Tests.Sae.CounterExtensions.Triangle(counter);
         new SafeTensorsWriter().AddMetadata("units", counter.Units.ToString())
             .AddRaw("my-sae.pairs", SafeTensorDType.U32, [pairs.Length], System.Runtime.InteropServices.MemoryMarshal.AsBytes(pairs.AsSpan()).ToArray(), pairs.Length)
             .Add("my-sae.marginals", counter.Marginals.ToArray().Select(v => (long)v).ToArray(), 6).Save(dir.File("coactivation.safetensors"));
