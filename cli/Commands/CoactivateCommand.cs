@@ -47,7 +47,7 @@ static class CoactivateCommand
                 options = options with { PrependBos = bos is not null };
                 var key = ScanOptions.KeyOptions("coactivate", options, bos is not null);
                 key["window"] = options.Window.ToString();
-                var folder = Common.PrepareScanOutput(io, outDir, ScanManifest.RunKey(m, saes, c.Files, key), r.GetValue(o.Overwrite),
+                using var folder = Common.PrepareScanOutput(io, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
                     $"format={fmt} top={r.GetValue(top)}");
                 if (folder.AlreadyComplete) return 0;
                 var result = new ProgressDisplay(io).Run("coactivate", report =>

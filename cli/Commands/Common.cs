@@ -57,11 +57,12 @@ static class Common
 
     /// <summary>The output folder of a resumable scan, marked as this run's (see <see cref="Scans.RunFolder"/>); says so
     /// when the run is already complete there.</summary>
-    public static Scans.RunFolder PrepareScanOutput(Io io, string outDir, string runKey, bool overwrite, string outputs)
+    public static Scans.RunFolder PrepareScanOutput(Io io, string outDir, Scans.RunKey key, bool overwrite, string outputs)
     {
-        var folder = Scans.RunFolder.Prepare(outDir, runKey, overwrite, outputs);
+        var folder = Scans.RunFolder.Prepare(outDir, key, overwrite, outputs);
         if (folder.AlreadyComplete)
             io.Out.WriteLine($"--out {outDir} already holds this run, complete (same inputs and options): nothing to do; pass --overwrite to run it again");
+        if (folder.Note is { } note) io.Out.WriteLine($"--out {outDir}: {note}");
         return folder;
     }
 

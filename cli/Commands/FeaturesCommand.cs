@@ -39,7 +39,7 @@ static class FeaturesCommand
                 var key = ScanOptions.KeyOptions("features", options, bos is not null);
                 key["top_k"] = options.TopK;
                 key["contexts_format"] = 2;   // contexts carry their document and offset
-                var folder = Common.PrepareScanOutput(io, outDir, ScanManifest.RunKey(m, saes, c.Files, key), r.GetValue(o.Overwrite),
+                using var folder = Common.PrepareScanOutput(io, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
                     $"format={fmt}");
                 if (folder.AlreadyComplete) return 0;
                 var (stats, tokens, windows, seconds) = new ProgressDisplay(io).Run("features", report =>

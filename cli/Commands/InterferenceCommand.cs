@@ -73,12 +73,12 @@ static class InterferenceCommand
             if (options.Coactivation is { } c && !File.Exists(Path.Combine(c, "coactivation.safetensors")))
                 throw new PolyEngineException($"--coactivation {c}: no coactivation.safetensors there; give the --out folder of a `polyengine coactivate` run");
             RunFolder.Create(outDir);
-            string key = InterferenceJob.RunKey(sources, options);
-            var folder = Common.PrepareScanOutput(io, outDir, key, r.GetValue(overwrite), $"format={fmt}");
+            var key = InterferenceJob.RunKey(sources, options);
+            using var folder = Common.PrepareScanOutput(io, outDir, key, r.GetValue(overwrite), $"format={fmt}");
             if (folder.AlreadyComplete) return 0;
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             io.Out.WriteLine($"device: {note}");
-            var files = new ProgressDisplay(io).Run("interference", report => InterferenceJob.Run(backend, sources, options, outDir, key, new Log(io, report)));
+            var files = new ProgressDisplay(io).Run("interference", report => InterferenceJob.Run(backend, sources, options, outDir, key.Value, new Log(io, report)));
             var written = InterferenceWriter.Write(outDir, files, options, fmt, note, sources);
             folder.Complete();
             io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");

@@ -47,22 +47,6 @@ public static class ScanManifest
         ["results"] = results,
     };
 
-    /// <summary>A key naming one run's inputs and options (model config, SAE cfgs and weight sizes, corpus file sizes and
-    /// times, options): a checkpoint is resumed only by a run with the same key.</summary>
-    public static string RunKey(Model model, IReadOnlyList<SparseAutoencoder> saes, IReadOnlyList<string> corpusFiles, JsonObject options)
-    {
-        var key = new JsonObject
-        {
-            ["model"] = Sha256(Path.Combine(model.Folder, "config.json")),
-            ["saes"] = new JsonArray(saes.Select(s => (JsonNode)JsonValue.Create(Sha256(Path.Combine(s.Config.Folder, "cfg.json")) + ":" +
-                string.Join(",", Directory.GetFiles(s.Config.Folder, "*.safetensors").Order(StringComparer.Ordinal).Select(FileLinks.Length))))
-                .ToArray()),
-            ["corpus"] = new JsonArray(corpusFiles.Select(f => (JsonNode)JsonValue.Create($"{Path.GetFullPath(f)}:{FileLinks.Length(f)}:{FileLinks.LastWriteUtc(f):O}")!).ToArray()),
-            ["options"] = options.DeepClone(),
-        };
-        return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(key.ToJsonString())));
-    }
-
     public static void Save(string outDir, JsonObject manifest) =>
         AtomicFile.WriteText(Path.Combine(outDir, "manifest.json"), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
 

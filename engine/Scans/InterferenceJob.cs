@@ -38,28 +38,28 @@ public interface IInterferenceLog
 /// </summary>
 public static class InterferenceJob
 {
-    /// <summary>A key naming the run's inputs (SAE cfgs and weight sizes, explanation, feature-list, model and
-    /// co-activation files) and its options: a checkpoint is resumed only by a run with the same key.</summary>
-    public static string RunKey(IReadOnlyList<InterferenceSource> sources, InterferenceJobOptions o)
+    /// <summary>The run's key (see <see cref="Scans.RunKey"/>): each SAE's cfg and weights, explanation and feature-list
+    /// files, the model's config and weights (logit-lens proxy) and the co-activation triangle, by content; and the options.
+    /// A checkpoint is resumed only by a run with the same key.</summary>
+    public static RunKey RunKey(IReadOnlyList<InterferenceSource> sources, InterferenceJobOptions o)
     {
-        static JsonNode? Stamp(string? path) => path is null ? null
-            : File.Exists(path) ? $"{Path.GetFullPath(path)}:{FileLinks.Length(path)}:{FileLinks.LastWriteUtc(path):O}"
-            : Path.GetFullPath(path);
-        var key = new JsonObject
+        var inputs = new JsonObject();
+        for (int i = 0; i < sources.Count; i++)
+        {
+            Scans.RunKey.AddFolder(inputs, $"sae[{i}]", sources[i].Folder, "cfg.json", "*.safetensors");
+            Scans.RunKey.AddFile(inputs, $"explanations[{i}]", sources[i].Explanations);
+            Scans.RunKey.AddFile(inputs, $"active[{i}]", sources[i].Active);
+        }
+        if (o.Model is { } model) Scans.RunKey.AddFolder(inputs, "model", HfHub.ResolveModelFolder(model), "config.json", "*.safetensors", "*.safetensors.index.json");
+        if (o.Coactivation is { } c) Scans.RunKey.AddFile(inputs, "coactivation", Path.Combine(c, "coactivation.safetensors"));
+        var options = new JsonObject
         {
             ["scan"] = "interference",
-            ["saes"] = new JsonArray(sources.Select(s => (JsonNode)new JsonObject
-            {
-                ["cfg"] = Stamp(Path.Combine(s.Folder, "cfg.json")),
-                ["weights"] = string.Join(",", Directory.Exists(s.Folder) ? Directory.GetFiles(s.Folder, "*.safetensors").Order(StringComparer.Ordinal).Select(Stamp) : []),
-                ["explanations"] = Stamp(s.Explanations), ["active"] = Stamp(s.Active),
-            }).ToArray()),
-            ["model"] = o.Model, ["coactivation"] = o.Coactivation is null ? null : Stamp(Path.Combine(o.Coactivation, "coactivation.safetensors")),
             ["taus"] = new JsonArray(o.Scan.Taus.Select(t => (JsonNode)t).ToArray()), ["partners"] = o.Scan.PartnersPerBin, ["top"] = o.Scan.TopN,
-            ["tile"] = o.Scan.Tile, ["strict"] = o.Strict,
+            ["tile"] = o.Scan.Tile, ["strict"] = o.Strict, ["logit_proxy"] = o.Model is not null, ["coactivation_proxy"] = o.Coactivation is not null,
             ["sample"] = o.Sample is null ? null : $"{o.Sample.Targets}:{o.Sample.PartnersPerBin}:{o.Sample.Seed}",
         };
-        return Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(key.ToJsonString())));
+        return new RunKey(inputs, options);
     }
 
     public static string CheckpointPath(string outDir, int sae) => Path.Combine(outDir, $"checkpoint.{sae}.safetensors");

@@ -5,49 +5,82 @@ using PolyEngine.Formats;
 namespace PolyEngine.Scans;
 
 /// <summary>
-/// The output folder of a resumable run (a scan's <c>--out</c>), marked as one run's before anything is written: a small
-/// <c>.polyengine-run.json</c> holds the run's key (its inputs and options) and its state, running or complete. A rerun
-/// with the same key continues a running run from its checkpoint, and finds a complete run complete (nothing to do); a
-/// folder holding another run, or other files, is refused unless the caller overwrites it. The folder is checked to be
-/// creatable and writable up front, with one-line errors.
+/// The output folder of a resumable run (a scan's <c>--out</c>), held and marked before anything is written:
+/// <list type="bullet">
+/// <item>an exclusive lock (<c>.polyengine-run.lock</c>, released when the run ends or its process dies): a second run
+/// into the same folder is refused with a one-line error naming the holder;</item>
+/// <item>a marker (<c>.polyengine-run.json</c>) with the run's key — its inputs by content and its options —, how its
+/// outputs are written, and its state, running or complete.</item>
+/// </list>
+/// A rerun with the same key continues a running run from its checkpoint, and finds a complete run complete (nothing to
+/// do). A folder holding another run is refused, naming what differs, unless the caller overwrites it; a failed run that
+/// left nothing but the marker is taken over. Stale temporary files of killed writes are removed. The folder is checked
+/// to be creatable and writable up front, with one-line errors.
 /// </summary>
-public sealed class RunFolder
+public sealed class RunFolder : IDisposable
 {
     public const string MarkerName = ".polyengine-run.json";
+    public const string LockName = ".polyengine-run.lock";
+    /// <summary>Who holds the lock (the lock file itself cannot be read while it is held).</summary>
+    public const string HolderName = ".polyengine-run.holder";
 
     readonly string _outputs;
+    readonly FileStream _lock;
 
-    RunFolder(string path, string runKey, string outputs, bool complete) { Path = path; RunKey = runKey; _outputs = outputs; AlreadyComplete = complete; }
+    RunFolder(string path, RunKey key, string outputs, bool complete, FileStream lockFile)
+    {
+        Path = path; Key = key; _outputs = outputs; AlreadyComplete = complete; _lock = lockFile;
+    }
 
     public string Path { get; }
-    public string RunKey { get; }
+    public RunKey Key { get; }
+    public string RunKey => Key.Value;
 
     /// <summary>True when this folder already holds this run, complete: its outputs are there and nothing needs doing.</summary>
     public bool AlreadyComplete { get; }
 
-    /// <summary>Checks and creates <paramref name="outDir"/> and marks it as this run's (unless it already holds this run,
-    /// complete). <paramref name="runKey"/> names what the run computes (a checkpoint resumes only under the same key);
-    /// <paramref name="outputs"/> names how it writes it (table format, rows kept): a complete run is complete only if
-    /// both match. <paramref name="overwrite"/> lets a folder holding another run (or a complete one) be reused: its
-    /// checkpoints go, and the run's writers replace its outputs.</summary>
-    public static RunFolder Prepare(string outDir, string runKey, bool overwrite, string outputs = "", string option = "--out")
+    /// <summary>What the previous run in the folder was, when this one took it over or replaced it (for a note to the user).</summary>
+    public string? Note { get; private init; }
+
+    /// <summary>Takes and marks <paramref name="outDir"/> for the run <paramref name="key"/> (see the class summary).
+    /// <paramref name="outputs"/> names how the run writes its results (table format, rows kept): a complete run is
+    /// complete only if both match. <paramref name="overwrite"/> lets a folder holding another run (or a complete one)
+    /// be reused: the files of the earlier run go first.</summary>
+    public static RunFolder Prepare(string outDir, RunKey key, bool overwrite, string outputs = "", string option = "--out")
     {
         string dir = Create(outDir, option);
-        var (key, state, written) = ReadMarker(dir);
-        if (key == runKey && state == "complete" && written == outputs && !overwrite) return new RunFolder(dir, runKey, outputs, complete: true);
-        bool resumable = key == runKey && state == "running";
-        if (!resumable && Directory.EnumerateFileSystemEntries(dir).Any())
+        var lockFile = TakeLock(dir, outDir, option);
+        try
         {
-            if (!overwrite)
-                throw new PolyEngineException(
-                    key is null ? $"{option} {outDir}: the folder holds other files; choose an empty or new folder, or pass --overwrite"
-                    : key == runKey ? $"{option} {outDir}: the folder holds this run, complete, written with other output options ({written}); pass --overwrite to write it again"
-                    : $"{option} {outDir}: the folder holds a different run (other inputs or options); choose another folder, or pass --overwrite to replace it");
-            ScanCheckpoint.DeleteAll(dir);
+            var marker = ReadMarker(dir);
+            RemoveStaleTemporaries(dir);
+            string? key0 = marker?["run_key"]?.GetValue<string>(), state = marker?["state"]?.GetValue<string>(), written = marker?["outputs"]?.GetValue<string>();
+            if (key0 == key.Value && state == "complete" && written == outputs && !overwrite)
+                return new RunFolder(dir, key, outputs, complete: true, lockFile);
+            bool resumable = key0 == key.Value && state == "running";
+            string? note = null;
+            if (!resumable && HoldsWork(dir))
+            {
+                if (!overwrite)
+                    throw new PolyEngineException(
+                        marker is null ? $"{option} {outDir}: the folder holds other files; choose an empty or new folder, or pass --overwrite"
+                        : key0 == key.Value ? $"{option} {outDir}: the folder holds this run, complete, written with other output options ({written}); pass --overwrite to write it again"
+                        : $"{option} {outDir}: the folder holds a different run ({key.Difference(marker["inputs"] as JsonObject, marker["options"] as JsonObject) ?? "other inputs or options"}); " +
+                          "choose another folder, or pass --overwrite to replace it");
+                ClearEarlierRun(dir, marker is not null);
+                note = "replaced the earlier run's outputs (--overwrite)";
+            }
+            else if (!resumable && marker is not null)
+                note = "took over the folder of an earlier run that stopped before writing anything";
+            var folder = new RunFolder(dir, key, outputs, complete: false, lockFile) { Note = note };
+            folder.Mark("running");
+            return folder;
         }
-        var folder = new RunFolder(dir, runKey, outputs, complete: false);
-        folder.Mark("running");
-        return folder;
+        catch
+        {
+            lockFile.Dispose();
+            throw;
+        }
     }
 
     /// <summary>A checkpoint file of this run in the folder.</summary>
@@ -61,19 +94,84 @@ public sealed class RunFolder
         ScanCheckpoint.DeleteAll(Path);
     }
 
-    void Mark(string state) => AtomicFile.WriteText(System.IO.Path.Combine(Path, MarkerName),
-        new JsonObject { ["run_key"] = RunKey, ["state"] = state, ["outputs"] = _outputs }.ToJsonString() + "\n");
+    public void Dispose() => _lock.Dispose();
 
-    static (string? Key, string? State, string? Outputs) ReadMarker(string dir)
+    void Mark(string state) => AtomicFile.WriteText(System.IO.Path.Combine(Path, MarkerName), new JsonObject
     {
-        string p = System.IO.Path.Combine(dir, MarkerName);
-        if (!File.Exists(p)) return (null, null, null);
+        ["run_key"] = RunKey, ["state"] = state, ["outputs"] = _outputs,
+        ["inputs"] = Key.Inputs.DeepClone(), ["options"] = Key.Options.DeepClone(),
+    }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+
+    /// <summary>The exclusive lock on the folder; a one-line error naming the holder when another run has it.</summary>
+    static FileStream TakeLock(string dir, string outDir, string option)
+    {
+        string path = System.IO.Path.Combine(dir, LockName);
         try
         {
-            var o = JsonNode.Parse(File.ReadAllText(p)) as JsonObject;
-            return (o?["run_key"]?.GetValue<string>(), o?["state"]?.GetValue<string>(), o?["outputs"]?.GetValue<string>());
+            var fs = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            try
+            {
+                AtomicFile.WriteText(System.IO.Path.Combine(dir, HolderName),
+                    $"pid {Environment.ProcessId} on {Environment.MachineName}, since {DateTime.UtcNow:yyyy-MM-dd HH:mm:ss} UTC\n");
+            }
+            catch
+            {
+                fs.Dispose();
+                throw;
+            }
+            return fs;
         }
-        catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException) { return ("(unreadable)", null, null); }
+        catch (IOException)
+        {
+            string holder = HolderOf(System.IO.Path.Combine(dir, HolderName));
+            throw new PolyEngineException($"{option} {outDir}: another polyengine run is writing to this folder ({holder}); wait for it to finish or choose another folder");
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new PolyEngineException($"{option} {outDir}: cannot lock the folder ({e.Message}); choose a writable location");
+        }
+    }
+
+    /// <summary>Who holds the lock, as the holder wrote it.</summary>
+    static string HolderOf(string holderPath)
+    {
+        try
+        {
+            string line = File.ReadLines(holderPath).FirstOrDefault()?.Trim() ?? "";
+            return line.Length > 0 ? line : "holder unknown";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return "holder unknown"; }
+    }
+
+    static JsonObject? ReadMarker(string dir)
+    {
+        string p = System.IO.Path.Combine(dir, MarkerName);
+        if (!File.Exists(p)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(p)) as JsonObject ?? new JsonObject(); }
+        catch (JsonException) { return new JsonObject(); }   // unreadable: a marker of no known run
+    }
+
+    static bool IsHousekeeping(string name) =>
+        name is MarkerName or LockName or HolderName || name.StartsWith(".polyengine-write-test-") || (name.StartsWith('.') && name.EndsWith(".tmp"));
+
+    /// <summary>True when the folder holds anything but this class's own files: outputs, checkpoints or other files.</summary>
+    static bool HoldsWork(string dir) =>
+        Directory.EnumerateFileSystemEntries(dir).Any(e => !IsHousekeeping(System.IO.Path.GetFileName(e)));
+
+    /// <summary>Temporary files of atomic writes that a killed process left (we hold the lock, so nobody is writing them).</summary>
+    static void RemoveStaleTemporaries(string dir)
+    {
+        foreach (var f in Directory.EnumerateFiles(dir, ".*.tmp").Concat(Directory.EnumerateFiles(dir, ".polyengine-write-test-*")))
+            try { File.Delete(f); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
+    }
+
+    /// <summary>--overwrite: a folder marked by an earlier run loses every file of that run; an unmarked folder keeps the
+    /// user's files and loses only checkpoints (the run's own outputs replace theirs).</summary>
+    static void ClearEarlierRun(string dir, bool marked)
+    {
+        if (!marked) { ScanCheckpoint.DeleteAll(dir); return; }
+        foreach (var f in Directory.EnumerateFiles(dir))
+            if (System.IO.Path.GetFileName(f) is not (LockName or HolderName)) File.Delete(f);
     }
 
     /// <summary>Creates the folder (and its parents) and proves it writable, before any compute; one-line errors for every

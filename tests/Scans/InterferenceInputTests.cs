@@ -213,9 +213,9 @@ public class InterferenceInputTests
         {
             Scan = new InterferenceOptions { TopN = 2, Tile = 40 }, Sample = new InterferenceSampleOptions(2, 3, 0), CheckpointEvery = TimeSpan.Zero,
         };
-        string key = InterferenceJob.RunKey(sources, options);
-        RunFolder.Prepare(resumed, key, overwrite: false);   // as the CLI marks it before the scan
-        Assert.Throws<OperationCanceledException>(() => InterferenceJob.Run(new PolyEngine.Kernels.Cpu.CpuBackend(2), sources, options, resumed, key, new KillAfter(4)));
+        var key = InterferenceJob.RunKey(sources, options);
+        using (RunFolder.Prepare(resumed, key, overwrite: false, outputs: "format=Csv"))   // as the CLI marks it before the scan
+            Assert.Throws<OperationCanceledException>(() => InterferenceJob.Run(new PolyEngine.Kernels.Cpu.CpuBackend(2), sources, options, resumed, key.Value, new KillAfter(4)));
         Assert.True(File.Exists(InterferenceJob.CheckpointPath(resumed, 0)));
         var (code, stdout, stderr) = Run(["interference", .. args, "--out", resumed]);
         Assert.True(code == 0, stderr);
