@@ -1,9 +1,12 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using PolyEngine.Cli.Commands;
 
 namespace PolyEngine.Cli;
 
-/// <summary>The <c>polyengine</c> command line. Every verb is a thin shell over the PolyEngine library.</summary>
+/// <summary>The <c>polyengine</c> command line. Every verb is a thin shell over the PolyEngine library. Every failure ends
+/// as one line on stderr starting with <c>error:</c> and a non-zero exit: 2 for bad input or options, 3 for the device
+/// or memory, 70 for a bug (with the stack trace when POLYENGINE_DEBUG=1).</summary>
 public static class Program
 {
     public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
@@ -28,26 +31,57 @@ public static class Program
         root.Subcommands.Add(DevicesCommand.Create(io));
         root.Subcommands.Add(KernelsCommand.Create(io));
         var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+        var parsed = root.Parse(args.Length == 0 ? ["--help"] : args);
+        if (parsed.Errors.Count > 0)
+        {
+            // One line: what is wrong, and where the help is (System.CommandLine would print the whole help instead).
+            var errors = parsed.Errors.Select(e => e.Message.TrimEnd('.')).Distinct();
+            stderr.WriteLine($"error: {string.Join("; ", errors)}; see `{CommandPath(parsed.CommandResult)} --help`");
+            return 2;
+        }
         try
         {
-            return root.Parse(args).Invoke(config);
+            return parsed.Invoke(config);
         }
         catch (PolyEngineException e)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine($"error: {OneLine(e.Message)}");
             return 2;
         }
         catch (Kernels.Cuda.PolyEngineKernelException e)
         {
-            stderr.WriteLine($"error: {e.Message}");
+            stderr.WriteLine($"error: {OneLine(e.Message)}");
             return 3;
         }
         catch (OutOfMemoryException e)
         {
-            stderr.WriteLine($"error: out of memory ({e.Message}); use a smaller --batch or --seq");
+            stderr.WriteLine($"error: out of memory ({OneLine(e.Message)}); use a smaller --batch or --seq, or fewer SAEs at once");
             return 3;
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A file that vanished, a full disk, a permission: the library names the path where it can, the OS says the rest.
+            stderr.WriteLine($"error: {OneLine(e.Message)}; check the path, its permissions and the free space");
+            return 2;
+        }
+        catch (Exception e) when (Environment.GetEnvironmentVariable("POLYENGINE_DEBUG") != "1")
+        {
+            stderr.WriteLine($"error: unexpected {e.GetType().Name}: {OneLine(e.Message)} — a bug in polyengine; rerun with POLYENGINE_DEBUG=1 for the stack trace and report it");
+            return 70;
+        }
     }
+
+    /// <summary>"polyengine bench forward" for the command a parse stopped in.</summary>
+    static string CommandPath(CommandResult result)
+    {
+        var names = new List<string>();
+        for (SymbolResult? r = result; r is not null; r = r.Parent)
+            if (r is CommandResult c) names.Add(c.Command is RootCommand ? "polyengine" : c.Command.Name);
+        names.Reverse();
+        return string.Join(" ", names);
+    }
+
+    static string OneLine(string message) => string.Join(" ", message.Split('\n', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries));
 }
 
 /// <summary>Where a command writes.</summary>

@@ -12,6 +12,7 @@ public static class Devices
     /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="note"/> says what was chosen and why.</summary>
     public static IBackend Create(string device, int threads, out string note)
     {
+        if (threads < 0 || threads > 4096) throw new PolyEngineException($"--threads {threads} is not a thread count; give 0 (all cores) or a positive number");
         switch (device)
         {
             case "cpu":

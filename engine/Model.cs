@@ -128,7 +128,8 @@ public sealed class Model : IDisposable
         if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
             throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
         var valid = new HashSet<HookName>(HookName.AllFor(Spec));
-        if (options.TopLogits < 0) throw new PolyEngineException($"TopLogits must be 0 or positive, got {options.TopLogits}");
+        if (options.TopLogits < 0 || options.TopLogits > Spec.DVocab)
+            throw new PolyEngineException($"top-k {options.TopLogits} is not between 0 and the vocabulary size d_vocab = {Spec.DVocab}");
         if (options.TopLogits > 0 && options.StopAtLayer is not null) throw new PolyEngineException("TopLogits needs the LM head, which a stop layer skips");
         foreach (var h in options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).Concat(options.Edits.Select(e => e.Hook)))
         {

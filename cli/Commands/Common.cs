@@ -32,7 +32,13 @@ static class Common
     /// <summary>Checks up front that <paramref name="path"/> can be written, so a long run does not fail at the end.</summary>
     public static void CheckWritable(string path, string option)
     {
-        string full = Path.GetFullPath(path);
+        if (string.IsNullOrWhiteSpace(path)) throw new PolyEngineException($"{option} is empty; give a file name");
+        string full;
+        try { full = Path.GetFullPath(path); }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+        {
+            throw new PolyEngineException($"{option} {path}: not a valid path ({e.Message})");
+        }
         string? dir = Path.GetDirectoryName(full);
         if (dir is null || !Directory.Exists(dir))
             throw new PolyEngineException($"{option} {path}: folder '{dir}' does not exist; create it first");

@@ -20,6 +20,7 @@ static class ToyCommand
             var fam = ParseFamily(r.GetValue(family)!);
             var config = ToyModels.Preset(fam, r.GetValue(preset)!);
             string dir = r.GetValue(output)!;
+            Scans.RunFolder.Create(dir);
             ToyModels.Write(config, r.GetValue(seed), dir);
             io.Out.WriteLine($"wrote {fam} {r.GetValue(preset)} (d_model {config.DModel}, {config.NLayers} layers, d_vocab {config.DVocab}, {config.DType}) to {dir}");
             return 0;

@@ -16,6 +16,8 @@ static class ToyDataCommands
             "polyengine toy-corpus --docs 200 --seed 1 --out corpus.jsonl")) { output, docs, sentences, seed };
         cmd.SetAction(r =>
         {
+            Common.CheckWritable(r.GetValue(output)!, "--out");
+            if (r.GetValue(docs) < 1 || r.GetValue(sentences) < 1) throw new PolyEngineException("--docs and --sentences must be positive");
             ToyCorpus.Write(r.GetValue(output)!, r.GetValue(docs), r.GetValue(sentences), r.GetValue(seed));
             io.Out.WriteLine($"wrote {r.GetValue(output)}: {r.GetValue(docs)} documents");
             return 0;
@@ -37,6 +39,7 @@ static class ToyDataCommands
         { model, hook, dSae, arch, k, seed, output };
         cmd.SetAction(r =>
         {
+            Scans.RunFolder.Create(r.GetValue(output)!);
             var spec = ModelSpec.FromConfigFile(Path.Combine(HfHub.ResolveModelFolder(r.GetValue(model)!), "config.json"));
             var h = HookName.Parse(r.GetValue(hook)!);
             if (!HookName.AllFor(spec).Contains(h)) throw new PolyEngineException($"--hook {h}: this model has no such hook");
@@ -68,6 +71,7 @@ static class ToyDataCommands
         { sae, dim, topics, seed, output };
         cmd.SetAction(r =>
         {
+            Common.CheckWritable(r.GetValue(output)!, "--out");
             var c = SaeConfig.Load(r.GetValue(sae)!);
             if (r.GetValue(dim) < 1 || r.GetValue(topics) < 1) throw new PolyEngineException("--dim and --topics must be positive");
             ToyExplanations.Write(r.GetValue(output)!, c.DSae, r.GetValue(dim), r.GetValue(topics), r.GetValue(seed));

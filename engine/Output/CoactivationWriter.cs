@@ -46,7 +46,7 @@ public static class CoactivationWriter
             return rows;
         }
         // Each feature's top partners by count (ties: the lower id), in one pass over the triangle.
-        var heaps = new TopHeaps<uint>(f, top.Value);
+        var heaps = new TopHeaps<uint>(f, Math.Min(top.Value, f - 1));   // at most F − 1 partners: a larger --top keeps them all
         for (int a = 0; a < f - 1; a++)
         {
             var row = c.Row(a);

@@ -34,6 +34,9 @@ public sealed class InterferenceState
 {
     public InterferenceState(int n, int taus, bool semantic, int partnersPerBin, int topN)
     {
+        // A feature has at most n − 1 partners: larger requests keep them all (and allocate no more than that).
+        partnersPerBin = Math.Min(partnersPerBin, Math.Max(1, n - 1));
+        topN = Math.Min(topN, Math.Max(1, n - 1));
         N = n;
         Taus = taus;
         Fine = new long[InterferenceBins.FineCount];
