@@ -41,20 +41,22 @@ static class CoactivateCommand
                                  $"{bytes / (1024.0 * 1024):N1} MiB for {saes.Count} SAE(s) of {available / (1024.0 * 1024 * 1024):N1} GiB available");
                 if (bytes > available * 0.8)
                     throw new PolyEngineException($"the pair counters need {bytes / (1024.0 * 1024 * 1024):N1} GiB but only {available / (1024.0 * 1024 * 1024):N1} GiB are available; scan fewer SAEs at once");
-                var c = Corpus.Open(r.GetValue(o.Corpus)!, m.Tokenizer);
+                var c = Corpus.Open(r.GetValue(o.Corpus)!, () => m.Tokenizer);
                 var (bos, why) = SaeStream.ResolveBos(m, saes, options.PrependBos);
                 io.Out.WriteLine(Common.DescribeBos(m, bos is not null, why));
+                var (context, contextSource) = SaeStream.ContextSize(m, saes, options.ContextSize);
+                io.Out.WriteLine($"context: {context} tokens per window ({contextSource})");
                 options = options with { PrependBos = bos is not null };
                 var key = ScanOptions.KeyOptions("coactivate", options, bos is not null);
                 key["window"] = options.Window.ToString();
                 using var folder = Common.PrepareScanOutput(io, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
                     $"format={fmt} top={r.GetValue(top)}");
                 if (folder.AlreadyComplete) return 0;
-                var result = new ProgressDisplay(io).Run("coactivate", report =>
-                    CoactivationScan.Run(m, saes, c, options, p => report(ProgressDisplay.Of(p)), folder.Checkpoint(),
-                        w => io.Out.WriteLine($"resuming: {w:N0} context windows were counted by an earlier run")));
-                CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note);
-                folder.Complete();
+                var result = new ProgressDisplay(io).Run("coactivate", job =>
+                    CoactivationScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(),
+                        w => job.Say($"resuming: {w:N0} context windows were counted by an earlier run")));
+                var written = CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note);
+                folder.Complete(written);
                 io.Out.WriteLine($"{result.Tokens:N0} tokens in {result.Windows:N0} windows ({result.Documents:N0} documents), {result.Seconds:F1} s, " +
                                  $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");
                 foreach (var (s, counter) in result.Counters)
@@ -63,7 +65,7 @@ static class CoactivateCommand
                     io.Out.WriteLine($"  {ScanManifest.SaeNames([s])[0]}: {counter.Units:N0} units; most co-occurring pairs: " +
                         string.Join(", ", best.Select(p => $"({p.FeatureA}, {p.FeatureB}) ×{p.CountAB} jaccard {p.Jaccard:F2}")));
                 }
-                io.Out.WriteLine($"wrote {outDir}: pairs{TableWriter.Extension(fmt)}, coactivation.safetensors, manifest.json");
+                io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
             }
             finally
             {

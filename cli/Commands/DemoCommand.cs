@@ -60,13 +60,13 @@ static class DemoCommand
         using (var model = Model.Load(gpt2Dir, backend))
         using (var sae = SparseAutoencoder.Load(saeDir, backend))
         {
-            var result = Scans.CoactivationScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, model.Tokenizer), new Scans.CoactivationOptions());
+            var result = Scans.CoactivationScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, () => model.Tokenizer), new Scans.CoactivationOptions());
             var counter = result.Counters[0].Counter;
             io.Out.WriteLine();
             io.Out.WriteLine($"co-activation: toy TopK SAE (d_sae 256, k 8) at {hook} over {result.Tokens:N0} tokens of a toy corpus, {result.Seconds:F1} s");
             foreach (var p in Output.CoactivationWriter.Rows("demo", counter, 1).OrderByDescending(p => p.CountAB).ThenBy(p => p.FeatureA).Take(3))
                 io.Out.WriteLine($"  features {p.FeatureA,3} & {p.FeatureB,3}: together in {p.CountAB} tokens (alone {p.CountA} and {p.CountB}), jaccard {p.Jaccard:F2}, lift {p.Lift:F2}");
-            var (stats, tokens, _, _) = Scans.FeatureScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, model.Tokenizer), new Scans.FeatureScanOptions { TopK = 1 });
+            var (stats, tokens, _, _) = Scans.FeatureScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, () => model.Tokenizer), new Scans.FeatureScanOptions { TopK = 1 });
             var st = stats[0];
             int busiest = Enumerable.Range(0, st.FireCounts.Length).MaxBy(j => st.FireCounts[j]);
             var ctx = st.TopContexts(busiest)[0];

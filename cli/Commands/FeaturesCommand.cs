@@ -32,9 +32,11 @@ static class FeaturesCommand
             var saes = Common.LoadSaes(io, m, r.GetValue(o.Sae)!);
             try
             {
-                var c = Corpus.Open(r.GetValue(o.Corpus)!, m.Tokenizer);
+                var c = Corpus.Open(r.GetValue(o.Corpus)!, () => m.Tokenizer);
                 var (bos, why) = SaeStream.ResolveBos(m, saes, options.PrependBos);
                 io.Out.WriteLine(Common.DescribeBos(m, bos is not null, why));
+                var (context, contextSource) = SaeStream.ContextSize(m, saes, options.ContextSize);
+                io.Out.WriteLine($"context: {context} tokens per window ({contextSource})");
                 options = options with { PrependBos = bos is not null };
                 var key = ScanOptions.KeyOptions("features", options, bos is not null);
                 key["top_k"] = options.TopK;
@@ -42,15 +44,15 @@ static class FeaturesCommand
                 using var folder = Common.PrepareScanOutput(io, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
                     $"format={fmt}");
                 if (folder.AlreadyComplete) return 0;
-                var (stats, tokens, windows, seconds) = new ProgressDisplay(io).Run("features", report =>
-                    FeatureScan.Run(m, saes, c, options, p => report(ProgressDisplay.Of(p)), folder.Checkpoint(),
-                        w => io.Out.WriteLine($"resuming: {w:N0} context windows were scanned by an earlier run")));
-                FeatureWriter.Write(outDir, stats, tokens, windows, seconds, m, r.GetValue(o.Corpus)!, c.Files, fmt, note, new JsonObject
+                var (stats, tokens, windows, seconds) = new ProgressDisplay(io).Run("features", job =>
+                    FeatureScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(),
+                        w => job.Say($"resuming: {w:N0} context windows were scanned by an earlier run")));
+                var written = FeatureWriter.Write(outDir, stats, tokens, windows, seconds, m, r.GetValue(o.Corpus)!, c.Files, fmt, note, new JsonObject
                 {
                     ["top_k"] = options.TopK, ["threshold"] = options.Threshold, ["context_size"] = options.ContextSize,
                     ["batch"] = options.Batch, ["max_tokens"] = options.MaxTokens, ["format"] = fmt.ToString().ToLowerInvariant(), ["prepend_bos"] = bos is not null,
                 });
-                folder.Complete();
+                folder.Complete(written);
                 io.Out.WriteLine($"{tokens:N0} tokens in {windows:N0} windows, {seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s");
                 var names = ScanManifest.SaeNames(saes);
                 for (int i = 0; i < stats.Count; i++)
@@ -60,7 +62,7 @@ static class FeaturesCommand
                     double l0 = st.FireCounts.Sum() / (double)Math.Max(1, st.Tokens);
                     io.Out.WriteLine($"  {names[i]}: L0 {l0:F1} features per token, {dead} of {st.FireCounts.Length} never fired");
                 }
-                io.Out.WriteLine($"wrote {outDir}: features{TableWriter.Extension(fmt)}, contexts{TableWriter.Extension(fmt)}, manifest.json");
+                io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
             }
             finally
             {

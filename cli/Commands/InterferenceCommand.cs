@@ -78,9 +78,9 @@ static class InterferenceCommand
             if (folder.AlreadyComplete) return 0;
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             io.Out.WriteLine($"device: {note}");
-            var files = new ProgressDisplay(io).Run("interference", report => InterferenceJob.Run(backend, sources, options, outDir, key.Value, new Log(io, report)));
+            var files = new ProgressDisplay(io).Run("interference", job => InterferenceJob.Run(backend, sources, options, outDir, key.Value, new Log(job)));
             var written = InterferenceWriter.Write(outDir, files, options, fmt, note, sources);
-            folder.Complete();
+            folder.Complete(written);
             io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
             return 0;
         });
@@ -88,20 +88,20 @@ static class InterferenceCommand
     }
 
     /// <summary>Lines to stdout; each SAE's tiles as progress, its ETA at this run's own pace (a resumed SAE starts part-way).</summary>
-    sealed class Log(Io io, Action<ProgressDisplay.Status> report) : IInterferenceLog
+    sealed class Log(ProgressDisplay.Job job) : IInterferenceLog
     {
         string? _sae;
         long _tilesAtStart;
         readonly System.Diagnostics.Stopwatch _clock = new();
 
-        public void Info(string line) => io.Out.WriteLine(line);
+        public void Info(string line) => job.Say(line);
 
         public void Progress(string sae, long tilesDone, long tiles, double pairsPerSecond)
         {
             if (sae != _sae) { _sae = sae; _tilesAtStart = tilesDone; _clock.Restart(); }
             double seconds = _clock.Elapsed.TotalSeconds;
             double? left = tilesDone > _tilesAtStart && seconds > 0 ? (tiles - tilesDone) * seconds / (tilesDone - _tilesAtStart) : null;
-            report(new(tiles == 0 ? 1 : tilesDone / (double)tiles, $"{sae}: tile {tilesDone:N0}/{tiles:N0}, {pairsPerSecond:N0} pairs/s", left));
+            job.Report(new(tiles == 0 ? 1 : tilesDone / (double)tiles, $"{sae}: tile {tilesDone:N0}/{tiles:N0}, {pairsPerSecond:N0} pairs/s", left));
         }
     }
 

@@ -24,13 +24,13 @@ public readonly record struct CorpusPiece(int[] Tokens, long Document, double St
 public sealed class Corpus
 {
     readonly List<string> _files;
-    readonly ModelTokenizer? _tokenizer;
+    readonly Lazy<ModelTokenizer?> _tokenizer;   // made only when a text file needs it: token files need none
     readonly long _totalBytes;
 
-    Corpus(List<string> files, ModelTokenizer? tokenizer)
+    Corpus(List<string> files, Func<ModelTokenizer?> tokenizer)
     {
         _files = files;
-        _tokenizer = tokenizer;
+        _tokenizer = new Lazy<ModelTokenizer?>(tokenizer);
         _totalBytes = Math.Max(1, files.Sum(FileLinks.Length));
     }
 
@@ -42,8 +42,9 @@ public sealed class Corpus
     static readonly string[] Extensions = [".txt", ".jsonl", ".parquet", ".npy", ".bin", ".u32"];
     const string ExtensionList = ".txt, .jsonl, .parquet, .npy, .bin or .u32";
 
-    /// <param name="tokenizer">Needed for text (null: only token files and token-id columns are accepted).</param>
-    public static Corpus Open(string path, ModelTokenizer? tokenizer)
+    /// <param name="tokenizer">Asked for only when a text file is read (<c>() => model.Tokenizer</c>: a model without
+    /// tokenizer.json still scans token files); null, or returning null: only token files and token-id columns are accepted.</param>
+    public static Corpus Open(string path, Func<ModelTokenizer?>? tokenizer)
     {
         List<string> files;
         if (Directory.Exists(path))
@@ -55,7 +56,7 @@ public sealed class Corpus
         foreach (var f in files)
             if (!Extensions.Contains(Path.GetExtension(f).ToLowerInvariant()))
                 throw new PolyEngineException($"--corpus {f}: unknown corpus format '{Path.GetExtension(f)}' (use {ExtensionList})");
-        return new Corpus(files, tokenizer);
+        return new Corpus(files, tokenizer ?? (() => null));
     }
 
     /// <summary>Each document's token ids, in order (a document is read whole: use <see cref="Windows(int, int?)"/> to stream).</summary>
@@ -76,7 +77,7 @@ public sealed class Corpus
             {
                 ".txt" => ReadText(f),
                 ".jsonl" => ReadJsonl(f),
-                ".parquet" => ParquetCorpus.Read(f, _tokenizer),
+                ".parquet" => ParquetCorpus.Read(f, () => Tokenizer(f)),
                 _ => TokenFiles.Pieces(f, PieceTokens),
             };
             foreach (var (tokens, docInFile, start, end) in pieces)
@@ -93,8 +94,9 @@ public sealed class Corpus
     internal const int PieceTokens = 1 << 20;
 
     /// <summary>Documents cut into windows of <paramref name="contextSize"/> tokens; with <paramref name="bos"/>, each window is
-    /// BOS + (contextSize − 1) tokens. A document's last, shorter window is kept. Streamed: at most one piece of a token
-    /// file is in memory.</summary>
+    /// BOS + (contextSize − 1) tokens, and a document that already starts with BOS (pretokenized rows usually do) gives it
+    /// to its first window instead of getting a second one. A document's last, shorter window is kept. Streamed: at most
+    /// one piece of a token file is in memory.</summary>
     public IEnumerable<CorpusWindow> Windows(int contextSize, int? bos) => Windows(Pieces(), contextSize, bos);
 
     internal static IEnumerable<CorpusWindow> Windows(IEnumerable<CorpusPiece> pieces, int contextSize, int? bos)
@@ -115,21 +117,23 @@ public sealed class Corpus
         }
         foreach (var (piece, doc, start, end) in pieces)
         {
+            int i = 0;
             if (doc != current)
             {
                 if (carry.Count > 0) yield return new CorpusWindow(Window(carry.ToArray()), current, carryOffset, carryEnd);
                 carry.Clear();
                 current = doc;
                 docPosition = 0;
+                if (bos is int b && piece.Length > 0 && piece[0] == b) i = 1;   // the document's own BOS serves its first window
             }
             double At(int i) => piece.Length == 0 ? end : start + (end - start) * i / piece.Length;
-            int i = 0;
             if (carry.Count > 0)
             {
                 int take = Math.Min(body - carry.Count, piece.Length);
                 carry.AddRange(piece.AsSpan(0, take).ToArray());
                 i = take;
-                if (carry.Count == body) { yield return new CorpusWindow(Window(carry.ToArray()), doc, carryOffset, At(i)); carry.Clear(); }
+                carryEnd = At(i);
+                if (carry.Count == body) { yield return new CorpusWindow(Window(carry.ToArray()), doc, carryOffset, carryEnd); carry.Clear(); }
             }
             for (; i + body <= piece.Length; i += body) yield return new CorpusWindow(Window(piece.AsSpan(i, body)), doc, docPosition + i, At(i + body));
             if (i < piece.Length)
@@ -157,11 +161,12 @@ public sealed class Corpus
         long fileBytes = Math.Max(1, FileLinks.Length(file)), bytes = 0, doc = 0;
         int line = 0;
         var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
-        foreach (var rawBytes in Lines(file))
+        foreach (var lineBytes in Lines(file))
         {
             line++;
+            var rawBytes = line == 1 && lineBytes.AsSpan().StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF]) ? lineBytes[3..] : lineBytes;   // a UTF-8 BOM (utf-8-sig)
             double start = bytes / (double)fileBytes;
-            bytes += rawBytes.Length + 1;
+            bytes += lineBytes.Length + 1;
             string raw;
             try { raw = utf8.GetString(rawBytes); }
             catch (DecoderFallbackException) { throw new PolyEngineException($"--corpus {file}:{line}: not valid UTF-8; JSONL corpora must be UTF-8"); }
@@ -197,7 +202,7 @@ public sealed class Corpus
         if (line.Count > 0) yield return [.. line];
     }
 
-    ModelTokenizer Tokenizer(string file) => _tokenizer
+    ModelTokenizer Tokenizer(string file) => _tokenizer.Value
         ?? throw new PolyEngineException($"--corpus {file}: text needs the model's tokenizer, and none is available; give token files (.npy/.bin) instead");
 
     /// <summary>Token ids from a token file, all documents concatenated.</summary>

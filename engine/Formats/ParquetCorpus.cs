@@ -1,3 +1,4 @@
+using System.Numerics;
 using Parquet;
 using Parquet.Schema;
 using PolyEngine.Tokenization;
@@ -14,26 +15,33 @@ static class ParquetCorpus
     static readonly string[] IdColumns = ["input_ids", "tokens", "token_ids", "ids"];
 
     /// <summary>The documents of <paramref name="file"/>: (tokens, document index in the file, start and end as fractions of the file).</summary>
-    public static IEnumerable<(int[] Tokens, long Document, double Start, double End)> Read(string file, ModelTokenizer? tokenizer)
+    /// <param name="tokenizer">Asked for only when the file has a text column.</param>
+    public static IEnumerable<(int[] Tokens, long Document, double Start, double End)> Read(string file, Func<ModelTokenizer> tokenizer)
     {
         using var stream = File.OpenRead(file);
         ParquetReader reader;
         try { reader = ParquetReader.CreateAsync(stream).GetAwaiter().GetResult(); }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or Parquet.ParquetException or ArgumentException)
+        catch (Exception e) when (Unreadable(e))
         {
             throw new PolyEngineException($"--corpus {file}: not a readable Parquet file ({e.Message.Split('\n')[0]})");
         }
         try
         {
             var (field, text) = Column(file, reader.Schema);
-            if (text && tokenizer is null)
-                throw new PolyEngineException($"--corpus {file}: the 'text' column needs the model's tokenizer, and none is available; give a token-id column instead");
+            var tok = text ? tokenizer() : null;
             long total = Math.Max(1, reader.Metadata?.NumRows ?? 1), row = 0, doc = 0;
             for (int g = 0; g < reader.RowGroupCount; g++)
             {
                 List<int[]> rows;
-                using (var rg = reader.OpenRowGroupReader(g))
-                    rows = text ? ReadText(rg, field).Select(t => t is null or "" ? [] : tokenizer!.Encode(t)).ToList() : ReadIds(file, rg, field);
+                try
+                {
+                    using var rg = reader.OpenRowGroupReader(g);
+                    rows = text ? ReadText(rg, field).Select(t => t is null or "" ? [] : tok!.Encode(t)).ToList() : ReadIds(file, rg, field);
+                }
+                catch (Exception e) when (Unreadable(e))
+                {
+                    throw new PolyEngineException($"--corpus {file}: row group {g} cannot be read ({e.Message.Split('\n')[0]}); the file is damaged");
+                }
                 foreach (var tokens in rows)
                 {
                     double start = row / (double)total;
@@ -55,6 +63,10 @@ static class ParquetCorpus
         rg.ReadRawAsync<T>(field, values, def.Length > 0 ? def : null, rep.Length > 0 ? rep : null).AsTask().GetAwaiter().GetResult();
         return (values, def, rep);
     }
+
+    /// <summary>What a damaged or foreign file throws while being decoded (a bug elsewhere is not caught here).</summary>
+    static bool Unreadable(Exception e) => e is IOException or InvalidDataException or NotSupportedException or Parquet.ParquetException
+        or ArgumentException or IndexOutOfRangeException or OverflowException or InvalidOperationException;
 
     /// <summary>The column to read: <c>text</c> (string), else a token-id list column; a one-line error listing the columns otherwise.</summary>
     static (DataField Field, bool Text) Column(string file, ParquetSchema schema)
@@ -91,8 +103,8 @@ static class ParquetCorpus
     }
 
     /// <summary>Rows of a list column from its levels: repetition 0 starts a row; definition = max is a value, max − 1 on a
-    /// nullable element is a null element (an error), anything lower an empty or null list.</summary>
-    static List<int[]> ReadIds<T>(string file, ParquetRowGroupReader rg, DataField field) where T : struct, IConvertible
+    /// nullable element of a LIST is a null element (an error), anything lower an empty or null list.</summary>
+    static List<int[]> ReadIds<T>(string file, ParquetRowGroupReader rg, DataField field) where T : struct, IBinaryInteger<T>
     {
         var (values, def, rep) = Raw<T>(rg, field);
         var rows = new List<int[]>((int)rg.RowCount);
@@ -104,11 +116,13 @@ static class ParquetCorpus
             int d = def.Length == 0 ? maxDef : def[i];
             if (d == maxDef)
             {
-                ulong id = Convert.ToInt64(values[v++], System.Globalization.CultureInfo.InvariantCulture) is long x and >= 0 ? (ulong)x : ulong.MaxValue;
-                if (id > int.MaxValue) throw new PolyEngineException($"--corpus {file}: column '{field.Path.FirstPart}' holds {values[v - 1]}, which is not a valid token id");
+                var value = values[v++];
+                long id = long.CreateSaturating(value);
+                if (id < 0 || id > int.MaxValue) throw new PolyEngineException($"--corpus {file}: column '{field.Path.FirstPart}' holds {value}, which is not a valid token id");
                 current.Add((int)id);
             }
-            else if (field.IsNullable && d == maxDef - 1)
+            // Only the element of a three-level LIST can be null; a legacy repeated field's level below max is an empty row.
+            else if (field.IsNullable && !field.IsArray && d == maxDef - 1)
                 throw new PolyEngineException($"--corpus {file}: column '{field.Path.FirstPart}' holds a null token id; drop or fill the nulls");
         }
         if (rep.Length > 0) rows.Add([.. current]);

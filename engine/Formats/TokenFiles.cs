@@ -5,7 +5,7 @@ using System.Text.RegularExpressions;
 namespace PolyEngine.Formats;
 
 /// <summary>
-/// Token files, read in bounded pieces: <c>.npy</c> (int32/int64/uint16/uint32, little-endian, C order; 1-D is one
+/// Token files, read in bounded pieces: <c>.npy</c> (int32/int64/uint16/uint32/uint64, little-endian, C order; 1-D is one
 /// document, 2-D [n, ctx] is n documents of ctx tokens — how tokenized datasets are saved), llm.c <c>.bin</c> (256-int32
 /// header, magic 20240520, uint16 or uint32 tokens), nanoGPT raw uint16 <c>.bin</c> and raw uint32 <c>.u32</c>.
 /// </summary>
@@ -102,10 +102,11 @@ static class TokenFiles
         if (b.Length < 10 || b[0] != 0x93 || Encoding.ASCII.GetString(b, 1, 5) != "NUMPY")
             throw new PolyEngineException($"--corpus {file}: not a .npy file (bad magic)");
         int major = b[6];
-        int headerLen = major == 1 ? BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(8)) : (int)BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(8));
         int start = major == 1 ? 10 : 12;
+        if (major is < 1 or > 3 || b.Length < start) throw new PolyEngineException($"--corpus {file}: .npy format version {major} is not 1, 2 or 3, or the header is cut short");
+        long headerLen = major == 1 ? BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(8)) : BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(8));
         if (start + headerLen > b.Length) throw new PolyEngineException($"--corpus {file}: .npy header is longer than the file allows");
-        string header = Encoding.ASCII.GetString(b, start, headerLen);
+        string header = Encoding.ASCII.GetString(b, start, (int)headerLen);
         string descr = Regex.Match(header, @"'descr':\s*'([^']+)'").Groups[1].Value;
         if (header.Contains("'fortran_order': True")) throw new PolyEngineException($"--corpus {file}: Fortran-ordered .npy is not supported; save it with np.ascontiguousarray");
         var shape = Regex.Match(header, @"'shape':\s*\(([^)]*)\)").Groups[1].Value
@@ -118,7 +119,7 @@ static class TokenFiles
             "<i4" or "<u4" => 4,
             "<i8" or "<u8" => 8,
             "<u2" => 2,
-            _ => throw new PolyEngineException($"--corpus {file}: .npy dtype '{descr}' is not supported (int32, int64, uint16 or uint32, little-endian)"),
+            _ => throw new PolyEngineException($"--corpus {file}: .npy dtype '{descr}' is not supported (int32, int64, uint16, uint32 or uint64, little-endian)"),
         };
         long count = shape.Aggregate(1L, (x, y) => x * y), dataStart = start + headerLen;
         if (dataStart + count * width != length)

@@ -65,7 +65,8 @@ public static class CoactivationWriter
         return rows;
     }
 
-    public static void Write(string outDir, CoactivationResult result, Model model, string corpusPath, IReadOnlyList<string> corpusFiles,
+    /// <summary>Writes the pair table, the triangle and the manifest; returns the names of the files written.</summary>
+    public static IReadOnlyList<string> Write(string outDir, CoactivationResult result, Model model, string corpusPath, IReadOnlyList<string> corpusFiles,
         CoactivationOptions options, int? top, TableFormat format, string device)
     {
         Directory.CreateDirectory(outDir);
@@ -98,6 +99,7 @@ public static class CoactivationWriter
                 ["counter_bytes"] = new JsonArray(result.Counters.Select(c => (JsonNode)JsonValue.Create(CoactivationCounter.BytesFor(c.Sae.Config.DSae))!).ToArray()),
             });
         ScanManifest.Save(outDir, manifest);
+        return [$"pairs{TableWriter.Extension(format)}", "coactivation.safetensors", "manifest.json"];
     }
 
 }

@@ -47,7 +47,8 @@ public sealed class ContextRow
 /// </summary>
 public static class FeatureWriter
 {
-    public static void Write(string outDir, IReadOnlyList<FeatureStatistics> stats, long tokens, long windows, double seconds, Model model,
+    /// <summary>Writes the tables and the manifest; returns the names of the files written.</summary>
+    public static IReadOnlyList<string> Write(string outDir, IReadOnlyList<FeatureStatistics> stats, long tokens, long windows, double seconds, Model model,
         string corpusPath, IReadOnlyList<string> corpusFiles, TableFormat format, string device, JsonObject options)
     {
         Directory.CreateDirectory(outDir);
@@ -82,6 +83,7 @@ public static class FeatureWriter
                 ["tokens"] = tokens, ["context_windows"] = windows, ["seconds"] = seconds, ["tokens_per_second"] = tokens / Math.Max(seconds, 1e-9),
                 ["feature_rows"] = features.Count, ["context_rows"] = contexts.Count,
             }));
+        return [$"features{TableWriter.Extension(format)}", $"contexts{TableWriter.Extension(format)}", "manifest.json"];
     }
 
     /// <summary>Each token id decoded on its own (memoised: contexts repeat tokens), or "" when the model has no tokenizer.</summary>

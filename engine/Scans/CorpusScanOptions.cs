@@ -22,7 +22,9 @@ public record CorpusScanOptions
 /// <param name="TokensThisRun">Tokens this run computed itself (a resumed run's speed counts only these).</param>
 /// <param name="Seconds">Seconds this run has spent.</param>
 /// <param name="FractionAtStart">Where this run started (a resumed run starts part-way).</param>
-public readonly record struct ScanProgress(long Tokens, long Windows, double Fraction, long TokensThisRun, double Seconds, double FractionAtStart)
+/// <param name="Skipping">True while a resumed run reads past the windows an earlier run scanned (no model runs yet).</param>
+public readonly record struct ScanProgress(long Tokens, long Windows, double Fraction, long TokensThisRun, double Seconds, double FractionAtStart,
+    bool Skipping = false)
 {
     /// <summary>Tokens per second of this run's own work.</summary>
     public double TokensPerSecond => TokensThisRun / Math.Max(Seconds, 1e-9);

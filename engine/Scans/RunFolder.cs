@@ -13,9 +13,10 @@ namespace PolyEngine.Scans;
 /// outputs are written, and its state, running or complete.</item>
 /// </list>
 /// A rerun with the same key continues a running run from its checkpoint, and finds a complete run complete (nothing to
-/// do). A folder holding another run is refused, naming what differs, unless the caller overwrites it; a failed run that
-/// left nothing but the marker is taken over. Stale temporary files of killed writes are removed. The folder is checked
-/// to be creatable and writable up front, with one-line errors.
+/// do) while the outputs it recorded are there. A folder holding another run is refused, naming what differs, unless the
+/// caller overwrites it (the earlier run's recorded outputs and checkpoints go; other files stay); a failed run that left
+/// nothing but the marker is taken over. Stale temporary files of killed writes are removed. The folder is checked to be
+/// creatable and writable up front, with one-line errors.
 /// </summary>
 public sealed class RunFolder : IDisposable
 {
@@ -54,10 +55,14 @@ public sealed class RunFolder : IDisposable
         {
             var marker = ReadMarker(dir);
             RemoveStaleTemporaries(dir);
-            string? key0 = marker?["run_key"]?.GetValue<string>(), state = marker?["state"]?.GetValue<string>(), written = marker?["outputs"]?.GetValue<string>();
-            if (key0 == key.Value && state == "complete" && written == outputs && !overwrite)
+            string? key0 = Text(marker, "run_key"), state = Text(marker, "state"), written = Text(marker, "outputs");
+            if (key0 == key.Value && state == "complete" && written == outputs && !overwrite && OutputsIntact(dir, marker!))
+            {
+                ScanCheckpoint.DeleteAll(dir);   // a run killed between marking itself complete and removing its checkpoints
                 return new RunFolder(dir, key, outputs, complete: true, lockFile);
-            bool resumable = key0 == key.Value && state == "running";
+            }
+            // The same run: running (resume), or complete with outputs since lost or moved (run again).
+            bool resumable = key0 == key.Value && (state == "running" || (state == "complete" && written == outputs && !overwrite));
             string? note = null;
             if (!resumable && HoldsWork(dir))
             {
@@ -67,7 +72,7 @@ public sealed class RunFolder : IDisposable
                         : key0 == key.Value ? $"{option} {outDir}: the folder holds this run, complete, written with other output options ({written}); pass --overwrite to write it again"
                         : $"{option} {outDir}: the folder holds a different run ({key.Difference(marker["inputs"] as JsonObject, marker["options"] as JsonObject) ?? "other inputs or options"}); " +
                           "choose another folder, or pass --overwrite to replace it");
-                ClearEarlierRun(dir, marker is not null);
+                ClearEarlierRun(dir, marker);
                 note = "replaced the earlier run's outputs (--overwrite)";
             }
             else if (!resumable && marker is not null)
@@ -87,20 +92,34 @@ public sealed class RunFolder : IDisposable
     public ScanCheckpoint Checkpoint(string fileName = ScanCheckpoint.FileName) =>
         new() { Path = System.IO.Path.Combine(Path, fileName), RunKey = RunKey };
 
-    /// <summary>Marks the run complete (after its outputs are written) and removes its checkpoints.</summary>
-    public void Complete()
+    /// <summary>Marks the run complete after its outputs are written — <paramref name="outputFiles"/>, names in the folder,
+    /// recorded with their sizes (a rerun finds the run complete only while they are there; --overwrite removes just
+    /// these) — and removes its checkpoints.</summary>
+    public void Complete(IEnumerable<string> outputFiles)
     {
-        Mark("complete");
+        var files = new JsonObject();
+        foreach (var name in outputFiles) files[name] = new FileInfo(System.IO.Path.Combine(Path, name)).Length;
+        Mark("complete", files);
         ScanCheckpoint.DeleteAll(Path);
     }
 
     public void Dispose() => _lock.Dispose();
 
-    void Mark(string state) => AtomicFile.WriteText(System.IO.Path.Combine(Path, MarkerName), new JsonObject
+    void Mark(string state, JsonObject? files = null) => AtomicFile.WriteText(System.IO.Path.Combine(Path, MarkerName), new JsonObject
     {
-        ["run_key"] = RunKey, ["state"] = state, ["outputs"] = _outputs,
+        ["run_key"] = RunKey, ["state"] = state, ["outputs"] = _outputs, ["files"] = files ?? new JsonObject(),
         ["inputs"] = Key.Inputs.DeepClone(), ["options"] = Key.Options.DeepClone(),
     }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+
+    /// <summary>A string field of the marker, or null when it is absent or not a string (a damaged marker names no run).</summary>
+    static string? Text(JsonObject? marker, string name) =>
+        marker?[name] is JsonValue v && v.TryGetValue<string>(out var text) ? text : null;
+
+    /// <summary>The complete run's recorded outputs, each still there with its size.</summary>
+    static bool OutputsIntact(string dir, JsonObject marker) =>
+        marker["files"] is JsonObject files && files.All(f =>
+            f.Value is JsonValue size && size.TryGetValue<long>(out long n) && File.Exists(System.IO.Path.Combine(dir, f.Key))
+            && new FileInfo(System.IO.Path.Combine(dir, f.Key)).Length == n);
 
     /// <summary>The exclusive lock on the folder; a one-line error naming the holder when another run has it.</summary>
     static FileStream TakeLock(string dir, string outDir, string option)
@@ -165,13 +184,17 @@ public sealed class RunFolder : IDisposable
             try { File.Delete(f); } catch (Exception e) when (e is IOException or UnauthorizedAccessException) { }
     }
 
-    /// <summary>--overwrite: a folder marked by an earlier run loses every file of that run; an unmarked folder keeps the
-    /// user's files and loses only checkpoints (the run's own outputs replace theirs).</summary>
-    static void ClearEarlierRun(string dir, bool marked)
+    /// <summary>--overwrite: the earlier run's checkpoints and the outputs its marker records go (a user's own files in
+    /// the folder stay; outputs of the new run replace same-named ones).</summary>
+    static void ClearEarlierRun(string dir, JsonObject? marker)
     {
-        if (!marked) { ScanCheckpoint.DeleteAll(dir); return; }
-        foreach (var f in Directory.EnumerateFiles(dir))
-            if (System.IO.Path.GetFileName(f) is not (LockName or HolderName)) File.Delete(f);
+        ScanCheckpoint.DeleteAll(dir);
+        if (marker?["files"] is not JsonObject files) return;
+        foreach (var (name, _) in files)
+        {
+            string path = System.IO.Path.Combine(dir, System.IO.Path.GetFileName(name));   // names only, never a path outside
+            if (File.Exists(path)) File.Delete(path);
+        }
     }
 
     /// <summary>Creates the folder (and its parents) and proves it writable, before any compute; one-line errors for every

@@ -39,13 +39,20 @@ public static class SaeStream
         return (prepend ? model.BosTokenId : null, reason);
     }
 
-    /// <summary>The context size the scan uses: the option, else the first SAE's context_size, else 128; at most n_ctx.</summary>
-    public static int ContextSize(Model model, IReadOnlyList<SparseAutoencoder> saes, int? option)
+    /// <summary>The context size the scan uses and where it comes from: --context-size (at most n_ctx), else the first SAE's
+    /// context_size (cut to n_ctx, which is said), else 128 (cut likewise).</summary>
+    public static (int Context, string Source) ContextSize(Model model, IReadOnlyList<SparseAutoencoder> saes, int? option)
     {
-        int context = option ?? saes[0].Config.ContextSize ?? 128;
-        string source = option is not null ? "--context-size" : saes[0].Config.ContextSize is not null ? $"{saes[0].Config.Folder}/cfg.json context_size" : "the default";
-        if (context < 1) throw new PolyEngineException($"context size {context} (from {source}) is too small; give --context-size of at least 2");
-        return Math.Min(context, model.Spec.NCtx);
+        int nCtx = model.Spec.NCtx;
+        if (option is int given)
+        {
+            if (given < 1) throw new PolyEngineException($"--context-size {given} is too small; give at least 1 (2 with a BOS)");
+            if (given > nCtx) throw new PolyEngineException($"--context-size {given} is longer than the model's context n_ctx = {nCtx}; give at most {nCtx}");
+            return (given, "--context-size");
+        }
+        var (context, source) = saes[0].Config.ContextSize is int c ? (c, $"{saes[0].Config.Folder}/cfg.json context_size") : (128, "the default");
+        if (context < 1) throw new PolyEngineException($"context size {context} from {source} is too small; give --context-size");
+        return context > nCtx ? (nCtx, $"{source} is {context}, cut to the model's n_ctx") : (context, source);
     }
 
     public static (long Tokens, long Windows, long Documents, double Seconds) Run(Model model, IReadOnlyList<SparseAutoencoder> saes, Corpus corpus,
@@ -54,7 +61,7 @@ public static class SaeStream
         if (saes.Count == 0) throw new PolyEngineException("give at least one --sae");
         if (options.Batch <= 0) throw new PolyEngineException($"--batch must be positive, got {options.Batch}");
         foreach (var s in saes) s.CheckAgainst(model.Spec);
-        int context = ContextSize(model, saes, options.ContextSize);
+        int context = ContextSize(model, saes, options.ContextSize).Context;
         var (bos, _) = ResolveBos(model, saes, options.PrependBos);
         int firstPos = bos is null ? 0 : 1;
         var hooks = saes.Select(s => s.Config.Hook).Distinct().ToArray();
@@ -83,6 +90,7 @@ public static class SaeStream
 
         var rows = new List<ScanWindow>();
         long windowIndex = 0, queued = 0;
+        var skipReport = Stopwatch.StartNew();
         foreach (var w in corpus.Windows(context, bos))
         {
             long body = w.Tokens.Length - firstPos;
@@ -96,6 +104,11 @@ public static class SaeStream
                 tokens += body;
                 tokensAtStart = tokens;
                 fractionAtStart = Math.Max(w.Progress, options.MaxTokens is long m ? tokens / (double)Math.Max(1, m) : 0);
+                if (skipReport.ElapsedMilliseconds >= 500)   // reading past a long prefix (a text corpus is tokenized again) takes a while
+                {
+                    skipReport.Restart();
+                    progress?.Invoke(new ScanProgress(tokens, windows, Math.Min(1, fractionAtStart), 0, 0, fractionAtStart, Skipping: true));
+                }
                 sw.Restart();   // this run's pace starts with its own first window
                 continue;
             }

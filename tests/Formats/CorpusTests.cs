@@ -69,9 +69,9 @@ public class CorpusTests
         Sql($"COPY (SELECT * FROM (VALUES (1, 'Hello world'), (2, NULL), (3, ''), (4, 'The dog'), (5, 'a, b')) t(id, text) ORDER BY id) " +
             $"TO '{path}' (FORMAT PARQUET, ROW_GROUP_SIZE 2)");
         var tok = ModelTokenizer.Gpt2();
-        var docs = Corpus.Open(path, tok).Documents().ToList();
+        var docs = Corpus.Open(path, () => tok).Documents().ToList();
         Assert.Equal([tok.Encode("Hello world"), tok.Encode("The dog"), tok.Encode("a, b")], docs);
-        var windows = Corpus.Open(path, tok).Windows(64, null).ToList();
+        var windows = Corpus.Open(path, () => tok).Windows(64, null).ToList();
         Assert.Equal([0L, 1, 2], windows.Select(w => w.Document));
         Assert.Equal(1.0, windows[^1].Progress, 6);
         Assert.True(windows[0].Progress < windows[1].Progress);
@@ -108,7 +108,7 @@ public class CorpusTests
     {
         using var dir = new Fixtures.TempDir();
         File.WriteAllBytes(dir.File("c.jsonl"), [.. "{\"text\": \"ok\"}\n{\"text\": \"b"u8.ToArray(), 0xff, .. "\"}\n"u8.ToArray()]);
-        var e = Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("c.jsonl"), ModelTokenizer.Gpt2()).Documents().ToList());
+        var e = Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("c.jsonl"), () => ModelTokenizer.Gpt2()).Documents().ToList());
         Assert.Contains("c.jsonl:2: not valid UTF-8", e.Message);
     }
 }

@@ -266,12 +266,12 @@ public class CoactivationTests
         File.WriteAllBytes(dir.File("t.npy"), npy);
         Assert.Equal(ids, Corpus.ReadTokens(dir.File("t.npy")));
         File.WriteAllText(dir.File("c.jsonl"), "{\"text\": \"Hello world\"}\n\n{\"text\": \"The dog\"}\n");
-        var docs = Corpus.Open(dir.File("c.jsonl"), PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList();
+        var docs = Corpus.Open(dir.File("c.jsonl"), () => PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList();
         Assert.Equal([[15496, 995], [464, 3290]], docs);
         File.WriteAllText(dir.File("bad.jsonl"), "{\"text\": \"ok\"}\n{\"txt\": 1}\n");
-        Assert.Contains("bad.jsonl:2", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("bad.jsonl"), PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList()).Message);
+        Assert.Contains("bad.jsonl:2", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("bad.jsonl"), () => PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList()).Message);
         File.WriteAllText(dir.File("empty.jsonl"), "\n");
-        Assert.Contains("empty corpus", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("empty.jsonl"), PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList()).Message);
+        Assert.Contains("empty corpus", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("empty.jsonl"), () => PolyEngine.Tokenization.ModelTokenizer.Gpt2()).Documents().ToList()).Message);
         File.WriteAllText(dir.File("x.csv"), "a");
         Assert.Contains("unknown corpus format", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("x.csv"), null)).Message);
         var windows = Corpus.Open(dir.File("raw.bin"), null).Windows(3, 50256).Select(w => w.Tokens).ToList();

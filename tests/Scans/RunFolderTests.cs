@@ -36,17 +36,25 @@ public class RunFolderTests
         using (var f = RunFolder.Prepare(dir.Path, Key("w1"), overwrite: false))
         {
             File.WriteAllText(dir.File("features.parquet"), "x");
-            f.Complete();
+            f.Complete(["features.parquet"]);
         }
+        File.WriteAllText(dir.File("my-notes.txt"), "the user's");
         var e = Assert.Throws<PolyEngineException>(() => RunFolder.Prepare(dir.Path, Key("w2", 0.5), overwrite: false));
         Assert.Contains("sae[0]/sae_weights.safetensors changed (its content differs)", e.Message);
         Assert.Contains("option threshold: 0 → 0.5", e.Message);
         Assert.Contains("--overwrite", e.Message);
         using (var same = RunFolder.Prepare(dir.Path, Key("w1"), overwrite: false)) Assert.True(same.AlreadyComplete);
+        // An output removed since: the same run is no longer complete, and runs again.
+        var saved = File.ReadAllBytes(dir.File("features.parquet"));
+        File.Delete(dir.File("features.parquet"));
+        using (var again = RunFolder.Prepare(dir.Path, Key("w1"), overwrite: false)) { Assert.False(again.AlreadyComplete); again.Complete([]); }
+        File.WriteAllBytes(dir.File("features.parquet"), saved);
+        using (var f = RunFolder.Prepare(dir.Path, Key("w1"), overwrite: false)) f.Complete(["features.parquet"]);
         // --overwrite clears the earlier run's files before anything of the new run is written
         using (var replaced = RunFolder.Prepare(dir.Path, Key("w2"), overwrite: true))
         {
-            Assert.False(File.Exists(dir.File("features.parquet")));
+            Assert.False(File.Exists(dir.File("features.parquet")));   // the earlier run's recorded output
+            Assert.True(File.Exists(dir.File("my-notes.txt")));        // not the user's file
             Assert.Contains("--overwrite", replaced.Note);
         }
         // a folder of someone else's files is refused; with --overwrite they stay (only checkpoints go)
@@ -72,6 +80,9 @@ public class RunFolderTests
         // A run that failed before writing anything (its input was then fixed, so the key differs) is taken over.
         using (var fixedRun = RunFolder.Prepare(dir.Path, Key("w1-fixed"), overwrite: false))
             Assert.Contains("took over", fixedRun.Note);
+        // A damaged marker names no run (and is no stack trace).
+        File.WriteAllText(dir.File(RunFolder.MarkerName), "{\"run_key\": 7, \"state\": [1]}");
+        using (var damaged = RunFolder.Prepare(dir.Path, Key("w1-fixed"), overwrite: false)) Assert.False(damaged.AlreadyComplete);
         // But a run that left a checkpoint is work: refused without --overwrite.
         using (var f = RunFolder.Prepare(dir.Path, Key("w1-fixed"), overwrite: false)) f.Checkpoint().Save(3, _ => { });
         Assert.Contains("holds a different run", Assert.Throws<PolyEngineException>(() => RunFolder.Prepare(dir.Path, Key("w3"), overwrite: false)).Message);
