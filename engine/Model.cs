@@ -85,7 +85,8 @@ public sealed class Model : IDisposable
 
     /// <summary>The model's BOS token id (config.json <c>bos_token_id</c>).</summary>
     public int BosTokenId => Spec.BosTokenId
-        ?? throw new PolyEngineException($"{Path.Combine(Folder, "config.json")} has no bos_token_id, so no BOS can be prepended; pass --bos off (or add bos_token_id to the config)");
+        ?? throw new PolyEngineException($"{Path.Combine(Folder, "config.json")} has no bos_token_id, so no BOS can be prepended; " +
+            "run without one (--bos off; Encode(text, prependBos: false); RunOptions.PrependBos = false) or add bos_token_id to the config");
 
     /// <summary>Runs rows of token ids, which may differ in length: they are right-padded into one batch (exact: attention
     /// is causal, so padding after a row's last token changes none of its positions); padded positions read zero, and the
@@ -143,6 +144,8 @@ public sealed class Model : IDisposable
         {
             if (!valid.Contains(rep.Hook)) throw new PolyEngineException($"hook '{rep.Hook}' does not exist in this {Spec.Architecture} model");
             HookEdit.CheckEditable(rep.Hook);
+            if (options.StopAtLayer is int s && rep.Hook.IsBlock && rep.Hook.Layer > s)
+                throw new PolyEngineException($"hook '{rep.Hook}' lies after stop layer {s}, so its replacement would never run; raise the stop layer or drop it");
         }
         lock (_runLock) return _transformer.Run(ids, batch, seq, options, lengths);
     }

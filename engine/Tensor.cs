@@ -15,14 +15,14 @@ public sealed class Tensor
     public long[] Shape { get; }
 
     /// <summary>The element at <paramref name="index"/> (one index per dimension, e.g. <c>t[0, 5, 17]</c>), bounds-checked.</summary>
-    public float this[params long[] index]
+    public float this[params ReadOnlySpan<long> index]
     {
         get => Data[Offset(index)];
         set => Data[Offset(index)] = value;
     }
 
     /// <summary>The row-major offset of <paramref name="index"/>; a clear error for a wrong rank or an index out of range.</summary>
-    public long Offset(params long[] index)
+    public long Offset(params ReadOnlySpan<long> index)
     {
         if (index.Length != Shape.Length)
             throw new ArgumentException($"Tensor{ShapeText} takes {Shape.Length} indices, got {index.Length}", nameof(index));

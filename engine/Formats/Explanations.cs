@@ -63,7 +63,7 @@ public sealed class Explanations
     public static Explanations Load(string path, int dSae, bool strict)
     {
         if (!File.Exists(path)) throw new PolyEngineException($"--explanations {path}: file not found");
-        using var file = File.OpenRead(path);
+        using var file = FileLinks.OpenRead(path);
         using Stream stream = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(file, CompressionMode.Decompress) : file;
         using var reader = new StreamReader(stream, System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true, 1 << 16);
         int dim = 0;

@@ -23,7 +23,7 @@ public static class FeatureList
         if (path.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
         {
             JsonDocument doc;
-            try { doc = JsonDocument.Parse(File.ReadAllText(path)); }
+            try { doc = JsonDocument.Parse(FileLinks.ReadAllText(path)); }
             catch (JsonException e) { throw new PolyEngineException($"--active {path}: not valid JSON ({e.Message.Split('.')[0]})"); }
             using (doc)
             {
@@ -41,7 +41,7 @@ public static class FeatureList
         else
         {
             int lineNo = 0;
-            foreach (var raw in File.ReadLines(path))
+            foreach (var raw in File.ReadLines(FileLinks.Resolve(path)))
             {
                 lineNo++;
                 string line = raw.Split('#')[0];

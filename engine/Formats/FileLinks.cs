@@ -24,6 +24,12 @@ public static class FileLinks
     /// <summary>The length in bytes of the file behind <paramref name="path"/>.</summary>
     public static long Length(string path) => new FileInfo(Resolve(path)).Length;
 
+    /// <summary>The text of the file behind <paramref name="path"/> (a dangling link is a one-line error saying so).</summary>
+    public static string ReadAllText(string path) => File.ReadAllText(Resolve(path));
+
+    /// <summary>The file behind <paramref name="path"/>, open for reading.</summary>
+    public static FileStream OpenRead(string path) => File.OpenRead(Resolve(path));
+
     /// <summary>The last write time (UTC) of the file behind <paramref name="path"/>.</summary>
     public static DateTime LastWriteUtc(string path) => File.GetLastWriteTimeUtc(Resolve(path));
 }

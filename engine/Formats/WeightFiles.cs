@@ -45,7 +45,7 @@ public sealed class WeightFiles : IDisposable
     static IEnumerable<string> ShardsOf(string index)
     {
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllText(index)); }
+        try { doc = JsonDocument.Parse(FileLinks.ReadAllText(index)); }
         catch (JsonException e) { throw new PolyEngineException($"{index}: not valid JSON ({e.Message.Split('\n')[0]})"); }
         using (doc)
         {

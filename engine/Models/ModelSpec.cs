@@ -51,7 +51,7 @@ public sealed record ModelSpec
     {
         if (!File.Exists(path)) throw new PolyEngineException($"{path}: config.json not found; a model folder needs config.json and model.safetensors");
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllText(path)); }
+        try { doc = JsonDocument.Parse(Formats.FileLinks.ReadAllText(path)); }
         catch (JsonException e) { throw new PolyEngineException($"{path}: not valid JSON ({e.Message.Split('\n')[0]})"); }
         using (doc) return FromConfig(new ConfigReader(path, doc.RootElement));
     }

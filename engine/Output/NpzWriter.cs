@@ -17,6 +17,14 @@ public sealed class NpzWriter
     public NpzWriter Add(string name, long[] data, params long[] shape) =>
         Add(name, "<i8", shape, s => s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan())));
 
+    /// <summary>A 0-d unicode array (numpy <c>&lt;U</c>, UTF-32): <c>str(np.load(path)[name])</c> gives the text back.</summary>
+    public NpzWriter AddText(string name, string text)
+    {
+        var runes = text.EnumerateRunes().Select(r => r.Value).ToArray();
+        return Add(name, $"<U{Math.Max(1, runes.Length)}", [], s => s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(
+            (runes.Length == 0 ? new int[1] : runes).AsSpan())));
+    }
+
     NpzWriter Add(string name, string descr, long[] shape, Action<Stream> write)
     {
         if (_arrays.Any(a => a.Name == name)) throw new ArgumentException($"array '{name}' added twice");

@@ -3,7 +3,8 @@ using PolyEngine.Forward;
 
 namespace PolyEngine.Output;
 
-/// <summary>Writes a run, atomically, as safetensors (<c>.safetensors</c>) or NumPy (<c>.npz</c>): <c>input_ids</c> (int64
+/// <summary>Writes a run, atomically, as safetensors (<c>.safetensors</c>) or NumPy (<c>.npz</c>; the metadata as a JSON string
+/// in <c>__metadata__</c>: <c>json.loads(str(z["__metadata__"]))</c>): <c>input_ids</c> (int64
 /// [batch, pos], right-padded with 0), <c>attention_mask</c> (int64 [batch, pos], 1 at real tokens — HF's convention),
 /// <c>logits</c> and every recorded hook by its TransformerLens name (and any extra tensors, e.g. SAE outputs), float32.</summary>
 public static class RunWriter
@@ -30,6 +31,8 @@ public static class RunWriter
         if (Path.GetExtension(path).Equals(".npz", StringComparison.OrdinalIgnoreCase))
         {
             var z = new NpzWriter().Add("input_ids", inputIds, result.Batch, result.Seq).Add("attention_mask", mask, result.Batch, result.Seq);
+            if (metadata is { Count: > 0 })   // what safetensors keeps in __metadata__: a JSON string array here
+                z.AddText("__metadata__", System.Text.Json.JsonSerializer.Serialize(metadata));
             foreach (var (name, t) in tensors) z.Add(name, t.Data, t.Shape);
             z.Save(path);
             return;

@@ -34,7 +34,7 @@ public sealed record SaeConfig
         if (!File.Exists(cfgPath))
             throw new PolyEngineException($"{folder}: no cfg.json; an SAE folder needs cfg.json with sae_weights.safetensors (SAELens) or sae.safetensors (sparsify)");
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllText(cfgPath)); }
+        try { doc = JsonDocument.Parse(Formats.FileLinks.ReadAllText(cfgPath)); }
         catch (JsonException e) { throw new PolyEngineException($"{cfgPath}: not valid JSON ({e.Message.Split('\n')[0]})"); }
         using (doc)
         {

@@ -68,18 +68,24 @@ public static class SaeHooks
 /// </summary>
 public sealed class SaeSplice(SparseAutoencoder sae)
 {
-    (string Name, Tensor Tensor)[] _tensors = [];
+    (string Name, Tensor Tensor)[] _tensors = [];   // of the last pass, until taken
 
     public SparseAutoencoder Sae { get; } = sae;
 
     /// <summary>The replacement to put in <see cref="RunOptions.Replacements"/>.</summary>
     public HookReplacement Replacement => new(Sae.Config.Hook, Replace);
 
-    /// <summary>The SAE's tensors of the last pass (SAELens naming), padded positions zeroed for <paramref name="result"/>.</summary>
+    /// <summary>The SAE's tensors of the pass that gave <paramref name="result"/> (SAELens naming), padded positions
+    /// zeroed. Taken once, right after the pass: a second call, or a result of another shape, is an error rather than
+    /// another pass's tensors.</summary>
     public IReadOnlyList<(string Name, Tensor Tensor)> Tensors(RunResult result)
     {
-        foreach (var (_, t) in _tensors) result.ClearPadding(t.Data);
-        return _tensors;
+        var tensors = _tensors;
+        if (tensors.Length == 0 || tensors[0].Tensor.Shape[0] != result.Batch || tensors[0].Tensor.Shape[1] != result.Seq)
+            throw new InvalidOperationException("this splice holds no tensors of this result's pass; take them once, right after the pass");
+        _tensors = [];
+        foreach (var (_, t) in tensors) result.ClearPadding(t.Data);
+        return tensors;
     }
 
     void Replace(DeviceBuffer buffer, int batch, int seq)
@@ -93,9 +99,8 @@ public sealed class SaeSplice(SparseAutoencoder sae)
         var error = _tensors[3].Tensor.Data;
         var spliced = new float[x.Length];
         System.Numerics.Tensors.TensorPrimitives.Subtract(x, error, spliced);
-        using var zero = backend.Upload(new float[x.Length]);
-        using var add = backend.Upload(spliced);
-        backend.EditRows(buffer, batch, seq, dIn, new RowEdit(zero, add, PerPosition: true, new int[batch]));
-        backend.Synchronize();   // the uploads are freed on return
+        using var upload = backend.Upload(spliced);
+        backend.CopyColumns(upload, rows, dIn, 0, dIn, buffer);   // a plain copy: the hook becomes exactly the reconstruction
+        backend.Synchronize();   // the upload is freed on return
     }
 }

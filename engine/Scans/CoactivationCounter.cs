@@ -53,24 +53,19 @@ public sealed class CoactivationCounter
         return sizes;
     }
 
-    CoactivationCounter(int features, ulong[] marginals, ulong units) : this(features)
+    /// <summary>Loads saved state (a checkpoint) into this counter, in place (no second triangle in memory): the triangle
+    /// read in pieces by <paramref name="readPairs"/> (pair offset, destination).</summary>
+    internal void Restore(Action<long, Span<uint>> readPairs, ulong[] marginals, ulong units)
     {
-        marginals.CopyTo(_marginals, 0);
-        Units = units;
-    }
-
-    /// <summary>A counter from saved state (a checkpoint): the triangle read in pieces by <paramref name="readPairs"/>
-    /// (pair offset, destination).</summary>
-    internal static CoactivationCounter Restore(int features, Action<long, Span<uint>> readPairs, ulong[] marginals, ulong units)
-    {
-        var c = new CoactivationCounter(features, marginals, units);
+        if (marginals.Length != Features) throw new ArgumentException($"{marginals.Length} marginals for {Features} features");
         long offset = 0;
-        foreach (var chunk in c._chunks)
+        foreach (var chunk in _chunks)
         {
             readPairs(offset, chunk);
             offset += chunk.LongLength;
         }
-        return c;
+        marginals.CopyTo(_marginals, 0);
+        Units = units;
     }
 
     public int Features { get; }

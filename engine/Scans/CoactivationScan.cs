@@ -54,8 +54,8 @@ public static class CoactivationScan
                     string name = $"{i}.pairs";
                     if (file.Info(name).ElementCount != CoactivationCounter.PairCount(f))
                         throw new PolyEngineException($"{checkpoint.Path}: checkpoint counters do not match the SAE's width; delete it or use --overwrite");
-                    counters[i] = (saes[i], CoactivationCounter.Restore(f, (first, dst) => file.CopyU32(name, first, dst),
-                        file.ReadInt64($"{i}.marginals").Select(v => (ulong)v).ToArray(), (ulong)file.ReadInt64($"{i}.units")[0]));
+                    counters[i].Item2.Restore((first, dst) => file.CopyU32(name, first, dst),
+                        file.ReadInt64($"{i}.marginals").Select(v => (ulong)v).ToArray(), (ulong)file.ReadInt64($"{i}.units")[0]);
                     foreach (long j in file.ReadInt64($"{i}.pending")) pending[i].Add((int)j);
                 }
                 (pendingTokens, pendingDoc) = (int.Parse(file.Metadata["pending_tokens"]), long.Parse(file.Metadata["pending_document"]));

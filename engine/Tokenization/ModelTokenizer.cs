@@ -35,7 +35,7 @@ public sealed class ModelTokenizer
         string path = Path.Combine(folder, "tokenizer.json");
         if (!File.Exists(path))
             throw new PolyEngineException($"{folder}: tokenizer.json not found; GPT-NeoX models need it for text prompts (download it with the model, or pass --ids)");
-        using var fs = File.OpenRead(path);
+        using var fs = Formats.FileLinks.OpenRead(path);
         return FromTokenizerJson(fs, path);
     }
 

@@ -23,7 +23,7 @@ public static class TokenIds
     {
         if (!File.Exists(path)) throw new PolyEngineException($"--ids-file {path}: file not found");
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllText(path)); }
+        try { doc = JsonDocument.Parse(Formats.FileLinks.ReadAllText(path)); }
         catch (JsonException e) { throw new PolyEngineException($"--ids-file {path}: not valid JSON ({e.Message.Split('\n')[0]}); expected [[1,2,3],[4,5,6]]"); }
         using (doc)
         {

@@ -2,6 +2,7 @@ using System.IO.Compression;
 using DuckDB.NET.Data;
 using PolyEngine.Formats;
 using Xunit;
+using PolyEngine.Cli.Commands;
 using static PolyEngine.Tests.Cli.CliTests;
 
 namespace PolyEngine.Tests.Cli;
@@ -54,7 +55,11 @@ public class RunAndScanOutputTests
         Compare.Close(alone, f.ReadFloat32("logits").AsSpan(4 * 1000, 2 * 1000), 1e-5, "row 1 as if alone");
         // The .npz holds the same arrays as .npy entries numpy reads: magic, version 1.0, a dict header, then the data.
         using var zip = ZipFile.OpenRead(npz);
-        Assert.Equal(["attention_mask.npy", "blocks.0.hook_resid_post.npy", "input_ids.npy", "logits.npy"], zip.Entries.Select(e => e.FullName).Order());
+        Assert.Equal(["__metadata__.npy", "attention_mask.npy", "blocks.0.hook_resid_post.npy", "input_ids.npy", "logits.npy"], zip.Entries.Select(e => e.FullName).Order(StringComparer.Ordinal));
+        var meta = Npy(zip.GetEntry("__metadata__.npy")!);
+        Assert.Matches(@"^\{'descr': '<U\d+', 'fortran_order': False, 'shape': \(\), \}$", meta.Header);
+        var metaText = System.Text.Encoding.UTF32.GetString(meta.Data);   // numpy's <U is UTF-32 little-endian
+        Assert.Equal("false", System.Text.Json.JsonDocument.Parse(metaText).RootElement.GetProperty("prepend_bos").GetString());
         var logits = Npy(zip.GetEntry("logits.npy")!);
         Assert.Equal("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4, 1000), }", logits.Header);
         Assert.Equal(f.ReadFloat32("logits"), System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(logits.Data).ToArray());
@@ -159,5 +164,28 @@ public class RunAndScanOutputTests
         Assert.True(reader.GetBoolean(4));
         Assert.True(reader.GetBoolean(5));
         Assert.Equal(0L, Convert.ToInt64(reader.GetValue(6)));
+    }
+
+    [Fact]
+    public void TheTimeLeftKeepsHoursPastADay()
+    {
+        Assert.Equal("ETA 30:05:09", ProgressDisplay.Eta(30 * 3600 + 5 * 60 + 9));
+        Assert.Equal("ETA 00:00:59", ProgressDisplay.Eta(59.4));
+        Assert.Equal("ETA 99:59:59", ProgressDisplay.Eta(1e9));
+        Assert.Equal("ETA --:--:--", ProgressDisplay.Eta(null));
+    }
+
+    [Fact]
+    public void ADanglingConfigLinkIsOneLineSayingSo()
+    {
+        using var dir = new Fixtures.TempDir();
+        string snapshot = Formats.HfCacheTests.AddToHubCache(dir.Path, "org/tiny", Gpt2);
+        string blob = new FileInfo(Path.Combine(snapshot, "config.json")).ResolveLinkTarget(true)!.FullName;
+        File.Delete(blob);   // the snapshot copied without its blobs/
+        var (code, _, stderr) = Run("run", "--model", snapshot, "--ids", "1,2");
+        Assert.Equal(2, code);
+        Assert.Contains("config.json: symbolic link to", stderr);
+        Assert.Contains("does not exist", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
     }
 }

@@ -103,6 +103,46 @@ public class CorpusTests
         Assert.Contains("not a readable Parquet file", Assert.Throws<PolyEngineException>(() => Corpus.Open(dir.File("bad.parquet"), null).Documents().ToList()).Message);
     }
 
+    /// <summary>Pretokenized rows that already start with BOS (as SAELens datasets are saved) keep it: with BOS on, a row of
+    /// ctx tokens is one window of ctx tokens, not BOS BOS … plus a two-token tail.</summary>
+    [Fact]
+    public void RowsThatStartWithBosKeepIt()
+    {
+        using var dir = new Fixtures.TempDir();
+        long[] rows = [99, 1, 2, 3, 99, 4, 5, 6, 7, 8, 9, 10];   // [3, 4]: rows 0 and 1 start with BOS 99, row 2 does not
+        WriteNpy(dir.File("rows.npy"), "<i8", [3, 4], rows.SelectMany(BitConverter.GetBytes).ToArray());
+        var windows = Corpus.Open(dir.File("rows.npy"), null).Windows(4, 99).ToList();
+        Assert.Equal([[99, 1, 2, 3], [99, 4, 5, 6], [99, 7, 8, 9], [99, 10]], windows.Select(w => w.Tokens));
+        Assert.Equal([(0L, 1L), (1, 1), (2, 0), (2, 3)], windows.Select(w => (w.Document, w.Offset)));   // offset of the first corpus token
+        Assert.Equal([[99, 1, 2, 3], [99, 4, 5, 6], [7, 8, 9, 10]], Corpus.Open(dir.File("rows.npy"), null).Windows(4, null).Select(w => w.Tokens));   // BOS off: as stored
+    }
+
+    [Fact]
+    public async Task LegacyRepeatedParquetFieldsReadEmptyRowsAsEmpty()
+    {
+        using var dir = new Fixtures.TempDir();
+        string path = dir.File("legacy.parquet");
+        var field = new Parquet.Schema.DataField("ids", typeof(int), isNullable: false, isArray: true);   // `repeated int32 ids`: a two-level list
+        var schema = new Parquet.Schema.ParquetSchema(field);
+        await using (var fs = File.Create(path))
+        {
+            await using var writer = await Parquet.ParquetWriter.CreateAsync(schema, fs);
+            using var rg = writer.CreateRowGroup();
+            // rows [5, 6], [], [7]: values, definition levels (1 = a value, 0 = an empty row), repetition levels
+            await rg.WriteAllPartsAsync<int>(field, new ReadOnlyMemory<int>([5, 6, 7]), new ReadOnlyMemory<int>([1, 1, 0, 1]), new ReadOnlyMemory<int>([0, 1, 0, 0]), default);
+            rg.CompleteValidate();
+        }
+        Assert.Equal([[5, 6], [7]], Corpus.Open(path, null).Documents().ToList());
+    }
+
+    [Fact]
+    public void JsonlWithAByteOrderMarkReads()
+    {
+        using var dir = new Fixtures.TempDir();
+        File.WriteAllBytes(dir.File("c.jsonl"), [0xEF, 0xBB, 0xBF, .. "{\"text\": \"a,b\"}\n"u8.ToArray()]);
+        Assert.Equal([[64, 11, 65]], Corpus.Open(dir.File("c.jsonl"), () => ModelTokenizer.Gpt2()).Documents().ToList());
+    }
+
     [Fact]
     public void JsonlWithInvalidUtf8NamesTheLine()
     {

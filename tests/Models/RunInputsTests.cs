@@ -114,4 +114,48 @@ public class RunInputsTests
         foreach (var (name, t) in splice.Tensors(spliced))
             Compare.Close(readOnly[name].Data, t.Data, 1e-5, $"{variant}: {name} spliced vs read");
     }
+
+    /// <summary>SAEs whose input is processed (centred per token, as a TransformerLens-processed release; layer-normed):
+    /// the splice equals patching the hook with the reconstruction built here from Encode and Decode directly — the
+    /// decoder output in the input's own scale, plus the per-token mean that centring removed.</summary>
+    [Theory]
+    [InlineData(true, "none")]
+    [InlineData(false, "layer_norm")]
+    [InlineData(true, "layer_norm")]
+    public void ASplicedSaeWithProcessedInputPatchesItsReconstruction(bool centre, string normalisation)
+    {
+        using var dir = new Fixtures.TempDir();
+        foreach (var f in Directory.GetFiles(Path.Combine(Gpt2, "sae", "standard"))) File.Copy(f, dir.File(Path.GetFileName(f)));
+        var cfg = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("cfg.json")))!.AsObject();
+        cfg["model_from_pretrained_kwargs"] = new System.Text.Json.Nodes.JsonObject { ["center_writing_weights"] = centre };
+        cfg["normalize_activations"] = normalisation;
+        File.WriteAllText(dir.File("cfg.json"), cfg.ToJsonString());
+        using var m = Model.Load(Gpt2);
+        using var sae = SparseAutoencoder.Load(dir.Path, m.Backend);
+        Assert.Equal(centre, sae.CentresInput);
+        var hook = sae.Config.Hook;
+        int[][] rows = [[11, 250, 37, 4, 999, 73, 8]];
+        var x = m.Run(rows, new RunOptions { Hooks = [hook] }).Cache[hook].Data;   // [7, 64]
+        int n = 7, d = 64;
+        var input = (float[])x.Clone();
+        var mean = new float[n];
+        for (int r = 0; r < n; r++)
+        {
+            if (centre) mean[r] = input.AsSpan(r * d, d).ToArray().Average();
+            for (int i = 0; i < d; i++) input[r * d + i] -= mean[r];
+        }
+        var acts = sae.Encode(input, n).FeatureActs;
+        var output = sae.Decode(acts, n, input);
+        var reconstruction = output.Select((v, k) => v + mean[k / d]).ToArray();
+        var splice = new SaeSplice(sae);
+        var spliced = m.Run(rows, new RunOptions { Replacements = [splice.Replacement] });
+        var patched = m.Run(rows, new RunOptions { Edits = [HookEdit.Patch(hook, reconstruction)] });
+        Compare.Close(patched.Logits!.Data, spliced.Logits!.Data, 1e-4, $"centre {centre}, {normalisation}");
+        var tensors = splice.Tensors(spliced).ToDictionary(t => t.Name, t => t.Tensor);
+        Compare.Close(output, tensors[$"{hook}.hook_sae_output"].Data, 1e-5, "output");
+        // Taken once: a second read, or a read for another pass, is an error, never stale tensors.
+        Assert.Throws<InvalidOperationException>(() => splice.Tensors(spliced));
+        var e = Assert.Throws<PolyEngineException>(() => m.Run(rows, new RunOptions { Replacements = [splice.Replacement], StopAtLayer = 0, Logits = LogitsMode.None }));
+        Assert.Contains("lies after stop layer 0", e.Message);
+    }
 }

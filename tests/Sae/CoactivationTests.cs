@@ -73,7 +73,8 @@ public class CoactivationTests
         using var dir = new Fixtures.TempDir();
         new SafeTensorsWriter().Add("p", chunked.PairChunks, CoactivationCounter.PairCount(f)).Save(dir.File("t.safetensors"));
         using var file = SafeTensorsFile.Open(dir.File("t.safetensors"));
-        var restored = CoactivationCounter.Restore(f, (first, dst) => file.CopyU32("p", first, dst), one.Marginals.ToArray(), one.Units);
+        var restored = new CoactivationCounter(f, 7);
+        restored.Restore((first, dst) => file.CopyU32("p", first, dst), one.Marginals.ToArray(), one.Units);
         Assert.Equal(one.Triangle(), restored.Triangle());
         Assert.Equal(one.Triangle(), Enumerable.Range(0, (int)CoactivationCounter.PairCount(f)).Select(i => file.U32At(file.Info("p"), i)));
     }
