@@ -27,7 +27,6 @@ static class CoactivateCommand
                 : int.TryParse(r.GetValue(top), out int t) && t > 0 ? t : throw new PolyEngineException($"--top '{r.GetValue(top)}' is not a positive number or 'all'");
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = o.Apply(new CoactivationOptions { Window = CoactivationWindow.Parse(r.GetValue(window)!) }, r);
-            if (options.Batch <= 0) throw new PolyEngineException($"--batch must be positive, got {options.Batch}");
             RunFolder.Create(outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);

@@ -122,11 +122,18 @@ sealed class ScanOptions
     }
 
     /// <summary><paramref name="options"/> with the shared corpus-scan options of the command line.</summary>
-    public T Apply<T>(T options, ParseResult r) where T : Scans.CorpusScanOptions => (T)((Scans.CorpusScanOptions)options with
+    public T Apply<T>(T options, ParseResult r) where T : Scans.CorpusScanOptions
     {
-        Threshold = r.GetValue(Threshold), ContextSize = r.GetValue(Context), MaxTokens = r.GetValue(MaxTokens), Batch = r.GetValue(Batch),
-        PrependBos = Tokenization.Bos.Parse(r.GetValue(Bos)),
-    });
+        float threshold = r.GetValue(Threshold);
+        if (!float.IsFinite(threshold)) throw new PolyEngineException($"--threshold {threshold} is not a finite number; give an activation such as 0 or 0.5");
+        if (r.GetValue(MaxTokens) is long max && max <= 0) throw new PolyEngineException($"--max-tokens {max} leaves nothing to scan; give a positive number, or leave it out for the whole corpus");
+        if (r.GetValue(Batch) <= 0) throw new PolyEngineException($"--batch {r.GetValue(Batch)} must be positive");
+        return (T)((Scans.CorpusScanOptions)options with
+        {
+            Threshold = threshold, ContextSize = r.GetValue(Context), MaxTokens = r.GetValue(MaxTokens), Batch = r.GetValue(Batch),
+            PrependBos = Tokenization.Bos.Parse(r.GetValue(Bos)),
+        });
+    }
 
     /// <summary>The options that decide a scan's result, for its run key and manifest (the BOS as resolved).</summary>
     public static System.Text.Json.Nodes.JsonObject KeyOptions(string scan, Scans.CorpusScanOptions o, bool bos) => new()

@@ -36,6 +36,20 @@ public sealed class Corpus
 
     public IReadOnlyList<string> Files => _files;
 
+    readonly SortedList<long, string> _fileStarts = [];   // the first document of each file read so far
+
+    /// <summary>The file a document (numbered over the whole corpus) comes from, and its number within that file, once the
+    /// corpus has been read that far.</summary>
+    public (string File, long Document) Locate(long document)
+    {
+        lock (_fileStarts)
+        {
+            (string, long) found = (_files[0], document);
+            foreach (var (first, f) in _fileStarts) if (first <= document) found = (f, document - first); else break;
+            return found;
+        }
+    }
+
     /// <summary>The corpus's size in tokens when every file is a token file (known without reading it), else null.</summary>
     public long? KnownTokens => _files.All(TokenFiles.Is) ? _files.Sum(f => TokenFiles.Read(f).Count) : null;
 
@@ -73,6 +87,7 @@ public sealed class Corpus
             long fileBytes = FileLinks.Length(f);
             double At(double fractionOfFile) => (bytesBefore + fractionOfFile * fileBytes) / _totalBytes;
             long first = doc;
+            lock (_fileStarts) _fileStarts[first] = f;
             var pieces = Path.GetExtension(f).ToLowerInvariant() switch
             {
                 ".txt" => ReadText(f),

@@ -63,8 +63,7 @@ public sealed class Explanations
     public static Explanations Load(string path, int dSae, bool strict)
     {
         if (!File.Exists(path)) throw new PolyEngineException($"--explanations {path}: file not found");
-        using var file = FileLinks.OpenRead(path);
-        using Stream stream = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(file, CompressionMode.Decompress) : file;
+        using Stream stream = path.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? CheckedGzip.Open(path, $"--explanations {path}") : FileLinks.OpenRead(path);
         using var reader = new StreamReader(stream, System.Text.Encoding.UTF8, detectEncodingFromByteOrderMarks: true, 1 << 16);
         int dim = 0;
         float[]? sum = null;
@@ -106,7 +105,13 @@ public sealed class Explanations
                             }
                             if (problem is null)
                             {
-                                for (int i = 0; i < dim; i++) dst[i] += values[i];
+                                for (int i = 0; i < dim; i++)
+                                {
+                                    dst[i] += values[i];
+                                    if (!float.IsFinite(dst[i]))
+                                        throw new PolyEngineException($"--explanations {path}:{lineNo}: the embeddings of feature {index} add up past float32's range " +
+                                            $"(a value of {values[i]:g3}); explanation embeddings are unit vectors — check the file");
+                                }
                                 count[index]++;
                                 embedded++;
                             }

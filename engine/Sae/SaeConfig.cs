@@ -38,6 +38,8 @@ public sealed record SaeConfig
         catch (JsonException e) { throw new PolyEngineException($"{cfgPath}: not valid JSON ({e.Message.Split('\n')[0]})"); }
         using (doc)
         {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new PolyEngineException($"{cfgPath}: must be a JSON object of SAE settings, found {doc.RootElement.ValueKind.ToString().ToLowerInvariant()}");
             var c = new Reader(cfgPath, doc.RootElement);
             if (File.Exists(Path.Combine(folder, "sae_weights.safetensors"))) return SaeLens(folder, c);
             if (File.Exists(Path.Combine(folder, "sae.safetensors"))) return Sparsify(folder, c);
@@ -51,6 +53,8 @@ public sealed record SaeConfig
         if (!HookName.AllFor(spec).Contains(Hook))
             throw new PolyEngineException($"{Folder}: the SAE reads '{Hook}', which this {spec.Architecture} model does not have");
         int width = Hook.WidthFor(spec);
+        if (width == 0)
+            throw new PolyEngineException($"{Folder}: the SAE reads '{Hook}', the attention pattern [batch, head, query, key], which is no vector per position; an SAE reads a hook such as hook_resid_pre or attn.hook_z");
         if (width != DIn)
             throw new PolyEngineException($"{Folder}: d_in {DIn} does not equal the width {width} of '{Hook}' in this model; the SAE belongs to another model");
     }

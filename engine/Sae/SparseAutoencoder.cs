@@ -101,6 +101,8 @@ public sealed class SparseAutoencoder : IDisposable
     {
         if (!f.Contains(name)) throw new PolyEngineException($"{f.Path}: missing tensor '{name}'; the SAE weights do not match cfg.json");
         var info = f.Info(name);
+        if (info.DType is not (SafeTensorDType.F32 or SafeTensorDType.F16 or SafeTensorDType.BF16 or SafeTensorDType.F64))
+            throw new PolyEngineException($"{f.Path}: tensor '{name}' is {info.DType}; an SAE's weights must be floats (F32, F16, BF16 or F64)");
         if (!info.Shape.SequenceEqual(shape))
             throw new PolyEngineException($"{f.Path}: tensor '{name}' has shape {info.ShapeText}, cfg.json implies [{string.Join(", ", shape)}]");
         var values = f.ReadFloat32(name);

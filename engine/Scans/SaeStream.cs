@@ -73,9 +73,18 @@ public static class SaeStream
         int passRows = 0;
         var taps = saes.Select((sae, i) => new DeviceTap(sae.Config.Hook, x => acts[i] = sae.EncodeSparse(x, passRows))).ToArray();
 
+        int vocab = model.Spec.DVocab;
         void Process(List<ScanWindow> batch)
         {
             if (batch.Count == 0) return;
+            foreach (var w in batch)   // named by corpus file and place, not by batch row
+                for (int t = firstPos; t < w.Tokens.Length; t++)
+                    if ((uint)w.Tokens[t] >= (uint)vocab)
+                    {
+                        var (file, doc) = corpus.Locate(w.Document);
+                        throw new PolyEngineException($"--corpus {file}: token id {w.Tokens[t]} (document {doc}, token {w.Window.Offset + t - firstPos}) " +
+                            $"is outside the vocabulary 0..{vocab - 1} of this model; the corpus was tokenized for another model");
+                    }
             int seq = batch.Max(w => w.Tokens.Length);
             var ids = new int[batch.Count * seq];   // right-padded with token 0
             for (int r = 0; r < batch.Count; r++) batch[r].Tokens.CopyTo(ids, r * seq);
