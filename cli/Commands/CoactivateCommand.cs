@@ -27,6 +27,7 @@ static class CoactivateCommand
                 : int.TryParse(r.GetValue(top), out int t) && t > 0 ? t : throw new PolyEngineException($"--top '{r.GetValue(top)}' is not a positive number or 'all'");
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = o.Apply(new CoactivationOptions { Window = CoactivationWindow.Parse(r.GetValue(window)!) }, r);
+            var every = Common.Interval(r.GetValue(o.CheckpointEvery));
             RunFolder.Create(outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
@@ -52,7 +53,7 @@ static class CoactivateCommand
                     $"format={fmt} top={r.GetValue(top)}");
                 if (folder.AlreadyComplete) return 0;
                 var result = new ProgressDisplay(io).Run("coactivate", job =>
-                    CoactivationScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(),
+                    CoactivationScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(every),
                         w => job.Say($"resuming: {w:N0} context windows were counted by an earlier run")));
                 var written = CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note);
                 folder.Complete(written);

@@ -51,6 +51,16 @@ static class Common
         }
     }
 
+    public static Option<double> CheckpointEvery() => new("--checkpoint-every")
+    {
+        Description = "Seconds between checkpoints (at least ten times as long as a checkpoint takes to write); 0 = after every batch",
+        DefaultValueFactory = _ => 30,
+    };
+
+    /// <summary>The checkpoint interval of a --checkpoint-every value, checked.</summary>
+    public static TimeSpan Interval(double seconds) => double.IsFinite(seconds) && seconds >= 0 && seconds <= 86400 * 7 ? TimeSpan.FromSeconds(seconds)
+        : throw new PolyEngineException($"--checkpoint-every {seconds} is not a number of seconds between 0 and a week");
+
     public static Option<string> Bos(string auto) => new("--bos")
     {
         Description = $"Prepend the model's BOS token: auto ({auto}), on or off",
@@ -113,12 +123,14 @@ sealed class ScanOptions
     };
     public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
     public readonly Option<string> Bos = Common.Bos("as the SAEs' prepend_bos say");
+    public readonly Option<double> CheckpointEvery = Common.CheckpointEvery();
     public readonly Option<string> Device = Common.Device();
     public readonly Option<int> Threads = Common.Threads();
 
     public void AddTo(Command cmd)
     {
-        foreach (Option o in new Option[] { Sae, Corpus, Threshold, Context, Format, MaxTokens, Batch, Bos, Output, Overwrite, Device, Threads }) cmd.Options.Add(o);
+        foreach (Option o in new Option[] { Sae, Corpus, Threshold, Context, Format, MaxTokens, Batch, Bos, Output, Overwrite, CheckpointEvery, Device, Threads })
+            cmd.Options.Add(o);
     }
 
     /// <summary><paramref name="options"/> with the shared corpus-scan options of the command line.</summary>

@@ -25,6 +25,7 @@ static class FeaturesCommand
             string outDir = r.GetValue(o.Output)!;
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = o.Apply(new FeatureScanOptions { TopK = r.GetValue(topK) }, r);
+            var every = Common.Interval(r.GetValue(o.CheckpointEvery));
             RunFolder.Create(outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
@@ -45,7 +46,7 @@ static class FeaturesCommand
                     $"format={fmt}");
                 if (folder.AlreadyComplete) return 0;
                 var (stats, tokens, windows, seconds) = new ProgressDisplay(io).Run("features", job =>
-                    FeatureScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(),
+                    FeatureScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(every),
                         w => job.Say($"resuming: {w:N0} context windows were scanned by an earlier run")));
                 var written = FeatureWriter.Write(outDir, stats, tokens, windows, seconds, m, r.GetValue(o.Corpus)!, c.Files, fmt, note, new JsonObject
                 {

@@ -34,6 +34,7 @@ static class InterferenceCommand
             Required = true,
         };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+        var checkpointEvery = Common.CheckpointEvery();
         var device = Common.Device();
         var threads = Common.Threads();
         var cmd = new Command("interference", Common.WithExamples(
@@ -44,7 +45,7 @@ static class InterferenceCommand
             "polyengine interference --sae saes/blocks.4.hook_resid_post --out interf/",
             "polyengine interference --sae saes/4-res-sm --explanations res4.jsonl.gz --active res4-active.txt --sample 10 --seed 50 --out interf/",
             "polyengine interference --sae saes/L4,saes/L5 --explanations L4.jsonl,L5.jsonl --tau 0.2 --top 10 --model EleutherAI/pythia-70m-deduped --out interf/"))
-        { sae, explanations, tau, active, strict, partners, top, model, coact, sample, samplePartners, seed, tile, format, output, overwrite, device, threads };
+        { sae, explanations, tau, active, strict, partners, top, model, coact, sample, samplePartners, seed, tile, format, output, overwrite, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
@@ -69,6 +70,7 @@ static class InterferenceCommand
                 },
                 Strict = r.GetValue(strict), Model = r.GetValue(model), Coactivation = r.GetValue(coact),
                 Sample = r.GetValue(sample) > 0 ? new InterferenceSampleOptions(r.GetValue(sample), r.GetValue(samplePartners), r.GetValue(seed)) : null,
+                CheckpointEvery = Common.Interval(r.GetValue(checkpointEvery)),
             };
             if (options.Coactivation is { } c && !File.Exists(Path.Combine(c, "coactivation.safetensors")))
                 throw new PolyEngineException($"--coactivation {c}: no coactivation.safetensors there; give the --out folder of a `polyengine coactivate` run");

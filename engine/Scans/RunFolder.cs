@@ -88,9 +88,9 @@ public sealed class RunFolder : IDisposable
         }
     }
 
-    /// <summary>A checkpoint file of this run in the folder.</summary>
-    public ScanCheckpoint Checkpoint(string fileName = ScanCheckpoint.FileName) =>
-        new() { Path = System.IO.Path.Combine(Path, fileName), RunKey = RunKey };
+    /// <summary>A checkpoint file of this run in the folder, saved every <paramref name="every"/> (default 30 s).</summary>
+    public ScanCheckpoint Checkpoint(TimeSpan? every = null, string fileName = ScanCheckpoint.FileName) =>
+        new() { Path = System.IO.Path.Combine(Path, fileName), RunKey = RunKey, Every = every ?? TimeSpan.FromSeconds(30) };
 
     /// <summary>Marks the run complete after its outputs are written — <paramref name="outputFiles"/>, names in the folder,
     /// recorded with their sizes (a rerun finds the run complete only while they are there; --overwrite removes just
