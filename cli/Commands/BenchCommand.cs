@@ -90,7 +90,11 @@ static class BenchCommand
         {
             int f = r.GetValue(features), d = r.GetValue(dIn);
             if (f < 2 || d < 1 || r.GetValue(tile) < 16) throw new PolyEngineException("--features must be at least 2, --d-in positive and --tile at least 16");
-            if (r.GetValue(write) is string path) Scans.InterferenceBenchmark.WriteDecoder(path, f, d, 1);
+            if (r.GetValue(write) is string path)
+            {
+                Common.CheckWritable(path, "--write-decoder");
+                Scans.InterferenceBenchmark.WriteDecoder(path, f, d, 1);
+            }
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount;
             var res = Scans.InterferenceBenchmark.Measure(backend, f, d, r.GetValue(tile), threadCount);
@@ -124,7 +128,11 @@ static class BenchCommand
         {
             int f = r.GetValue(features), k = r.GetValue(l0), n = r.GetValue(tokens);
             if (f < 2 || n < 1) throw new PolyEngineException("--features must be at least 2 and --tokens positive");
-            if (r.GetValue(write) is string path) Scans.CoactivationBenchmark.WriteActivations(path, f, k, n, 1);
+            if (r.GetValue(write) is string path)
+            {
+                Common.CheckWritable(path, "--write-activations");
+                Scans.CoactivationBenchmark.WriteActivations(path, f, k, n, 1);
+            }
             var res = Scans.CoactivationBenchmark.Measure(f, k, n);
             if (r.GetValue(json))
                 io.Out.WriteLine(JsonSerializer.Serialize(new
