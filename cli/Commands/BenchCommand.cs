@@ -1,6 +1,12 @@
 using System.CommandLine;
 using System.Text.Json;
+using PolyEngine.Benchmarks;
 using PolyEngine.Forward;
+using PolyEngine.Models;
+using PolyEngine.Output;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 
 namespace PolyEngine.Cli.Commands;
 
@@ -93,11 +99,11 @@ static class BenchCommand
             if (r.GetValue(write) is string path)
             {
                 Common.CheckWritable(path, "--write-decoder");
-                Scans.InterferenceBenchmark.WriteDecoder(path, f, d, 1);
+                Benchmarks.InterferenceBenchmark.WriteDecoder(path, f, d, 1);
             }
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount;
-            var res = Scans.InterferenceBenchmark.Measure(backend, f, d, r.GetValue(tile), threadCount);
+            var res = Benchmarks.InterferenceBenchmark.Measure(backend, f, d, r.GetValue(tile), threadCount);
             if (r.GetValue(json))
                 io.Out.WriteLine(JsonSerializer.Serialize(new
                 {
@@ -131,9 +137,9 @@ static class BenchCommand
             if (r.GetValue(write) is string path)
             {
                 Common.CheckWritable(path, "--write-activations");
-                Scans.CoactivationBenchmark.WriteActivations(path, f, k, n, 1);
+                Benchmarks.CoactivationBenchmark.WriteActivations(path, f, k, n, 1);
             }
-            var res = Scans.CoactivationBenchmark.Measure(f, k, n);
+            var res = Benchmarks.CoactivationBenchmark.Measure(f, k, n);
             if (r.GetValue(json))
                 io.Out.WriteLine(JsonSerializer.Serialize(new
                 {

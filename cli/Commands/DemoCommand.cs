@@ -1,6 +1,10 @@
 using System.CommandLine;
+using PolyEngine.Formats;
 using PolyEngine.Forward;
 using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 
 namespace PolyEngine.Cli.Commands;
 
@@ -56,7 +60,7 @@ static class DemoCommand
         string gpt2Dir = Path.Combine(cacheDir, "gpt2-tiny-seed0"), saeDir = Path.Combine(cacheDir, "gpt2-tiny-sae-topk"), corpusPath = Path.Combine(cacheDir, "toy-corpus.jsonl");
         var hook = HookName.Parse("blocks.1.hook_resid_post");
         if (!File.Exists(Path.Combine(saeDir, "sae_weights.safetensors"))) ToySae.Write(saeDir, hook, 64, 256, SaeArchitecture.TopK, 0, k: 8, contextSize: 64);
-        if (!File.Exists(corpusPath)) Formats.ToyCorpus.Write(corpusPath, 40, 6, 0);
+        if (!File.Exists(corpusPath)) Toys.ToyCorpus.Write(corpusPath, 40, 6, 0);
         using (var model = Model.Load(gpt2Dir, backend))
         using (var sae = SparseAutoencoder.Load(saeDir, backend))
         {
@@ -77,7 +81,7 @@ static class DemoCommand
         }
         // The same SAE's decoder geometry: the paper's interference bins and qualified targets, against toy explanations.
         string explanationsPath = Path.Combine(cacheDir, "gpt2-tiny-sae-topk-explanations.jsonl");
-        if (!File.Exists(explanationsPath)) Formats.ToyExplanations.Write(explanationsPath, 256, seed: 0);
+        if (!File.Exists(explanationsPath)) Toys.ToyExplanations.Write(explanationsPath, 256, seed: 0);
         {
             var inp = Scans.InterferenceInputs.Load(new Scans.InterferenceSource(saeDir, explanationsPath), "demo", strict: false);
             var options = new Scans.InterferenceOptions();

@@ -1,5 +1,4 @@
 using System.CommandLine;
-using PolyEngine.Forward;
 using PolyEngine.Output;
 using PolyEngine.Tokenization;
 

@@ -1,5 +1,10 @@
 using System.CommandLine;
+using PolyEngine.Formats;
+using PolyEngine.Forward;
 using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 
 namespace PolyEngine.Cli.Commands;
 

@@ -1,6 +1,9 @@
 using System.CommandLine;
 using PolyEngine.Formats;
 using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 
 namespace PolyEngine.Cli.Commands;
 

@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
-using PolyEngine.Formats;
 using PolyEngine.Scans;
 
 namespace PolyEngine.Output;

@@ -1,5 +1,4 @@
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 
 namespace PolyEngine.Output;
 

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using PolyEngine.Formats;
 
 namespace PolyEngine.Scans;

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
 using PolyEngine.Kernels;

@@ -1,6 +1,5 @@
 using System.Numerics.Tensors;
 using System.Text.Json.Nodes;
-using PolyEngine.Models;
 
 namespace PolyEngine.Scans;
 
@@ -25,7 +24,7 @@ public static class InterferenceSampling
         var perTau = new JsonArray();
         for (int t = 0; t < taus.Length; t++)
         {
-            var rng = new ToyModels.Rng(Mix(o.Seed, inp.Name, t));
+            var rng = new Rng(Mix(o.Seed, inp.Name, t));
             var pool = Enumerable.Range(0, n).Where(a => st.Qualified(t, a)).ToArray();
             int take = Math.Min(o.Targets, pool.Length);
             for (int i = 0; i < take; i++)   // partial Fisher–Yates: pool[0..take) is the draw, in draw order

@@ -1,8 +1,6 @@
 using System.Diagnostics;
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 using PolyEngine.Kernels;
-using PolyEngine.Tokenization;
 
 namespace PolyEngine.Scans;
 

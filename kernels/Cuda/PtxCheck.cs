@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Reflection;
 using ILGPU;
-using ILGPU.Algorithms;
 using ILGPU.Backends;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;

@@ -1,8 +1,8 @@
 using System.IO.Compression;
 using DuckDB.NET.Data;
+using PolyEngine.Cli.Commands;
 using PolyEngine.Formats;
 using Xunit;
-using PolyEngine.Cli.Commands;
 using static PolyEngine.Tests.Cli.CliTests;
 
 namespace PolyEngine.Tests.Cli;

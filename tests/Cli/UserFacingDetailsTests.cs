@@ -2,6 +2,7 @@ using PolyEngine.Formats;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
 using PolyEngine.Scans;
+using PolyEngine.Toys;
 using Xunit;
 using static PolyEngine.Tests.Cli.CliTests;
 

@@ -3,6 +3,9 @@ using PolyEngine.Forward;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Kernels.Cuda;
 using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 using Xunit;
 
 namespace PolyEngine.Tests.Kernels;
@@ -41,7 +44,7 @@ public class CudaDeviceTests
         using var gpu = RequireCuda();
         using var dir = new Fixtures.TempDir();
         ToyModels.Write(ToyModels.Preset(ModelFamily.Gpt2, "gpt2-small"), 1, dir.Path);
-        var rng = new ToyModels.Rng(5);
+        var rng = new Rng(5);
         var ids = Enumerable.Range(0, 2 * 64).Select(_ => (int)(rng.NextU64() % 50257)).ToArray();
         var hooks = HookName.Select(ModelSpec.FromConfigFile(dir.File("config.json")), "blocks.*.hook_resid_post");
         float[] cpuLogits;

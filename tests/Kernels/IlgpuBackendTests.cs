@@ -1,5 +1,4 @@
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Kernels.Cuda;

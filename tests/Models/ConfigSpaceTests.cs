@@ -1,6 +1,8 @@
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;
@@ -42,7 +44,7 @@ public class ConfigSpaceTests
         using var dir = new Fixtures.TempDir();
         ToyModels.Write(config, 7, dir.Path);
         int seq = Math.Min(config.NCtx, 13);
-        var rng = new ToyModels.Rng(99);
+        var rng = new Rng(99);
         var ids = Enumerable.Range(0, batch * seq).Select(_ => (int)(rng.NextU64() % (ulong)config.DVocab)).ToArray();
         ids[^1] = config.DVocab - 1;
         var expected = ReferenceForward.Run(dir.Path, ids, batch, seq);

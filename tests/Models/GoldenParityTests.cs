@@ -1,5 +1,4 @@
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;

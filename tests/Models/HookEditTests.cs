@@ -1,7 +1,5 @@
-using PolyEngine.Forward;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
-using PolyEngine.Models;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;
@@ -17,7 +15,7 @@ public class HookEditTests
 {
     static readonly int[] IdsA = [11, 250, 37, 4, 999, 73, 8], IdsB = [500, 2, 61, 300, 17, 44, 5];
 
-    static float[] Vector(int d, ulong seed, float scale = 1f) => new ToyModels.Rng(seed).Normals([d], scale);
+    static float[] Vector(int d, ulong seed, float scale = 1f) => new Rng(seed).Normals([d], scale);
 
     static float[] Logits(Model m, int[] ids, params HookEdit[] edits) =>
         m.Run([ids], new RunOptions { Edits = edits }).Logits!.Data;

@@ -1,8 +1,10 @@
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 using PolyEngine.Kernels;
 using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;

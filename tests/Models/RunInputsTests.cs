@@ -1,4 +1,3 @@
-using PolyEngine.Forward;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;

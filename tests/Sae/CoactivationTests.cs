@@ -1,8 +1,8 @@
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
 using PolyEngine.Scans;
+using PolyEngine.Toys;
 using Xunit;
 
 namespace PolyEngine.Tests.Sae;
@@ -49,7 +49,7 @@ public class CoactivationTests
     [Fact]
     public void ChunkedCountersAgreeWithOneChunk()
     {
-        var rng = new ToyModels.Rng(5);
+        var rng = new Rng(5);
         const int f = 29;
         var one = new CoactivationCounter(f, long.MaxValue);
         var chunked = new CoactivationCounter(f, 11);
@@ -84,7 +84,7 @@ public class CoactivationTests
     [Fact]
     public void TopPartnerRowsEqualBruteForce()
     {
-        var rng = new ToyModels.Rng(12);
+        var rng = new Rng(12);
         const int f = 23;
         var counter = new CoactivationCounter(f);
         for (int u = 0; u < 60; u++)
@@ -127,7 +127,7 @@ public class CoactivationTests
         ToyModels.Write(new ToyConfig { Family = ModelFamily.Gpt2, DModel = 32, NLayers = 2, NHeads = 2, DMlp = 64, DVocab = 97, NCtx = 32, InitStd = 0.2f }, 11, model);
         ToySae.Write(saeDir, HookName.Parse("blocks.0.hook_resid_post"), 32, 24, SaeArchitecture.Standard, 5, contextSize: 7);
         // Two documents as uint16 token files, 17 and 9 tokens: windows of 7 with a ragged tail.
-        var rng = new ToyModels.Rng(3);
+        var rng = new Rng(3);
         string corpusDir = Path.Combine(dir.Path, "corpus");
         Directory.CreateDirectory(corpusDir);
         var docs = new[] { 17, 9 }.Select(n => Enumerable.Range(0, n).Select(_ => (int)(rng.NextU64() % 97)).ToArray()).ToArray();
@@ -180,7 +180,7 @@ public class CoactivationTests
         string model = dir.File("model"), saeDir = dir.File("sae");
         ToyModels.Write(new ToyConfig { Family = ModelFamily.Gpt2, DModel = 32, NLayers = 1, NHeads = 2, DMlp = 64, DVocab = 97, NCtx = 32, InitStd = 0.2f }, 4, model);
         ToySae.Write(saeDir, HookName.Parse("blocks.0.hook_resid_post"), 32, 30, SaeArchitecture.TopK, 9, k: 4, contextSize: 5);
-        var rng = new ToyModels.Rng(2);
+        var rng = new Rng(2);
         for (int d = 0; d < 3; d++)   // three documents of 31 tokens: windows of 5 with ragged tails, documents spanning batches
             File.WriteAllBytes(dir.File($"doc{d}.u32"), Enumerable.Range(0, 31).SelectMany(_ => BitConverter.GetBytes((uint)(rng.NextU64() % 97))).ToArray());
         using var m = Model.Load(model, new CpuBackend(1));
@@ -226,7 +226,7 @@ public class CoactivationTests
     [Fact]
     public void WindowsDoNotDependOnHowADocumentIsSplitIntoPieces()
     {
-        var rng = new ToyModels.Rng(1);
+        var rng = new Rng(1);
         var docs = new[] { 23, 5, 40 }.Select(n => Enumerable.Range(0, n).Select(_ => (int)(rng.NextU64() % 1000)).ToArray()).ToArray();
         var whole = docs.Select((d, i) => new CorpusPiece(d, i, 0, 0)).ToList();
         foreach (int pieceSize in new[] { 1, 3, 7, 8, 100 })

@@ -1,8 +1,8 @@
 using PolyEngine.Formats;
-using PolyEngine.Forward;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
 using PolyEngine.Scans;
+using PolyEngine.Toys;
 using Xunit;
 
 namespace PolyEngine.Tests.Sae;
@@ -19,7 +19,7 @@ public class FeatureScanTests
         ToyModels.Write(new ToyConfig { Family = ModelFamily.GptNeoX, DModel = 32, NLayers = 2, NHeads = 2, DMlp = 64, DVocab = 89, NCtx = 32, InitStd = 0.2f }, 12, model);
         ToySae.Write(dir.File("sae0"), HookName.Parse("blocks.0.hook_resid_post"), 32, 20, SaeArchitecture.JumpRelu, 6, contextSize: 6);
         ToySae.Write(dir.File("sae1"), HookName.Parse("blocks.1.mlp.hook_post"), 64, 16, SaeArchitecture.TopK, 7, k: 3, contextSize: 6);
-        var rng = new ToyModels.Rng(8);
+        var rng = new Rng(8);
         var tokens = Enumerable.Range(0, 23).Select(_ => (int)(rng.NextU64() % 89)).ToArray();
         File.WriteAllBytes(dir.File("c.u32"), tokens.SelectMany(t => BitConverter.GetBytes((uint)t)).ToArray());
 

@@ -1,8 +1,10 @@
 using System.Text.Json.Nodes;
+using PolyEngine.Benchmarks;
 using PolyEngine.Formats;
 using PolyEngine.Kernels.Cpu;
-using PolyEngine.Models;
+using PolyEngine.Output;
 using PolyEngine.Scans;
+using PolyEngine.Toys;
 using Xunit;
 
 namespace PolyEngine.Tests.Scans;
@@ -20,7 +22,7 @@ public class InterferenceTests
     /// <summary>[n, dim] rows with <paramref name="nonzeros"/> entries of ±1/√nonzeros (exact: a power of two), the rest 0.</summary>
     internal static float[] Lattice(int n, int dim, int nonzeros, ulong seed)
     {
-        var rng = new ToyModels.Rng(seed);
+        var rng = new Rng(seed);
         float v = 1f / MathF.Sqrt(nonzeros);
         var x = new float[n * dim];
         for (int a = 0; a < n; a++)
@@ -309,7 +311,7 @@ public class InterferenceTests
     [Fact]
     public void TopHeapsKeepTheStrongestWithTiesToTheLowerId()
     {
-        var rng = new ToyModels.Rng(9);
+        var rng = new Rng(9);
         for (int trial = 0; trial < 50; trial++)
         {
             int k = 1 + trial % 6, m = 40;
@@ -344,7 +346,7 @@ public class InterferenceTests
     public void LogitLensEqualsTheDirectCosine()
     {
         int vocab = 53, d = 12, n = 9;
-        var head = new ToyModels.Rng(5).Normals([vocab, d], 1f);
+        var head = new Rng(5).Normals([vocab, d], 1f);
         var unit = Gaussian(n, d, 6);
         var backend = new CpuBackend(2);
         var lens = new LogitLens(backend, LogitLens.Gram(backend, head, vocab, d), unit, d);

@@ -1,9 +1,12 @@
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
+using PolyEngine.Formats;
 using PolyEngine.Models;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 
-namespace PolyEngine.Formats;
+namespace PolyEngine.Toys;
 
 /// <summary>
 /// A synthetic explanation export for an SAE, in the Neuronpedia JSONL layout <see cref="Explanations"/> reads, for the
@@ -15,7 +18,7 @@ public static class ToyExplanations
 {
     public static void Write(string path, int dSae, int dim = 32, int topics = 8, ulong seed = 0)
     {
-        var rng = new ToyModels.Rng(seed);
+        var rng = new Rng(seed);
         var centres = rng.Normals([topics, dim], 1f);
         AtomicFile.Write(path, stream =>
         {

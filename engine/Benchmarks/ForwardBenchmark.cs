@@ -1,6 +1,12 @@
 using System.Diagnostics;
+using PolyEngine.Formats;
+using PolyEngine.Forward;
+using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 
-namespace PolyEngine.Forward;
+namespace PolyEngine.Benchmarks;
 
 /// <summary>Result of <see cref="ForwardBenchmark.Measure"/>: medians over timed iterations after one warm-up.</summary>
 public sealed record ForwardBenchmarkResult(int Batch, int Seq, int Iterations, double MedianSeconds, double TokensPerSecond,
@@ -13,7 +19,7 @@ public static class ForwardBenchmark
     {
         if (batch <= 0 || seq <= 0) throw new PolyEngineException($"--batch and --seq must be positive, got {batch} and {seq}");
         if (iterations <= 0) throw new PolyEngineException($"--iters must be positive, got {iterations}");
-        var rng = new Models.ToyModels.Rng(seed);
+        var rng = new Rng(seed);
         var ids = new int[batch * seq];
         for (int i = 0; i < ids.Length; i++) ids[i] = (int)(rng.NextU64() % (ulong)model.Spec.DVocab);
         double full = Median(model, ids, batch, seq, iterations, new RunOptions());

@@ -1,9 +1,10 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
+using PolyEngine.Models;
 using PolyEngine.Tokenization;
 
-namespace PolyEngine.Models;
+namespace PolyEngine.Toys;
 
 /// <summary>The shape of a generated model, written in the real HF format of its family.</summary>
 public sealed record ToyConfig
@@ -112,40 +113,4 @@ public static class ToyModels
         return o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
     }
 
-    /// <summary>SplitMix64 with Box–Muller normals: the same bytes for the same seed on every platform and .NET version.</summary>
-    public sealed class Rng(ulong seed)
-    {
-        ulong _state = seed;
-
-        public ulong NextU64()
-        {
-            ulong z = _state += 0x9E3779B97F4A7C15UL;
-            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-            return z ^ (z >> 31);
-        }
-
-        /// <summary>Uniform in [0, 1) with 53 bits.</summary>
-        public double NextDouble() => (NextU64() >> 11) * (1.0 / (1UL << 53));
-
-        public float[] Normals(long[] shape, float std)
-        {
-            var a = new float[shape.Aggregate(1L, (x, y) => x * y)];
-            for (long i = 0; i < a.LongLength; i += 2)
-            {
-                double u1 = 1.0 - NextDouble(), u2 = NextDouble();
-                double r = Math.Sqrt(-2.0 * Math.Log(u1)), th = 2 * Math.PI * u2;
-                a[i] = (float)(r * Math.Cos(th) * std);
-                if (i + 1 < a.LongLength) a[i + 1] = (float)(r * Math.Sin(th) * std);
-            }
-            return a;
-        }
-
-        public float[] Uniforms(int n, float lo, float hi)
-        {
-            var a = new float[n];
-            for (int i = 0; i < n; i++) a[i] = (float)(lo + (hi - lo) * NextDouble());
-            return a;
-        }
-    }
 }

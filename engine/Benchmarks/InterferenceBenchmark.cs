@@ -1,9 +1,10 @@
 using System.Diagnostics;
 using PolyEngine.Formats;
 using PolyEngine.Kernels;
-using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Toys;
 
-namespace PolyEngine.Scans;
+namespace PolyEngine.Benchmarks;
 
 /// <summary>Result of <see cref="InterferenceBenchmark.Measure"/>.</summary>
 public sealed record InterferenceBenchmarkResult(int Features, int DIn, long Pairs, double Seconds, double PairsPerSecond, long[] Bins, long Negative);
@@ -18,7 +19,7 @@ public static class InterferenceBenchmark
     /// <summary>W_dec [features, d_in], rows of unit length.</summary>
     public static float[] Decoder(int features, int dIn, ulong seed)
     {
-        var w = new ToyModels.Rng(seed).Normals([features, dIn], 1f);
+        var w = new Rng(seed).Normals([features, dIn], 1f);
         for (int j = 0; j < features; j++)
         {
             var row = w.AsSpan(j * dIn, dIn);

@@ -1,8 +1,7 @@
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
-using PolyEngine.Models;
 
-namespace PolyEngine;
+namespace PolyEngine.Toys;
 
 /// <summary>
 /// A random SAE in the SAELens 6.x folder format (cfg.json + sae_weights.safetensors), deterministic per seed, drawn as
@@ -14,7 +13,7 @@ public static class ToySae
         int k = 0, int contextSize = 32, bool prependBos = false, string modelName = "toy")
     {
         Directory.CreateDirectory(folder);
-        var rng = new ToyModels.Rng(seed);
+        var rng = new Rng(seed);
         var wDec = rng.Normals([dSae, dIn], 1f);
         for (int j = 0; j < dSae; j++)
         {

@@ -1,4 +1,3 @@
-using PolyEngine.Forward;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 

@@ -1,7 +1,11 @@
 using System.Diagnostics;
+using PolyEngine.Formats;
+using PolyEngine.Forward;
 using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Toys;
 
-namespace PolyEngine.Scans;
+namespace PolyEngine.Benchmarks;
 
 /// <summary>Result of <see cref="CoactivationBenchmark.Measure"/>.</summary>
 public sealed record CoactivationBenchmarkResult(int Features, int L0, long Tokens, double Seconds, double TokensPerSecond, long PairIncrements);
@@ -17,7 +21,7 @@ public static class CoactivationBenchmark
     public static int[][] Activations(int features, int l0, int tokens, ulong seed)
     {
         if (l0 < 1 || l0 > features) throw new PolyEngineException($"--l0 must be in 1..{features}, got {l0}");
-        var rng = new ToyModels.Rng(seed);
+        var rng = new Rng(seed);
         var sets = new int[tokens][];
         var chosen = new HashSet<int>();
         for (int t = 0; t < tokens; t++)

@@ -1,7 +1,10 @@
 using System.Text.Json;
+using PolyEngine.Formats;
 using PolyEngine.Models;
+using PolyEngine.Tokenization;
+using PolyEngine.Toys;
 
-namespace PolyEngine.Formats;
+namespace PolyEngine.Toys;
 
 /// <summary>A deterministic synthetic corpus (JSONL, one <c>{"text": ...}</c> per line) of simple English sentences, for
 /// the demo and tests: the same seed gives the same bytes.</summary>
@@ -15,7 +18,7 @@ public static class ToyCorpus
     public static void Write(string path, int documents, int sentencesPerDocument, ulong seed)
     {
         if (documents <= 0 || sentencesPerDocument <= 0) throw new PolyEngineException("--docs and --sentences must be positive");
-        var rng = new ToyModels.Rng(seed);
+        var rng = new Rng(seed);
         string Pick(string[] a) => a[rng.NextU64() % (ulong)a.Length];
         AtomicFile.Write(path, s =>
         {
