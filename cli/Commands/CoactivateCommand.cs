@@ -61,8 +61,8 @@ static class CoactivateCommand
                                  $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");
                 foreach (var (s, counter) in result.Counters)
                 {
-                    var best = CoactivationWriter.Rows(ScanManifest.SaeNames([s])[0], counter, 1).OrderByDescending(p => p.CountAB).Take(3);
-                    io.Out.WriteLine($"  {ScanManifest.SaeNames([s])[0]}: {counter.Units:N0} units; most co-occurring pairs: " +
+                    var best = CoactivationWriter.Rows(SaeNames.Of([s])[0], counter, 1).OrderByDescending(p => p.CountAB).Take(3);
+                    io.Out.WriteLine($"  {SaeNames.Of([s])[0]}: {counter.Units:N0} units; most co-occurring pairs: " +
                         string.Join(", ", best.Select(p => $"({p.FeatureA}, {p.FeatureB}) ×{p.CountAB} jaccard {p.Jaccard:F2}")));
                 }
                 io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");

@@ -55,7 +55,7 @@ static class FeaturesCommand
                 });
                 folder.Complete(written);
                 io.Out.WriteLine($"{tokens:N0} tokens in {windows:N0} windows, {seconds:F1} s, {tokens / Math.Max(seconds, 1e-9):N0} tokens/s");
-                var names = ScanManifest.SaeNames(saes);
+                var names = SaeNames.Of(saes);
                 for (int i = 0; i < stats.Count; i++)
                 {
                     var st = stats[i];

@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.Json;
-using PolyEngine.Tokenization;
 
 namespace PolyEngine.Formats;
 
@@ -24,13 +23,13 @@ public readonly record struct CorpusPiece(int[] Tokens, long Document, double St
 public sealed class Corpus
 {
     readonly List<string> _files;
-    readonly Lazy<ModelTokenizer?> _tokenizer;   // made only when a text file needs it: token files need none
+    readonly Lazy<ITextTokenizer?> _tokenizer;   // made only when a text file needs it: token files need none
     readonly long _totalBytes;
 
-    Corpus(List<string> files, Func<ModelTokenizer?> tokenizer)
+    Corpus(List<string> files, Func<ITextTokenizer?> tokenizer)
     {
         _files = files;
-        _tokenizer = new Lazy<ModelTokenizer?>(tokenizer);
+        _tokenizer = new Lazy<ITextTokenizer?>(tokenizer);
         _totalBytes = Math.Max(1, files.Sum(FileLinks.Length));
     }
 
@@ -58,7 +57,7 @@ public sealed class Corpus
 
     /// <param name="tokenizer">Asked for only when a text file is read (<c>() => model.Tokenizer</c>: a model without
     /// tokenizer.json still scans token files); null, or returning null: only token files and token-id columns are accepted.</param>
-    public static Corpus Open(string path, Func<ModelTokenizer?>? tokenizer)
+    public static Corpus Open(string path, Func<ITextTokenizer?>? tokenizer)
     {
         List<string> files;
         if (Directory.Exists(path))
@@ -217,7 +216,7 @@ public sealed class Corpus
         if (line.Count > 0) yield return [.. line];
     }
 
-    ModelTokenizer Tokenizer(string file) => _tokenizer.Value
+    ITextTokenizer Tokenizer(string file) => _tokenizer.Value
         ?? throw new PolyEngineException($"--corpus {file}: text needs the model's tokenizer, and none is available; give token files (.npy/.bin) instead");
 
     /// <summary>Token ids from a token file, all documents concatenated.</summary>

@@ -1,7 +1,6 @@
 using System.Numerics;
 using Parquet;
 using Parquet.Schema;
-using PolyEngine.Tokenization;
 
 namespace PolyEngine.Formats;
 
@@ -16,7 +15,7 @@ static class ParquetCorpus
 
     /// <summary>The documents of <paramref name="file"/>: (tokens, document index in the file, start and end as fractions of the file).</summary>
     /// <param name="tokenizer">Asked for only when the file has a text column.</param>
-    public static IEnumerable<(int[] Tokens, long Document, double Start, double End)> Read(string file, Func<ModelTokenizer> tokenizer)
+    public static IEnumerable<(int[] Tokens, long Document, double Start, double End)> Read(string file, Func<ITextTokenizer> tokenizer)
     {
         using var stream = File.OpenRead(file);
         ParquetReader reader;

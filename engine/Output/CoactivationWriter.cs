@@ -69,7 +69,7 @@ public static class CoactivationWriter
         CoactivationOptions options, int? top, TableFormat format, string device)
     {
         Directory.CreateDirectory(outDir);
-        var names = ScanManifest.SaeNames(result.Counters.Select(c => c.Sae).ToList());
+        var names = SaeNames.Of(result.Counters.Select(c => c.Sae).ToList());
         var rows = result.Counters.SelectMany((c, i) => Rows(names[i], c.Counter, top)).ToList();
         TableWriter.Write(Path.Combine(outDir, "pairs" + TableWriter.Extension(format)), rows, format);
 

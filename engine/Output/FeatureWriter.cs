@@ -51,7 +51,7 @@ public static class FeatureWriter
         string corpusPath, IReadOnlyList<string> corpusFiles, TableFormat format, string device, JsonObject options)
     {
         Directory.CreateDirectory(outDir);
-        var names = ScanManifest.SaeNames(stats.Select(s => s.Sae).ToList());
+        var names = SaeNames.Of(stats.Select(s => s.Sae).ToList());
         var features = new List<FeatureRow>();
         var contexts = new List<ContextRow>();
         var decode = Decoder(model);

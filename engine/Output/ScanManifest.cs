@@ -9,21 +9,6 @@ namespace PolyEngine.Output;
 /// cfgs, corpus files), options, and results (counts, timings).</summary>
 public static class ScanManifest
 {
-    /// <summary>Table-friendly SAE names: each folder's name (e.g. blocks.8.hook_resid_pre), made unique with #index.</summary>
-    public static List<string> SaeNames(IReadOnlyList<SparseAutoencoder> saes) => SaeNames(saes.Select(s => s.Config.Folder));
-
-    /// <summary>The same names from the SAE folders.</summary>
-    public static List<string> SaeNames(IEnumerable<string> folders)
-    {
-        var names = new List<string>();
-        foreach (var folder in folders)
-        {
-            string name = Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)));
-            names.Add(names.Contains(name) ? $"{name}#{names.Count}" : name);
-        }
-        return names;
-    }
-
     public static JsonObject Build(string tool, Model model, IReadOnlyList<SparseAutoencoder> saes, IReadOnlyList<string> names, string corpusPath,
         IReadOnlyList<string> corpusFiles, string device, JsonObject options, JsonObject results) => new()
     {

@@ -67,7 +67,7 @@ public static class InterferenceJob
     public static IReadOnlyList<string> Run(IBackend backend, IReadOnlyList<InterferenceSource> sources, InterferenceJobOptions o,
         string outDir, string runKey, IInterferenceLog log)
     {
-        var names = Output.ScanManifest.SaeNames(sources.Select(s => s.Folder));
+        var names = SaeNames.Of(sources.Select(s => s.Folder));
         ModelSpec? spec = null;
         float[]? gram = null;
         if (o.Model is { } model)

@@ -12,7 +12,7 @@ namespace PolyEngine.Tokenization;
 /// GPT-NeoX reads the snapshot's <c>tokenizer.json</c> into a byte-level <see cref="BpeTokenizer"/> with the GPT-2
 /// pre-tokenizer regex, NFC normalisation and every added token split out first (docs/FORMATS.md §4.2). No BOS is added here (see <see cref="Bos"/> and <see cref="Model.Encode"/>).
 /// </summary>
-public sealed class ModelTokenizer
+public sealed class ModelTokenizer : Formats.ITextTokenizer
 {
     const string Gpt2Pattern = @"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
