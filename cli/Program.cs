@@ -41,7 +41,12 @@ public static class Program
         }
         try
         {
-            return parsed.Invoke(config);
+            try { return parsed.Invoke(config); }
+            catch (AggregateException e) when (e.InnerExceptions.Count == 1)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();   // a parallel loop's one failure, as itself
+                throw;
+            }
         }
         catch (PolyEngineException e)
         {
@@ -64,9 +69,10 @@ public static class Program
             stderr.WriteLine($"error: {OneLine(e.Message)}; check the path, its permissions and the free space");
             return 2;
         }
-        catch (Exception e) when (Environment.GetEnvironmentVariable("POLYENGINE_DEBUG") != "1")
+        catch (Exception e)
         {
-            stderr.WriteLine($"error: unexpected {e.GetType().Name}: {OneLine(e.Message)} — a bug in polyengine; rerun with POLYENGINE_DEBUG=1 for the stack trace and report it");
+            if (Environment.GetEnvironmentVariable("POLYENGINE_DEBUG") == "1") stderr.WriteLine(e);
+            else stderr.WriteLine($"error: unexpected {e.GetType().Name}: {OneLine(e.Message)} — a bug in polyengine; rerun with POLYENGINE_DEBUG=1 for the stack trace and report it");
             return 70;
         }
     }

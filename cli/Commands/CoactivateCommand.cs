@@ -28,7 +28,7 @@ static class CoactivateCommand
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = o.Apply(new CoactivationOptions { Window = CoactivationWindow.Parse(r.GetValue(window)!) }, r);
             var every = Common.Interval(r.GetValue(o.CheckpointEvery));
-            RunFolder.Create(outDir);
+            using var folder = Common.OpenScanOutput(io, outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
@@ -36,11 +36,12 @@ static class CoactivateCommand
             try
             {
                 long bytes = saes.Sum(s => CoactivationCounter.BytesFor(s.Config.DSae));
-                long available = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
                 io.Out.WriteLine($"counters: uint32 per pair (a count is at most the number of units; more than 2^32 − 1 units is refused), " +
-                                 $"{bytes / (1024.0 * 1024):N1} MiB for {saes.Count} SAE(s) of {available / (1024.0 * 1024 * 1024):N1} GiB available");
-                if (bytes > available * 0.8)
-                    throw new PolyEngineException($"the pair counters need {bytes / (1024.0 * 1024 * 1024):N1} GiB but only {available / (1024.0 * 1024 * 1024):N1} GiB are available; scan fewer SAEs at once");
+                                 $"{bytes / (1024.0 * 1024):N1} MiB for {saes.Count} SAE(s) of {MemoryInfo.Gib(MemoryInfo.AvailableBytes())} GiB available");
+                MemoryInfo.Check(bytes, "the pair counters", "scan fewer SAEs at once, or on a machine with more memory");
+                long selection = saes.Max(s => CoactivationWriter.SelectionBytes(topN, s.Config.DSae));
+                MemoryInfo.Check(bytes + selection, $"the pair counters and --top {topN}'s partner heaps",
+                    "give a smaller --top, or --top all (every co-occurring pair, streamed without heaps)");
                 var c = Corpus.Open(r.GetValue(o.Corpus)!, () => m.Tokenizer);
                 var (bos, why) = SaeStream.ResolveBos(m, saes, options.PrependBos);
                 io.Out.WriteLine(Common.DescribeBos(m, bos is not null, why));
@@ -49,8 +50,8 @@ static class CoactivateCommand
                 options = options with { PrependBos = bos is not null };
                 var key = ScanOptions.KeyOptions("coactivate", options, bos is not null);
                 key["window"] = options.Window.ToString();
-                using var folder = Common.PrepareScanOutput(io, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
-                    $"format={fmt} top={r.GetValue(top)}");
+                Common.PrepareScanOutput(io, folder, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
+                    $"format={fmt} top={r.GetValue(top)}", CoactivationWriter.PlannedFiles(fmt));
                 if (folder.AlreadyComplete) return 0;
                 var result = new ProgressDisplay(io).Run("coactivate", job =>
                     CoactivationScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(every),

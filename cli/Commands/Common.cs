@@ -73,13 +73,21 @@ static class Common
 
     /// <summary>The output folder of a resumable scan, marked as this run's (see <see cref="Scans.RunFolder"/>); says so
     /// when the run is already complete there.</summary>
-    public static Scans.RunFolder PrepareScanOutput(Io io, string outDir, Scans.RunKey key, bool overwrite, string outputs)
+    /// <summary>The scan's output folder, created and locked before any work (<see cref="Scans.RunFolder.Open"/>).</summary>
+    public static Scans.RunFolder OpenScanOutput(Io io, string outDir)
     {
-        var folder = Scans.RunFolder.Prepare(outDir, key, overwrite, outputs);
+        var folder = Scans.RunFolder.Open(outDir);
+        if (folder.LockWarning is { } warning) io.Err.WriteLine($"warning: {warning}");
+        return folder;
+    }
+
+    /// <summary>Marks the folder for this run, and says so when the run is already complete there or an earlier one was replaced.</summary>
+    public static void PrepareScanOutput(Io io, Scans.RunFolder folder, string outDir, Scans.RunKey key, bool overwrite, string outputs, IReadOnlyCollection<string> planned)
+    {
+        folder.Prepare(key, overwrite, outputs, planned);
         if (folder.AlreadyComplete)
             io.Out.WriteLine($"--out {outDir} already holds this run, complete (same inputs and options): nothing to do; pass --overwrite to run it again");
         if (folder.Note is { } note) io.Out.WriteLine($"--out {outDir}: {note}");
-        return folder;
     }
 
     /// <summary>Loads the comma-separated SAE folders on the model's backend, each checked against the model, and says so.</summary>

@@ -26,7 +26,7 @@ static class FeaturesCommand
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = o.Apply(new FeatureScanOptions { TopK = r.GetValue(topK) }, r);
             var every = Common.Interval(r.GetValue(o.CheckpointEvery));
-            RunFolder.Create(outDir);
+            using var folder = Common.OpenScanOutput(io, outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
@@ -42,8 +42,8 @@ static class FeaturesCommand
                 var key = ScanOptions.KeyOptions("features", options, bos is not null);
                 key["top_k"] = options.TopK;
                 key["contexts_format"] = 2;   // contexts carry their document and offset
-                using var folder = Common.PrepareScanOutput(io, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
-                    $"format={fmt}");
+                Common.PrepareScanOutput(io, folder, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
+                    $"format={fmt}", FeatureWriter.PlannedFiles(fmt));
                 if (folder.AlreadyComplete) return 0;
                 var (stats, tokens, windows, seconds) = new ProgressDisplay(io).Run("features", job =>
                     FeatureScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(every),

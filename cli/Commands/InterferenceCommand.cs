@@ -74,9 +74,9 @@ static class InterferenceCommand
             };
             if (options.Coactivation is { } c && !File.Exists(Path.Combine(c, "coactivation.safetensors")))
                 throw new PolyEngineException($"--coactivation {c}: no coactivation.safetensors there; give the --out folder of a `polyengine coactivate` run");
-            RunFolder.Create(outDir);
+            using var folder = Common.OpenScanOutput(io, outDir);
             var key = InterferenceJob.RunKey(sources, options);
-            using var folder = Common.PrepareScanOutput(io, outDir, key, r.GetValue(overwrite), $"format={fmt}");
+            Common.PrepareScanOutput(io, folder, outDir, key, r.GetValue(overwrite), $"format={fmt}", InterferenceWriter.PlannedFiles(fmt));
             if (folder.AlreadyComplete) return 0;
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             io.Out.WriteLine($"device: {note}");

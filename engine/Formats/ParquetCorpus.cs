@@ -31,16 +31,19 @@ static class ParquetCorpus
             long total = Math.Max(1, reader.Metadata?.NumRows ?? 1), row = 0, doc = 0;
             for (int g = 0; g < reader.RowGroupCount; g++)
             {
-                List<int[]> rows;
+                List<string?>? texts = null;
+                List<int[]>? ids = null;
                 try
                 {
                     using var rg = reader.OpenRowGroupReader(g);
-                    rows = text ? ReadText(rg, field).Select(t => t is null or "" ? [] : tok!.Encode(t)).ToList() : ReadIds(file, rg, field);
+                    if (text) texts = ReadText(rg, field);
+                    else ids = ReadIds(file, rg, field);
                 }
                 catch (Exception e) when (Unreadable(e))
                 {
                     throw new PolyEngineException($"--corpus {file}: row group {g} cannot be read ({e.Message.Split('\n')[0]}); the file is damaged");
                 }
+                var rows = ids ?? texts!.Select(t => t is null or "" ? [] : tok!.Encode(t)).ToList();   // the tokenizer's errors are its own
                 foreach (var tokens in rows)
                 {
                     double start = row / (double)total;

@@ -141,15 +141,18 @@ public static class AtomicFile
         {
             using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
             {
+                FaultPoints.Reach("write:" + full);
                 write(fs);
                 fs.Flush(flushToDisk: true);
             }
+            FaultPoints.Reach("before-rename:" + full);
             File.Move(tmp, full, overwrite: true);
+            FaultPoints.Reach("after-rename:" + full);
         }
-        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        catch (Exception e) when (IoFailure(e) is { } io)
         {
             TryDelete(tmp);
-            throw new PolyEngineException($"{path}: cannot write output ({e.Message}); check the folder's permissions and free space");
+            throw new PolyEngineException($"{path}: cannot write output ({io.Message}); check the folder's permissions and free space");
         }
         catch
         {
@@ -159,6 +162,14 @@ public static class AtomicFile
     }
 
     public static void WriteText(string path, string text) => Write(path, s => s.Write(Encoding.UTF8.GetBytes(text)));
+
+    /// <summary>The I/O failure inside <paramref name="e"/> (a writer library may wrap it), or null.</summary>
+    static Exception? IoFailure(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+            if (x is IOException or UnauthorizedAccessException) return x;
+        return e is AggregateException a ? a.InnerExceptions.Select(IoFailure).FirstOrDefault(x => x is not null) : null;
+    }
 
     static void TryDelete(string p)
     {

@@ -47,7 +47,7 @@ static class TokenFiles
         if (ext == ".npy")
         {
             using var fs = File.OpenRead(file);
-            var head = new byte[Math.Min(4096, length)];
+            var head = new byte[Math.Min(1 << 16, length)];   // numpy's headers are a few hundred bytes; allow big ones
             fs.ReadExactly(head);
             return Npy(file, head, length);
         }
@@ -121,7 +121,9 @@ static class TokenFiles
             "<u2" => 2,
             _ => throw new PolyEngineException($"--corpus {file}: .npy dtype '{descr}' is not supported (int32, int64, uint16, uint32 or uint64, little-endian)"),
         };
-        long count = shape.Aggregate(1L, (x, y) => x * y), dataStart = start + headerLen;
+        long count, dataStart = start + headerLen;
+        try { count = shape.Aggregate(1L, (x, y) => checked(x * y)); _ = checked(count * width); }
+        catch (OverflowException) { throw new PolyEngineException($"--corpus {file}: the .npy shape ({string.Join(", ", shape)}) is too large to be a token file; the header is corrupt"); }
         if (dataStart + count * width != length)
             throw new PolyEngineException($"--corpus {file}: the .npy header says shape ({string.Join(", ", shape)}) = {count} tokens of {width} bytes, " +
                 $"but the file holds {length - dataStart} data bytes; the file is truncated or corrupt");

@@ -27,25 +27,41 @@ public sealed class PairRow
 /// </summary>
 public static class CoactivationWriter
 {
-    public static IReadOnlyList<PairRow> Rows(string sae, CoactivationCounter c, int? top)
-    {
-        var rows = new List<PairRow>();
-        int f = c.Features;
-        PairRow Row(int a, int b)
+    /// <summary>The pair rows of one SAE, in memory (for summaries and tests; <see cref="Write"/> streams them instead):
+    /// every co-occurring pair, or each feature's <paramref name="top"/> partners.</summary>
+    public static IReadOnlyList<PairRow> Rows(string sae, CoactivationCounter c, int? top) =>
+        Pairs(c, top).Select(p =>
         {
-            var s = PairStats.Of(a, b, c.Marginals[a], c.Marginals[b], c.Count(a, b), c.Units);
-            return new PairRow { Sae = sae, FeatureA = a, FeatureB = b, CountA = (long)s.CountA, CountB = (long)s.CountB, CountAB = (long)s.CountAB,
+            var s = Stats(c, p.A, p.B);
+            return new PairRow { Sae = sae, FeatureA = p.A, FeatureB = p.B, CountA = (long)s.CountA, CountB = (long)s.CountB, CountAB = (long)s.CountAB,
                 Jaccard = s.Jaccard, Pmi = s.Pmi, Lift = s.Lift };
-        }
-        if (top is null)
+        }).ToList();
+
+    static PairStats Stats(CoactivationCounter c, int a, int b) => PairStats.Of(a, b, c.Marginals[a], c.Marginals[b], c.Count(a, b), c.Units);
+
+    /// <summary>True when <paramref name="top"/> keeps every partner anyway (null, or at least F − 1): the table is every
+    /// co-occurring pair, streamed row by row of the triangle, with no heaps.</summary>
+    static bool All(int? top, int features) => top is null || top >= features - 1;
+
+    /// <summary>The bytes the top-N selection holds while it runs (heaps of N per feature and the chosen pairs); 0 for all pairs.</summary>
+    public static long SelectionBytes(int? top, int features) => All(top, features) ? 0 : (long)features * top!.Value * (4 + 4 + 16);
+
+    /// <summary>The pairs of the table, a &lt; b, in order: every co-occurring pair, or each feature's <paramref name="top"/>
+    /// partners by count (ties: the lower id) — a pair kept by either of its features once.</summary>
+    static IEnumerable<(int A, int B)> Pairs(CoactivationCounter c, int? top)
+    {
+        int f = c.Features;
+        if (All(top, f))
         {
-            for (int a = 0; a < f; a++)
-                for (int b = a + 1; b < f; b++)
-                    if (c.Count(a, b) > 0) rows.Add(Row(a, b));
-            return rows;
+            var partners = new List<int>();
+            for (int a = 0; a < f - 1; a++)
+            {
+                NonZero(c, a, partners);
+                foreach (int b in partners) yield return (a, b);
+            }
+            yield break;
         }
-        // Each feature's top partners by count (ties: the lower id), in one pass over the triangle.
-        var heaps = new TopHeaps<uint>(f, Math.Min(top.Value, f - 1));   // at most F − 1 partners: a larger --top keeps them all
+        var heaps = new TopHeaps<uint>(f, top!.Value);
         for (int a = 0; a < f - 1; a++)
         {
             var row = c.Row(a);
@@ -60,9 +76,50 @@ public static class CoactivationWriter
         var chosen = new SortedSet<(int, int)>();
         for (int a = 0; a < f; a++)
             foreach (var (b, _) in heaps.Sorted(a)) chosen.Add((Math.Min(a, b), Math.Max(a, b)));
-        foreach (var (a, b) in chosen) rows.Add(Row(a, b));
-        return rows;
+        foreach (var p in chosen) yield return p;
     }
+
+    /// <summary>The partners b &gt; a that co-occur with a (an iterator cannot hold the row's span across its yields).</summary>
+    static void NonZero(CoactivationCounter c, int a, List<int> partners)
+    {
+        partners.Clear();
+        var row = c.Row(a);
+        for (int j = 0; j < row.Length; j++)
+            if (row[j] > 0) partners.Add(a + 1 + j);
+    }
+
+    /// <summary>The pair table of every SAE as row groups of at most <paramref name="groupRows"/> rows, produced lazily.</summary>
+    static IEnumerable<ColumnTable> PairGroups(IReadOnlyList<string> names, IReadOnlyList<CoactivationCounter> counters, int? top, int groupRows = 1 << 20)
+    {
+        ColumnTable? group = null;
+        for (int i = 0; i < counters.Count; i++)
+        {
+            var c = counters[i];
+            foreach (var (a, b) in Pairs(c, top))
+            {
+                group ??= NewGroup();
+                var s = Stats(c, a, b);
+                ((TextColumn)group.Columns[0]).Add(names[i]);
+                ((TableColumn<int>)group.Columns[1]).Add(a);
+                ((TableColumn<int>)group.Columns[2]).Add(b);
+                ((TableColumn<long>)group.Columns[3]).Add((long)s.CountA);
+                ((TableColumn<long>)group.Columns[4]).Add((long)s.CountB);
+                ((TableColumn<long>)group.Columns[5]).Add((long)s.CountAB);
+                ((TableColumn<double>)group.Columns[6]).Add(s.Jaccard);
+                ((TableColumn<double>)group.Columns[7]).Add(s.Pmi);
+                ((TableColumn<double>)group.Columns[8]).Add(s.Lift);
+                if (group.Rows == groupRows) { yield return group; group = null; }
+            }
+        }
+        if (group is not null) yield return group;
+    }
+
+    static ColumnTable NewGroup() => new(new TextColumn("sae"), new TableColumn<int>("feature_a"), new TableColumn<int>("feature_b"),
+        new TableColumn<long>("count_a"), new TableColumn<long>("count_b"), new TableColumn<long>("count_ab"),
+        new TableColumn<double>("jaccard"), new TableColumn<double>("pmi"), new TableColumn<double>("lift"));
+
+    /// <summary>The files a co-activation scan in <paramref name="format"/> writes.</summary>
+    public static IReadOnlyList<string> PlannedFiles(TableFormat format) => [$"pairs{TableWriter.Extension(format)}", "coactivation.safetensors", "manifest.json"];
 
     /// <summary>Writes the pair table, the triangle and the manifest; returns the names of the files written.</summary>
     public static IReadOnlyList<string> Write(string outDir, CoactivationResult result, Model model, string corpusPath, IReadOnlyList<string> corpusFiles,
@@ -70,8 +127,9 @@ public static class CoactivationWriter
     {
         Directory.CreateDirectory(outDir);
         var names = SaeNames.Of(result.Counters.Select(c => c.Sae).ToList());
-        var rows = result.Counters.SelectMany((c, i) => Rows(names[i], c.Counter, top)).ToList();
-        TableWriter.Write(Path.Combine(outDir, "pairs" + TableWriter.Extension(format)), rows, format);
+        long pairRows = 0;
+        TableWriter.WriteColumns(Path.Combine(outDir, "pairs" + TableWriter.Extension(format)), NewGroup(),
+            PairGroups(names, result.Counters.Select(c => c.Counter).ToList(), top).Select(g => { pairRows += g.Rows; return g; }), format);
 
         var st = new SafeTensorsWriter().AddMetadata("units", result.Counters[0].Counter.Units.ToString())
             .AddMetadata("window", options.Window.ToString()).AddMetadata("index", "a*F - a*(a+1)/2 + (b - a - 1), a < b");
@@ -92,13 +150,13 @@ public static class CoactivationWriter
             new JsonObject
             {
                 ["tokens"] = result.Tokens, ["context_windows"] = result.Windows, ["documents"] = result.Documents,
-                ["seconds"] = result.Seconds, ["tokens_per_second"] = result.Tokens / Math.Max(result.Seconds, 1e-9), ["pair_rows"] = rows.Count,
+                ["seconds"] = result.Seconds, ["tokens_per_second"] = result.Tokens / Math.Max(result.Seconds, 1e-9), ["pair_rows"] = pairRows,
                 ["units"] = new JsonArray(result.Counters.Select(c => (JsonNode)JsonValue.Create(c.Counter.Units)!).ToArray()),
                 ["counter"] = "uint32 per pair (a count is at most the number of units, refused past 2^32 - 1)",
                 ["counter_bytes"] = new JsonArray(result.Counters.Select(c => (JsonNode)JsonValue.Create(CoactivationCounter.BytesFor(c.Sae.Config.DSae))!).ToArray()),
             });
         ScanManifest.Save(outDir, manifest);
-        return [$"pairs{TableWriter.Extension(format)}", "coactivation.safetensors", "manifest.json"];
+        return PlannedFiles(format);
     }
 
 }

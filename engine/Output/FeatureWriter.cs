@@ -46,6 +46,10 @@ public sealed class ContextRow
 /// </summary>
 public static class FeatureWriter
 {
+    /// <summary>The files a feature scan in <paramref name="format"/> writes.</summary>
+    public static IReadOnlyList<string> PlannedFiles(TableFormat format) =>
+        [$"features{TableWriter.Extension(format)}", $"contexts{TableWriter.Extension(format)}", "manifest.json"];
+
     /// <summary>Writes the tables and the manifest; returns the names of the files written.</summary>
     public static IReadOnlyList<string> Write(string outDir, IReadOnlyList<FeatureStatistics> stats, long tokens, long windows, double seconds, Model model,
         string corpusPath, IReadOnlyList<string> corpusFiles, TableFormat format, string device, JsonObject options)
@@ -82,7 +86,7 @@ public static class FeatureWriter
                 ["tokens"] = tokens, ["context_windows"] = windows, ["seconds"] = seconds, ["tokens_per_second"] = tokens / Math.Max(seconds, 1e-9),
                 ["feature_rows"] = features.Count, ["context_rows"] = contexts.Count,
             }));
-        return [$"features{TableWriter.Extension(format)}", $"contexts{TableWriter.Extension(format)}", "manifest.json"];
+        return PlannedFiles(format);
     }
 
     /// <summary>Each token id decoded on its own (memoised: contexts repeat tokens), or "" when the model has no tokenizer.</summary>

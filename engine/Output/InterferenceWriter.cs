@@ -113,15 +113,15 @@ public static class InterferenceWriter
         }
         WriteManifest(outDir, resultFiles, o, format, device, sources, Load);
         written.Add("manifest.json");
-        // An earlier run's outputs that this one does not produce (another format, no --top, ...) would read as this run's.
-        foreach (var table in Tables)
-            foreach (var extension in new[] { ".parquet", ".csv" })
-                if (!written.Contains(table + extension)) File.Delete(Path.Combine(outDir, table + extension));
-        if (!written.Contains("sample.json")) File.Delete(Path.Combine(outDir, "sample.json"));
         return written;
     }
 
     static readonly string[] Tables = ["bins", "histogram", "bins_unrelated", "targets", "qualified", "partners"];
+
+    /// <summary>Every file an interference run in <paramref name="format"/> may write (what its run folder plans, so an
+    /// --overwrite later removes them all, even after a kill).</summary>
+    public static IReadOnlyList<string> PlannedFiles(TableFormat format) =>
+        [.. Tables.Select(t => t + TableWriter.Extension(format)), "sample.json", "manifest.json"];
 
     static readonly double[] BinLo = [0, 0.1, 0.2, 0.3, 0.4];
     static readonly double[] BinHi = [0.1, 0.2, 0.3, 0.4, 1.0];

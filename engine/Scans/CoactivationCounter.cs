@@ -84,7 +84,8 @@ public sealed class CoactivationCounter
     /// <summary>Row <paramref name="a"/> of the triangle: the counts of the pairs (a, a+1) … (a, F−1).</summary>
     public ReadOnlySpan<uint> Row(int a) => RowSpan(a);
 
-    Span<uint> RowSpan(int a) => _chunks[_rowChunk[a]].AsSpan(checked((int)(_rowBase[a] + a + 1)), Features - a - 1);
+    Span<uint> RowSpan(int a) => a >= Features - 1 ? Span<uint>.Empty   // the last feature pairs with no later one
+        : _chunks[_rowChunk[a]].AsSpan(checked((int)(_rowBase[a] + a + 1)), Features - a - 1);
 
     public uint Count(int a, int b)
     {
@@ -112,8 +113,8 @@ public sealed class CoactivationCounter
     public void Add(CoactivationCounter other)
     {
         if (other.Features != Features) throw new ArgumentException("feature counts differ");
-        checked { Units += other.Units; }
-        if (Units > uint.MaxValue) throw new InvalidOperationException("more than 2^32 − 1 units: a uint32 pair counter could overflow");
+        if (Units + other.Units > uint.MaxValue) throw new InvalidOperationException("more than 2^32 − 1 units: a uint32 pair counter could overflow");
+        Units += other.Units;
         for (int a = 0; a < Features - 1; a++)
         {
             var mine = RowSpan(a);

@@ -31,7 +31,7 @@ public interface IInterferenceLog
 
 /// <summary>
 /// An interference run over several SAEs, one after another in bounded memory, resumable: each SAE's scan state is
-/// checkpointed in <c>checkpoint.{k}.safetensors</c> in the output folder as it goes (every 30 s at most, adapting to
+/// checkpointed in <c>checkpoint.{k}.safetensors</c> in the output folder as it goes (every <see cref="InterferenceJobOptions.CheckpointEvery"/>, 30 s by default, adapting to
 /// the save's cost), and replaced by the SAE's <see cref="InterferenceResult"/> when it is done. A rerun with the same
 /// run key skips finished SAEs and continues the open one from its last tile, to identical results.
 /// </summary>

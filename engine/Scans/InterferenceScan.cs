@@ -37,6 +37,9 @@ public sealed class InterferenceState
         // A feature has at most n − 1 partners: larger requests keep them all (and allocate no more than that).
         partnersPerBin = Math.Min(partnersPerBin, Math.Max(1, n - 1));
         topN = Math.Min(topN, Math.Max(1, n - 1));
+        long heapBytes = (semantic ? (long)taus * n * InterferenceBins.Count * (partnersPerBin * 8L + 8) : 0) + (topN > 0 ? (long)n * topN * 8 : 0);
+        MemoryInfo.Check(heapBytes, $"the partner lists of {n:N0} features (--partners {partnersPerBin}, --top {topN})",
+            "give a smaller --partners or --top");
         N = n;
         Taus = taus;
         Fine = new long[InterferenceBins.FineCount];

@@ -12,10 +12,15 @@ namespace PolyEngine.Scans;
 /// </summary>
 public sealed class RunKey
 {
+    /// <summary>How the scans read their inputs and lay out their checkpoints, in this version of PolyEngine: part of every
+    /// key, and raised whenever either changes, so a checkpoint of another version is never resumed into mixed results.</summary>
+    public const int ScanFormat = 3;
+
     public RunKey(JsonObject inputs, JsonObject options)
     {
         Inputs = inputs;
         Options = options;
+        if (!Options.ContainsKey("scan_format")) Options["scan_format"] = ScanFormat;
         Value = Convert.ToHexStringLower(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(
             new JsonObject { ["inputs"] = inputs.DeepClone(), ["options"] = options.DeepClone() }.ToJsonString())));
     }
@@ -45,7 +50,7 @@ public sealed class RunKey
     public static RunKey ForCorpusScan(Model model, IReadOnlyList<SparseAutoencoder> saes, IReadOnlyList<string> corpusFiles, JsonObject options)
     {
         var inputs = new JsonObject();
-        AddFolder(inputs, "model", model.Folder, "config.json", "*.safetensors", "*.safetensors.index.json");
+        AddFolder(inputs, "model", model.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
         for (int i = 0; i < saes.Count; i++) AddFolder(inputs, $"sae[{i}]", saes[i].Config.Folder, "cfg.json", "*.safetensors");
         for (int i = 0; i < corpusFiles.Count; i++) AddFile(inputs, $"corpus[{i}]/{Path.GetFileName(corpusFiles[i])}", corpusFiles[i]);
         return new RunKey(inputs, options);

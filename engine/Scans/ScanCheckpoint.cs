@@ -35,6 +35,7 @@ public sealed class ScanCheckpoint
         var w = new SafeTensorsWriter().AddMetadata("run_key", RunKey).AddMetadata("windows", windows.ToString());
         state(w);
         w.Save(Path);
+        FaultPoints.Reach("checkpoint-saved");
         _lastSaveTook = Every == TimeSpan.Zero ? TimeSpan.Zero : took.Elapsed;   // Every = 0 (tests): save at every batch
         _sinceSave.Restart();
     }
@@ -43,7 +44,12 @@ public sealed class ScanCheckpoint
     internal (long Windows, SafeTensorsFile File)? Open()
     {
         if (!File.Exists(Path)) return null;
-        var f = SafeTensorsFile.Open(Path);
+        SafeTensorsFile f;
+        try { f = SafeTensorsFile.Open(Path); }
+        catch (PolyEngineException e)
+        {
+            throw new PolyEngineException($"{Path}: the checkpoint cannot be read ({e.Message}); delete it to start this run over, or pass --overwrite");
+        }
         if (f.Metadata.GetValueOrDefault("run_key") != RunKey) { f.Dispose(); return null; }
         return (long.Parse(f.Metadata["windows"]), f);
     }
@@ -61,11 +67,19 @@ public sealed class ScanCheckpoint
         if (File.Exists(Path)) File.Delete(Path);
     }
 
-    /// <summary>Deletes every checkpoint file in <paramref name="outDir"/> (<c>checkpoint*.safetensors</c>: scans that
-    /// keep one per SAE name them <c>checkpoint.{k}.safetensors</c>).</summary>
+    /// <summary>Deletes the checkpoints of scans in <paramref name="outDir"/>: <c>checkpoint.safetensors</c> and the
+    /// <c>checkpoint.{k}.safetensors</c> of scans that keep one per SAE — only files a scan wrote (they carry a run key),
+    /// never a user's own checkpoint-named files.</summary>
     public static void DeleteAll(string outDir)
     {
         if (!Directory.Exists(outDir)) return;
-        foreach (var f in Directory.GetFiles(outDir, "checkpoint*.safetensors")) File.Delete(f);
+        foreach (var f in Directory.GetFiles(outDir, "checkpoint*.safetensors"))
+        {
+            if (!System.Text.RegularExpressions.Regex.IsMatch(System.IO.Path.GetFileName(f), @"^checkpoint(\.\d+)?\.safetensors$")) continue;
+            bool ours;
+            try { using var file = SafeTensorsFile.Open(f); ours = file.Metadata.ContainsKey("run_key"); }
+            catch (PolyEngineException) { ours = false; }
+            if (ours) File.Delete(f);
+        }
     }
 }

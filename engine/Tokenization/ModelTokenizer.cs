@@ -34,7 +34,7 @@ public sealed class ModelTokenizer : Formats.ITextTokenizer
         if (spec.Family == ModelFamily.Gpt2) return Gpt2();
         string path = Path.Combine(folder, "tokenizer.json");
         if (!File.Exists(path))
-            throw new PolyEngineException($"{folder}: tokenizer.json not found; GPT-NeoX models need it for text prompts (download it with the model, or pass --ids)");
+            throw new PolyEngineException($"{folder}: tokenizer.json not found; GPT-NeoX models need it for text (download it with the model; or give token ids: --ids for run, a token file or token-id column for a scan)");
         using var fs = Formats.FileLinks.OpenRead(path);
         return FromTokenizerJson(fs, path);
     }

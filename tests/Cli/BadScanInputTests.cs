@@ -21,9 +21,10 @@ public class BadScanInputTests
         return path;
     }
 
-    static void AssertOneLineError(string[] args, string expected)
+    static void AssertOneLineError(string[] args, string expected, bool noWork = false)
     {
-        var (code, _, stderr) = Run(args);
+        var (code, stdout, stderr) = Run(args);
+        if (noWork) Assert.Equal("", stdout);   // refused before anything ran
         Assert.True(code == 2, $"exit {code}: {stderr}");
         Assert.StartsWith("error: ", stderr);
         Assert.Contains(expected, stderr);
@@ -53,8 +54,10 @@ public class BadScanInputTests
     public void HugeTopCountsKeepEveryPartner()
     {
         using var dir = new Fixtures.TempDir();
-        var (code, _, stderr) = Run("coactivate", "--model", Gpt2, "--sae", Sae, "--corpus", Corpus(dir), "--top", "2147483647", "--out", dir.File("c"));
+        var (code, _, stderr) = Run("coactivate", "--model", Gpt2, "--sae", Sae, "--corpus", Corpus(dir), "--top", "2147483647", "--format", "csv", "--out", dir.File("c"));
         Assert.True(code == 0, stderr);
+        Assert.Equal(0, Run("coactivate", "--model", Gpt2, "--sae", Sae, "--corpus", Corpus(dir), "--top", "all", "--format", "csv", "--out", dir.File("all")).Code);
+        Assert.Equal(File.ReadAllBytes(dir.File("all/pairs.csv")), File.ReadAllBytes(dir.File("c/pairs.csv")));   // every partner, as --top all
         (code, _, stderr) = Run("interference", "--sae", Sae, "--top", "2147483647", "--out", dir.File("i"));
         Assert.True(code == 0, stderr);
         Assert.Equal(0, Run("run", "--model", Gpt2, "--ids", "1,2", "--top", "1000").Code);   // the whole vocabulary
@@ -120,6 +123,8 @@ public class BadScanInputTests
         Assert.Contains("cut.jsonl.gz", stderr);
         Assert.Matches("truncated or damaged|damaged", stderr);
         Assert.Single(stderr.Trim().Split('\n'));
+        File.WriteAllBytes(dir.File("two.jsonl.gz"), [.. bytes, .. bytes]);   // `cat a.gz b.gz`: checked against its last member only, so refused with the way out
+        AssertOneLineError(["interference", "--sae", Sae, "--explanations", dir.File("two.jsonl.gz"), "--out", dir.File("o4")], "a multi-member gzip must be gunzipped first");
         File.WriteAllBytes(dir.File("notrailer.jsonl.gz"), bytes[..^8]);   // everything but the trailer
         AssertOneLineError(["interference", "--sae", Sae, "--explanations", dir.File("notrailer.jsonl.gz"), "--out", dir.File("o2")], "notrailer.jsonl.gz");
 
@@ -134,12 +139,14 @@ public class BadScanInputTests
         using var dir = new Fixtures.TempDir();
         File.WriteAllText(dir.File("file"), "x");
         string below = Path.Combine(dir.File("file"), "x");
-        AssertOneLineError(["toy", "--family", "gpt2", "--out", below], "cannot create the folder");
-        AssertOneLineError(["toy", "--family", "gpt2", "--out", dir.File("file")], "is a file; give a folder");
-        AssertOneLineError(["toy-sae", "--model", Gpt2, "--hook", "blocks.0.hook_resid_post", "--out", below], "cannot create the folder");
-        AssertOneLineError(["toy-corpus", "--out", Path.Combine(below, "c.jsonl")], "does not exist");
-        AssertOneLineError(["toy-explanations", "--sae", Sae, "--out", ""], "--out is empty");
-        AssertOneLineError(["run", "--model", Gpt2, "--ids", "1", "--out", "/proc/polyengine-test/x.safetensors"], "--out");
-        AssertOneLineError(["features", "--model", Gpt2, "--sae", Sae, "--corpus", Corpus(dir), "--out", "/proc/polyengine-test"], "--out /proc/polyengine-test");
+        AssertOneLineError(["toy", "--family", "gpt2", "--out", below], "cannot create the folder", noWork: true);
+        AssertOneLineError(["toy", "--family", "gpt2", "--out", dir.File("file")], "is a file; give a folder", noWork: true);
+        AssertOneLineError(["toy-sae", "--model", Gpt2, "--hook", "blocks.0.hook_resid_post", "--out", below], "cannot create the folder", noWork: true);
+        AssertOneLineError(["toy-corpus", "--out", Path.Combine(below, "c.jsonl")], "does not exist", noWork: true);
+        AssertOneLineError(["toy-explanations", "--sae", Sae, "--out", ""], "--out is empty", noWork: true);
+        AssertOneLineError(["run", "--model", Gpt2, "--ids", "1", "--out", "/proc/polyengine-test/x.safetensors"], "--out", noWork: true);
+        AssertOneLineError(["features", "--model", Gpt2, "--sae", Sae, "--corpus", Corpus(dir), "--out", "/proc/polyengine-test"], "--out /proc/polyengine-test", noWork: true);
+        AssertOneLineError(["coactivate", "--model", Gpt2, "--sae", Sae, "--corpus", Corpus(dir), "--out", dir.File("file")], "is a file", noWork: true);
+        AssertOneLineError(["interference", "--sae", Sae, "--out", below], "cannot create the folder", noWork: true);
     }
 }

@@ -4,13 +4,58 @@ using Xunit;
 namespace PolyEngine.Tests.Faults;
 
 /// <summary>
-/// A disk that fills up mid-run, on a small tmpfs the test mounts (it needs the right to mount: root in a container that
-/// allows it; otherwise the test is skipped and says why): the scan ends with one line and exit 2, no temporary file is
-/// left, the folder stays marked as a running run, and once there is room again the rerun completes to the bytes of an
-/// uninterrupted run.
+/// A disk that fills up while a scan writes: the scan ends with one line and exit 2, no temporary file is left, the
+/// folder stays marked as a running run, and once there is room again the rerun completes to the bytes of an
+/// uninterrupted run. Everywhere through the fault point (a write that fails as a full disk would, inside the Parquet
+/// and safetensors writers); for real, on a small tmpfs, where the tests may mount one (root, mounting allowed; skipped
+/// and saying why otherwise).
 /// </summary>
+[Collection("faults")]
 public class FullDiskTests
 {
+    static string Gpt2 => Fixtures.Golden("gpt2-tiny");
+
+    static string[] Coactivate(string corpus, string outDir, string format) => ["coactivate", "--model", Gpt2, "--sae", Path.Combine(Gpt2, "sae", "topk"),
+        "--corpus", corpus, "--top", "all", "--format", format, "--out", outDir];
+
+    static string Corpus(Fixtures.TempDir dir)
+    {
+        var rng = new Random(5);
+        File.WriteAllBytes(dir.File("c.u32"), Enumerable.Range(0, 3000).SelectMany(_ => BitConverter.GetBytes((uint)rng.Next(1000))).ToArray());
+        return dir.File("c.u32");
+    }
+
+    static void AssertFailedCleanly(string outDir, (int Code, string Out, string Err) run)
+    {
+        Assert.Equal(2, run.Code);
+        Assert.StartsWith("error: ", run.Err);
+        Assert.Contains("No space left on device", run.Err);
+        Assert.Single(run.Err.Trim().Split('\n'));
+        Assert.Empty(Directory.GetFiles(outDir, ".*.tmp"));
+        Assert.Contains("\"state\": \"running\"", File.ReadAllText(Path.Combine(outDir, ".polyengine-run.json")));   // marked incomplete
+    }
+
+    [Theory]
+    [InlineData("parquet", "pairs.parquet")]
+    [InlineData("csv", "pairs.csv")]
+    [InlineData("parquet", "coactivation.safetensors")]
+    public void AWriteThatFindsTheDiskFullIsOneLineAndTheRerunCompletes(string format, string failing)
+    {
+        using var dir = new Fixtures.TempDir();
+        string corpus = Corpus(dir), reference = dir.File("reference"), outDir = dir.File("out");
+        Assert.Equal(0, Cli.CliTests.Run(Coactivate(corpus, reference, format)).Code);
+        try
+        {
+            FaultPoints.Set($"nospace@write:{Path.Combine(outDir, failing)}");
+            AssertFailedCleanly(outDir, Cli.CliTests.Run(Coactivate(corpus, outDir, format)));
+        }
+        finally { FaultPoints.Set(null); }
+        var again = Cli.CliTests.Run(Coactivate(corpus, outDir, format));
+        Assert.True(again.Code == 0, again.Err);
+        foreach (var name in new[] { $"pairs.{format}", "coactivation.safetensors" })
+            Assert.Equal(File.ReadAllBytes(Path.Combine(reference, name)), File.ReadAllBytes(Path.Combine(outDir, name)));
+    }
+
     static bool Sh(string command, out string output)
     {
         var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
@@ -27,37 +72,23 @@ public class FullDiskTests
     }
 
     [SkippableFact]
-    public void AFullDiskIsOneLineAndTheRerunCompletes()
+    public void ARealFullDiskIsOneLineAndTheRerunCompletes()
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "needs Linux tmpfs");
         using var dir = new Fixtures.TempDir();
         string mount = dir.File("small");
         Directory.CreateDirectory(mount);
-        Skip.IfNot(Sh($"mount -t tmpfs -o size=96k tmpfs '{mount}'", out string why), $"cannot mount a small tmpfs here ({why.Trim()}); run as root where mounting is allowed");
+        Skip.IfNot(Sh($"mount -t tmpfs -o size=150k tmpfs '{mount}'", out string why), $"cannot mount a small tmpfs here ({why.Trim()}); run as root where mounting is allowed");
         try
         {
-            string gpt2 = Fixtures.Golden("gpt2-tiny"), corpus = dir.File("c.u32");
-            var rng = new Random(5);
-            File.WriteAllBytes(corpus, Enumerable.Range(0, 3000).SelectMany(_ => BitConverter.GetBytes((uint)rng.Next(1000))).ToArray());
-            string[] Args(string outDir) => ["coactivate", "--model", gpt2, "--sae", Path.Combine(gpt2, "sae", "topk"), "--corpus", corpus, "--top", "all",
-                "--format", "csv", "--out", outDir];
-            var reference = Cli.CliTests.Run(Args(dir.File("reference")));
-            Assert.True(reference.Code == 0, reference.Err);
-
-            string outDir = Path.Combine(mount, "out");
-            var (code, _, stderr) = Cli.CliTests.Run(Args(outDir));
-            Assert.Equal(2, code);
-            Assert.StartsWith("error: ", stderr);
-            Assert.Contains("No space left on device", stderr);
-            Assert.Single(stderr.Trim().Split('\n'));
-            Assert.Empty(Directory.GetFiles(outDir, ".*.tmp"));
-            Assert.Contains("\"state\": \"running\"", File.ReadAllText(Path.Combine(outDir, ".polyengine-run.json")));   // marked incomplete
-
+            string corpus = Corpus(dir), reference = dir.File("reference"), outDir = Path.Combine(mount, "out");
+            Assert.Equal(0, Cli.CliTests.Run(Coactivate(corpus, reference, "parquet")).Code);
+            AssertFailedCleanly(outDir, Cli.CliTests.Run(Coactivate(corpus, outDir, "parquet")));
             Assert.True(Sh($"mount -o remount,size=8m '{mount}'", out string remount), remount);
-            var again = Cli.CliTests.Run(Args(outDir));
+            var again = Cli.CliTests.Run(Coactivate(corpus, outDir, "parquet"));
             Assert.True(again.Code == 0, again.Err);
-            foreach (var name in new[] { "pairs.csv", "coactivation.safetensors" })
-                Assert.Equal(File.ReadAllBytes(Path.Combine(dir.File("reference"), name)), File.ReadAllBytes(Path.Combine(outDir, name)));
+            foreach (var name in new[] { "pairs.parquet", "coactivation.safetensors" })
+                Assert.Equal(File.ReadAllBytes(Path.Combine(reference, name)), File.ReadAllBytes(Path.Combine(outDir, name)));
         }
         finally
         {

@@ -1,42 +1,40 @@
 using System.Diagnostics;
+using PolyEngine.Scans;
 using Xunit;
 
 namespace PolyEngine.Tests.Faults;
 
+/// <summary>Tests that start processes and arm fault points: alone, so timing and the process-wide fault switch are theirs.</summary>
+[CollectionDefinition("faults", DisableParallelization = true)]
+public sealed class FaultCollection;
+
 /// <summary>
-/// The promises about killed runs, kept under fire: each scan, run as its own process, is killed with SIGKILL at seeded
-/// random moments (loading, scanning, writing a checkpoint, writing the outputs), several times; a rerun then completes,
-/// and every output but the manifest has exactly the bytes of a run that was never interrupted. Two runs into one folder
-/// at once: the second is refused, naming the first.
+/// The promises about killed runs, kept under fire. Each scan runs as its own process and is killed (SIGKILL: no
+/// cleanup) at exact points — after its second and third checkpoints, after writing an output but before moving it in
+/// place, after moving one output in place, after marking itself complete — and once at a seeded random moment; a
+/// rerun then completes, having resumed, and every output but the manifest has exactly the bytes of a run that was never
+/// interrupted. Two runs into one folder at once: the second is refused, naming the first.
 /// </summary>
+[Collection("faults")]
 public class KillAndResumeTests
 {
     static string Gpt2 => Fixtures.Golden("gpt2-tiny");
     static string CliDll => typeof(PolyEngine.Cli.Program).Assembly.Location;
 
-    static Process Start(params string[] args)
+    /// <summary>Runs the CLI as a child process, with <paramref name="fault"/> armed (POLYENGINE_FAULT), or killed after
+    /// <paramref name="killAfter"/>; returns its exit code and output.</summary>
+    static (int Code, string Out, string Err) Child(string[] args, string? fault = null, TimeSpan? killAfter = null)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(CliDll);
         foreach (var a in args) psi.ArgumentList.Add(a);
-        var p = Process.Start(psi)!;
-        p.OutputDataReceived += (_, _) => { };
-        p.ErrorDataReceived += (_, _) => { };
-        p.BeginOutputReadLine();
-        p.BeginErrorReadLine();
-        return p;
-    }
-
-    static (int Code, string Err) RunToEnd(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(CliDll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
+        if (fault is not null) psi.Environment["POLYENGINE_FAULT"] = fault;
         using var p = Process.Start(psi)!;
-        var err = p.StandardError.ReadToEndAsync();
-        p.StandardOutput.ReadToEnd();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (killAfter is { } t && !p.WaitForExit(t)) p.Kill(entireProcessTree: true);
         p.WaitForExit();
-        return (p.ExitCode, err.Result);
+        return (p.ExitCode, stdout.Result, stderr.Result);
     }
 
     /// <summary>The outputs of a run: every file but the hidden housekeeping ones and the manifest (the one file with run
@@ -53,64 +51,66 @@ public class KillAndResumeTests
     };
 
     [Theory]
-    [InlineData("features", 11)]
-    [InlineData("coactivate", 12)]
-    [InlineData("interference", 13)]
-    public void KilledRepeatedlyAScanStillEndsWithTheUninterruptedBytes(string verb, int seed)
+    [InlineData("features", "features.parquet", "contexts.parquet", 11)]
+    [InlineData("coactivate", "pairs.parquet", "coactivation.safetensors", 12)]
+    [InlineData("interference", "bins.csv", "histogram.csv", 13)]
+    public void KilledAtEveryKindOfPointAScanEndsWithTheUninterruptedBytes(string verb, string firstOutput, string secondOutput, int seed)
     {
         using var dir = new Fixtures.TempDir();
         var rng = new Random(seed);
         string corpus = dir.File("c.u32");
-        File.WriteAllBytes(corpus, Enumerable.Range(0, 12000).SelectMany(_ => BitConverter.GetBytes((uint)rng.Next(1000))).ToArray());
+        File.WriteAllBytes(corpus, Enumerable.Range(0, 6000).SelectMany(_ => BitConverter.GetBytes((uint)rng.Next(1000))).ToArray());
         string sae = dir.File("sae");
-        Assert.Equal(0, Cli.CliTests.Run("toy-sae", "--model", Gpt2, "--hook", "blocks.1.hook_resid_pre", "--d-sae", "2500", "--arch", "standard", "--out", sae).Code);
+        Assert.Equal(0, Cli.CliTests.Run("toy-sae", "--model", Gpt2, "--hook", "blocks.1.hook_resid_pre", "--d-sae", "1500", "--arch", "standard", "--out", sae).Code);
 
         var clock = Stopwatch.StartNew();
-        var straight = RunToEnd(Scan(verb, corpus, sae, dir.File("straight")));
-        Assert.True(straight.Code == 0, straight.Err);
+        var straight = Child(Scan(verb, corpus, sae, dir.File("straight")));
         double seconds = clock.Elapsed.TotalSeconds;
+        Assert.True(straight.Code == 0, straight.Err);
         var expected = Outputs(dir.File("straight"));
         Assert.NotEmpty(expected);
 
         string resumed = dir.File("resumed");
-        int killed = 0;
-        for (int k = 0; k < 4; k++)
+        string[] args = Scan(verb, corpus, sae, resumed);
+        var log = new List<string>();
+        void KillAt(string fault)
         {
-            using var p = Start(Scan(verb, corpus, sae, resumed));
-            Thread.Sleep(TimeSpan.FromSeconds(seconds * (0.05 + 0.65 * rng.NextDouble())));   // from start-up to the output writes
-            if (p.HasExited) break;                             // it finished: nothing left to interrupt
-            p.Kill(entireProcessTree: true);                    // SIGKILL: no cleanup runs
-            killed++;
-            p.WaitForExit();
+            var (code, stdout, _) = Child(args, fault);
+            Assert.True(code != 0, $"the fault {fault} never fired (exit {code})");   // SIGKILL: the process did not end by itself
+            log.Add(stdout);
         }
-        var final = RunToEnd(Scan(verb, corpus, sae, resumed));
-        Assert.True(final.Code == 0, $"the rerun after {killed} kills failed: {final.Err}");
+        // A kill at a random moment first (start-up, hashing, scanning...), then at each kind of point in turn.
+        if (Child(args, killAfter: TimeSpan.FromSeconds(seconds * (0.1 + 0.5 * rng.NextDouble()))).Code == 0)
+            Directory.Delete(resumed, recursive: true);   // it finished before the kill: start the exact kills from scratch
+        KillAt("kill@checkpoint-saved#2");
+        KillAt("kill@checkpoint-saved#3");
+        KillAt($"kill@before-rename:{Path.Combine(resumed, firstOutput)}");
+        KillAt($"kill@after-rename:{Path.Combine(resumed, firstOutput)}");
+        KillAt($"kill@before-rename:{Path.Combine(resumed, secondOutput)}");
+        KillAt("kill@marked-complete");
+        var final = Child(args);
+        Assert.True(final.Code == 0, $"the rerun after the kills failed: {final.Err}");
+        Assert.Contains(log, o => o.Contains("resuming"));   // the later runs continued an earlier one's checkpoint
+        Assert.Contains("already holds this run, complete", final.Out);   // killed after marking complete: nothing left to do
         var actual = Outputs(resumed);
         Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
-        foreach (var (name, bytes) in expected) Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"{verb}: {name} differs after {killed} kills");
+        foreach (var (name, bytes) in expected) Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"{verb}: {name} differs after the kills");
         Assert.Empty(Directory.GetFiles(resumed, ".*.tmp"));          // no temporary file survives
         Assert.Empty(Directory.GetFiles(resumed, "checkpoint*"));     // nor a checkpoint
-        Assert.True(killed > 0, "no kill landed; the run is too short for this test");
     }
 
     [Fact]
-    public void TwoRunsIntoOneFolderAtOnceTheSecondIsRefused()
+    public void ASecondRunIntoAHeldFolderIsRefusedNamingTheFirst()
     {
         using var dir = new Fixtures.TempDir();
         string corpus = dir.File("c.u32");
-        var rng = new Random(3);
-        File.WriteAllBytes(corpus, Enumerable.Range(0, 40000).SelectMany(_ => BitConverter.GetBytes((uint)rng.Next(1000))).ToArray());
+        File.WriteAllBytes(corpus, Enumerable.Range(0, 100).SelectMany(i => BitConverter.GetBytes((uint)(i % 1000))).ToArray());
         string outDir = dir.File("out");
-        using var first = Start(Scan("features", corpus, "", outDir));
-        var deadline = Stopwatch.StartNew();
-        while (!File.Exists(Path.Combine(outDir, ".polyengine-run.holder")) && deadline.Elapsed < TimeSpan.FromSeconds(30)) Thread.Sleep(20);
-        var (code, err) = RunToEnd(Scan("features", corpus, "", outDir));
-        bool firstStillRunning = !first.HasExited;
-        first.Kill(entireProcessTree: true);
-        first.WaitForExit();
-        Assert.True(firstStillRunning, "the first run ended before the second started; make the corpus longer");
+        using var held = RunFolder.Open(outDir);   // a run in progress, in this process
+        var (code, stdout, err) = Child(Scan("features", corpus, "", outDir));
         Assert.Equal(2, code);
-        Assert.Contains("another polyengine run is writing to this folder (pid", err);
+        Assert.Contains($"another polyengine run is writing to this folder (pid {Environment.ProcessId} on {Environment.MachineName}", err);
         Assert.Single(err.Trim().Split('\n'));
+        Assert.DoesNotContain("model:", stdout);   // refused before any work
     }
 }
