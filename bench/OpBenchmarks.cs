@@ -1,3 +1,4 @@
+using PolyEngine.Kernels.Reference;
 using BenchmarkDotNet.Attributes;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
@@ -52,7 +53,7 @@ public class LayerNormBenchmarks
     readonly float[] _g = Enumerable.Repeat(1f, D).ToArray(), _b = new float[D], _y = new float[Rows * D];
 
     [Benchmark(Baseline = true)]
-    public void Reference() => LayerNorm.Reference(_x, _g, _b, _y, Rows, D, 1e-5f);
+    public void Reference() => NormReference.LayerNorm(_x, _g, _b, _y, Rows, D, 1e-5f);
 
     [Benchmark]
     public void Vectorised() => LayerNorm.Forward(_x, _g, _b, _y, Rows, D, 1e-5f);
@@ -73,8 +74,8 @@ public class AttentionBenchmarks
     public void Setup() { _qb = _backend.Upload(_q); _kb = _backend.Upload(_k); _vb = _backend.Upload(_v); _zb = _backend.Allocate(N); }
 
     [Benchmark(Baseline = true)]
-    public void Reference() => Attention.CausalReference(_q, _k, _v, _z, Batch, Seq, Heads, DHead, 0.125, default);
+    public void Reference() => AttentionReference.Causal(_q, _k, _v, _z, Batch, Seq, Heads, DHead, 0.125, default);
 
     [Benchmark]
-    public void Backend() => _backend.CausalAttention(_qb, _kb, _vb, _zb, Batch, Seq, Heads, DHead, 0.125f);
+    public void Backend() => _backend.Attention.Causal(_qb, _kb, _vb, _zb, Batch, Seq, Heads, DHead, 0.125f);
 }

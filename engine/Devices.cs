@@ -9,10 +9,23 @@ public static class Devices
 {
     public static readonly string[] Names = ["auto", "cpu", "cuda", "cuda-emulated"];
 
-    /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="note"/> says what was chosen and why.</summary>
-    public static IBackend Create(string device, int threads, out string note)
+    /// <summary>Creates the backend for <paramref name="device"/>; <paramref name="note"/> says what was chosen and why.
+    /// <paramref name="attention"/> chooses how a CUDA backend runs attention (auto, gemm or fused; the CPU has one way).</summary>
+    public static IBackend Create(string device, int threads, out string note, string attention = "auto")
     {
         if (threads < 0 || threads > 4096) throw new PolyEngineException($"--threads {threads} is not a thread count; give 0 (all cores) or a positive number");
+        AttentionVariant? kind = attention switch
+        {
+            "auto" => null,
+            "gemm" => AttentionVariant.Gemm,
+            "fused" => AttentionVariant.Fused,
+            _ => throw new PolyEngineException($"--attention '{attention}' is unknown; choose auto, gemm or fused"),
+        };
+        IlgpuBackend Configured(IlgpuBackend gpu)
+        {
+            if (kind is { } k) gpu.AttentionKind = k;
+            return gpu;
+        }
         switch (device)
         {
             case "cpu":
@@ -22,7 +35,7 @@ public static class Devices
             case "auto":
                 if (IlgpuBackend.CudaAvailable())
                 {
-                    var gpu = Cuda();
+                    var gpu = Configured(Cuda());
                     note = $"{gpu.DeviceName} (auto)";
                     return gpu;
                 }
@@ -30,11 +43,11 @@ public static class Devices
                 note = $"{auto.DeviceName} (auto: no CUDA device found)";
                 return auto;
             case "cuda":
-                var cuda = Cuda();
+                var cuda = Configured(Cuda());
                 note = cuda.DeviceName;
                 return cuda;
             case "cuda-emulated":
-                var emulated = IlgpuBackend.CreateEmulated();
+                var emulated = Configured(IlgpuBackend.CreateEmulated());
                 note = $"{emulated.DeviceName} — for checking the CUDA kernels without a GPU; slow by design, use tiny models";
                 return emulated;
             default:

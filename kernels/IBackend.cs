@@ -20,13 +20,29 @@ public enum WeightLayout
     OutIn,
 }
 
-/// <summary>A float32 buffer owned by a backend (host memory on the CPU, device memory on a GPU).</summary>
+/// <summary>
+/// A float32 buffer owned by a backend (host memory on the CPU, device memory on a GPU), or a view of part of one:
+/// <see cref="Slice"/> addresses elements [offset, offset + length) without a copy — rows r0..r1 of an activation,
+/// positions ≥ t, one layer's saved state — and every op takes a view wherever it takes a buffer.
+/// </summary>
 public abstract class DeviceBuffer : IDisposable
 {
     protected DeviceBuffer(long length) => Length = length;
 
     /// <summary>Number of float32 elements.</summary>
     public long Length { get; }
+
+    /// <summary>A view of elements [<paramref name="offset"/>, offset + <paramref name="length"/>) of this buffer, sharing its
+    /// memory (a write through either is seen by both). Disposing a view frees nothing; it must not outlive the buffer.</summary>
+    public DeviceBuffer Slice(long offset, long length)
+    {
+        if (offset < 0 || length < 0 || offset + length > Length)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"slice [{offset}, {offset + length}) outside a buffer of {Length} floats");
+        return CreateView(offset, length);
+    }
+
+    /// <summary>The backend's view of [offset, offset + length) (bounds already checked).</summary>
+    protected abstract DeviceBuffer CreateView(long offset, long length);
 
     public abstract void Dispose();
 }
@@ -46,13 +62,18 @@ public abstract class PackedWeight : IDisposable
 }
 
 /// <summary>
-/// The ops the engine needs from a compute device. The engine never asks which backend it has.
-/// Shapes are given explicitly; buffers are row-major. "rows" is batch·pos flattened.
+/// A compute device: its memory (allocate, upload, download, pack weights) and its ops, grouped in families
+/// (<see cref="ILinearOps"/>, <see cref="INormOps"/>, <see cref="IActivationOps"/>, <see cref="IAttentionOps"/>,
+/// <see cref="IRowOps"/>, <see cref="IReductionOps"/>, <see cref="ISaeOps"/>), each family with its forward ops and room for
+/// their backward twins. The engine never asks which backend it has. Buffers are row-major; "rows" is batch·pos flattened.
 /// </summary>
 public interface IBackend : IDisposable
 {
     /// <summary>Short device description, e.g. "cpu (2 threads, AVX2+FMA)".</summary>
     string DeviceName { get; }
+
+    /// <summary>Host threads the backend computes with (the CPU backend's workers; 1 for a device, which has its own).</summary>
+    int HostThreads { get; }
 
     /// <summary>A zero-filled buffer of <paramref name="length"/> floats.</summary>
     DeviceBuffer Allocate(long length);
@@ -62,6 +83,9 @@ public interface IBackend : IDisposable
     /// <summary>Copies <c>dst.Length</c> floats starting at <paramref name="srcOffset"/> to the host.</summary>
     void Download(DeviceBuffer src, Span<float> dst, long srcOffset = 0);
 
+    /// <summary>Copies <paramref name="src"/> into <paramref name="dst"/> (same length; views of one buffer must not overlap).</summary>
+    void Copy(DeviceBuffer src, DeviceBuffer dst);
+
     /// <summary>A buffer over <paramref name="host"/> itself when the backend computes in host memory (no copy; results
     /// written to it appear in the array), otherwise null — then allocate and <see cref="Download"/>.</summary>
     DeviceBuffer? TryWrapHost(float[] host);
@@ -69,53 +93,13 @@ public interface IBackend : IDisposable
     /// <summary>Repacks a weight matrix given in <paramref name="layout"/> as a [k, n] operator.</summary>
     PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout);
 
-    /// <summary>y[rows, N] = x[rows, K] · W + bias (bias may be null).</summary>
-    void Linear(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows);
-
-    /// <summary>y[rows, d] = (x − mean)/√(var + eps)·gamma + beta (biased variance). Optional taps:
-    /// <paramref name="normalized"/> [rows, d] before gain/bias, <paramref name="scale"/> [rows] = √(var + eps).</summary>
-    void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
-        DeviceBuffer? normalized = null, DeviceBuffer? scale = null);
-
-    /// <summary>The residual add fused with the layer norm that reads it: sum = a + b (sum may alias a or b), then
-    /// y = LayerNorm(sum) with the same taps as <see cref="LayerNorm"/>. One pass over the rows instead of two.</summary>
-    void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d,
-        float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null);
-
-    /// <summary>y[i] = act(x[i]) for i &lt; n (y may alias x).</summary>
-    void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation);
-
-    /// <summary>y[i] = a[i] + b[i] for i &lt; n (y may alias a or b).</summary>
-    void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n);
-
-    /// <summary>y[r, :] = table[ids[r], :] for each of ids.Length rows of width d.</summary>
-    void Gather(ReadOnlySpan<int> ids, DeviceBuffer table, int d, DeviceBuffer y);
-
-    /// <summary>Copies columns [colOffset, colOffset + width) of src[rows, srcWidth] into dst[rows, width].</summary>
-    void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst);
-
-    /// <summary>Rotary embedding (rotate-half convention) on the first <paramref name="rotaryDim"/> dims of every head:
-    /// y[b, t, h, :] from x[b, t, h, :] at position t (y may alias x).</summary>
-    void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase);
-
-    /// <summary>Causal attention per (batch, head): z[b, t, h, :] = Σ_s≤t softmax_s(scale·q·k)·v[b, s, h, :].
-    /// q, k, v, z are [batch, seq, nHeads, dHead]; <paramref name="pattern"/> [batch, nHeads, seq, seq] is written when not null.</summary>
-    void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
-        float scale, DeviceBuffer? pattern = null);
-
-    /// <summary>An SAE's input processing, per row of x[rows, d]: centre (x − mean) when <paramref name="center"/>, then
-    /// <paramref name="norm"/>, then subtract <paramref name="subtract"/> [d] when not null; y may alias x.</summary>
-    void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract);
-
-    /// <summary>Applies <paramref name="rule"/> to pre[rows, width] and returns the nonzeros, per row in ascending column order:
-    /// the only part of an SAE encoding that reaches the host on a device.</summary>
-    SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule);
-
-    /// <summary>Applies <paramref name="edit"/> in place to x [batch, seq, width] (a hook's activation).</summary>
-    void EditRows(DeviceBuffer x, int batch, int seq, int width, RowEdit edit);
-
-    /// <summary>The k largest logits of each row of logits [rows, vocab] and the rows' log-sum-exp (<see cref="TopLogitRows"/>).</summary>
-    TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k);
+    ILinearOps Linear { get; }
+    INormOps Norm { get; }
+    IActivationOps Activations { get; }
+    IAttentionOps Attention { get; }
+    IRowOps Rows { get; }
+    IReductionOps Reductions { get; }
+    ISaeOps Sae { get; }
 
     /// <summary>Waits for queued work (no-op on the CPU).</summary>
     void Synchronize();

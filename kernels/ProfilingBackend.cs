@@ -1,84 +1,122 @@
 using System.Diagnostics;
+using System.Reflection;
+using System.Runtime.ExceptionServices;
 
 namespace PolyEngine.Kernels;
 
 /// <summary>
 /// Wraps a backend and accumulates wall time per op (after <see cref="IBackend.Synchronize"/> on the inner backend, so
-/// device ops are timed too). For `bench forward --profile`: measure before optimising.
+/// device ops are timed too), for `bench forward --profile`: measure before optimising. Every op of every family is timed
+/// by one generic proxy (<see cref="DispatchProxy"/>), so a new op is profiled without a line here; names are
+/// "Family.Op" plus the weight shape, activation or SAE rule when the op has one.
 /// </summary>
-public sealed class ProfilingBackend(IBackend inner) : IBackend
+public sealed class ProfilingBackend : IBackend
 {
+    readonly IBackend _inner;
     readonly Dictionary<string, (double Seconds, long Calls)> _times = new();
+
+    public ProfilingBackend(IBackend inner)
+    {
+        _inner = inner;
+        Linear = Timed(inner.Linear, "Linear");
+        Norm = Timed(inner.Norm, "Norm");
+        Activations = Timed(inner.Activations, "Activations");
+        Attention = Timed(inner.Attention, "Attention");
+        Rows = Timed(inner.Rows, "Rows");
+        Reductions = Timed(inner.Reductions, "Reductions");
+        Sae = Timed(inner.Sae, "Sae");
+    }
 
     public IReadOnlyDictionary<string, (double Seconds, long Calls)> Times => _times;
 
     public void Reset() => _times.Clear();
 
-    void Time(string op, Action f)
-    {
-        var sw = Stopwatch.StartNew();
-        f();
-        Record(op, sw);
-    }
-
     /// <summary>Adds the time since <paramref name="started"/> (after the inner backend synchronised) to <paramref name="op"/>.</summary>
     void Record(string op, Stopwatch started)
     {
-        inner.Synchronize();
+        _inner.Synchronize();
         var (s, c) = _times.GetValueOrDefault(op);
         _times[op] = (s + started.Elapsed.TotalSeconds, c + 1);
     }
 
-    public string DeviceName => inner.DeviceName;
-    public DeviceBuffer Allocate(long length) => inner.Allocate(length);
-    public DeviceBuffer Upload(ReadOnlySpan<float> data) => inner.Upload(data);
+    T Timed<T>(T target, string family) where T : class
+    {
+        var proxy = DispatchProxy.Create<T, TimingProxy>();
+        var timing = (TimingProxy)(object)proxy;
+        timing.Target = target;
+        timing.Family = family;
+        timing.Owner = this;
+        return proxy;
+    }
+
+    /// <summary>Times every method of one family interface around the real call.</summary>
+    public class TimingProxy : DispatchProxy
+    {
+        internal object Target = null!;
+        internal string Family = "";
+        internal ProfilingBackend Owner = null!;
+
+        protected override object? Invoke(MethodInfo? method, object?[]? args)
+        {
+            ArgumentNullException.ThrowIfNull(method);
+            if (method.IsSpecialName) return Call(method, args);   // a property (e.g. the attention variant): not an op
+            var sw = Stopwatch.StartNew();
+            try { return Call(method, args); }
+            finally { Owner.Record(Name(method, args ?? []), sw); }
+        }
+
+        object? Call(MethodInfo method, object?[]? args)
+        {
+            try { return method.Invoke(Target, args); }
+            catch (TargetInvocationException e) when (e.InnerException is not null)
+            {
+                ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+                throw;
+            }
+        }
+
+        string Name(MethodInfo method, object?[] args)
+        {
+            string detail = args.FirstOrDefault(a => a is PackedWeight or Activation or SparseRule) switch
+            {
+                PackedWeight w => $" {w.K}→{w.N}",
+                Activation a => $" {a}",
+                SparseRule r => $" {r.Activation}",
+                _ => "",
+            };
+            return $"{Family}.{method.Name}{detail}";
+        }
+    }
+
+    public string DeviceName => _inner.DeviceName;
+    public int HostThreads => _inner.HostThreads;
+    public ILinearOps Linear { get; }
+    public INormOps Norm { get; }
+    public IActivationOps Activations { get; }
+    public IAttentionOps Attention { get; }
+    public IRowOps Rows { get; }
+    public IReductionOps Reductions { get; }
+    public ISaeOps Sae { get; }
+
+    public DeviceBuffer Allocate(long length) => _inner.Allocate(length);
+    public DeviceBuffer Upload(ReadOnlySpan<float> data) => _inner.Upload(data);
+    public DeviceBuffer? TryWrapHost(float[] host) => _inner.TryWrapHost(host);
+    public PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout) => _inner.PackWeight(w, k, n, layout);
+
     public void Download(DeviceBuffer src, Span<float> dst, long srcOffset = 0)
     {
-        var sw = Stopwatch.StartNew();   // spans cannot enter a lambda: timed inline
-        inner.Download(src, dst, srcOffset);
-        Record("Download", sw);
+        var sw = Stopwatch.StartNew();
+        _inner.Download(src, dst, srcOffset);
+        Record("Memory.Download", sw);
     }
-    public DeviceBuffer? TryWrapHost(float[] host) => inner.TryWrapHost(host);
-    public PackedWeight PackWeight(ReadOnlySpan<float> w, int k, int n, WeightLayout layout) => inner.PackWeight(w, k, n, layout);
-    public void Linear(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows) =>
-        Time($"Linear {w.K}→{w.N}", () => inner.Linear(x, w, bias, y, rows));
-    public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
-        DeviceBuffer? normalized = null, DeviceBuffer? scale = null) =>
-        Time("LayerNorm", () => inner.LayerNorm(x, gamma, beta, y, rows, d, eps, normalized, scale));
-    public void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y,
-        int rows, int d, float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null) =>
-        Time("AddLayerNorm", () => inner.AddLayerNorm(a, b, sum, gamma, beta, y, rows, d, eps, normalized, scale));
-    public void Activate(DeviceBuffer x, DeviceBuffer y, long n, Activation activation) => Time($"Activate {activation}", () => inner.Activate(x, y, n, activation));
-    public void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n) => Time("Add", () => inner.Add(a, b, y, n));
-    public void Gather(ReadOnlySpan<int> ids, DeviceBuffer table, int d, DeviceBuffer y)
+
+    public void Copy(DeviceBuffer src, DeviceBuffer dst)
     {
         var sw = Stopwatch.StartNew();
-        inner.Gather(ids, table, d, y);
-        Record("Gather", sw);
+        _inner.Copy(src, dst);
+        Record("Memory.Copy", sw);
     }
-    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst) =>
-        Time("CopyColumns", () => inner.CopyColumns(src, rows, srcWidth, colOffset, width, dst));
-    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase) =>
-        Time("Rotary", () => inner.Rotary(x, y, batch, seq, nHeads, dHead, rotaryDim, rotaryBase));
-    public void CausalAttention(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
-        float scale, DeviceBuffer? pattern = null) =>
-        Time("CausalAttention", () => inner.CausalAttention(q, k, v, z, batch, seq, nHeads, dHead, scale, pattern));
-    public void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract) =>
-        Time("NormalizeRows", () => inner.NormalizeRows(x, y, rows, d, norm, center, subtract));
-    public SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule)
-    {
-        SparseRows? result = null;
-        Time($"Sparsify {rule.Activation}", () => result = inner.Sparsify(pre, rows, width, rule));
-        return result!;
-    }
-    public void EditRows(DeviceBuffer x, int batch, int seq, int width, RowEdit edit) =>
-        Time("EditRows", () => inner.EditRows(x, batch, seq, width, edit));
-    public TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k)
-    {
-        TopLogitRows? result = null;
-        Time("TopLogits", () => result = inner.TopLogits(logits, rows, vocab, k));
-        return result!;
-    }
-    public void Synchronize() => inner.Synchronize();
-    public void Dispose() => inner.Dispose();
+
+    public void Synchronize() => _inner.Synchronize();
+    public void Dispose() => _inner.Dispose();
 }

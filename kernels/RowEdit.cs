@@ -1,7 +1,7 @@
 namespace PolyEngine.Kernels;
 
 /// <summary>
-/// An in-place affine edit of a hook's activation x [batch, seq, width] (<see cref="IBackend.EditRows"/>): for every
+/// An in-place affine edit of a hook's activation x [batch, seq, width] (<see cref="IRowOps.Edit"/>): for every
 /// batch row b and position t ≥ <see cref="From"/>[b], x[b, t, :] = x[b, t, :]·mul + add, with mul and add either one
 /// row per batch row ([batch, width]) or one per position ([batch, seq, width]). Adding a steering vector, scaling,
 /// setting or ablating a coordinate, and patching in another run's activations are all this one edit.

@@ -1,6 +1,6 @@
 namespace PolyEngine.Kernels;
 
-/// <summary>The activation function of an SAE encoder, applied to pre-activations by <see cref="IBackend.Sparsify"/>.</summary>
+/// <summary>The activation function of an SAE encoder, applied to pre-activations by <see cref="ISaeOps.Sparsify"/>.</summary>
 public enum SparseActivation
 {
     /// <summary>f = max(pre, 0).</summary>
@@ -11,10 +11,10 @@ public enum SparseActivation
     TopK,
 }
 
-/// <summary>What <see cref="IBackend.Sparsify"/> applies: the activation, k for TopK, θ [width] for JumpReLU.</summary>
+/// <summary>What <see cref="ISaeOps.Sparsify"/> applies: the activation, k for TopK, θ [width] for JumpReLU.</summary>
 public sealed record SparseRule(SparseActivation Activation, int K = 0, DeviceBuffer? Threshold = null);
 
-/// <summary>How <see cref="IBackend.NormalizeRows"/> scales a row (SAELens <c>normalize_activations</c>).</summary>
+/// <summary>How <see cref="ISaeOps.NormalizeRows"/> scales a row (SAELens <c>normalize_activations</c>).</summary>
 public enum RowNormalization
 {
     None,

@@ -1,7 +1,7 @@
 namespace PolyEngine.Kernels;
 
 /// <summary>
-/// The logits-side reduction of <see cref="IBackend.TopLogits"/>: per row of logits [rows, vocab], the k largest logits
+/// The logits-side reduction of <see cref="IReductionOps.TopLogits"/>: per row of logits [rows, vocab], the k largest logits
 /// (descending; ties to the lower id) and the row's log-sum-exp, so log-probabilities are logit − lse — what leaves the
 /// device instead of the [rows, vocab] tensor.
 /// </summary>

@@ -155,4 +155,23 @@ public class ArchitectureTests
         Assert.Contains(("Scans", "(root)"), edges.Keys);   // SaeStream runs Model.Run
         Assert.Contains(("Toys", "Formats"), edges.Keys);   // toy models are written with SafeTensorsWriter
     }
+
+    /// <summary>The engine never asks which backend it has, and neither does the CLI: no type test or cast to a concrete
+    /// backend (CpuBackend, IlgpuBackend) anywhere in their IL. They may create one (Devices, Model.Load's default).</summary>
+    [Fact]
+    public void NoOneAsksWhichBackendItHas()
+    {
+        var casts = new List<string>();
+        foreach (var assembly in new[] { typeof(Model).Assembly.Location, typeof(PolyEngine.Cli.Program).Assembly.Location })
+        {
+            using var module = ModuleDefinition.ReadModule(assembly);
+            foreach (var type in module.GetTypes())
+                foreach (var m in type.Methods.Where(m => m.HasBody))
+                    foreach (var ins in m.Body.Instructions)
+                        if ((ins.OpCode == OpCodes.Isinst || ins.OpCode == OpCodes.Castclass || ins.OpCode == OpCodes.Unbox_Any)
+                            && ins.Operand is TypeReference t && t.Namespace is "PolyEngine.Kernels.Cpu" or "PolyEngine.Kernels.Cuda")
+                            casts.Add($"{type.FullName}.{m.Name} tests for {t.FullName}");
+        }
+        Assert.True(casts.Count == 0, string.Join("\n", casts));
+    }
 }

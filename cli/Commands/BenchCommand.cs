@@ -36,21 +36,17 @@ static class BenchCommand
         { model, batch, seq, iters, stop, json, profile, device, threads, attention };
         forward.SetAction(r =>
         {
-            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
-            string attn = r.GetValue(attention)!;
-            if (attn is not ("auto" or "gemm" or "fused")) throw new PolyEngineException($"--attention '{attn}' is unknown; choose auto, gemm or fused");
-            if (backend is Kernels.Cuda.IlgpuBackend ilgpu && attn != "auto")
-                ilgpu.Attention = attn == "gemm" ? Kernels.Cuda.AttentionVariant.Gemm : Kernels.Cuda.AttentionVariant.Fused;
+            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note, r.GetValue(attention)!);
             (double Seconds, (string Op, double Seconds, long Calls)[] Ops)? prof = r.GetValue(profile) ? Profile(r.GetValue(model)!, backend, r.GetValue(batch), r.GetValue(seq)) : null;
             using var m = Model.Load(r.GetValue(model)!, backend);
             var res = ForwardBenchmark.Measure(m, r.GetValue(batch), r.GetValue(seq), r.GetValue(iters), r.GetValue(stop));
-            int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : 0;
+            int threadCount = backend.HostThreads;
             if (r.GetValue(json))
                 io.Out.WriteLine(JsonSerializer.Serialize(new
                 {
                     tokens_per_second = res.TokensPerSecond, median_seconds = res.MedianSeconds, batch = res.Batch, seq = res.Seq,
                     threads = threadCount, device = backend.DeviceName, iters = res.Iterations, model = m.Folder,
-                    attention = backend is Kernels.Cuda.IlgpuBackend ib ? ib.Attention.ToString().ToLowerInvariant() : "cpu",
+                    attention = backend.Attention.Variant,
                     stop_at_layer = res.StopLayer, stop_tokens_per_second = res.StopTokensPerSecond, stop_median_seconds = res.StopMedianSeconds,
                     profile = prof is null ? null : new
                     {
@@ -102,7 +98,7 @@ static class BenchCommand
                 Benchmarks.InterferenceBenchmark.WriteDecoder(path, f, d, 1);
             }
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
-            int threadCount = backend is Kernels.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount;
+            int threadCount = backend.HostThreads;
             var res = Benchmarks.InterferenceBenchmark.Measure(backend, f, d, r.GetValue(tile), threadCount);
             if (r.GetValue(json))
                 io.Out.WriteLine(JsonSerializer.Serialize(new

@@ -1,5 +1,5 @@
 using PolyEngine.Kernels;
-using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Reference;
 
 namespace PolyEngine;
 
@@ -21,7 +21,7 @@ public static class SaeHooks
         if (sae.CentresInput)
         {
             x = (float[])x.Clone();
-            for (int r = 0; r < rows; r++) SparseEncode.Normalize(x.AsSpan(r * c.DIn, c.DIn), RowNormalization.None, center: true, default, out _, out _);
+            for (int r = 0; r < rows; r++) SaeReference.NormalizeRow(x.AsSpan(r * c.DIn, c.DIn), RowNormalization.None, center: true, default, out _, out _);
         }
         return (x, sae.Encode(x, rows));
     }
@@ -99,7 +99,7 @@ public sealed class SaeSplice(SparseAutoencoder sae)
         var spliced = new float[x.Length];
         System.Numerics.Tensors.TensorPrimitives.Subtract(x, error, spliced);
         using var upload = backend.Upload(spliced);
-        backend.CopyColumns(upload, rows, dIn, 0, dIn, buffer);   // a plain copy: the hook becomes exactly the reconstruction
+        backend.Rows.CopyColumns(upload, rows, dIn, 0, dIn, buffer);   // a plain copy: the hook becomes exactly the reconstruction
         backend.Synchronize();   // the upload is freed on return
     }
 }

@@ -103,7 +103,7 @@ public sealed class Transformer : IDisposable
                     uploads.Add(u);
                     return u;
                 }
-                b.EditRows(buf, batch, seq, width, new RowEdit(Up(e.Mul), Up(e.Add), perPosition, e.From ?? new int[batch]));
+                b.Rows.Edit(buf, batch, seq, width, new RowEdit(Up(e.Mul), Up(e.Add), perPosition, e.From ?? new int[batch]));
                 edited = true;
             }
             Tap(name, buf);
@@ -144,15 +144,15 @@ public sealed class Transformer : IDisposable
         int lastLayer = options.StopAtLayer ?? s.NLayers - 1;
 
         // Embeddings: resid = W_E[ids] (+ W_pos[pos])
-        b.Gather(ids, _embed, d, ws.Resid);
+        b.Rows.Gather(ids, _embed, d, ws.Resid);
         Hook(new(HookPoint.Embed), ws.Resid);
         if (_posEmbed is not null)
         {
             var positions = new int[rows];
             for (int r = 0; r < rows; r++) positions[r] = r % seq;
-            b.Gather(positions, _posEmbed, d, ws.Tmp);
+            b.Rows.Gather(positions, _posEmbed, d, ws.Tmp);
             Hook(new(HookPoint.PosEmbed), ws.Tmp);
-            b.Add(ws.Resid, ws.Tmp, ws.Resid, (long)rows * d);
+            b.Rows.Add(ws.Resid, ws.Tmp, ws.Resid, (long)rows * d);
         }
 
         // Every residual add is fused with the layer norm that reads its result (AddLayerNorm): resid_mid with ln2
@@ -166,55 +166,55 @@ public sealed class Transformer : IDisposable
             if (Hook(new(HookPoint.ResidPre, l), ws.Resid)) normedReady = false;
             // Attention: normed = LN1(resid); qkv = normed·W_qkv + b; z = attn(q, k, v); attn_out = z·W_O + b_O
             if (!normedReady)
-                b.LayerNorm(ws.Resid, w.Ln1W, w.Ln1B, ws.Normed, rows, d, s.LnEps,
+                b.Norm.LayerNorm(ws.Resid, w.Ln1W, w.Ln1B, ws.Normed, rows, d, s.LnEps,
                     Wants(want, HookPoint.Ln1Normalized, l) ? ws.Tmp : null, Wants(want, HookPoint.Ln1Scale, l) ? ws.Scale : null);
             Tap(new(HookPoint.Ln1Normalized, l), ws.Tmp);
             Tap(new(HookPoint.Ln1Scale, l), ws.Scale);
-            b.Linear(ws.Normed, w.Qkv, w.QkvB, ws.Qkv, rows);
-            b.CopyColumns(ws.Qkv, rows, 3 * d, 0, d, ws.Q);
-            b.CopyColumns(ws.Qkv, rows, 3 * d, d, d, ws.K);
-            b.CopyColumns(ws.Qkv, rows, 3 * d, 2 * d, d, ws.V);
+            b.Linear.Forward(ws.Normed, w.Qkv, w.QkvB, ws.Qkv, rows);
+            b.Rows.CopyColumns(ws.Qkv, rows, 3 * d, 0, d, ws.Q);
+            b.Rows.CopyColumns(ws.Qkv, rows, 3 * d, d, d, ws.K);
+            b.Rows.CopyColumns(ws.Qkv, rows, 3 * d, 2 * d, d, ws.V);
             Hook(new(HookPoint.AttnQ, l), ws.Q);
             Hook(new(HookPoint.AttnK, l), ws.K);
             Hook(new(HookPoint.AttnV, l), ws.V);
             if (s.RotaryDim > 0)
             {
-                b.Rotary(ws.Q, ws.Q, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
-                b.Rotary(ws.K, ws.K, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
+                b.Attention.Rotary(ws.Q, ws.Q, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
+                b.Attention.Rotary(ws.K, ws.K, batch, seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
                 Hook(new(HookPoint.AttnRotQ, l), ws.Q);
                 Hook(new(HookPoint.AttnRotK, l), ws.K);
             }
             bool wantPattern = Wants(want, HookPoint.AttnPattern, l);
-            b.CausalAttention(ws.Q, ws.K, ws.V, ws.Z, batch, seq, s.NHeads, s.DHead, 1f / MathF.Sqrt(s.DHead),
+            b.Attention.Causal(ws.Q, ws.K, ws.V, ws.Z, batch, seq, s.NHeads, s.DHead, 1f / MathF.Sqrt(s.DHead),
                 wantPattern ? ws.Pattern : null);
             if (wantPattern) Tap(new(HookPoint.AttnPattern, l), ws.Pattern);
             Hook(new(HookPoint.AttnZ, l), ws.Z);
-            b.Linear(ws.Z, w.AttnOut, w.AttnOutB, ws.AttnOut, rows);
+            b.Linear.Forward(ws.Z, w.AttnOut, w.AttnOutB, ws.AttnOut, rows);
             Hook(new(HookPoint.AttnOut, l), ws.AttnOut);
 
             // MLP input: sequential reads LN2(resid_mid = resid_pre + attn_out); parallel reads LN2(resid_pre).
             var ln2Normalized = Wants(want, HookPoint.Ln2Normalized, l) ? ws.Tmp : null;
             var ln2Scale = Wants(want, HookPoint.Ln2Scale, l) ? ws.Scale : null;
-            if (s.ParallelResidual) b.LayerNorm(ws.Resid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
+            if (s.ParallelResidual) b.Norm.LayerNorm(ws.Resid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
             else
             {
-                b.AddLayerNorm(ws.Resid, ws.AttnOut, ws.Mid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
-                if (Hook(new(HookPoint.ResidMid, l), ws.Mid)) b.LayerNorm(ws.Mid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
+                b.Norm.AddLayerNorm(ws.Resid, ws.AttnOut, ws.Mid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
+                if (Hook(new(HookPoint.ResidMid, l), ws.Mid)) b.Norm.LayerNorm(ws.Mid, w.Ln2W, w.Ln2B, ws.Normed, rows, d, s.LnEps, ln2Normalized, ln2Scale);
             }
             Tap(new(HookPoint.Ln2Normalized, l), ws.Tmp);
             Tap(new(HookPoint.Ln2Scale, l), ws.Scale);
-            b.Linear(ws.Normed, w.MlpIn, w.MlpInB, ws.MlpHidden, rows);
+            b.Linear.Forward(ws.Normed, w.MlpIn, w.MlpInB, ws.MlpHidden, rows);
             Hook(new(HookPoint.MlpPre, l), ws.MlpHidden);
-            b.Activate(ws.MlpHidden, ws.MlpHidden, (long)rows * s.DMlp, s.Act);
+            b.Activations.Forward(ws.MlpHidden, ws.MlpHidden, (long)rows * s.DMlp, s.Act);
             Hook(new(HookPoint.MlpPost, l), ws.MlpHidden);
-            b.Linear(ws.MlpHidden, w.MlpOut, w.MlpOutB, ws.MlpOut, rows);
+            b.Linear.Forward(ws.MlpHidden, w.MlpOut, w.MlpOutB, ws.MlpOut, rows);
             Hook(new(HookPoint.MlpOut, l), ws.MlpOut);
 
             // resid_post: parallel = (mlp_out + attn_out) + resid_pre (HF's association); sequential = resid_mid + mlp_out.
             DeviceBuffer addA = ws.Mid, addB = ws.MlpOut;
             if (s.ParallelResidual)
             {
-                b.Add(ws.MlpOut, ws.AttnOut, ws.Mid, (long)rows * d);
+                b.Rows.Add(ws.MlpOut, ws.AttnOut, ws.Mid, (long)rows * d);
                 addB = ws.Resid;
             }
             // ...fused with the norm that reads it next: the next block's ln1, or ln_final after the last block.
@@ -223,9 +223,9 @@ public sealed class Transformer : IDisposable
                 : options.StopAtLayer is null ? (_lnFinalW, _lnFinalB, new(HookPoint.LnFinalNormalized), new(HookPoint.LnFinalScale))
                 : null;
             if (next is { } n)
-                b.AddLayerNorm(addA, addB, ws.Resid, n.W, n.B, ws.Normed, rows, d, s.LnEps,
+                b.Norm.AddLayerNorm(addA, addB, ws.Resid, n.W, n.B, ws.Normed, rows, d, s.LnEps,
                     want.Contains(n.Normalized) ? ws.Tmp : null, want.Contains(n.Scale) ? ws.Scale : null);
-            else b.Add(addA, addB, ws.Resid, (long)rows * d);
+            else b.Rows.Add(addA, addB, ws.Resid, (long)rows * d);
             normedReady = next is not null;
             if (Hook(new(HookPoint.ResidPost, l), ws.Resid)) normedReady = false;
         }
@@ -235,7 +235,7 @@ public sealed class Transformer : IDisposable
         if (options.StopAtLayer is null)
         {
             if (!normedReady)   // ln_final was fused with an add whose result an edit then changed
-                b.LayerNorm(ws.Resid, _lnFinalW, _lnFinalB, ws.Normed, rows, d, s.LnEps,
+                b.Norm.LayerNorm(ws.Resid, _lnFinalW, _lnFinalB, ws.Normed, rows, d, s.LnEps,
                     want.Contains(new(HookPoint.LnFinalNormalized)) ? ws.Tmp : null, want.Contains(new(HookPoint.LnFinalScale)) ? ws.Scale : null);
             Tap(new(HookPoint.LnFinalNormalized), ws.Tmp);
             Tap(new(HookPoint.LnFinalScale), ws.Scale);
@@ -243,12 +243,12 @@ public sealed class Transformer : IDisposable
             if (options.Logits == LogitsMode.LastPosition || options.TopLogits > 0)
             {
                 var lastRows = Enumerable.Range(0, batch).Select(r => r * seq + lengths[r] - 1).ToArray();   // each row's last real token
-                b.Gather(lastRows, ws.Normed, d, ws.Last);
+                b.Rows.Gather(lastRows, ws.Normed, d, ws.Last);
                 if (options.TopLogits > 0)   // the reduction reads the logits where they are; they leave only when asked for
                 {
                     var deviceLogits = ws.Logits((long)batch * s.DVocab);
-                    b.Linear(ws.Last, _unembed, null, deviceLogits, batch);
-                    top = b.TopLogits(deviceLogits, batch, s.DVocab, options.TopLogits);
+                    b.Linear.Forward(ws.Last, _unembed, null, deviceLogits, batch);
+                    top = b.Reductions.TopLogits(deviceLogits, batch, s.DVocab, options.TopLogits);
                     if (options.Logits == LogitsMode.LastPosition)
                     {
                         var data = HostArray((long)batch * s.DVocab);
@@ -268,7 +268,7 @@ public sealed class Transformer : IDisposable
     {
         var data = HostArray((long)rows * _spec.DVocab);
         var wrapped = _backend.TryWrapHost(data);
-        _backend.Linear(x, _unembed, null, wrapped ?? ws.Logits(data.LongLength), rows);
+        _backend.Linear.Forward(x, _unembed, null, wrapped ?? ws.Logits(data.LongLength), rows);
         if (wrapped is null) _backend.Download(ws.Logits(data.LongLength), data);
         return data;
     }

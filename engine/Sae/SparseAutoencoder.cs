@@ -1,6 +1,6 @@
 using PolyEngine.Formats;
 using PolyEngine.Kernels;
-using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Reference;
 using PolyEngine.Models;
 
 namespace PolyEngine;
@@ -12,8 +12,8 @@ public sealed record SaeEncoding(float[] HiddenPre, float[] FeatureActs, int Row
 /// A sparse autoencoder (SAELens conventions, docs/FORMATS.md §5.1): W_enc [d_in, d_sae], b_enc, W_dec [d_sae, d_in], b_dec
 /// (+ threshold for JumpReLU). Encode: x' = norm_in(x); s = x' − b_dec (when apply_b_dec_to_input); pre = s·W_enc + b_enc;
 /// standard f = ReLU(pre), JumpReLU f = ReLU(pre)·[pre &gt; θ], TopK f = ReLU of the k largest pre (the rest 0).
-/// Decode: x̂ = norm_out(f·W_dec + b_dec). Every encode step runs on the model's backend (<see cref="IBackend.NormalizeRows"/>,
-/// the GEMM, <see cref="IBackend.Sparsify"/>): <see cref="EncodeSparse"/> reads a hook's device buffer and returns only the
+/// Decode: x̂ = norm_out(f·W_dec + b_dec). Every encode step runs on the model's backend (<see cref="ISaeOps.NormalizeRows"/>,
+/// the GEMM, <see cref="ISaeOps.Sparsify"/>): <see cref="EncodeSparse"/> reads a hook's device buffer and returns only the
 /// nonzeros. <c>rescale_acts_by_decoder_norm</c> is folded into W_enc and b_enc at load (pre_j·‖W_dec[j]‖ is
 /// x·(W_enc[:, j]·‖W_dec[j]‖) + b_enc[j]·‖W_dec[j]‖). Not thread-safe: encodes share scratch buffers (a model's passes are
 /// serialised anyway).
@@ -120,8 +120,8 @@ public sealed class SparseAutoencoder : IDisposable
         long nIn = (long)rows * Config.DIn, nPre = (long)rows * Config.DSae;
         if (_input is null || _input.Length < nIn) { _input?.Dispose(); _input = _backend.Allocate(nIn); }
         if (_pre is null || _pre.Length < nPre) { _pre?.Dispose(); _pre = _backend.Allocate(nPre); }
-        _backend.NormalizeRows(x, _input, rows, Config.DIn, Config.Normalization, center, Config.ApplyBDecToInput ? _bDec : null);
-        _backend.Linear(_input, _enc, _bEnc, _pre, rows);
+        _backend.Sae.NormalizeRows(x, _input, rows, Config.DIn, Config.Normalization, center, Config.ApplyBDecToInput ? _bDec : null);
+        _backend.Linear.Forward(_input, _enc, _bEnc, _pre, rows);
         return _pre;
     }
 
@@ -130,7 +130,7 @@ public sealed class SparseAutoencoder : IDisposable
     public SparseRows EncodeSparse(DeviceBuffer x, int rows)
     {
         if (x.Length < (long)rows * Config.DIn) throw new ArgumentException($"x holds {x.Length} floats, expected at least {rows}×{Config.DIn}");
-        return _backend.Sparsify(PreActivations(x, rows, CentresInput), rows, Config.DSae, _rule);
+        return _backend.Sae.Sparsify(PreActivations(x, rows, CentresInput), rows, Config.DSae, _rule);
     }
 
     /// <summary>Dense encode of x [rows, d_in], already in the SAE's input convention (centred when it should be):
@@ -143,7 +143,7 @@ public sealed class SparseAutoencoder : IDisposable
         var pre = PreActivations(xb, rows, center: false);
         var hiddenPre = GC.AllocateUninitializedArray<float>(checked(rows * dSae));
         _backend.Download(pre, hiddenPre);
-        return new SaeEncoding(hiddenPre, _backend.Sparsify(pre, rows, dSae, _rule).ToDense(), rows, dSae);
+        return new SaeEncoding(hiddenPre, _backend.Sae.Sparsify(pre, rows, dSae, _rule).ToDense(), rows, dSae);
     }
 
     /// <summary>x̂ [rows, d_in] from feature activations [rows, d_sae] (in the original activation space when normalised).</summary>
@@ -157,7 +157,7 @@ public sealed class SparseAutoencoder : IDisposable
         using (var fb = _backend.Upload(f))
         using (var yb = _backend.Allocate(output.LongLength))
         {
-            _backend.Linear(fb, _dec, _bDec, yb, rows);
+            _backend.Linear.Forward(fb, _dec, _bDec, yb, rows);
             _backend.Download(yb, output);
         }
         if (Config.Normalization != RowNormalization.None)
@@ -167,7 +167,7 @@ public sealed class SparseAutoencoder : IDisposable
             for (int r = 0; r < rows; r++)
             {
                 originalInput.AsSpan(r * dIn, dIn).CopyTo(inRow);
-                SparseEncode.Normalize(inRow, Config.Normalization, false, default, out float mu, out float scale);
+                SaeReference.NormalizeRow(inRow, Config.Normalization, false, default, out float mu, out float scale);
                 var o = output.AsSpan(r * dIn, dIn);
                 for (int i = 0; i < dIn; i++) o[i] = o[i] * scale + mu;
             }

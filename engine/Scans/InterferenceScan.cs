@@ -193,11 +193,11 @@ public static class InterferenceScan
     {
         if (backend.TryWrapHost(y) is { } wrapped)
         {
-            backend.Linear(x, w, null, wrapped, rows);   // written in place: y holds [rows, cols] from index 0
+            backend.Linear.Forward(x, w, null, wrapped, rows);   // written in place: y holds [rows, cols] from index 0
             return;
         }
         using var yb = backend.Allocate((long)rows * cols);
-        backend.Linear(x, w, null, yb, rows);
+        backend.Linear.Forward(x, w, null, yb, rows);
         backend.Download(yb, y.AsSpan(0, rows * cols));
     }
 

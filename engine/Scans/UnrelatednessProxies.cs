@@ -25,7 +25,7 @@ public sealed class LogitLens
         using var w = backend.PackWeight(head, vocab, d, WeightLayout.InOut);   // [d_vocab, d] as a d_vocab → d operator
         using var x = backend.Upload(headT);
         using var y = backend.Allocate(g.Length);
-        backend.Linear(x, w, null, y, d);
+        backend.Linear.Forward(x, w, null, y, d);
         backend.Download(y, g);
         return g;
     }
@@ -40,7 +40,7 @@ public sealed class LogitLens
         using (var x = backend.Upload(unit))
         using (var y = backend.Allocate(unit.Length))
         {
-            backend.Linear(x, w, null, y, n);
+            backend.Linear.Forward(x, w, null, y, n);
             backend.Download(y, _gu);
         }
         _norm = new float[n];

@@ -5,7 +5,7 @@ namespace PolyEngine.Kernels.Cpu;
 // Element-wise activations.
 //   Apply     — GELU-tanh as x·sigmoid(2u) with Vector256.Exp, GELU-erf with the Erf fit below in float vectors, ReLU through Max.
 //   Erf       — W. H. Press et al.'s erfc Chebyshev fit (fractional error < 1.2e-7), evaluated in double.
-//   Reference — double-precision scalar formulas.
+//   Scalar reference: Reference/ActivationReference (double precision, an erf of its own).
 public static class Activations
 {
     const float SqrtTwoOverPi = 0.7978845608028654f;
@@ -110,36 +110,20 @@ public static class Activations
             t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
         return x >= 0 ? 1.0 - ans : ans - 1.0;
     }
+}
 
-    public static float Reference(float x, Activation activation) => activation switch
+/// <summary>The activation family on the CPU, parallel over chunks.</summary>
+sealed class CpuActivations(CpuBackend backend) : IActivationOps
+{
+    public void Forward(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
     {
-        Activation.GeluTanh => (float)(0.5 * x * (1 + Math.Tanh(Math.Sqrt(2 / Math.PI) * (x + 0.044715 * (double)x * x * x)))),
-        Activation.GeluErf => (float)(0.5 * x * (1 + ErfSeries(x / Math.Sqrt(2.0)))),
-        Activation.Relu => Math.Max(x, 0f),
-        _ => throw new ArgumentOutOfRangeException(nameof(activation)),
-    };
-
-    /// <summary>Independent erf for the reference: Maclaurin series for |x| &lt; 3, continued fraction for erfc beyond.</summary>
-    internal static double ErfSeries(double x)
-    {
-        double ax = Math.Abs(x);
-        if (ax < 3)
+        var (xs, ys) = (CpuBackend.Seg(x), CpuBackend.Seg(y));
+        const int Chunk = 16384;
+        int chunks = (int)((n + Chunk - 1) / Chunk);
+        backend.ForRows(chunks, c =>
         {
-            double sum = 0, term = ax;
-            for (int n = 0; n < 200; n++)
-            {
-                double add = term / (2 * n + 1);
-                sum += add;
-                if (Math.Abs(add) < 1e-17 * Math.Abs(sum)) break;
-                term *= -ax * ax / (n + 1);
-            }
-            double r = 2 / Math.Sqrt(Math.PI) * sum;
-            return x < 0 ? -r : r;
-        }
-        // erfc(x) = exp(-x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + ...)))) (Lentz-free backward evaluation)
-        double f = ax;
-        for (int n = 60; n >= 1; n--) f = ax + n / 2.0 / f;
-        double erfc = Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / f;
-        return x < 0 ? erfc - 1 : 1 - erfc;
+            int o = c * Chunk, len = (int)Math.Min(Chunk, n - o);
+            Activations.Apply(xs.AsSpan(o, len), ys.AsSpan(o, len), activation);
+        });
     }
 }

@@ -7,7 +7,7 @@ namespace PolyEngine.Kernels.Cpu;
 //   Causal    — per (batch, head): K gathered transposed, 64 keys scored per register block, z summed 64 dims per block, masked entries never
 //               computed (HF's finfo.min mask gives exact zeros after softmax), stable softmax, z = Σ p·v. Optional pattern tap.
 //   Rotary    — NeoX "rotate half": pairs (j, j + r/2) of the first r dims; inv_freq and angles in float32 as HF computes them.
-//   Reference — double-precision scalar loops for both.
+//   Scalar references: Reference/AttentionReference (double precision).
 public static class Attention
 {
     const int KeyBlock = 64;   // keys scored per register block (8 Vector256 accumulators)
@@ -127,19 +127,11 @@ public static class Attention
         Vector256<float> acc) =>
         Vector256.MultiplyAddEstimate(x, Vector256.Load(y), acc);
 
-    /// <summary>inv_freq[j] = 1 / base^(2j / r), j &lt; r/2, as HF computes it (float32).</summary>
-    public static float[] InverseFrequencies(int rotaryDim, float rotaryBase)
-    {
-        var inv = new float[rotaryDim / 2];
-        for (int j = 0; j < inv.Length; j++) inv[j] = 1f / MathF.Pow(rotaryBase, (float)(2 * j) / rotaryDim);
-        return inv;
-    }
-
     public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase)
     {
         if (!x.Overlaps(y)) x.Slice(0, batch * seq * nHeads * dHead).CopyTo(y);
         int half = rotaryDim / 2;
-        var inv = InverseFrequencies(rotaryDim, rotaryBase);
+        var inv = Reference.AttentionReference.InverseFrequencies(rotaryDim, rotaryBase);
         Span<float> cos = stackalloc float[half], sin = stackalloc float[half];
         for (int t = 0; t < seq; t++)
         {
@@ -162,53 +154,22 @@ public static class Attention
                 }
         }
     }
+}
 
-    public static void RotaryReference(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, double rotaryBase)
-    {
-        int half = rotaryDim / 2;
-        for (int b = 0; b < batch; b++)
-            for (int t = 0; t < seq; t++)
-                for (int h = 0; h < nHeads; h++)
-                {
-                    int o = ((b * seq + t) * nHeads + h) * dHead;
-                    for (int i = 0; i < dHead; i++) y[o + i] = x[o + i];
-                    for (int j = 0; j < half; j++)
-                    {
-                        double angle = t / Math.Pow(rotaryBase, 2.0 * j / rotaryDim);
-                        double x1 = x[o + j], x2 = x[o + j + half];
-                        y[o + j] = (float)(x1 * Math.Cos(angle) - x2 * Math.Sin(angle));
-                        y[o + j + half] = (float)(x2 * Math.Cos(angle) + x1 * Math.Sin(angle));
-                    }
-                }
-    }
+/// <summary>The attention family on the CPU: rotary, and causal attention parallel over (batch, head).</summary>
+sealed class CpuAttention(CpuBackend backend) : IAttentionOps
+{
+    public string Variant => "cpu";
 
-    public static void CausalReference(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> z,
-        int batch, int seq, int nHeads, int dHead, double scale, Span<float> pattern)
+    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase) =>
+        Attention.Rotary(CpuBackend.Span(x), CpuBackend.Span(y), batch, seq, nHeads, dHead, rotaryDim, rotaryBase);
+
+    public void Causal(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
+        float scale, DeviceBuffer? pattern = null)
     {
-        int d = nHeads * dHead;
-        var p = new double[seq];
-        for (int b = 0; b < batch; b++)
-            for (int h = 0; h < nHeads; h++)
-                for (int t = 0; t < seq; t++)
-                {
-                    double max = double.NegativeInfinity;
-                    for (int s = 0; s <= t; s++)
-                    {
-                        double dot = 0;
-                        for (int i = 0; i < dHead; i++) dot += (double)q[(b * seq + t) * d + h * dHead + i] * k[(b * seq + s) * d + h * dHead + i];
-                        p[s] = dot * scale;
-                        max = Math.Max(max, p[s]);
-                    }
-                    double sum = 0;
-                    for (int s = 0; s <= t; s++) { p[s] = Math.Exp(p[s] - max); sum += p[s]; }
-                    for (int i = 0; i < dHead; i++)
-                    {
-                        double acc = 0;
-                        for (int s = 0; s <= t; s++) acc += p[s] / sum * v[(b * seq + s) * d + h * dHead + i];
-                        z[(b * seq + t) * d + h * dHead + i] = (float)acc;
-                    }
-                    if (!pattern.IsEmpty)
-                        for (int s = 0; s < seq; s++) pattern[((b * nHeads + h) * seq + t) * seq + s] = s <= t ? (float)(p[s] / sum) : 0f;
-                }
+        var (qs, ks, vs, zs) = (CpuBackend.Seg(q), CpuBackend.Seg(k), CpuBackend.Seg(v), CpuBackend.Seg(z));
+        var ps = pattern is null ? default : CpuBackend.Seg(pattern);
+        backend.ForRows(batch * nHeads, bh => Attention.Causal(qs, ks, vs, zs, batch, seq, nHeads, dHead, scale,
+            pattern is null ? default : ps.AsSpan(), bh / nHeads, bh % nHeads));
     }
 }

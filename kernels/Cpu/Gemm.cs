@@ -9,7 +9,7 @@ namespace PolyEngine.Kernels.Cpu;
 //   Multiply  — BLIS-style: C tiles of (≤ 64 panels × 96 rows) taken by threads as they finish; inside a tile, K blocks
 //               of ≤ 768 (the first stores bias + product, later ones accumulate), A packed in 6-row strips, and a 6×16
 //               register-tile micro-kernel (12 Vector256 accumulators, FMA where the CPU has it; Vector<T> otherwise).
-//   Reference — the plain triple loop (double accumulation), the ground truth for tests.
+//   Scalar reference: Reference/LinearReference (the plain triple loop, double accumulation).
 public static class Gemm
 {
     public const int NR = 16;  // panel width (two Vector256<float>)
@@ -270,18 +270,14 @@ public static class Gemm
         for (int r = 0; r < MR; r++)
             for (int j = 0; j < NR; j++) c[(long)r * ldc + j] = (first is null ? c[(long)r * ldc + j] : first[j]) + acc[r * NR + j];
     }
+}
 
-    /// <summary>Scalar reference: C = A·W + bias with W given in <paramref name="layout"/>, accumulated in double.</summary>
-    public static void Reference(ReadOnlySpan<float> a, ReadOnlySpan<float> w, WeightLayout layout, ReadOnlySpan<float> bias,
-        Span<float> c, int m, int k, int n)
+/// <summary>The linear family on the CPU: the packed GEMM above.</summary>
+sealed class CpuLinear(CpuBackend backend) : ILinearOps
+{
+    public void Forward(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows)
     {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
-            {
-                double s = bias.IsEmpty ? 0 : bias[j];
-                for (int kk = 0; kk < k; kk++)
-                    s += (double)a[i * k + kk] * (layout == WeightLayout.InOut ? w[kk * n + j] : w[j * k + kk]);
-                c[i * n + j] = (float)s;
-            }
+        var packed = w is CpuBackend.Weight cw ? cw.Packed : throw new ArgumentException("weight does not belong to the CPU backend");
+        Gemm.Multiply(CpuBackend.Span(x), packed, bias is null ? default : CpuBackend.Span(bias), CpuBackend.Span(y), rows, backend.Threads);
     }
 }

@@ -4,7 +4,7 @@ namespace PolyEngine.Kernels.Cpu;
 
 // LayerNorm over the last axis, torch semantics: y = (x − mean)·rstd·gamma + beta, rstd = 1/√(var + eps), biased variance.
 //   Forward   — TensorPrimitives per row (vectorised sums), optional taps: normalized (before gain/bias) and scale = √(var + eps).
-//   Reference — double-precision scalar loop.
+//   Scalar reference: Reference/NormReference (double precision).
 public static class LayerNorm
 {
     public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y,
@@ -28,19 +28,31 @@ public static class LayerNorm
         if (!scale.IsEmpty) scale[0] = std;
         TensorPrimitives.MultiplyAdd(y, gamma, beta, y);
     }
+}
 
-    public static void Reference(ReadOnlySpan<float> x, ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y,
-        int rows, int d, float eps)
+/// <summary>The layer-norm family on the CPU, parallel over rows.</summary>
+sealed class CpuNorm(CpuBackend backend) : INormOps
+{
+    public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
+        DeviceBuffer? normalized = null, DeviceBuffer? scale = null)
     {
-        for (int r = 0; r < rows; r++)
+        var (xs, g, bt, ys) = (CpuBackend.Seg(x), CpuBackend.Seg(gamma), CpuBackend.Seg(beta), CpuBackend.Seg(y));
+        var (ns, ss) = (normalized is null ? default : CpuBackend.Seg(normalized), scale is null ? default : CpuBackend.Seg(scale));
+        backend.ForRows(rows, r => Cpu.LayerNorm.Row(xs.AsSpan(r * d, d), g.AsSpan(0, d), bt.AsSpan(0, d), ys.AsSpan(r * d, d), eps,
+            normalized is null ? default : ns.AsSpan(r * d, d), scale is null ? default : ss.AsSpan(r, 1)));
+    }
+
+    public void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y,
+        int rows, int d, float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null)
+    {
+        var (av, bv, sv, g, bt, ys) = (CpuBackend.Seg(a), CpuBackend.Seg(b), CpuBackend.Seg(sum), CpuBackend.Seg(gamma), CpuBackend.Seg(beta), CpuBackend.Seg(y));
+        var (ns, ss) = (normalized is null ? default : CpuBackend.Seg(normalized), scale is null ? default : CpuBackend.Seg(scale));
+        backend.ForRows(rows, r =>
         {
-            double mean = 0, var = 0;
-            for (int i = 0; i < d; i++) mean += x[r * d + i];
-            mean /= d;
-            for (int i = 0; i < d; i++) { double t = x[r * d + i] - mean; var += t * t; }
-            var /= d;
-            double rstd = 1.0 / Math.Sqrt(var + eps);
-            for (int i = 0; i < d; i++) y[r * d + i] = (float)((x[r * d + i] - mean) * rstd * gamma[i] + beta[i]);
-        }
+            var row = sv.AsSpan(r * d, d);
+            TensorPrimitives.Add(av.AsSpan(r * d, d), bv.AsSpan(r * d, d), row);
+            Cpu.LayerNorm.Row(row, g.AsSpan(0, d), bt.AsSpan(0, d), ys.AsSpan(r * d, d), eps,
+                normalized is null ? default : ns.AsSpan(r * d, d), scale is null ? default : ss.AsSpan(r, 1));
+        });
     }
 }

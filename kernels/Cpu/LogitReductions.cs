@@ -1,9 +1,9 @@
 namespace PolyEngine.Kernels.Cpu;
 
-/// <summary>The logits-side reduction (<see cref="TopLogitRows"/>) on host rows, and its scalar reference.</summary>
+/// <summary>The logits-side reduction (<see cref="TopLogitRows"/>) on host rows. Scalar reference: Reference/ReductionReference.</summary>
 public static class LogitReductions
 {
-    public static TopLogitRows Top(float[] logits, int rows, int vocab, int k, int threads)
+    public static TopLogitRows Top(ArraySegment<float> logits, int rows, int vocab, int k, int threads)
     {
         k = Math.Min(k, vocab);
         var ids = new int[rows * k];
@@ -11,7 +11,7 @@ public static class LogitReductions
         var lse = new float[rows];
         Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, r =>
         {
-            var row = new ReadOnlySpan<float>(logits, r * vocab, vocab);
+            var row = logits.AsSpan(r * vocab, vocab);
             lse[r] = LogSumExp(row);
             var best = SparseEncode.TopKIndices(row, k);
             var values = new float[k];
@@ -34,22 +34,16 @@ public static class LogitReductions
         foreach (var v in row) sum += Math.Exp(v - max);
         return (float)(max + Math.Log(sum));
     }
+}
 
-    /// <summary>Scalar reference: a full stable sort of each row, the log-sum-exp in double.</summary>
-    public static TopLogitRows Reference(float[] logits, int rows, int vocab, int k)
+/// <summary>The reduction family on the CPU.</summary>
+sealed class CpuReductions(CpuBackend backend) : IReductionOps
+{
+    public TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k)
     {
-        k = Math.Min(k, vocab);
-        var ids = new int[rows * k];
-        var top = new float[rows * k];
-        var lse = new float[rows];
-        for (int r = 0; r < rows; r++)
-        {
-            var row = logits.AsSpan(r * vocab, vocab).ToArray();
-            double max = row.Max();
-            lse[r] = (float)(max + Math.Log(row.Sum(v => Math.Exp(v - max))));
-            var order = Enumerable.Range(0, vocab).OrderByDescending(i => row[i]).ThenBy(i => i).Take(k).ToArray();
-            for (int j = 0; j < k; j++) { ids[r * k + j] = order[j]; top[r * k + j] = row[order[j]]; }
-        }
-        return new TopLogitRows(rows, k, ids, top, lse);
+        var l = CpuBackend.Seg(logits);
+        if ((long)rows * vocab > l.Count) throw new ArgumentException($"TopLogits: logits hold {l.Count} floats, {rows}×{vocab} needed");
+        if (k < 1) throw new ArgumentException($"TopLogits: k must be positive, got {k}");
+        return LogitReductions.Top(l, rows, vocab, k, backend.Threads);
     }
 }

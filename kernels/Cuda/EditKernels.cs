@@ -2,7 +2,7 @@ using ILGPU;
 
 namespace PolyEngine.Kernels.Cuda;
 
-// In-place hook edits (scalar reference: Cpu.RowEdits.Reference). Layout [batch, seq, width] as every hook but the pattern.
+// In-place hook edits (scalar reference: Reference/RowsReference.Edit); launched by IlgpuRows (ElementwiseKernels.cs). Layout [batch, seq, width] as every hook but the pattern.
 //   EditRows — one thread per element: x = x·mul + add from position from[b] on; mul/add one row per batch row, or one per
 //              position (activation patching); an absent mul is 1, an absent add 0.
 public static class EditKernels

@@ -1,9 +1,10 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Runtime;
 
 namespace PolyEngine.Kernels.Cuda;
 
-// Element-wise ILGPU kernels, one thread per output element (scalar references: CpuBackend / Cpu.Activations).
+// Element-wise ILGPU kernels, one thread per output element (scalar references: Reference/RowsReference, ActivationReference).
 //   Gather       — y[r, c] = table[ids[r], c]
 //   Add          — y = a + b
 //   CopyColumns  — dst[r, c] = src[r, offset + c]
@@ -58,5 +59,90 @@ public static class ElementwiseKernels
         p = p * t - 1.26551223f;
         float ans = t * XMath.Exp(p - z * z);
         return x >= 0f ? 1f - ans : ans - 1f;
+    }
+}
+
+/// <summary>The activation family on ILGPU: one thread per element.</summary>
+sealed class IlgpuActivations(IlgpuBackend backend) : IActivationOps
+{
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate =
+        backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Activate);
+
+    public void Forward(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
+    {
+        if (n > 0) _activate(checked((int)n), IlgpuBackend.Of(x, n, "x", "Activate").View, IlgpuBackend.Of(y, n, "y", "Activate").View, (int)activation);
+    }
+}
+
+/// <summary>The row family on ILGPU: gather, column copy and add kernels (above), fan-out by device copies, and the hook
+/// edit (EditKernels.cs).</summary>
+sealed class IlgpuRows : IRowOps, IDisposable
+{
+    readonly IlgpuBackend _b;
+    readonly Action<Index1D, ArrayView<int>, ArrayView<float>, int, ArrayView<float>> _gather;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _add;
+    readonly Action<Index1D, ArrayView<float>, int, int, int, ArrayView<float>> _copyColumns;
+    readonly Action<Index1D, ArrayView<float>, int, int, ArrayView<float>, int, ArrayView<float>, int, int, ArrayView<int>> _editRows;
+    MemoryBuffer1D<int, Stride1D.Dense>? _ids, _editFrom;   // gather ids and edit start positions, grown on demand
+
+    public IlgpuRows(IlgpuBackend backend)
+    {
+        _b = backend;
+        var acc = backend.Acc;
+        _gather = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, int, ArrayView<float>>(ElementwiseKernels.Gather);
+        _add = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
+        _copyColumns = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, int, ArrayView<float>>(ElementwiseKernels.CopyColumns);
+        _editRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, ArrayView<float>, int, ArrayView<float>, int, int, ArrayView<int>>(
+            EditKernels.EditRows);
+    }
+
+    public void Gather(int[] ids, DeviceBuffer table, int d, DeviceBuffer y)
+    {
+        long rowsInTable = table.Length / d;
+        foreach (int id in ids)
+            if ((uint)id >= rowsInTable) throw new ArgumentOutOfRangeException(nameof(ids), $"row {id} outside a table of {rowsInTable} rows");
+        if (ids.Length == 0) return;
+        var idBuf = _b.Grow(ref _ids, ids.Length);
+        idBuf.View.SubView(0, ids.Length).CopyFromCPU(ids);
+        _gather(ids.Length * d, idBuf.View, IlgpuBackend.Of(table).View, d, IlgpuBackend.Of(y, (long)ids.Length * d, "y", "Gather").View);
+    }
+
+    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst)
+    {
+        if (colOffset < 0 || colOffset + width > srcWidth) throw new ArgumentException($"CopyColumns: columns [{colOffset}, {colOffset + width}) outside a width of {srcWidth}");
+        if (rows * width > 0)
+            _copyColumns(rows * width, IlgpuBackend.Of(src, (long)rows * srcWidth, "src", "CopyColumns").View, srcWidth, colOffset, width,
+                IlgpuBackend.Of(dst, (long)rows * width, "dst", "CopyColumns").View);
+    }
+
+    public void Broadcast(DeviceBuffer src, long n, int copies, DeviceBuffer dst)
+    {
+        var s = IlgpuBackend.Of(src, n, "src", "Broadcast").View.SubView(0, n);
+        var d = IlgpuBackend.Of(dst, n * copies, "dst", "Broadcast").View;
+        for (int c = 0; c < copies && n > 0; c++) s.CopyTo(d.SubView(c * n, n));
+    }
+
+    public void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n)
+    {
+        if (n > 0) _add(checked((int)n), IlgpuBackend.Of(a, n, "a", "Add").View, IlgpuBackend.Of(b, n, "b", "Add").View, IlgpuBackend.Of(y, n, "y", "Add").View);
+    }
+
+    public void Edit(DeviceBuffer x, int batch, int seq, int width, RowEdit edit)
+    {
+        long n = (long)batch * seq * width, per = (edit.PerPosition ? (long)batch * seq : batch) * width;
+        var xb = IlgpuBackend.Of(x, n, "x", "EditRows");
+        var (mul, hasMul) = _b.Optional(edit.Mul, per, "mul", "EditRows");
+        var (add, hasAdd) = _b.Optional(edit.Add, per, "add", "EditRows");
+        if (edit.From.Length < batch) throw new ArgumentException($"EditRows: from has {edit.From.Length} entries, {batch} needed");
+        if (n == 0) return;
+        var from = _b.Grow(ref _editFrom, batch);
+        from.View.SubView(0, batch).CopyFromCPU(edit.From.AsSpan(0, batch).ToArray());
+        _editRows(checked((int)n), xb.View, seq, width, mul, hasMul, add, hasAdd, edit.PerPosition ? 1 : 0, from.View);
+    }
+
+    public void Dispose()
+    {
+        _ids?.Dispose();
+        _editFrom?.Dispose();
     }
 }

@@ -1,10 +1,11 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Runtime;
 
 namespace PolyEngine.Kernels.Cuda;
 
 // LayerNorm, one thread per row (V1: simple and obviously right; a warp-per-row variant is the next step on a GPU).
-// Scalar reference: Cpu.LayerNorm.Reference. Taps (normalized before gain/bias, scale = √(var + eps)) written when flagged.
+// Scalar reference: Reference/NormReference. Taps (normalized before gain/bias, scale = √(var + eps)) written when flagged.
 //   Forward     — y = LN(x)
 //   AddForward  — sum = a + b written, then y = LN(sum): the residual add fused with the norm that reads it (slow twin:
 //                 ElementwiseKernels.Add followed by Forward)
@@ -44,5 +45,44 @@ public static class LayerNormKernels
             if (writeNormalized != 0) normalized[o + i] = n;
             y[o + i] = n * gamma[i] + beta[i];
         }
+    }
+}
+
+/// <summary>The layer-norm family on ILGPU: one thread per row.</summary>
+sealed class IlgpuNorm : INormOps
+{
+    readonly IlgpuBackend _b;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int> _layerNorm;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float,
+        ArrayView<float>, int, ArrayView<float>, int> _addLayerNorm;
+
+    public IlgpuNorm(IlgpuBackend backend)
+    {
+        _b = backend;
+        _layerNorm = backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float,
+            ArrayView<float>, int, ArrayView<float>, int>(LayerNormKernels.Forward);
+        _addLayerNorm = backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int>(LayerNormKernels.AddForward);
+    }
+
+    public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
+        DeviceBuffer? normalized = null, DeviceBuffer? scale = null)
+    {
+        long n = (long)rows * d;
+        var (nv, hasN) = _b.Optional(normalized, n, "normalized", "LayerNorm");
+        var (sv, hasS) = _b.Optional(scale, rows, "scale", "LayerNorm");
+        _layerNorm(rows, IlgpuBackend.Of(x, n, "x", "LayerNorm").View, IlgpuBackend.Of(gamma, d, "gamma", "LayerNorm").View,
+            IlgpuBackend.Of(beta, d, "beta", "LayerNorm").View, IlgpuBackend.Of(y, n, "y", "LayerNorm").View, d, eps, nv, hasN, sv, hasS);
+    }
+
+    public void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y,
+        int rows, int d, float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null)
+    {
+        long n = (long)rows * d;
+        var (nv, hasN) = _b.Optional(normalized, n, "normalized", "AddLayerNorm");
+        var (sv, hasS) = _b.Optional(scale, rows, "scale", "AddLayerNorm");
+        _addLayerNorm(rows, IlgpuBackend.Of(a, n, "a", "AddLayerNorm").View, IlgpuBackend.Of(b, n, "b", "AddLayerNorm").View,
+            IlgpuBackend.Of(sum, n, "sum", "AddLayerNorm").View, IlgpuBackend.Of(gamma, d, "gamma", "AddLayerNorm").View,
+            IlgpuBackend.Of(beta, d, "beta", "AddLayerNorm").View, IlgpuBackend.Of(y, n, "y", "AddLayerNorm").View, d, eps, nv, hasN, sv, hasS);
     }
 }

@@ -1,5 +1,6 @@
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Reference;
 using Xunit;
 
 namespace PolyEngine.Tests.Kernels;
@@ -33,7 +34,7 @@ public class CpuKernelTests
         {
             var w = Random(k * n, 2);
             var expected = new float[m * n];
-            Gemm.Reference(a, w, layout, bias, expected, m, k, n);
+            LinearReference.Forward(a, w, layout, bias, expected, m, k, n);
             var packed = Gemm.Pack(w, k, n, layout);
             foreach (int threads in new[] { 1, 2, 5 })
             {
@@ -42,7 +43,7 @@ public class CpuKernelTests
                 Compare.Close(expected, c, 1e-5 * Math.Sqrt(k) + 1e-6, $"gemm {m}x{k}x{n} {layout} {threads} threads", 1e-5);
             }
             var noBias = new float[m * n];
-            Gemm.Reference(a, w, layout, default, expected, m, k, n);
+            LinearReference.Forward(a, w, layout, default, expected, m, k, n);
             Gemm.Multiply(a, packed, default, noBias, m, 2);
             Compare.Close(expected, noBias, 1e-5 * Math.Sqrt(k) + 1e-6, $"gemm {m}x{k}x{n} {layout} no bias", 1e-5);
         }
@@ -68,7 +69,7 @@ public class CpuKernelTests
             for (int i = 0; i < x.Length; i++) x[i] += 10f;              // a large mean: the variance must not cancel badly
             var g = Random(d, d + 1); var b = Random(d, d + 2);
             var expected = new float[rows * d];
-            LayerNorm.Reference(x, g, b, expected, rows, d, 1e-5f);
+            NormReference.LayerNorm(x, g, b, expected, rows, d, 1e-5f);
             var y = new float[rows * d]; var normed = new float[rows * d]; var scale = new float[rows];
             LayerNorm.Forward(x, g, b, y, rows, d, 1e-5f, normed, scale);
             Compare.Close(expected, y, 2e-5, $"layernorm d={d}", 1e-5);
@@ -95,10 +96,10 @@ public class CpuKernelTests
             var (x, r, g, bt) = (Random(rows * d, d, 2f), Random(rows * d, d + 1, 2f), Random(d, 2), Random(d, 3));
             var (xb, rb, gb, bb) = (b.Upload(x), b.Upload(r), b.Upload(g), b.Upload(bt));
             var sum1 = b.Allocate(rows * d); var y1 = b.Allocate(rows * d); var n1 = b.Allocate(rows * d); var s1 = b.Allocate(rows);
-            b.Add(xb, rb, sum1, rows * d);
-            b.LayerNorm(sum1, gb, bb, y1, rows, d, 1e-5f, n1, s1);
+            b.Rows.Add(xb, rb, sum1, rows * d);
+            b.Norm.LayerNorm(sum1, gb, bb, y1, rows, d, 1e-5f, n1, s1);
             var y2 = b.Allocate(rows * d); var n2 = b.Allocate(rows * d); var s2 = b.Allocate(rows);
-            b.AddLayerNorm(xb, rb, rb, gb, bb, y2, rows, d, 1e-5f, n2, s2);       // sum written over b, as the forward does
+            b.Norm.AddLayerNorm(xb, rb, rb, gb, bb, y2, rows, d, 1e-5f, n2, s2);       // sum written over b, as the forward does
             float[] Get(DeviceBuffer buf, int n) { var a = new float[n]; b.Download(buf, a); return a; }
             Assert.Equal(Get(sum1, rows * d), Get(rb, rows * d));
             Assert.Equal(Get(y1, rows * d), Get(y2, rows * d));
@@ -118,7 +119,7 @@ public class CpuKernelTests
             var x = Random(n, n, 6f);
             var y = new float[n];
             Activations.Apply(x, y, act);
-            var expected = x.Select(v => Activations.Reference(v, act)).ToArray();
+            var expected = x.Select(v => ActivationReference.Apply(v, act)).ToArray();
             Compare.Close(expected, y, 2e-6, $"{act} n={n}", 2e-6);
         }
         // In place, and the defined special values.
@@ -136,8 +137,8 @@ public class CpuKernelTests
     public void ErfIsAccurateAcrossItsRange()
     {
         for (double x = -6; x <= 6; x += 0.01)
-            Assert.True(Math.Abs(Activations.Erf(x) - Activations.ErfSeries(x)) < 2e-7, $"erf({x})");
-        Assert.Equal(0.8427007929497149, Activations.ErfSeries(1.0), 14);   // erf(1), tabulated
+            Assert.True(Math.Abs(Activations.Erf(x) - ActivationReference.Erf(x)) < 2e-7, $"erf({x})");
+        Assert.Equal(0.8427007929497149, ActivationReference.Erf(1.0), 14);   // erf(1), tabulated
     }
 
     public static TheoryData<int, int, int, int> AttentionShapes() => new()
@@ -154,17 +155,17 @@ public class CpuKernelTests
         var z = new float[n]; var pattern = new float[batch * heads * seq * seq];
         var zRef = new float[n]; var pRef = new float[pattern.Length];
         float scale = 1f / MathF.Sqrt(dHead);
-        Attention.CausalReference(q, k, v, zRef, batch, seq, heads, dHead, scale, pRef);
+        AttentionReference.Causal(q, k, v, zRef, batch, seq, heads, dHead, scale, pRef);
         using var backend = new CpuBackend(3);
         var (qb, kb, vb, zb, pb) = (backend.Upload(q), backend.Upload(k), backend.Upload(v), backend.Allocate(n), backend.Allocate(pattern.Length));
-        backend.CausalAttention(qb, kb, vb, zb, batch, seq, heads, dHead, scale, pb);
+        backend.Attention.Causal(qb, kb, vb, zb, batch, seq, heads, dHead, scale, pb);
         backend.Download(zb, z);
         backend.Download(pb, pattern);
         Compare.Close(zRef, z, 2e-6, $"attention z b{batch} t{seq} h{heads} dh{dHead}", 1e-5);
         Compare.Close(pRef, pattern, 2e-6, $"attention pattern b{batch} t{seq} h{heads} dh{dHead}", 1e-5);
         // Without the pattern tap the output is the same.
         var zb2 = backend.Allocate(n);
-        backend.CausalAttention(qb, kb, vb, zb2, batch, seq, heads, dHead, scale);
+        backend.Attention.Causal(qb, kb, vb, zb2, batch, seq, heads, dHead, scale);
         var z2 = new float[n];
         backend.Download(zb2, z2);
         Assert.Equal(z, z2);
@@ -181,7 +182,7 @@ public class CpuKernelTests
         int n = batch * seq * heads * dHead;
         var x = Random(n, 5);
         var expected = new float[n];
-        Attention.RotaryReference(x, expected, batch, seq, heads, dHead, rot, rbase);
+        AttentionReference.Rotary(x, expected, batch, seq, heads, dHead, rot, rbase);
         var y = new float[n];
         Attention.Rotary(x, y, batch, seq, heads, dHead, rot, rbase);
         // float32 angles t·inv_freq (as HF) against double angles: the difference grows with the position.
@@ -197,19 +198,19 @@ public class CpuKernelTests
         using var b = new CpuBackend(2);
         var x = Random(100, 1); var y = Random(100, 2);
         var (xb, yb, sum) = (b.Upload(x), b.Upload(y), b.Allocate(100));
-        b.Add(xb, yb, sum, 100);
+        b.Rows.Add(xb, yb, sum, 100);
         var s = new float[100];
         b.Download(sum, s);
         for (int i = 0; i < 100; i++) Assert.Equal(x[i] + y[i], s[i]);
         var table = b.Upload(Enumerable.Range(0, 12).Select(i => (float)i).ToArray());   // 4 rows of 3
         var g = b.Allocate(6);
-        b.Gather([3, 0], table, 3, g);
+        b.Rows.Gather([3, 0], table, 3, g);
         var gv = new float[6];
         b.Download(g, gv);
         Assert.Equal(new float[] { 9, 10, 11, 0, 1, 2 }, gv);
-        Assert.Throws<ArgumentOutOfRangeException>(() => b.Gather([4], table, 3, g));
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.Rows.Gather([4], table, 3, g));
         var cols = b.Allocate(4);
-        b.CopyColumns(table, 4, 3, 1, 1, cols);
+        b.Rows.CopyColumns(table, 4, 3, 1, 1, cols);
         var cv = new float[4];
         b.Download(cols, cv);
         Assert.Equal(new float[] { 1, 4, 7, 10 }, cv);

@@ -32,7 +32,7 @@ public class CudaDeviceTests
             foreach (var attention in Enum.GetValues<AttentionVariant>())
             {
                 gpu.Gemm = variant;
-                gpu.Attention = attention;
+                gpu.AttentionKind = attention;
                 using var model = Model.Load(Fixtures.Golden(name), gpu);
                 Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, $"cuda {variant} GEMMs, {attention} attention");
             }
@@ -57,7 +57,7 @@ public class CudaDeviceTests
         }
         foreach (var attention in Enum.GetValues<AttentionVariant>())
         {
-            gpu.Attention = attention;
+            gpu.AttentionKind = attention;
             using var model = Model.Load(dir.Path, gpu);
             var g = model.Run(ids, 2, 64, new RunOptions { Hooks = hooks });
             Compare.Close(cpuLogits, g.Logits!.Data, 1e-3, $"gpt2-small logits cuda ({attention} attention) vs cpu");

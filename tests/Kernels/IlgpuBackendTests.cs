@@ -2,6 +2,7 @@ using PolyEngine.Formats;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Kernels.Cuda;
+using PolyEngine.Kernels.Reference;
 using Xunit;
 
 namespace PolyEngine.Tests.Kernels;
@@ -40,13 +41,13 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         foreach (var layout in new[] { WeightLayout.InOut, WeightLayout.OutIn })
         {
             var expected = new float[rows * n];
-            Gemm.Reference(x, w, layout, bias, expected, rows, k, n);
+            LinearReference.Forward(x, w, layout, bias, expected, rows, k, n);
             var y = _gpu.Allocate(rows * n);
-            _gpu.Linear(_gpu.Upload(x), _gpu.PackWeight(w, k, n, layout), _gpu.Upload(bias), y, rows);
+            _gpu.Linear.Forward(_gpu.Upload(x), _gpu.PackWeight(w, k, n, layout), _gpu.Upload(bias), y, rows);
             Compare.Close(expected, Get(_gpu, y, rows * n), 1e-5, $"ilgpu linear {rows}x{k}x{n} {layout}", 1e-5);
             var y2 = _gpu.Allocate(rows * n);
-            _gpu.Linear(_gpu.Upload(x), _gpu.PackWeight(w, k, n, layout), null, y2, rows);
-            Gemm.Reference(x, w, layout, default, expected, rows, k, n);
+            _gpu.Linear.Forward(_gpu.Upload(x), _gpu.PackWeight(w, k, n, layout), null, y2, rows);
+            LinearReference.Forward(x, w, layout, default, expected, rows, k, n);
             Compare.Close(expected, Get(_gpu, y2, rows * n), 1e-5, $"ilgpu linear no bias {rows}x{k}x{n}", 1e-5);
         }
     }
@@ -61,7 +62,7 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         DeviceBuffer Run(IBackend be, out float[] normed, out float[] scale)
         {
             var y = be.Allocate(rows * d); var n = be.Allocate(rows * d); var s = be.Allocate(rows);
-            be.LayerNorm(be.Upload(x), be.Upload(g), be.Upload(b), y, rows, d, 1e-5f, n, s);
+            be.Norm.LayerNorm(be.Upload(x), be.Upload(g), be.Upload(b), y, rows, d, 1e-5f, n, s);
             normed = Get(be, n, rows * d); scale = Get(be, s, rows);
             return y;
         }
@@ -74,9 +75,9 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         {
             int n = rows * d;
             var xs = Random(n, 9, 6f);
-            var expected = xs.Select(v => Activations.Reference(v, act)).ToArray();
+            var expected = xs.Select(v => ActivationReference.Apply(v, act)).ToArray();
             var y = _gpu.Allocate(n);
-            _gpu.Activate(_gpu.Upload(xs), y, n, act);
+            _gpu.Activations.Forward(_gpu.Upload(xs), y, n, act);
             Compare.Close(expected, Get(_gpu, y, n), 2e-6, $"ilgpu {act}", 2e-6);
         }
     }
@@ -93,30 +94,30 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         float[] Attn(IBackend be, out float[] pattern)
         {
             var (qb, kb) = (be.Upload(q), be.Upload(k));
-            if (rot > 0) { be.Rotary(qb, qb, batch, seq, heads, dHead, rot, 500f); be.Rotary(kb, kb, batch, seq, heads, dHead, rot, 500f); }
+            if (rot > 0) { be.Attention.Rotary(qb, qb, batch, seq, heads, dHead, rot, 500f); be.Attention.Rotary(kb, kb, batch, seq, heads, dHead, rot, 500f); }
             var z = be.Allocate(n); var p = be.Allocate(batch * heads * seq * seq);
-            be.CausalAttention(qb, kb, be.Upload(v), z, batch, seq, heads, dHead, scale, p);
+            be.Attention.Causal(qb, kb, be.Upload(v), z, batch, seq, heads, dHead, scale, p);
             pattern = Get(be, p, batch * heads * seq * seq);
             return Get(be, z, n);
         }
         foreach (var variant in Enum.GetValues<AttentionVariant>())
         {
-            _gpu.Attention = variant;
+            _gpu.AttentionKind = variant;
             Compare.Close(Attn(_cpu, out var pc), Attn(_gpu, out var pg), 2e-6, $"attention z ({variant})", 1e-5);
             Compare.Close(pc, pg, 2e-6, $"attention pattern ({variant})", 1e-5);
             // without the pattern tap the GEMM path uses its own [heads, seq, seq] scratch
             var z = _gpu.Allocate(n);
-            _gpu.CausalAttention(_gpu.Upload(q), _gpu.Upload(k), _gpu.Upload(v), z, batch, seq, heads, dHead, scale);
+            _gpu.Attention.Causal(_gpu.Upload(q), _gpu.Upload(k), _gpu.Upload(v), z, batch, seq, heads, dHead, scale);
             if (rot == 0) Compare.Close(Attn(_cpu, out _), Get(_gpu, z, n), 2e-6, $"attention z, no pattern ({variant})", 1e-5);
         }
-        _gpu.Attention = AttentionVariant.Fused;
+        _gpu.AttentionKind = AttentionVariant.Fused;
         var table = Random(10 * dHead, 4);
         var gathered = _gpu.Allocate(3 * dHead);
-        _gpu.Gather([9, 0, 4], _gpu.Upload(table), dHead, gathered);
+        _gpu.Rows.Gather([9, 0, 4], _gpu.Upload(table), dHead, gathered);
         Assert.Equal(table.AsSpan(9 * dHead, dHead).ToArray().Concat(table.AsSpan(0, dHead).ToArray()).Concat(table.AsSpan(4 * dHead, dHead).ToArray()),
             Get(_gpu, gathered, 3 * dHead));
         var cols = _gpu.Allocate(10);
-        _gpu.CopyColumns(_gpu.Upload(table), 10, dHead, dHead - 1, 1, cols);
+        _gpu.Rows.CopyColumns(_gpu.Upload(table), 10, dHead, dHead - 1, 1, cols);
         Assert.Equal(Enumerable.Range(0, 10).Select(r => table[r * dHead + dHead - 1]), Get(_gpu, cols, 10));
     }
 
@@ -129,8 +130,8 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
             var threshold = SparseEncodeTests.Uniform(width, 99).Select(Math.Abs).ToArray();
             var buf = _gpu.Upload(pre);
             foreach (var act in Enum.GetValues<SparseActivation>())
-                SparseEncodeTests.AssertSameSparse(SparseEncode.SparsifyReference(pre, rows, width, act, k, threshold),
-                    _gpu.Sparsify(buf, rows, width, new SparseRule(act, k, _gpu.Upload(threshold))), $"emulated {act} {rows}×{width} k {k}");
+                SparseEncodeTests.AssertSameSparse(SaeReference.Sparsify(pre, rows, width, act, k, threshold),
+                    _gpu.Sae.Sparsify(buf, rows, width, new SparseRule(act, k, _gpu.Upload(threshold))), $"emulated {act} {rows}×{width} k {k}");
         }
     }
 
@@ -142,8 +143,8 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         foreach (var (m, a) in new[] { (mul, add), (mul, null), (null, add) })
         {
             var buf = _gpu.Upload(x);
-            _gpu.EditRows(buf, batch, seq, width, new RowEdit(m is null ? null : _gpu.Upload(m), a is null ? null : _gpu.Upload(a), perPosition, from));
-            Compare.Close(RowEdits.Reference(x, batch, seq, width, m, a, perPosition, from), Get(_gpu, buf, x.Length), 1e-6, $"emulated edit {batch}×{seq}×{width}", 1e-6);
+            _gpu.Rows.Edit(buf, batch, seq, width, new RowEdit(m is null ? null : _gpu.Upload(m), a is null ? null : _gpu.Upload(a), perPosition, from));
+            Compare.Close(RowsReference.Edit(x, batch, seq, width, m, a, perPosition, from), Get(_gpu, buf, x.Length), 1e-6, $"emulated edit {batch}×{seq}×{width}", 1e-6);
         }
     }
 
@@ -153,8 +154,8 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     {
         foreach (var logits in new[] { SparseEncodeTests.Tied(rows * vocab, vocab), SparseEncodeTests.Uniform(rows * vocab, k, 8f) })
         {
-            var expected = LogitReductions.Reference(logits, rows, vocab, k);
-            var actual = _gpu.TopLogits(_gpu.Upload(logits), rows, vocab, k);
+            var expected = ReductionReference.TopLogits(logits, rows, vocab, k);
+            var actual = _gpu.Reductions.TopLogits(_gpu.Upload(logits), rows, vocab, k);
             Assert.Equal(expected.Ids, actual.Ids);
             Assert.Equal(expected.Logits, actual.Logits);
             Compare.Close(expected.LogSumExp, actual.LogSumExp, 1e-5, $"emulated lse {rows}×{vocab}", 1e-6);
@@ -173,8 +174,8 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
             foreach (bool center in new[] { false, true })
             {
                 var y = _gpu.Allocate(rows * d);
-                _gpu.NormalizeRows(_gpu.Upload(x), y, rows, d, norm, center, _gpu.Upload(subtract));
-                Compare.Close(SparseEncode.NormalizeReference(x, d, norm, center, subtract), Get(_gpu, y, rows * d), 1e-5,
+                _gpu.Sae.NormalizeRows(_gpu.Upload(x), y, rows, d, norm, center, _gpu.Upload(subtract));
+                Compare.Close(SaeReference.NormalizeRows(x, d, norm, center, subtract), Get(_gpu, y, rows * d), 1e-5,
                     $"emulated NormalizeRows {norm} center {center} {rows}×{d}", 1e-5);
             }
     }
@@ -203,11 +204,11 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     {
         foreach (var variant in Enum.GetValues<AttentionVariant>())
         {
-            _gpu.Attention = variant;
+            _gpu.AttentionKind = variant;
             using var model = Model.Load(Fixtures.Golden(name), _gpu);
             Models.GoldenParityTests.AssertEveryGoldenTensor(model, name, $"cuda-emulated, {variant} attention");
         }
-        _gpu.Attention = AttentionVariant.Fused;
+        _gpu.AttentionKind = AttentionVariant.Fused;
     }
 
     /// <summary>The strided-batched GEMM twin against cuBLAS's column-major definition written out in double: both
@@ -280,12 +281,12 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     public void LaunchersRejectBuffersTooSmallForTheLaunch()
     {
         var small = _gpu.Allocate(3);
-        Assert.Contains("Add: y holds 3 floats, the launch needs 4", Assert.Throws<ArgumentException>(() => _gpu.Add(_gpu.Allocate(4), _gpu.Allocate(4), small, 4)).Message);
-        Assert.Contains("LayerNorm: x holds 3 floats", Assert.Throws<ArgumentException>(() => _gpu.LayerNorm(small, small, small, small, 2, 2, 1e-5f)).Message);
-        Assert.Contains("outside a width", Assert.Throws<ArgumentException>(() => _gpu.CopyColumns(small, 1, 3, 2, 2, small)).Message);
+        Assert.Contains("Add: y holds 3 floats, the launch needs 4", Assert.Throws<ArgumentException>(() => _gpu.Rows.Add(_gpu.Allocate(4), _gpu.Allocate(4), small, 4)).Message);
+        Assert.Contains("LayerNorm: x holds 3 floats", Assert.Throws<ArgumentException>(() => _gpu.Norm.LayerNorm(small, small, small, small, 2, 2, 1e-5f)).Message);
+        Assert.Contains("outside a width", Assert.Throws<ArgumentException>(() => _gpu.Rows.CopyColumns(small, 1, 3, 2, 2, small)).Message);
         var w = _gpu.PackWeight(new float[6], 2, 3, WeightLayout.InOut);
-        Assert.Contains("Linear: x holds 3 floats, the launch needs 4", Assert.Throws<ArgumentException>(() => _gpu.Linear(small, w, null, _gpu.Allocate(6), 2)).Message);
+        Assert.Contains("Linear: x holds 3 floats, the launch needs 4", Assert.Throws<ArgumentException>(() => _gpu.Linear.Forward(small, w, null, _gpu.Allocate(6), 2)).Message);
         Assert.Contains("CausalAttention: pattern", Assert.Throws<ArgumentException>(() =>
-            _gpu.CausalAttention(_gpu.Allocate(8), _gpu.Allocate(8), _gpu.Allocate(8), _gpu.Allocate(8), 1, 2, 2, 2, 1f, small)).Message);
+            _gpu.Attention.Causal(_gpu.Allocate(8), _gpu.Allocate(8), _gpu.Allocate(8), _gpu.Allocate(8), 1, 2, 2, 2, 1f, small)).Message);
     }
 }

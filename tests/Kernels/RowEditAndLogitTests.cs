@@ -1,5 +1,6 @@
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Reference;
 using Xunit;
 
 namespace PolyEngine.Tests.Kernels;
@@ -29,12 +30,12 @@ public class RowEditAndLogitTests
         foreach (var (m, a) in new[] { (mul, add), (mul, null), (null, add) })
         {
             var buf = cpu.Upload(x);
-            cpu.EditRows(buf, batch, seq, width, new RowEdit(m is null ? null : cpu.Upload(m), a is null ? null : cpu.Upload(a), perPosition, from));
+            cpu.Rows.Edit(buf, batch, seq, width, new RowEdit(m is null ? null : cpu.Upload(m), a is null ? null : cpu.Upload(a), perPosition, from));
             var actual = new float[x.Length];
             cpu.Download(buf, actual);
-            Compare.Close(RowEdits.Reference(x, batch, seq, width, m, a, perPosition, from), actual, 1e-6, $"edit {batch}×{seq}×{width}", 1e-6);
+            Compare.Close(RowsReference.Edit(x, batch, seq, width, m, a, perPosition, from), actual, 1e-6, $"edit {batch}×{seq}×{width}", 1e-6);
         }
-        Assert.Throws<ArgumentException>(() => cpu.EditRows(cpu.Upload(x), batch, seq, width, new RowEdit(cpu.Upload(mul.AsSpan(0, mul.Length - 1)), null, perPosition, from)));
+        Assert.Throws<ArgumentException>(() => cpu.Rows.Edit(cpu.Upload(x), batch, seq, width, new RowEdit(cpu.Upload(mul.AsSpan(0, mul.Length - 1)), null, perPosition, from)));
     }
 
     public static TheoryData<int, int, int> TopShapes() => new() { { 1, 1, 1 }, { 3, 10, 4 }, { 2, 257, 16 }, { 5, 40, 40 }, { 2, 7, 9 } };
@@ -45,8 +46,8 @@ public class RowEditAndLogitTests
     {
         foreach (var logits in new[] { SparseEncodeTests.Tied(rows * vocab, vocab), SparseEncodeTests.Uniform(rows * vocab, k, 8f) })
         {
-            var expected = LogitReductions.Reference(logits, rows, vocab, k);
-            var actual = new CpuBackend(2).TopLogits(new CpuBackend(1).Upload(logits), rows, vocab, k);
+            var expected = ReductionReference.TopLogits(logits, rows, vocab, k);
+            var actual = new CpuBackend(2).Reductions.TopLogits(new CpuBackend(1).Upload(logits), rows, vocab, k);
             Assert.Equal(Math.Min(k, vocab), actual.K);
             Assert.Equal(expected.Ids, actual.Ids);
             Assert.Equal(expected.Logits, actual.Logits);

@@ -1,5 +1,6 @@
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Reference;
 using Xunit;
 
 namespace PolyEngine.Tests.Kernels;
@@ -47,8 +48,8 @@ public class SparseEncodeTests
             var buf = cpu.Upload(pre);
             foreach (var act in Enum.GetValues<SparseActivation>())
             {
-                var expected = SparseEncode.SparsifyReference(pre, rows, width, act, k, threshold);
-                var actual = cpu.Sparsify(buf, rows, width, new SparseRule(act, k, cpu.Upload(threshold)));
+                var expected = SaeReference.Sparsify(pre, rows, width, act, k, threshold);
+                var actual = cpu.Sae.Sparsify(buf, rows, width, new SparseRule(act, k, cpu.Upload(threshold)));
                 AssertSameSparse(expected, actual, $"{act} {rows}×{width} k {k}");
                 Assert.Equal(expected.ToDense(), actual.ToDense());
                 Assert.All(actual.Value.Take(actual.Count), v => Assert.True(v > 0));
@@ -73,15 +74,15 @@ public class SparseEncodeTests
                 foreach (var sub in new[] { null, subtract })
                 {
                     if (d == 1 && norm != RowNormalization.None && center) continue;   // a centred 1-wide row is 0: no norm to divide by
-                    var expected = SparseEncode.NormalizeReference(x, d, norm, center, sub);
+                    var expected = SaeReference.NormalizeRows(x, d, norm, center, sub);
                     var y = cpu.Allocate(rows * d);
-                    cpu.NormalizeRows(cpu.Upload(x), y, rows, d, norm, center, sub is null ? null : cpu.Upload(sub));
+                    cpu.Sae.NormalizeRows(cpu.Upload(x), y, rows, d, norm, center, sub is null ? null : cpu.Upload(sub));
                     var actual = new float[rows * d];
                     cpu.Download(y, actual);
                     Compare.Close(expected, actual, 1e-5, $"{norm} center {center} subtract {sub is not null} {rows}×{d}", 1e-5);
                     // in place (y aliases x)
                     var inPlace = cpu.Upload(x);
-                    cpu.NormalizeRows(inPlace, inPlace, rows, d, norm, center, sub is null ? null : cpu.Upload(sub));
+                    cpu.Sae.NormalizeRows(inPlace, inPlace, rows, d, norm, center, sub is null ? null : cpu.Upload(sub));
                     cpu.Download(inPlace, actual);
                     Compare.Close(expected, actual, 1e-5, $"in place {norm} {rows}×{d}", 1e-5);
                 }

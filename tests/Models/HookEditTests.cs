@@ -1,5 +1,6 @@
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
+using PolyEngine.Kernels.Reference;
 using Xunit;
 
 namespace PolyEngine.Tests.Models;
@@ -154,7 +155,7 @@ public class HookEditTests
         using var m = Model.Load(Fixtures.Golden(model));
         int vocab = m.Spec.DVocab, seq = IdsA.Length;
         var r = m.Run([IdsA, IdsB], new RunOptions { TopLogits = 5, Logits = LogitsMode.LastPosition });
-        var expected = LogitReductions.Reference(r.Logits!.Data, 2, vocab, 5);
+        var expected = ReductionReference.TopLogits(r.Logits!.Data, 2, vocab, 5);
         Assert.Equal(expected.Ids, r.Top!.Ids);
         Compare.Close(expected.Logits, r.Top.Logits, 1e-6, "top logits");
         Compare.Close(expected.LogSumExp, r.Top.LogSumExp, 1e-5, "log-sum-exp");

@@ -1,3 +1,4 @@
+using PolyEngine.Kernels.Reference;
 using System.Text.Json;
 using PolyEngine.Formats;
 
@@ -94,7 +95,7 @@ static class ReferenceForward
             else { mlpIn = (double[])x.Clone(); for (int i = 0; i < x.Length; i++) mlpIn[i] += attn[i]; }
             var n2 = LayerNorm(mlpIn, W(p + "post_attention_layernorm.weight"), W(p + "post_attention_layernorm.bias"), d, eps);
             var u = MatMulOutIn(n2, W(p + "mlp.dense_h_to_4h.weight"), W(p + "mlp.dense_h_to_4h.bias"), d, m);
-            for (int i = 0; i < u.Length; i++) u[i] = 0.5 * u[i] * (1 + PolyEngine.Kernels.Cpu.Activations.ErfSeries(u[i] / Math.Sqrt(2)));
+            for (int i = 0; i < u.Length; i++) u[i] = 0.5 * u[i] * (1 + PolyEngine.Kernels.Reference.ActivationReference.Erf(u[i] / Math.Sqrt(2)));
             var mlp = MatMulOutIn(u, W(p + "mlp.dense_4h_to_h.weight"), W(p + "mlp.dense_4h_to_h.bias"), m, d);
             hooks[$"blocks.{l}.hook_mlp_out"] = mlp;
             var next = new double[x.Length];

@@ -2,6 +2,7 @@ using PolyEngine.Formats;
 using PolyEngine.Kernels;
 using PolyEngine.Kernels.Cpu;
 using PolyEngine.Models;
+using PolyEngine.Kernels.Reference;
 using Xunit;
 
 namespace PolyEngine.Tests.Sae;
@@ -141,7 +142,7 @@ public class SaeTests
         var expectedPre = plain.Encode(x, rows).HiddenPre.Select((v, i) => (float)(v * norms[i % 256])).ToArray();
         var actual = sae.Encode(x, rows);
         Compare.Close(expectedPre, actual.HiddenPre, 1e-4, "rescaled hidden_pre", 1e-5);
-        var expectedActs = SparseEncode.SparsifyReference(expectedPre, rows, 256, SparseActivation.TopK, 8, null).ToDense();
+        var expectedActs = SaeReference.Sparsify(expectedPre, rows, 256, SparseActivation.TopK, 8, null).ToDense();
         Assert.NotEqual(plain.Encode(x, rows).FeatureActs.Select(v => v > 0), expectedActs.Select(v => v > 0));   // the rescale changes which features win
         for (int i = 0; i < expectedActs.Length; i++) Assert.True(expectedActs[i] > 0 == actual.FeatureActs[i] > 0, $"rescaled: active set differs at {i}");
         Compare.Close(expectedActs, actual.FeatureActs, 1e-4, "rescaled feature_acts", 1e-5);

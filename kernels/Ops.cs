@@ -1,0 +1,88 @@
+namespace PolyEngine.Kernels;
+
+// The op families of IBackend. Each family keeps its forward ops and, beside them, the backward ops the backward pass
+// will add (input gradients; no weight gradients): a new op is one method here, its implementation in each backend's
+// family class, its scalar reference in Reference/, and nothing else — profiling and checks find it by itself.
+
+/// <summary>Linear layers: y = x·W + b on weights packed at load (<see cref="IBackend.PackWeight"/>).
+/// Backward (to come): dx = dy·Wᵀ.</summary>
+public interface ILinearOps
+{
+    /// <summary>y[rows, N] = x[rows, K] · W + bias (bias may be null).</summary>
+    void Forward(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows);
+}
+
+/// <summary>Layer norms. Backward (to come): from the saved statistics (<c>scale</c> = √(var + eps), the normalised rows).</summary>
+public interface INormOps
+{
+    /// <summary>y[rows, d] = (x − mean)/√(var + eps)·gamma + beta (biased variance). Optional taps: <paramref name="normalized"/>
+    /// [rows, d] before gain/bias, <paramref name="scale"/> [rows] = √(var + eps).</summary>
+    void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
+        DeviceBuffer? normalized = null, DeviceBuffer? scale = null);
+
+    /// <summary>The residual add fused with the layer norm that reads it: sum = a + b (sum may alias a or b), then
+    /// y = LayerNorm(sum) with the same taps as <see cref="LayerNorm"/>. One pass over the rows instead of two.</summary>
+    void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d,
+        float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null);
+}
+
+/// <summary>Element-wise activations. Backward (to come): dy·act′(x).</summary>
+public interface IActivationOps
+{
+    /// <summary>y[i] = act(x[i]) for i &lt; n (y may alias x).</summary>
+    void Forward(DeviceBuffer x, DeviceBuffer y, long n, Activation activation);
+}
+
+/// <summary>Attention: rotary embedding and causal attention. Backward (to come): through the softmax and the rotary.</summary>
+public interface IAttentionOps
+{
+    /// <summary>How attention runs on this backend, for reports ("cpu", "gemm", "fused").</summary>
+    string Variant { get; }
+
+    /// <summary>Rotary embedding (rotate-half convention) on the first <paramref name="rotaryDim"/> dims of every head:
+    /// y[b, t, h, :] from x[b, t, h, :] at position t (y may alias x).</summary>
+    void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase);
+
+    /// <summary>Causal attention per (batch, head): z[b, t, h, :] = Σ_s≤t softmax_s(scale·q·k)·v[b, s, h, :].
+    /// q, k, v, z are [batch, seq, nHeads, dHead]; <paramref name="pattern"/> [batch, nHeads, seq, seq] is written when not null.</summary>
+    void Causal(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
+        float scale, DeviceBuffer? pattern = null);
+}
+
+/// <summary>Row operations: gathers, copies, fan-out, residual adds and the in-place hook edit.</summary>
+public interface IRowOps
+{
+    /// <summary>y[r, :] = table[ids[r], :] for each of ids.Length rows of width d.</summary>
+    void Gather(int[] ids, DeviceBuffer table, int d, DeviceBuffer y);
+
+    /// <summary>Copies columns [colOffset, colOffset + width) of src[rows, srcWidth] into dst[rows, width].</summary>
+    void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst);
+
+    /// <summary>dst [copies·n] = src [n] repeated <paramref name="copies"/> times (one row set fanned out to many).</summary>
+    void Broadcast(DeviceBuffer src, long n, int copies, DeviceBuffer dst);
+
+    /// <summary>y[i] = a[i] + b[i] for i &lt; n (y may alias a or b).</summary>
+    void Add(DeviceBuffer a, DeviceBuffer b, DeviceBuffer y, long n);
+
+    /// <summary>Applies <paramref name="edit"/> in place to x [batch, seq, width] (a hook's activation).</summary>
+    void Edit(DeviceBuffer x, int batch, int seq, int width, RowEdit edit);
+}
+
+/// <summary>Reductions of rows to what leaves the device: the top-k logits and log-sum-exp.</summary>
+public interface IReductionOps
+{
+    /// <summary>The k largest logits of each row of logits [rows, vocab] and the rows' log-sum-exp (<see cref="TopLogitRows"/>).</summary>
+    TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k);
+}
+
+/// <summary>An SAE encoder's row operations around its GEMM.</summary>
+public interface ISaeOps
+{
+    /// <summary>An SAE's input processing, per row of x[rows, d]: centre (x − mean) when <paramref name="center"/>, then
+    /// <paramref name="norm"/>, then subtract <paramref name="subtract"/> [d] when not null; y may alias x.</summary>
+    void NormalizeRows(DeviceBuffer x, DeviceBuffer y, int rows, int d, RowNormalization norm, bool center, DeviceBuffer? subtract);
+
+    /// <summary>Applies <paramref name="rule"/> to pre[rows, width] and returns the nonzeros, per row in ascending column order:
+    /// the only part of an SAE encoding that reaches the host on a device.</summary>
+    SparseRows Sparsify(DeviceBuffer pre, int rows, int width, SparseRule rule);
+}

@@ -1,0 +1,65 @@
+namespace PolyEngine.Kernels.Reference;
+
+/// <summary>Scalar references of the attention family (rotary embedding, causal attention) in double, and the rotary
+/// frequencies every backend shares (computed in float32 exactly as HF does).</summary>
+public static class AttentionReference
+{
+    /// <summary>inv_freq[j] = 1 / base^(2j / r), j &lt; r/2, as HF computes it (float32): what every backend rotates by.</summary>
+    public static float[] InverseFrequencies(int rotaryDim, float rotaryBase)
+    {
+        var inv = new float[rotaryDim / 2];
+        for (int j = 0; j < inv.Length; j++) inv[j] = 1f / MathF.Pow(rotaryBase, (float)(2 * j) / rotaryDim);
+        return inv;
+    }
+
+    /// <summary>Rotate-half rotary on the first <paramref name="rotaryDim"/> dims of every head of x [batch, seq, heads, d_head].</summary>
+    public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, double rotaryBase)
+    {
+        int half = rotaryDim / 2;
+        for (int b = 0; b < batch; b++)
+            for (int t = 0; t < seq; t++)
+                for (int h = 0; h < nHeads; h++)
+                {
+                    int o = ((b * seq + t) * nHeads + h) * dHead;
+                    for (int i = 0; i < dHead; i++) y[o + i] = x[o + i];
+                    for (int j = 0; j < half; j++)
+                    {
+                        double angle = t / Math.Pow(rotaryBase, 2.0 * j / rotaryDim);
+                        double x1 = x[o + j], x2 = x[o + j + half];
+                        y[o + j] = (float)(x1 * Math.Cos(angle) - x2 * Math.Sin(angle));
+                        y[o + j + half] = (float)(x2 * Math.Cos(angle) + x1 * Math.Sin(angle));
+                    }
+                }
+    }
+
+    /// <summary>z[b, t, h, :] = Σ_s≤t softmax_s(scale·q·k)·v, per (batch, head); the pattern [batch, heads, q, k] when not empty.</summary>
+    public static void Causal(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> z,
+        int batch, int seq, int nHeads, int dHead, double scale, Span<float> pattern)
+    {
+        int d = nHeads * dHead;
+        var p = new double[seq];
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < nHeads; h++)
+                for (int t = 0; t < seq; t++)
+                {
+                    double max = double.NegativeInfinity;
+                    for (int s = 0; s <= t; s++)
+                    {
+                        double dot = 0;
+                        for (int i = 0; i < dHead; i++) dot += (double)q[(b * seq + t) * d + h * dHead + i] * k[(b * seq + s) * d + h * dHead + i];
+                        p[s] = dot * scale;
+                        max = Math.Max(max, p[s]);
+                    }
+                    double sum = 0;
+                    for (int s = 0; s <= t; s++) { p[s] = Math.Exp(p[s] - max); sum += p[s]; }
+                    for (int i = 0; i < dHead; i++)
+                    {
+                        double acc = 0;
+                        for (int s = 0; s <= t; s++) acc += p[s] / sum * v[(b * seq + s) * d + h * dHead + i];
+                        z[(b * seq + t) * d + h * dHead + i] = (float)acc;
+                    }
+                    if (!pattern.IsEmpty)
+                        for (int s = 0; s < seq; s++) pattern[((b * nHeads + h) * seq + t) * seq + s] = s <= t ? (float)(p[s] / sum) : 0f;
+                }
+    }
+}

@@ -1,0 +1,21 @@
+namespace PolyEngine.Kernels.Reference;
+
+/// <summary>Scalar reference of the layer-norm family (torch semantics, biased variance), in double.</summary>
+public static class NormReference
+{
+    /// <summary>y[rows, d] = (x − mean)/√(var + eps)·gamma + beta.</summary>
+    public static void LayerNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> gamma, ReadOnlySpan<float> beta, Span<float> y,
+        int rows, int d, float eps)
+    {
+        for (int r = 0; r < rows; r++)
+        {
+            double mean = 0, var = 0;
+            for (int i = 0; i < d; i++) mean += x[r * d + i];
+            mean /= d;
+            for (int i = 0; i < d; i++) { double t = x[r * d + i] - mean; var += t * t; }
+            var /= d;
+            double rstd = 1.0 / Math.Sqrt(var + eps);
+            for (int i = 0; i < d; i++) y[r * d + i] = (float)((x[r * d + i] - mean) * rstd * gamma[i] + beta[i]);
+        }
+    }
+}
