@@ -126,28 +126,84 @@ public sealed class Model : IDisposable
     RunResult Run(int[] ids, int batch, int seq, RunOptions options, int[]? lengths)
     {
         ValidateIds(ids, batch, seq);
+        Check(options, batch, seq, from: null);
+        lock (_runLock) return _transformer.Run(ids, batch, seq, options, lengths);
+    }
+
+    /// <summary>
+    /// Continues a pass stopped at <see cref="ForwardState.At"/> (<see cref="RunOptions.StopAt"/>) to its end, with
+    /// <paramref name="options"/> for the rest of the pass: edits at the stop hook or after it, hooks to record from it on,
+    /// logits, or another stop further on. The state's rows are fanned out to <paramref name="copies"/> copies on the backend,
+    /// copies-major (copy c is rows [c·batch, (c + 1)·batch) of the result), so one clean prefix feeds many edited rows; the
+    /// result equals the full pass of those rows bit for bit on the CPU. The state is left as it was (resume it again).
+    /// <code>
+    /// using var clean = model.Run([ids], new RunOptions { StopAt = HookName.Parse("blocks.6.hook_resid_pre") }).State!;
+    /// var steered = model.Resume(clean, new RunOptions { Edits = [new HookEdit(clean.At!.Value) { Add = perRowVectors }] }, copies: 1000);
+    /// </code>
+    /// </summary>
+    public RunResult Resume(ForwardState state, RunOptions? options = null, int copies = 1)
+    {
+        ArgumentNullException.ThrowIfNull(state);
+        options ??= new RunOptions();
+        if (!ReferenceEquals(state.Owner, _transformer))
+            throw new PolyEngineException("this forward state was made by another model; resume it with the model that stopped it");
+        if (state.Disposed) throw new PolyEngineException("this forward state was disposed; stop the pass again (RunOptions.StopAt) to resume it");
+        if (state.At is not { } at)
+            throw new PolyEngineException("this forward state is of a pass that ran to its end, so there is nothing to resume; stop a pass with RunOptions.StopAt");
+        if (copies < 1) throw new PolyEngineException($"copies must be at least 1, got {copies}");
+        if (options.PrependBos) throw new PolyEngineException("PrependBos does not apply when resuming: the ids are those of the stopped pass");
+        long rows = (long)state.Batch * copies * state.Seq, widest = Math.Max(3L * Spec.DModel, Spec.DMlp);
+        if (rows * widest > int.MaxValue)
+            throw new PolyEngineException($"{copies} copies of {state.Batch}×{state.Seq} positions are too many rows for one pass; " +
+                $"resume in chunks of at most {int.MaxValue / (widest * state.Batch * state.Seq)} copies");
+        Check(options, state.Batch * copies, state.Seq, from: at);
+        RunResult result;
+        lock (_runLock) result = _transformer.Resume(state, options, copies);
+        if (result.Lengths.Any(n => n != result.Seq)) ZeroPadding(result);
+        return result;
+    }
+
+    /// <summary>One-line errors for options that do not fit this model, the batch, or (when resuming) the resume point.</summary>
+    void Check(RunOptions options, int batch, int seq, HookName? from)
+    {
         if (options.StopAtLayer is int stop && (stop < 0 || stop >= Spec.NLayers))
             throw new PolyEngineException($"stop layer {stop} is outside 0..{Spec.NLayers - 1}");
+        if (options.StopAt is not null && options.StopAtLayer is not null)
+            throw new PolyEngineException("give a stop hook (StopAt) or a stop layer (StopAtLayer), not both");
         var valid = new HashSet<HookName>(HookName.AllFor(Spec));
+        if (options.StopAt is { } stopAt)
+        {
+            if (!valid.Contains(stopAt)) throw new PolyEngineException($"stop hook '{stopAt}' does not exist in this {Spec.Architecture} model");
+            if (from is { } f && stopAt.CompareTo(f) <= 0)
+                throw new PolyEngineException($"stop hook '{stopAt}' does not lie after the resume point '{f}'; stop at a later hook");
+        }
+        if (from is { } start && options.StopAtLayer is int s0 && (start.IsBlock ? start.Layer > s0 : start.Point != HookPoint.Embed && start.Point != HookPoint.PosEmbed))
+            throw new PolyEngineException($"stop layer {s0} lies before the resume point '{start}'; raise the stop layer or drop it");
         if (options.TopLogits < 0 || options.TopLogits > Spec.DVocab)
             throw new PolyEngineException($"top-k {options.TopLogits} is not between 0 and the vocabulary size d_vocab = {Spec.DVocab}");
-        if (options.TopLogits > 0 && options.StopAtLayer is not null) throw new PolyEngineException("TopLogits needs the LM head, which a stop layer skips");
-        foreach (var h in options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).Concat(options.Edits.Select(e => e.Hook)))
+        if (options.TopLogits > 0 && (options.StopAtLayer is not null || options.StopAt is not null))
+            throw new PolyEngineException("TopLogits needs the LM head, which a stop skips");
+        void CheckPlace(HookName h, bool changesIt)
         {
             if (!valid.Contains(h))
                 throw new PolyEngineException($"hook '{h}' does not exist in this {Spec.Architecture} model");
             if (options.StopAtLayer is int s && (h.IsBlock ? h.Layer > s : h.Point is HookPoint.LnFinalScale or HookPoint.LnFinalNormalized))
                 throw new PolyEngineException($"hook '{h}' lies after stop layer {s}; raise the stop layer or drop the hook");
+            if (options.StopAt is { } at && (changesIt ? h.CompareTo(at) >= 0 : h.CompareTo(at) > 0))
+                throw new PolyEngineException(changesIt && h == at
+                    ? $"hook '{h}' is the stop hook: its edits and replacements belong to the pass that resumes there (Model.Resume)"
+                    : $"hook '{h}' lies after the stop hook '{at}'; stop later or move it to the resumed pass");
+            if (from is { } f && h.CompareTo(f) < 0)
+                throw new PolyEngineException($"hook '{h}' lies before the resume point '{f}', which this pass starts from; record or edit it in the pass that stopped there");
         }
+        foreach (var h in options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook))) CheckPlace(h, changesIt: false);
+        foreach (var e in options.Edits) CheckPlace(e.Hook, changesIt: true);
         foreach (var e in options.Edits) e.Check(Spec, batch, seq);
         foreach (var rep in options.Replacements)
         {
-            if (!valid.Contains(rep.Hook)) throw new PolyEngineException($"hook '{rep.Hook}' does not exist in this {Spec.Architecture} model");
+            CheckPlace(rep.Hook, changesIt: true);
             HookEdit.CheckEditable(rep.Hook);
-            if (options.StopAtLayer is int s && rep.Hook.IsBlock && rep.Hook.Layer > s)
-                throw new PolyEngineException($"hook '{rep.Hook}' lies after stop layer {s}, so its replacement would never run; raise the stop layer or drop it");
         }
-        lock (_runLock) return _transformer.Run(ids, batch, seq, options, lengths);
     }
 
     /// <summary>Zeroes what a ragged batch computed at its padded positions (positions at or past each row's length).</summary>

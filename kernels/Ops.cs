@@ -33,20 +33,24 @@ public interface IActivationOps
     void Forward(DeviceBuffer x, DeviceBuffer y, long n, Activation activation);
 }
 
-/// <summary>Attention: rotary embedding and causal attention. Backward (to come): through the softmax and the rotary.</summary>
+/// <summary>Attention: rotary embedding and causal attention, for a whole sequence or for its last positions against keys
+/// kept from before (a pass resumed at a position). Backward (to come): through the softmax and the rotary.</summary>
 public interface IAttentionOps
 {
     /// <summary>How attention runs on this backend, for reports ("cpu", "gemm", "fused").</summary>
     string Variant { get; }
 
     /// <summary>Rotary embedding (rotate-half convention) on the first <paramref name="rotaryDim"/> dims of every head:
-    /// y[b, t, h, :] from x[b, t, h, :] at position t (y may alias x).</summary>
-    void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase);
+    /// y[b, t, h, :] from x[b, t, h, :] at position <paramref name="positionOffset"/> + t (y may alias x).</summary>
+    void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset = 0);
 
-    /// <summary>Causal attention per (batch, head): z[b, t, h, :] = Σ_s≤t softmax_s(scale·q·k)·v[b, s, h, :].
-    /// q, k, v, z are [batch, seq, nHeads, dHead]; <paramref name="pattern"/> [batch, nHeads, seq, seq] is written when not null.</summary>
+    /// <summary>Causal attention per (batch, head) of <paramref name="seq"/> queries at positions [keys − seq, keys) over
+    /// <paramref name="keys"/> keys at positions [0, keys) (null: keys = seq, the whole sequence):
+    /// z[b, t, h, :] = Σ_{s ≤ keys − seq + t} softmax_s(scale·q[b, t, h]·k[b, s, h])·v[b, s, h, :].
+    /// q, z are [batch, seq, nHeads, dHead], k, v [batch, keys, nHeads, dHead]; <paramref name="pattern"/>
+    /// [batch, nHeads, seq, keys] is written when not null.</summary>
     void Causal(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
-        float scale, DeviceBuffer? pattern = null);
+        float scale, DeviceBuffer? pattern = null, int? keys = null);
 }
 
 /// <summary>Row operations: gathers, copies, fan-out, residual adds and the in-place hook edit.</summary>

@@ -21,6 +21,20 @@ public sealed record RunOptions
     /// <summary>Run blocks 0..L only, then stop: no final layer norm and no LM head.</summary>
     public int? StopAtLayer { get; init; }
 
+    /// <summary>Stop the pass just before this hook's edits and hand it back as <see cref="RunResult.State"/> (no logits):
+    /// <see cref="Model.Resume"/> continues it from here — for the same rows or fanned out to many, with edits at this hook
+    /// or after it. Hooks up to and including this one can be recorded; edits and replacements must come after it.</summary>
+    public HookName? StopAt { get; init; }
+
+    /// <summary>With <see cref="StopAt"/>: the stopped state also keeps the K and V every layer before the stop fed its
+    /// attention (<c>attn.hook_k</c>, or <c>attn.hook_rot_k</c> with rotary, and <c>attn.hook_v</c>). On by default.</summary>
+    public bool KeepKv { get; init; } = true;
+
+    /// <summary>Keep, per layer that runs, what a backward pass needs (<see cref="RunResult.State"/>): the layer-norm
+    /// taps (<c>ln1/ln2.hook_normalized</c>, <c>hook_scale</c>, and ln_final's), q, k (after rotary), v, the attention
+    /// pattern and <c>mlp.hook_pre</c>, each as the pass used it.</summary>
+    public bool KeepForBackward { get; init; }
+
     public LogitsMode Logits { get; init; } = LogitsMode.All;
 
     /// <summary>Hooks read where they are computed, without a copy to the host: each tap's <see cref="DeviceTap.Read"/> gets
@@ -55,9 +69,10 @@ public sealed record HookReplacement(HookName Hook, Action<PolyEngine.Kernels.De
 /// <summary>The result of <see cref="Model.Run(IReadOnlyList{int[]}, RunOptions?)"/>.</summary>
 public sealed class RunResult
 {
-    internal RunResult(int[] ids, int batch, int seq, Tensor? logits, ActivationCache cache, PolyEngine.Kernels.TopLogitRows? top, int[] lengths)
+    internal RunResult(int[] ids, int batch, int seq, Tensor? logits, ActivationCache cache, PolyEngine.Kernels.TopLogitRows? top, int[] lengths,
+        ForwardState? state = null)
     {
-        InputIds = ids; Batch = batch; Seq = seq; Logits = logits; Cache = cache; Top = top; Lengths = lengths;
+        InputIds = ids; Batch = batch; Seq = seq; Logits = logits; Cache = cache; Top = top; Lengths = lengths; State = state;
     }
 
     /// <summary>[batch, pos]: the token ids that ran, BOS included, right-padded with 0.</summary>
@@ -74,17 +89,23 @@ public sealed class RunResult
     public ActivationCache Cache { get; }
     /// <summary>[batch, k] next-token candidates at each row's last real position (<see cref="RunOptions.TopLogits"/>), or null.</summary>
     public PolyEngine.Kernels.TopLogitRows? Top { get; }
+    /// <summary>The pass held on the backend when <see cref="RunOptions.StopAt"/> or <see cref="RunOptions.KeepForBackward"/>
+    /// asked for it, else null. The caller owns it: dispose it to free its device memory.</summary>
+    public ForwardState? State { get; }
+
+    /// <summary>Zeroes this result's padded positions of <paramref name="data"/>, laid out [batch, groups, seq, width].</summary>
+    internal void ClearPadding(float[] data, int groups = 1) => ClearPadding(data, Batch, Seq, Lengths, groups);
 
     /// <summary>Zeroes the padded positions of <paramref name="data"/>, laid out [batch, groups, seq, width] (width inferred).</summary>
-    internal void ClearPadding(float[] data, int groups = 1)
+    internal static void ClearPadding(float[] data, int batch, int seq, int[] lengths, int groups = 1)
     {
-        if (Lengths.All(n => n == Seq)) return;
-        long width = data.LongLength / ((long)Batch * groups * Seq);
-        for (int b = 0; b < Batch; b++)
+        if (lengths.All(n => n == seq)) return;
+        long width = data.LongLength / ((long)batch * groups * seq);
+        for (int b = 0; b < batch; b++)
             for (int g = 0; g < groups; g++)
             {
-                long row0 = ((long)b * groups + g) * Seq;
-                data.AsSpan(checked((int)((row0 + Lengths[b]) * width)), checked((int)((Seq - Lengths[b]) * width))).Clear();
+                long row0 = ((long)b * groups + g) * seq;
+                data.AsSpan(checked((int)((row0 + lengths[b]) * width)), checked((int)((seq - lengths[b]) * width))).Clear();
             }
     }
 }

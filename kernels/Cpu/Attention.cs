@@ -3,33 +3,37 @@ using System.Runtime.Intrinsics;
 
 namespace PolyEngine.Kernels.Cpu;
 
-// Causal self-attention and rotary embeddings. Layout of q, k, v, z: [batch, seq, n_heads, d_head] (row stride n_heads·d_head).
+// Causal self-attention and rotary embeddings. Layout of q, k, v, z: [batch, seq, n_heads, d_head] (row stride n_heads·d_head);
+// k and v may hold more positions than q (keys kept from before: the queries are the last seq of the keys' positions).
 //   Causal    — per (batch, head): K gathered transposed, 64 keys scored per register block, z summed 64 dims per block, masked entries never
 //               computed (HF's finfo.min mask gives exact zeros after softmax), stable softmax, z = Σ p·v. Optional pattern tap.
-//   Rotary    — NeoX "rotate half": pairs (j, j + r/2) of the first r dims; inv_freq and angles in float32 as HF computes them.
+//   Rotary    — NeoX "rotate half": pairs (j, j + r/2) of the first r dims, from a position offset; inv_freq and angles in
+//               float32 as HF computes them.
 //   Scalar references: Reference/AttentionReference (double precision).
 public static class Attention
 {
     const int KeyBlock = 64;   // keys scored per register block (8 Vector256 accumulators)
 
+    /// <summary>Queries [batch, seq, heads, d_head] at positions [keys − seq, keys) over keys/values [batch, keys, heads,
+    /// d_head], for one (batch <paramref name="b"/>, head <paramref name="h"/>); the pattern [batch, heads, seq, keys].</summary>
     public static unsafe void Causal(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> z,
-        int batch, int seq, int nHeads, int dHead, float scale, Span<float> pattern, int b, int h)
+        int batch, int seq, int keys, int nHeads, int dHead, float scale, Span<float> pattern, int b, int h)
     {
-        int d = nHeads * dHead;
-        int seqPad = (seq + KeyBlock - 1) / KeyBlock * KeyBlock;
-        // K transposed to [d_head, seqPad] (zero-padded keys) so 64 keys' scores are 8 vector accumulators;
-        // V contiguous [seq, d_head].
+        int d = nHeads * dHead, offset = keys - seq;
+        int keysPad = (keys + KeyBlock - 1) / KeyBlock * KeyBlock;
+        // K transposed to [d_head, keysPad] (zero-padded keys) so 64 keys' scores are 8 vector accumulators;
+        // V contiguous [keys, d_head].
         var pool = System.Buffers.ArrayPool<float>.Shared;
-        var kt = pool.Rent(seqPad * dHead);
-        var vh = pool.Rent(seq * dHead);
-        var p = pool.Rent(seqPad);
+        var kt = pool.Rent(keysPad * dHead);
+        var vh = pool.Rent(keys * dHead);
+        var p = pool.Rent(keysPad);
         try
         {
-            Array.Clear(kt, 0, seqPad * dHead);
-            for (int s = 0; s < seq; s++)
+            Array.Clear(kt, 0, keysPad * dHead);
+            for (int s = 0; s < keys; s++)
             {
-                int off = (b * seq + s) * d + h * dHead;
-                for (int i = 0; i < dHead; i++) kt[i * seqPad + s] = k[off + i];
+                int off = (b * keys + s) * d + h * dHead;
+                for (int i = 0; i < dHead; i++) kt[i * keysPad + s] = k[off + i];
                 v.Slice(off, dHead).CopyTo(vh.AsSpan(s * dHead));
             }
             fixed (float* ktp = kt, vhp = vh, pp = p)
@@ -37,8 +41,8 @@ public static class Attention
                 for (int t = 0; t < seq; t++)
                 {
                     float* qt = qp + (b * seq + t) * d + h * dHead;
-                    int n = t + 1;                         // keys 0..t; scores past t are computed in the last block and ignored
-                    for (int s0 = 0; s0 < n; s0 += KeyBlock) Scores64(qt, ktp + s0, seqPad, dHead, pp + s0);
+                    int n = offset + t + 1;                // keys up to the query's position; scores past it are computed in the last block and ignored
+                    for (int s0 = 0; s0 < n; s0 += KeyBlock) Scores64(qt, ktp + s0, keysPad, dHead, pp + s0);
                     var row = new Span<float>(pp, n);
                     TensorPrimitives.Multiply(row, scale, row);
                     float max = TensorPrimitives.Max(row);
@@ -48,7 +52,7 @@ public static class Attention
                     WeightedSum(pp, n, vhp, dHead, zp + (b * seq + t) * d + h * dHead);
                     if (!pattern.IsEmpty)
                     {
-                        var prow = pattern.Slice((((b * nHeads + h) * seq) + t) * seq, seq);
+                        var prow = pattern.Slice((((b * nHeads + h) * seq) + t) * keys, keys);
                         row.CopyTo(prow);
                         prow[n..].Clear();
                     }
@@ -127,7 +131,9 @@ public static class Attention
         Vector256<float> acc) =>
         Vector256.MultiplyAddEstimate(x, Vector256.Load(y), acc);
 
-    public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase)
+    /// <summary>Rotary on x [batch, seq, heads, d_head] into y (may alias), row t at position <paramref name="positionOffset"/> + t.</summary>
+    public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase,
+        int positionOffset = 0)
     {
         if (!x.Overlaps(y)) x.Slice(0, batch * seq * nHeads * dHead).CopyTo(y);
         int half = rotaryDim / 2;
@@ -137,7 +143,7 @@ public static class Attention
         {
             for (int j = 0; j < half; j++)
             {
-                float angle = t * inv[j];
+                float angle = (positionOffset + t) * inv[j];
                 cos[j] = MathF.Cos(angle);
                 sin[j] = MathF.Sin(angle);
             }
@@ -161,15 +167,20 @@ sealed class CpuAttention(CpuBackend backend) : IAttentionOps
 {
     public string Variant => "cpu";
 
-    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase) =>
-        Attention.Rotary(CpuBackend.Span(x), CpuBackend.Span(y), batch, seq, nHeads, dHead, rotaryDim, rotaryBase);
+    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset = 0)
+    {
+        if (positionOffset < 0) throw new ArgumentException($"Rotary: position offset {positionOffset} is negative");
+        Attention.Rotary(CpuBackend.Span(x), CpuBackend.Span(y), batch, seq, nHeads, dHead, rotaryDim, rotaryBase, positionOffset);
+    }
 
     public void Causal(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
-        float scale, DeviceBuffer? pattern = null)
+        float scale, DeviceBuffer? pattern = null, int? keys = null)
     {
+        int nk = keys ?? seq;
+        if (nk < seq) throw new ArgumentException($"CausalAttention: {seq} queries need at least as many keys, got {nk}");
         var (qs, ks, vs, zs) = (CpuBackend.Seg(q), CpuBackend.Seg(k), CpuBackend.Seg(v), CpuBackend.Seg(z));
         var ps = pattern is null ? default : CpuBackend.Seg(pattern);
-        backend.ForRows(batch * nHeads, bh => Attention.Causal(qs, ks, vs, zs, batch, seq, nHeads, dHead, scale,
+        backend.ForRows(batch * nHeads, bh => Attention.Causal(qs, ks, vs, zs, batch, seq, nk, nHeads, dHead, scale,
             pattern is null ? default : ps.AsSpan(), bh / nHeads, bh % nHeads));
     }
 }

@@ -72,22 +72,28 @@ public static class EmulatedCheck
         }, 0);
         int hn = batch * seq * heads * dh;
         var q = R(hn, 2f); var k = R(hn, 2f); var v = R(hn);
-        Check("AttentionKernels.Rotary", () => { var y = new float[hn]; AttentionReference.Rotary(q, y, batch, seq, heads, dh, 4, 10000.0); return y; },
-            () => { var y = gpu.Allocate(hn); gpu.Attention.Rotary(Up(q), y, batch, seq, heads, dh, 4, 10000f); return Get(y, hn); }, 1e-5);
-        int pn = batch * heads * seq * seq;
-        foreach (var attention in Enum.GetValues<AttentionVariant>())
-            Check(attention == AttentionVariant.Fused ? "AttentionKernels.Causal" : "GemmKernels.StridedBatched+AttentionKernels.CausalSoftmax", () =>
+        foreach (int offset in new[] { 0, 5 })
+            Check($"AttentionKernels.Rotary (positions from {offset})", () => { var y = new float[hn]; AttentionReference.Rotary(q, y, batch, seq, heads, dh, 4, 10000.0, offset); return y; },
+                () => { var y = gpu.Allocate(hn); gpu.Attention.Rotary(Up(q), y, batch, seq, heads, dh, 4, 10000f, offset); return Get(y, hn); }, 1e-5);
+        foreach (int queries in new[] { seq, 2 })   // the whole sequence, and its last two positions over all its keys
+            foreach (var attention in Enum.GetValues<AttentionVariant>())
             {
-                var z = new float[hn]; var p = new float[pn];
-                AttentionReference.Causal(q, k, v, z, batch, seq, heads, dh, 0.35f, p);
-                return [.. z, .. p];
-            }, () =>
-            {
-                gpu.AttentionKind = attention;
-                var z = gpu.Allocate(hn); var p = gpu.Allocate(pn);
-                gpu.Attention.Causal(Up(q), Up(k), Up(v), z, batch, seq, heads, dh, 0.35f, p);
-                return [.. Get(z, hn), .. Get(p, pn)];
-            }, 2e-6);
+                int qn = batch * queries * heads * dh, pn = batch * heads * queries * seq;
+                var qs = q[..qn];
+                Check((attention == AttentionVariant.Fused ? "AttentionKernels.Causal" : "GemmKernels.StridedBatched+AttentionKernels.CausalSoftmax")
+                    + (queries < seq ? $" ({queries} queries over {seq} keys)" : ""), () =>
+                {
+                    var z = new float[qn]; var p = new float[pn];
+                    AttentionReference.Causal(qs, k, v, z, batch, queries, heads, dh, 0.35f, p, seq);
+                    return [.. z, .. p];
+                }, () =>
+                {
+                    gpu.AttentionKind = attention;
+                    var z = gpu.Allocate(qn); var p = gpu.Allocate(pn);
+                    gpu.Attention.Causal(Up(qs), Up(k), Up(v), z, batch, queries, heads, dh, 0.35f, p, seq);
+                    return [.. Get(z, qn), .. Get(p, pn)];
+                }, 2e-6);
+            }
         var (mul, add, patch) = (R(batch * heads * dh), R(batch * heads * dh), R(hn));
         Check("EditKernels.EditRows", () =>
             RowsReference.Edit(RowsReference.Edit(q, batch, seq, heads * dh, mul, add, false, [1, 0]), batch, seq, heads * dh, null, patch, true, [0, 3]), () =>

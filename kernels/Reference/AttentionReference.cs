@@ -12,8 +12,10 @@ public static class AttentionReference
         return inv;
     }
 
-    /// <summary>Rotate-half rotary on the first <paramref name="rotaryDim"/> dims of every head of x [batch, seq, heads, d_head].</summary>
-    public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, double rotaryBase)
+    /// <summary>Rotate-half rotary on the first <paramref name="rotaryDim"/> dims of every head of x [batch, seq, heads, d_head],
+    /// row t at position <paramref name="positionOffset"/> + t.</summary>
+    public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, double rotaryBase,
+        int positionOffset = 0)
     {
         int half = rotaryDim / 2;
         for (int b = 0; b < batch; b++)
@@ -24,7 +26,7 @@ public static class AttentionReference
                     for (int i = 0; i < dHead; i++) y[o + i] = x[o + i];
                     for (int j = 0; j < half; j++)
                     {
-                        double angle = t / Math.Pow(rotaryBase, 2.0 * j / rotaryDim);
+                        double angle = (positionOffset + t) / Math.Pow(rotaryBase, 2.0 * j / rotaryDim);
                         double x1 = x[o + j], x2 = x[o + j + half];
                         y[o + j] = (float)(x1 * Math.Cos(angle) - x2 * Math.Sin(angle));
                         y[o + j + half] = (float)(x2 * Math.Cos(angle) + x1 * Math.Sin(angle));
@@ -32,34 +34,39 @@ public static class AttentionReference
                 }
     }
 
-    /// <summary>z[b, t, h, :] = Σ_s≤t softmax_s(scale·q·k)·v, per (batch, head); the pattern [batch, heads, q, k] when not empty.</summary>
+    /// <summary>Per (batch, head): queries t &lt; seq at positions keys − seq + t over keys s at positions [0, keys) (null:
+    /// keys = seq): z[b, t, h, :] = Σ_{s ≤ keys − seq + t} softmax_s(scale·q·k)·v; q, z [batch, seq, heads, d_head], k, v
+    /// [batch, keys, heads, d_head]; the pattern [batch, heads, seq, keys] when not empty.</summary>
     public static void Causal(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, Span<float> z,
-        int batch, int seq, int nHeads, int dHead, double scale, Span<float> pattern)
+        int batch, int seq, int nHeads, int dHead, double scale, Span<float> pattern, int? keys = null)
     {
+        int nk = keys ?? seq, offset = nk - seq;
+        if (offset < 0) throw new ArgumentException($"Causal: {seq} queries need at least as many keys, got {nk}");
         int d = nHeads * dHead;
-        var p = new double[seq];
+        var p = new double[nk];
         for (int b = 0; b < batch; b++)
             for (int h = 0; h < nHeads; h++)
                 for (int t = 0; t < seq; t++)
                 {
+                    int last = offset + t;   // the query's own position: the last key it sees
                     double max = double.NegativeInfinity;
-                    for (int s = 0; s <= t; s++)
+                    for (int s = 0; s <= last; s++)
                     {
                         double dot = 0;
-                        for (int i = 0; i < dHead; i++) dot += (double)q[(b * seq + t) * d + h * dHead + i] * k[(b * seq + s) * d + h * dHead + i];
+                        for (int i = 0; i < dHead; i++) dot += (double)q[(b * seq + t) * d + h * dHead + i] * k[(b * nk + s) * d + h * dHead + i];
                         p[s] = dot * scale;
                         max = Math.Max(max, p[s]);
                     }
                     double sum = 0;
-                    for (int s = 0; s <= t; s++) { p[s] = Math.Exp(p[s] - max); sum += p[s]; }
+                    for (int s = 0; s <= last; s++) { p[s] = Math.Exp(p[s] - max); sum += p[s]; }
                     for (int i = 0; i < dHead; i++)
                     {
                         double acc = 0;
-                        for (int s = 0; s <= t; s++) acc += p[s] / sum * v[(b * seq + s) * d + h * dHead + i];
+                        for (int s = 0; s <= last; s++) acc += p[s] / sum * v[(b * nk + s) * d + h * dHead + i];
                         z[(b * seq + t) * d + h * dHead + i] = (float)acc;
                     }
                     if (!pattern.IsEmpty)
-                        for (int s = 0; s < seq; s++) pattern[((b * nHeads + h) * seq + t) * seq + s] = s <= t ? (float)(p[s] / sum) : 0f;
+                        for (int s = 0; s < nk; s++) pattern[((b * nHeads + h) * seq + t) * nk + s] = s <= last ? (float)(p[s] / sum) : 0f;
                 }
     }
 }

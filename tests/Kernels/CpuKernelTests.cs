@@ -171,25 +171,78 @@ public class CpuKernelTests
         Assert.Equal(z, z2);
     }
 
+    public static TheoryData<int, int, int, int, int> SuffixAttentionShapes() => new()
+    {
+        { 1, 1, 2, 1, 1 }, { 2, 1, 7, 3, 9 }, { 1, 3, 70, 2, 17 }, { 3, 5, 9, 1, 8 }, { 1, 64, 130, 2, 16 }, { 2, 2, 64, 4, 33 },
+    };
+
+    /// <summary>The last <paramref name="queries"/> positions over all <paramref name="keys"/> keys (a pass resumed at a position,
+    /// the earlier positions' K/V kept): equal to the reference, and bit for bit to those rows of the whole-sequence attention.</summary>
     [Theory]
-    [InlineData(1, 1, 1, 2, 2, 10000f)]
-    [InlineData(2, 5, 3, 16, 4, 10000f)]
-    [InlineData(1, 40, 2, 64, 16, 10000f)]
-    [InlineData(2, 9, 1, 10, 10, 500f)]
-    [InlineData(1, 300, 1, 8, 6, 10000f)]
-    public void RotaryMatchesReference(int batch, int seq, int heads, int dHead, int rot, float rbase)
+    [MemberData(nameof(SuffixAttentionShapes))]
+    public void SuffixQueriesOverKeptKeysMatchReferenceAndTheWholeSequence(int batch, int queries, int keys, int heads, int dHead)
+    {
+        int d = heads * dHead, nk = batch * keys * d, nq = batch * queries * d;
+        var q = Random(nk, 1, 2f); var k = Random(nk, 2, 2f); var v = Random(nk, 3);
+        var qTail = new float[nq];   // each batch item's last `queries` query rows
+        for (int b = 0; b < batch; b++) q.AsSpan((b * keys + keys - queries) * d, queries * d).CopyTo(qTail.AsSpan(b * queries * d));
+        float scale = 1f / MathF.Sqrt(dHead);
+        var (zRef, pRef) = (new float[nq], new float[batch * heads * queries * keys]);
+        AttentionReference.Causal(qTail, k, v, zRef, batch, queries, heads, dHead, scale, pRef, keys);
+        using var backend = new CpuBackend(2);
+        var (zb, pb) = (backend.Allocate(nq), backend.Allocate(pRef.Length));
+        backend.Attention.Causal(backend.Upload(qTail), backend.Upload(k), backend.Upload(v), zb, batch, queries, heads, dHead, scale, pb, keys);
+        var (z, pattern) = (new float[nq], new float[pRef.Length]);
+        backend.Download(zb, z);
+        backend.Download(pb, pattern);
+        Compare.Close(zRef, z, 2e-6, $"suffix attention z b{batch} q{queries} k{keys}", 1e-5);
+        Compare.Close(pRef, pattern, 2e-6, $"suffix attention pattern b{batch} q{queries} k{keys}", 1e-5);
+        var (wholeZ, wholeP) = (backend.Allocate(nk), backend.Allocate((long)batch * heads * keys * keys));
+        backend.Attention.Causal(backend.Upload(q), backend.Upload(k), backend.Upload(v), wholeZ, batch, keys, heads, dHead, scale, wholeP);
+        var (all, allP) = (new float[nk], new float[batch * heads * keys * keys]);
+        backend.Download(wholeZ, all);
+        backend.Download(wholeP, allP);
+        for (int b = 0; b < batch; b++)
+        {
+            Assert.True(all.AsSpan((b * keys + keys - queries) * d, queries * d).SequenceEqual(z.AsSpan(b * queries * d, queries * d)), $"batch {b}: z rows differ");
+            for (int h = 0; h < heads; h++)
+                Assert.True(allP.AsSpan(((b * heads + h) * keys + keys - queries) * keys, queries * keys)
+                    .SequenceEqual(pattern.AsSpan((b * heads + h) * queries * keys, queries * keys)), $"batch {b} head {h}: pattern rows differ");
+        }
+        Assert.Throws<ArgumentException>(() => backend.Attention.Causal(zb, zb, zb, zb, batch, queries, heads, dHead, scale, null, queries - 1));
+    }
+
+    [Theory]
+    [InlineData(1, 1, 1, 2, 2, 10000f, 0)]
+    [InlineData(2, 5, 3, 16, 4, 10000f, 0)]
+    [InlineData(1, 40, 2, 64, 16, 10000f, 0)]
+    [InlineData(2, 9, 1, 10, 10, 500f, 0)]
+    [InlineData(1, 300, 1, 8, 6, 10000f, 0)]
+    [InlineData(2, 3, 2, 16, 8, 10000f, 7)]
+    [InlineData(1, 1, 1, 6, 6, 500f, 299)]
+    public void RotaryMatchesReference(int batch, int seq, int heads, int dHead, int rot, float rbase, int offset)
     {
         int n = batch * seq * heads * dHead;
         var x = Random(n, 5);
         var expected = new float[n];
-        AttentionReference.Rotary(x, expected, batch, seq, heads, dHead, rot, rbase);
+        AttentionReference.Rotary(x, expected, batch, seq, heads, dHead, rot, rbase, offset);
         var y = new float[n];
-        Attention.Rotary(x, y, batch, seq, heads, dHead, rot, rbase);
+        Attention.Rotary(x, y, batch, seq, heads, dHead, rot, rbase, offset);
         // float32 angles t·inv_freq (as HF) against double angles: the difference grows with the position.
-        Compare.Close(expected, y, 2e-6 + 2e-7 * seq, $"rotary t{seq} dh{dHead} r{rot}");
+        Compare.Close(expected, y, 2e-6 + 2e-7 * (offset + seq), $"rotary t{seq}+{offset} dh{dHead} r{rot}");
         var inPlace = (float[])x.Clone();
-        Attention.Rotary(inPlace, inPlace, batch, seq, heads, dHead, rot, rbase);
+        Attention.Rotary(inPlace, inPlace, batch, seq, heads, dHead, rot, rbase, offset);
         Assert.Equal(y, inPlace);
+        if (offset == 0) return;
+        // From an offset: the same rows as the whole sequence's last positions.
+        int whole = offset + seq, width = heads * dHead;
+        var full = Random(batch * whole * width, 6);
+        var tail = new float[n];
+        for (int b = 0; b < batch; b++) full.AsSpan((b * whole + offset) * width, seq * width).CopyTo(tail.AsSpan(b * seq * width));
+        Attention.Rotary(full, full, batch, whole, heads, dHead, rot, rbase);
+        Attention.Rotary(tail, tail, batch, seq, heads, dHead, rot, rbase, offset);
+        for (int b = 0; b < batch; b++)
+            Assert.True(full.AsSpan((b * whole + offset) * width, seq * width).SequenceEqual(tail.AsSpan(b * seq * width, seq * width)), $"batch {b} rows differ");
     }
 
     [Fact]

@@ -277,6 +277,37 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         Assert.Contains("no CUDA device", note);
     }
 
+    [Theory]
+    [InlineData(1, 1, 3, 2, 4, 2)]
+    [InlineData(2, 3, 9, 3, 8, 4)]
+    [InlineData(1, 4, 17, 2, 17, 0)]
+    public void SuffixQueriesAndRotaryFromAnOffsetMatchCpu(int batch, int queries, int keys, int heads, int dHead, int rot)
+    {
+        int nq = batch * queries * heads * dHead, nk = batch * keys * heads * dHead, pn = batch * heads * queries * keys;
+        var q = Random(nq, 1, 2f); var k = Random(nk, 2, 2f); var v = Random(nk, 3);
+        float scale = 1f / MathF.Sqrt(dHead);
+        float[] Attn(IBackend be, out float[] pattern)
+        {
+            var (qb, kb) = (be.Upload(q), be.Upload(k));
+            if (rot > 0)
+            {
+                be.Attention.Rotary(qb, qb, batch, queries, heads, dHead, rot, 500f, keys - queries);
+                be.Attention.Rotary(kb, kb, batch, keys, heads, dHead, rot, 500f);
+            }
+            var z = be.Allocate(nq); var p = be.Allocate(pn);
+            be.Attention.Causal(qb, kb, be.Upload(v), z, batch, queries, heads, dHead, scale, p, keys);
+            pattern = Get(be, p, pn);
+            return Get(be, z, nq);
+        }
+        foreach (var variant in Enum.GetValues<AttentionVariant>())
+        {
+            _gpu.AttentionKind = variant;
+            Compare.Close(Attn(_cpu, out var pc), Attn(_gpu, out var pg), 2e-6, $"suffix attention z ({variant})", 1e-5);
+            Compare.Close(pc, pg, 2e-6, $"suffix attention pattern ({variant})", 1e-5);
+        }
+        _gpu.AttentionKind = AttentionVariant.Fused;
+    }
+
     [Fact]
     public void LaunchersRejectBuffersTooSmallForTheLaunch()
     {
