@@ -21,7 +21,6 @@ public sealed class Model : IDisposable
 {
     readonly Transformer _transformer;
     readonly bool _ownsBackend;
-    readonly object _runLock = new();   // one pass at a time: the activation workspace is reused between calls
     ModelTokenizer? _tokenizer;
 
     Model(string folder, ModelSpec spec, IBackend backend, bool ownsBackend, ModelParams p)
@@ -127,7 +126,7 @@ public sealed class Model : IDisposable
     {
         ValidateIds(ids, batch, seq);
         Check(options, batch, seq, from: null);
-        lock (_runLock) return _transformer.Run(ids, batch, seq, options, lengths);
+        lock (_transformer.Lock) return _transformer.Run(ids, batch, seq, options, lengths);   // one pass at a time: the workspace is reused
     }
 
     /// <summary>
@@ -147,18 +146,24 @@ public sealed class Model : IDisposable
         options ??= new RunOptions();
         if (!ReferenceEquals(state.Owner, _transformer))
             throw new PolyEngineException("this forward state was made by another model; resume it with the model that stopped it");
-        if (state.Disposed) throw new PolyEngineException("this forward state was disposed; stop the pass again (RunOptions.StopAt) to resume it");
         if (state.At is not { } at)
             throw new PolyEngineException("this forward state is of a pass that ran to its end, so there is nothing to resume; stop a pass with RunOptions.StopAt");
         if (copies < 1) throw new PolyEngineException($"copies must be at least 1, got {copies}");
         if (options.PrependBos) throw new PolyEngineException("PrependBos does not apply when resuming: the ids are those of the stopped pass");
-        long rows = (long)state.Batch * copies * state.Seq, widest = Math.Max(3L * Spec.DModel, Spec.DMlp);
+        // The widest buffer per row: the block's, the logits', the pattern's (when read).
+        bool pattern = options.KeepForBackward || options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).Any(h => h.Point == HookPoint.AttnPattern);
+        long rows = (long)state.Batch * copies * state.Seq;
+        long widest = Math.Max(Math.Max(3L * Spec.DModel, Spec.DMlp), Math.Max(options.Logits == LogitsMode.All ? Spec.DVocab : 0, pattern ? (long)Spec.NHeads * state.Seq : 0));
         if (rows * widest > int.MaxValue)
             throw new PolyEngineException($"{copies} copies of {state.Batch}×{state.Seq} positions are too many rows for one pass; " +
                 $"resume in chunks of at most {int.MaxValue / (widest * state.Batch * state.Seq)} copies");
         Check(options, state.Batch * copies, state.Seq, from: at);
         RunResult result;
-        lock (_runLock) result = _transformer.Resume(state, options, copies);
+        lock (_transformer.Lock)
+        {
+            if (state.Disposed) throw new PolyEngineException("this forward state was disposed; stop the pass again (RunOptions.StopAt) to resume it");
+            result = _transformer.Resume(state, options, copies);
+        }
         if (result.Lengths.Any(n => n != result.Seq)) ZeroPadding(result);
         return result;
     }

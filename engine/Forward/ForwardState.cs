@@ -19,16 +19,17 @@ namespace PolyEngine;
 public sealed class ForwardState : IDisposable
 {
     readonly IBackend _backend;
+    readonly object _lock;   // the model's: a state is read or freed between passes, never during one
     readonly ModelSpec _spec;
     readonly Dictionary<HookName, DeviceBuffer> _kept;
     readonly Dictionary<string, DeviceBuffer> _workspace;   // workspace buffer name → copy [batch·pos, width]
     readonly string? _atBuffer;
     bool _disposed;
 
-    internal ForwardState(object owner, IBackend backend, ModelSpec spec, HookName? at, int[] ids, int batch, int seq, int[] lengths,
-        Dictionary<string, DeviceBuffer> workspace, string? atBuffer, bool normedReady, Dictionary<HookName, DeviceBuffer> kept)
+    internal ForwardState(Forward.Transformer owner, object modelLock, IBackend backend, ModelSpec spec, HookName? at, int[] ids, int batch, int seq,
+        int[] lengths, Dictionary<string, DeviceBuffer> workspace, string? atBuffer, bool normedReady, Dictionary<HookName, DeviceBuffer> kept)
     {
-        Owner = owner; _backend = backend; _spec = spec; At = at; InputIds = ids; Batch = batch; Seq = seq; Lengths = lengths;
+        Owner = owner; _lock = modelLock; _backend = backend; _spec = spec; At = at; InputIds = ids; Batch = batch; Seq = seq; Lengths = lengths;
         _workspace = workspace; _atBuffer = atBuffer; NormedReady = normedReady; _kept = kept;
     }
 
@@ -53,10 +54,13 @@ public sealed class ForwardState : IDisposable
     /// the host with the hook's shape; padded positions read zero.</summary>
     public Tensor Read(HookName name)
     {
-        var buf = Buffer(name);
         var shape = name.ShapeFor(_spec, Batch, Seq);
         var data = new float[shape.Aggregate(1L, (x, y) => x * y)];
-        _backend.Download(buf, data);
+        lock (_lock)
+        {
+            if (Owner.Disposed) throw new PolyEngineException("the model that made this forward state was disposed; read the state before disposing its model");
+            _backend.Download(Buffer(name), data);
+        }
         RunResult.ClearPadding(data, Batch, Seq, Lengths, name.Point == HookPoint.AttnPattern ? _spec.NHeads : 1);
         return new Tensor(data, shape);
     }
@@ -72,7 +76,7 @@ public sealed class ForwardState : IDisposable
             "keep it with RunOptions.KeepForBackward / KeepKv, or stop at it with RunOptions.StopAt");
     }
 
-    internal object Owner { get; }
+    internal Forward.Transformer Owner { get; }
     internal bool NormedReady { get; }
     internal bool Disposed => _disposed;
 
@@ -85,11 +89,17 @@ public sealed class ForwardState : IDisposable
         return held.Count == 0 ? "no hooks" : held.Count <= 6 ? string.Join(", ", held) : $"{string.Join(", ", held.Take(6))} and {held.Count - 6} more";
     }
 
+    /// <summary>Frees the state's device memory (waiting for no pass: passes and this take the model's lock). After its
+    /// model was disposed, the buffers are dropped without touching the backend again.</summary>
     public void Dispose()
     {
-        if (_disposed) return;
-        _disposed = true;
-        _backend.Synchronize();
-        foreach (var b in _kept.Values.Concat(_workspace.Values)) b.Dispose();
+        lock (_lock)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            if (Owner.Disposed) return;
+            _backend.Synchronize();
+            foreach (var b in _kept.Values.Concat(_workspace.Values)) b.Dispose();
+        }
     }
 }

@@ -23,7 +23,8 @@ public sealed record RunOptions
 
     /// <summary>Stop the pass just before this hook's edits and hand it back as <see cref="RunResult.State"/> (no logits):
     /// <see cref="Model.Resume"/> continues it from here — for the same rows or fanned out to many, with edits at this hook
-    /// or after it. Hooks up to and including this one can be recorded; edits and replacements must come after it.</summary>
+    /// or after it. In the stopping pass, hooks up to and including this one can be recorded, and edits and replacements
+    /// must come before it (those at or after it belong to the resumed pass).</summary>
     public HookName? StopAt { get; init; }
 
     /// <summary>With <see cref="StopAt"/>: the stopped state also keeps the K and V every layer before the stop fed its

@@ -15,6 +15,13 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
     readonly ModelWeights _weights = new(backend, p);
     readonly WorkspacePool _pool = new(backend, spec);
 
+    /// <summary>Held by every pass, and by a <see cref="ForwardState"/> while it reads or frees its buffers: one use of the
+    /// backend's workspace and of a state at a time.</summary>
+    public object Lock { get; } = new();
+
+    /// <summary>True once the model is disposed (its states then only drop their buffers).</summary>
+    public bool Disposed { get; private set; }
+
     /// <summary>Runs <paramref name="ids"/> [batch, seq] (already validated by the caller); <paramref name="lengths"/> [batch]
     /// are the rows' real lengths when they were right-padded (null: every row is <paramref name="seq"/> long).</summary>
     public RunResult Run(int[] ids, int batch, int seq, RunOptions options, int[]? lengths = null)
@@ -52,7 +59,7 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
                 }
             var (logits, top) = Head(ws, lengths, options);
             var state = options.KeepForBackward
-                ? new ForwardState(this, backend, spec, null, ids, batch, seq, lengths, [], null, false, hooks.TakeKept()) : null;
+                ? new ForwardState(this, Lock, backend, spec, null, ids, batch, seq, lengths, [], null, false, hooks.TakeKept()) : null;
             return new RunResult(ids, batch, seq, logits, hooks.Cache, top, lengths, state);
         }
         finally
@@ -61,18 +68,28 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         }
     }
 
-    /// <summary>The stopped pass: a copy of every workspace buffer a later step reads (the pattern only at its own hook).</summary>
+    /// <summary>The stopped pass: a copy of every workspace buffer that can hold pass state (<see cref="Workspace.State"/>;
+    /// the pattern only at its own hook).</summary>
     ForwardState Capture(Workspace ws, HookName at, DeviceBuffer atBuffer, int[] ids, int[] lengths, bool normedReady, HookDispatch hooks)
     {
         var copies = new Dictionary<string, DeviceBuffer>();
         string? atName = null;
-        foreach (var (name, buf) in ws.State(withPattern: at.Point == HookPoint.AttnPattern))
+        try
         {
-            var copy = copies[name] = backend.Allocate(buf.Length);
-            backend.Copy(buf, copy);
-            if (ReferenceEquals(buf, atBuffer)) atName = name;
+            foreach (var (name, buf) in ws.State(withPattern: at.Point == HookPoint.AttnPattern))
+            {
+                var copy = copies[name] = backend.Allocate(buf.Length);
+                backend.Copy(buf, copy);
+                if (ReferenceEquals(buf, atBuffer)) atName = name;
+            }
         }
-        return new ForwardState(this, backend, spec, at, ids, ws.Batch, ws.Seq, lengths, copies, atName, normedReady, hooks.TakeKept());
+        catch
+        {
+            backend.Synchronize();
+            foreach (var c in copies.Values) c.Dispose();
+            throw;
+        }
+        return new ForwardState(this, Lock, backend, spec, at, ids, ws.Batch, ws.Seq, lengths, copies, atName, normedReady, hooks.TakeKept());
     }
 
     /// <summary>The taps a stop at <paramref name="stop"/> leaves in flight: the layer-norm taps computed before the stop
@@ -149,7 +166,11 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
 
     public void Dispose()
     {
-        _pool.Dispose();
-        _weights.Dispose();
+        lock (Lock)
+        {
+            Disposed = true;
+            _pool.Dispose();
+            _weights.Dispose();
+        }
     }
 }

@@ -28,8 +28,9 @@ sealed class Workspace(IBackend b, ModelSpec s, int batch, int seq) : IDisposabl
 
     DeviceBuffer Replace(DeviceBuffer? old, long n) { old?.Dispose(); return b.Allocate(n); }
 
-    /// <summary>The buffers that hold a pass's state between hook points, by name (what a <see cref="ForwardState"/> keeps);
-    /// the pattern only when asked for (it is read after a stop only by the stop at the pattern's own hook).</summary>
+    /// <summary>The buffers that can hold a pass's state between hook points, by name (what a <see cref="ForwardState"/>
+    /// keeps): all but Qkv, which is split into Q, K, V within the step that computes it, and the logits; the pattern only when
+    /// asked for (after a stop, only the stop at the pattern's own hook reads it).</summary>
     public IEnumerable<(string Name, DeviceBuffer Buffer)> State(bool withPattern)
     {
         yield return (nameof(Resid), Resid);
@@ -37,7 +38,6 @@ sealed class Workspace(IBackend b, ModelSpec s, int batch, int seq) : IDisposabl
         yield return (nameof(Normed), Normed);
         yield return (nameof(Tmp), Tmp);
         yield return (nameof(Scale), Scale);
-        yield return (nameof(Qkv), Qkv);
         yield return (nameof(Q), Q);
         yield return (nameof(K), K);
         yield return (nameof(V), V);

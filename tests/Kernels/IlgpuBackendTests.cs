@@ -299,13 +299,16 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
             pattern = Get(be, p, pn);
             return Get(be, z, nq);
         }
-        foreach (var variant in Enum.GetValues<AttentionVariant>())
+        try
         {
-            _gpu.AttentionKind = variant;
-            Compare.Close(Attn(_cpu, out var pc), Attn(_gpu, out var pg), 2e-6, $"suffix attention z ({variant})", 1e-5);
-            Compare.Close(pc, pg, 2e-6, $"suffix attention pattern ({variant})", 1e-5);
+            foreach (var variant in Enum.GetValues<AttentionVariant>())
+            {
+                _gpu.AttentionKind = variant;
+                Compare.Close(Attn(_cpu, out var pc), Attn(_gpu, out var pg), 2e-6, $"suffix attention z ({variant})", 1e-5);
+                Compare.Close(pc, pg, 2e-6, $"suffix attention pattern ({variant})", 1e-5);
+            }
         }
-        _gpu.AttentionKind = AttentionVariant.Fused;
+        finally { _gpu.AttentionKind = AttentionVariant.Fused; }
     }
 
     [Fact]

@@ -35,10 +35,12 @@ public class ResumeTests
         var full = m.Run(Repeat(Ids, 3), 3, Ids.Length, new RunOptions { Hooks = all.ToArray() });
         var plain = m.Run(Repeat(Ids, 3), 3, Ids.Length);
         Assert.Equal(plain.Logits!.Data, full.Logits!.Data);   // recording every hook changes nothing
+        var other = Repeat(Ids.Reverse().ToArray(), 3);
         foreach (var at in all)
         {
             using var state = m.Run([Ids], new RunOptions { StopAt = at, Hooks = [at] }).State!;
             Assert.Equal(at, state.At);
+            m.Run(other, 3, Ids.Length, new RunOptions { Hooks = all.ToArray() });   // the resumed shape's workspace now holds other values
             var resumed = m.Resume(state, new RunOptions { Hooks = From(m, at) }, copies: 3);
             Assert.Equal(3, resumed.Batch);
             Assert.Equal(Repeat(Ids, 3), resumed.InputIds);
@@ -61,22 +63,63 @@ public class ResumeTests
         var spec = m.Spec;
         var rng = new Rng(7);
         float[] Values(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
-        var before = new HookEdit(HookName.Parse("blocks.0.hook_resid_pre")) { Add = Values(spec.DModel) };   // one row for every copy
-        foreach (var at in HookName.AllFor(spec).Where(h => h.CompareTo(before.Hook) > 0 && h.Point is not (HookPoint.AttnPattern
-                     or HookPoint.Ln1Scale or HookPoint.Ln1Normalized or HookPoint.Ln2Scale or HookPoint.Ln2Normalized
-                     or HookPoint.LnFinalScale or HookPoint.LnFinalNormalized)))
+        int[][] rows = [Ids, [.. Ids.Skip(2), 9, 4]];   // two prompts fanned out to 3 copies each: batch rows r0 r1 r0 r1 r0 r1
+        var flat = Enumerable.Range(0, 3).SelectMany(_ => rows.SelectMany(r => r)).ToArray();
+        var editable = HookName.AllFor(spec).Where(h => h.Point is not (HookPoint.AttnPattern or HookPoint.Ln1Scale or HookPoint.Ln1Normalized
+            or HookPoint.Ln2Scale or HookPoint.Ln2Normalized or HookPoint.LnFinalScale or HookPoint.LnFinalNormalized)).ToList();
+        foreach (var at in editable)
         {
-            int width = at.WidthFor(spec);
-            var later = HookName.AllFor(spec).Where(h => h.CompareTo(at) > 0 && h.InResidualSpace).Cast<HookName?>().FirstOrDefault();
-            // Per copy: a different vector at the resume point (from position 2 on in copy 1), and a scale after it.
-            var edits = new List<HookEdit> { new(at) { Add = Values(3 * width), From = [0, 2, 0] } };
-            if (later is { } l) edits.Add(new HookEdit(l) { Mul = Values(3 * spec.DModel) });
+            // Before the stop: the same edit for every row. At the resume point: a vector per batch row, from position 2 in
+            // rows 1 and 4. After it: a scale per batch row.
+            var before = editable.Where(h => h.CompareTo(at) < 0).Select(h => new HookEdit(h) { Add = Values(h.WidthFor(spec)) }).LastOrDefault();
+            var atEdit = new HookEdit(at) { Add = Values(6 * at.WidthFor(spec)), From = [0, 2, 0, 0, 2, 0] };
+            var later = editable.Where(h => h.CompareTo(at) > 0).Select(h => new HookEdit(h) { Mul = Values(6 * h.WidthFor(spec)) }).FirstOrDefault();
+            HookEdit[] edits = later is null ? [atEdit] : [atEdit, later];
             var hooks = From(m, at);
-            var full = m.Run(Repeat(Ids, 3), 3, Ids.Length, new RunOptions { Hooks = hooks, Edits = [before, .. edits] });
-            using var state = m.Run([Ids], new RunOptions { StopAt = at, Edits = [before] }).State!;
+            var full = m.Run(flat, 6, Ids.Length, new RunOptions { Hooks = hooks, Edits = before is null ? edits : [before, .. edits] });
+            using var state = m.Run(rows, new RunOptions { StopAt = at, Edits = before is null ? [] : [before] }).State!;
             var resumed = m.Resume(state, new RunOptions { Hooks = hooks, Edits = edits }, copies: 3);
+            Assert.Equal(flat, resumed.InputIds);
             Same(full, resumed, hooks, $"edited at {at}");
         }
+    }
+
+    [Fact]
+    public void AResumedPassTakesTheRunOptionsOfAnyPass()
+    {
+        using var m = Model.Load(Fixtures.Golden("neox-tiny"));
+        var at = HookName.Parse("blocks.0.hook_attn_out");
+        var three = Repeat(Ids, 3);
+        using var state = m.Run([Ids], new RunOptions { StopAt = at, KeepForBackward = true }).State!;
+        // Kept for backward up to the stop: layer 0's ln1, q, k, v and pattern; nothing of ln2 or later.
+        Assert.Equal(new[] { "blocks.0.ln1.hook_scale", "blocks.0.ln1.hook_normalized", "blocks.0.attn.hook_v", "blocks.0.attn.hook_rot_q",
+            "blocks.0.attn.hook_rot_k", "blocks.0.attn.hook_pattern" }.Select(HookName.Parse).Order(), state.Kept);
+
+        // A stop layer, and the last position's logits without top-k.
+        var hook = HookName.Parse("blocks.1.hook_mlp_out");
+        var fullStop = m.Run(three, 3, Ids.Length, new RunOptions { Hooks = [hook], StopAtLayer = 1 });
+        var stop = m.Resume(state, new RunOptions { Hooks = [hook], StopAtLayer = 1 }, copies: 3);
+        Assert.Null(stop.Logits);
+        Assert.Equal(fullStop.Cache[hook].Data, stop.Cache[hook].Data);
+        var fullLast = m.Run(three, 3, Ids.Length, new RunOptions { Logits = LogitsMode.LastPosition });
+        Assert.Equal(fullLast.Logits!.Data, m.Resume(state, new RunOptions { Logits = LogitsMode.LastPosition }, copies: 3).Logits!.Data);
+
+        // A device tap and a replacement at the resume point see and change the fanned-out rows.
+        var b = m.Backend;
+        long n = 3L * Ids.Length * m.Spec.DModel;
+        var seen = new float[n];
+        var options = new RunOptions
+        {
+            DeviceTaps = [new DeviceTap(at, buf => b.Download(buf, seen))],
+            Replacements = [new HookReplacement(at, (buf, batch, seq) => b.Rows.Add(buf, buf, buf, (long)batch * seq * m.Spec.DModel))],
+        };
+        var full = m.Run(three, 3, Ids.Length, options with { Hooks = [at] });
+        var seenFull = (float[])seen.Clone();
+        var resumed = m.Resume(state, options with { Hooks = [at] }, copies: 3);
+        Assert.Equal(seenFull, seen);
+        Assert.Equal(full.Cache[at].Data, resumed.Cache[at].Data);
+        Assert.Equal(full.Logits!.Data, resumed.Logits!.Data);
+        Assert.NotEqual(m.Run(three, 3, Ids.Length).Logits!.Data, resumed.Logits.Data);   // the doubling took effect
     }
 
     [Fact]
@@ -190,12 +233,23 @@ public class ResumeTests
     {
         using var gpu = IlgpuBackend.CreateEmulated();
         using var m = Model.Load(Fixtures.Golden("neox-tiny"), gpu);
-        var full = m.Run(Repeat(Ids, 2), 2, Ids.Length);
-        foreach (var at in new[] { HookName.Parse("hook_embed"), HookName.Parse("blocks.0.attn.hook_rot_k"), HookName.Parse("blocks.1.ln2.hook_normalized") })
+        int[][] rows = [Ids, [3, 4, 5]];
+        var edit = new HookEdit(HookName.Parse("blocks.1.hook_resid_pre")) { Add = Enumerable.Range(0, m.Spec.DModel).Select(i => (i % 5 - 2) * 0.2f).ToArray() };
+        var hook = HookName.Parse("blocks.1.mlp.hook_post");
+        foreach (var attention in Enum.GetValues<AttentionVariant>())
         {
-            using var state = m.Run([Ids], new RunOptions { StopAt = at }).State!;
-            var resumed = m.Resume(state, copies: 2);
-            Assert.True(full.Logits!.Data.AsSpan().SequenceEqual(resumed.Logits!.Data), $"resumed at {at} on the emulated device");
+            gpu.AttentionKind = attention;
+            var full = m.Run([.. rows, .. rows], new RunOptions { Edits = [edit], Hooks = [hook] });
+            string[] points = attention == AttentionVariant.Fused ? ["hook_embed", "blocks.1.ln2.hook_normalized"] : ["blocks.0.attn.hook_rot_k"];
+            foreach (var at in points.Select(HookName.Parse))
+            {
+                // The edit goes to the pass it lies in: the resumed one when it resumes at or before it, else the stopping one.
+                bool inResumed = at.CompareTo(edit.Hook) <= 0;
+                using var state = m.Run(rows, new RunOptions { StopAt = at, Edits = inResumed ? [] : [edit] }).State!;
+                var resumed = m.Resume(state, new RunOptions { Edits = inResumed ? [edit] : [], Hooks = [hook] }, copies: 2);
+                Assert.True(full.Logits!.Data.AsSpan().SequenceEqual(resumed.Logits!.Data), $"resumed at {at} on the emulated device ({attention})");
+                Assert.True(full.Cache[hook].Data.AsSpan().SequenceEqual(resumed.Cache[hook].Data), $"{hook} resumed at {at} ({attention})");
+            }
         }
     }
 }
