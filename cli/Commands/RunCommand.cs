@@ -1,4 +1,5 @@
 using System.CommandLine;
+using PolyEngine.Interventions;
 using PolyEngine.Output;
 using PolyEngine.Tokenization;
 
@@ -34,6 +35,14 @@ static class RunCommand
             Description = "Splice the SAEs in: each hook is replaced by its SAE's reconstruction during the pass, so the layers after it and the " +
                           "logits see it (SAELens HookedSAETransformer with the SAE attached)",
         };
+        var edits = new Option<string>("--edits")
+        {
+            Description = "JSON file of edits applied in list order where each hook is computed, e.g. " +
+                          "[{\"hook\": \"blocks.1.hook_resid_post\", \"add\": [...d_model floats], \"scale\": 4}, " +
+                          "{\"hook\": \"blocks.0.mlp.hook_post\", \"coordinate\": 7, \"factor\": 0}]; each edit may name \"rows\" and " +
+                          "\"positions\" (or \"from\"), counted in the tokens that run (BOS included when prepended); \"value\" sets a coordinate. " +
+                          "--out then holds the edited logits and hooks",
+        };
         var top = new Option<int>("--top") { Description = "How many next-token candidates to print per row", DefaultValueFactory = _ => 5 };
         var device = Common.Device();
         var threads = Common.Threads();
@@ -42,8 +51,9 @@ static class RunCommand
             "polyengine run --model gpt2 --prompt \"The dog\" --prompt \"A cat sat on the\"",
             "polyengine run --model ./toy --ids \"1,2,3;4,5\" --hooks \"blocks.*.hook_resid_post\" --out acts.safetensors",
             "polyengine run --model EleutherAI/pythia-70m-deduped --prompt \"Hello\" --bos off --hooks all --out all.npz",
-            "polyengine run --model gpt2 --prompt \"The dog\" --sae ./saes/blocks.8.hook_resid_pre --splice --out sae.safetensors"))
-        { model, prompt, ids, idsFile, bos, hooks, sae, splice, output, top, device, threads };
+            "polyengine run --model gpt2 --prompt \"The dog\" --sae ./saes/blocks.8.hook_resid_pre --splice --out sae.safetensors",
+            "polyengine run --model gpt2 --prompt \"The dog\" --edits steer.json --out steered.safetensors"))
+        { model, prompt, ids, idsFile, bos, hooks, sae, splice, edits, output, top, device, threads };
         cmd.SetAction(r =>
         {
             var prompts = r.GetValue(prompt) ?? [];
@@ -51,6 +61,7 @@ static class RunCommand
             if (inputs != 1) throw new PolyEngineException("give exactly one of --prompt (repeatable), --ids or --ids-file");
             if (r.GetValue(top) < 0) throw new PolyEngineException($"--top must be 0 or positive, got {r.GetValue(top)}");
             bool? bosChoice = Bos.Parse(r.GetValue(bos));
+            var editSpecs = r.GetValue(edits) is string editsPath ? EditSpec.Load(editsPath) : [];
             string? outPath = r.GetValue(output);
             if (outPath is not null)
             {
@@ -77,6 +88,10 @@ static class RunCommand
                 int[][] rows = prompts.Length > 0 ? prompts.Select(p => m.Encode(p, prependBos: false)).ToArray()
                     : r.GetValue(ids) is string list ? TokenIds.ParseList(list) : TokenIds.ParseJsonFile(r.GetValue(idsFile)!);
                 var splices = r.GetValue(splice) ? saes.Select(s => new SaeSplice(s)).ToList() : [];
+                int batch = rows.Length, seq = rows.Max(x => x.Length) + (prependBos ? 1 : 0);
+                var hookEdits = editSpecs.Select((e, i) => e.Resolve(m.Spec, batch, seq, $"--edits {r.GetValue(edits)}: edit {i}")).ToArray();
+                if (hookEdits.Length > 0)
+                    io.Out.WriteLine($"edits: {hookEdits.Length} from {r.GetValue(edits)}, at {string.Join(", ", hookEdits.Select(e => e.Hook.ToString()).Distinct())}");
                 if (splices.Count > 0)
                     io.Out.WriteLine($"splice: {string.Join(", ", saes.Select(s => s.Config.Hook))} replaced by the SAE reconstruction downstream");
                 var result = m.Run(rows, new RunOptions
@@ -86,6 +101,7 @@ static class RunCommand
                     TopLogits = r.GetValue(top),
                     PrependBos = prependBos,
                     Replacements = splices.Select(s => s.Replacement).ToArray(),
+                    Edits = hookEdits,
                 });
                 PrintTop(io, m, result, r.GetValue(top));
                 if (outPath is not null)
@@ -95,6 +111,7 @@ static class RunCommand
                     {
                         ["model"] = m.Folder, ["polyengine"] = typeof(Model).Assembly.GetName().Version!.ToString(),
                         ["prepend_bos"] = prependBos ? "true" : "false", ["sae_splice"] = splices.Count > 0 ? "true" : "false",
+                        ["edits"] = editSpecs.Count == 0 ? "none" : Path.GetFullPath(r.GetValue(edits)!),
                     }, saeTensors);
                     io.Out.WriteLine($"wrote {outPath}: input_ids, attention_mask, logits [{result.Batch}, {result.Seq}, {m.Spec.DVocab}], {result.Cache.Count} hooks" +
                         (saes.Count > 0 ? $" and {saeTensors.Count} SAE tensors" : ""));
