@@ -72,11 +72,18 @@ public interface IRowOps
     void Edit(DeviceBuffer x, int batch, int seq, int width, RowEdit edit);
 }
 
-/// <summary>Reductions of rows to what leaves the device: the top-k logits and log-sum-exp.</summary>
+/// <summary>Reductions of rows to what leaves the device: the top-k logits and log-sum-exp, and row metrics against the
+/// rows of a group (the intervention metrics).</summary>
 public interface IReductionOps
 {
     /// <summary>The k largest logits of each row of logits [rows, vocab] and the rows' log-sum-exp (<see cref="TopLogitRows"/>).</summary>
     TopLogitRows TopLogits(DeviceBuffer logits, int rows, int vocab, int k);
+
+    /// <summary>Each row of logits [rows, vocab] against the rows of its group g = <paramref name="group"/>[r], with
+    /// P = softmax(row): the log-sum-exp, the expectations Σ_t P_t·weights[g, j, t] for j &lt; <paramref name="nWeights"/>
+    /// (weights [groups, nWeights, vocab]), and KL(softmax(reference[g]) ‖ P) when <paramref name="reference"/> [groups,
+    /// vocab] logits are given (<see cref="LogitRowMetrics"/>).</summary>
+    LogitRowMetrics RowMetrics(DeviceBuffer logits, int rows, int vocab, int[] group, DeviceBuffer? weights, int nWeights, DeviceBuffer? reference);
 }
 
 /// <summary>An SAE encoder's row operations around its GEMM.</summary>

@@ -107,6 +107,11 @@ public static class EmulatedCheck
         static float[] Flat(TopLogitRows t) => [.. t.Ids.Select(i => (float)i), .. t.Logits, .. t.LogSumExp];
         Check("LogitKernels.LogSumExp+SaeKernels.TopK", () => Flat(ReductionReference.TopLogits(logits, 3, 1000, 7)),
             () => Flat(gpu.Reductions.TopLogits(Up(logits), 3, 1000, 7)), 2e-5);
+        static float[] Metrics(LogitRowMetrics m) => [.. m.LogSumExp, .. m.Expectations, .. m.Kl!];
+        var (metricWeights, reference) = (R(2 * 2 * 1000).Select(MathF.Abs).ToArray(), R(2 * 1000, 5f));
+        int[] groupOf = [1, 0, 1];
+        Check("LogitKernels.RowMetrics", () => Metrics(ReductionReference.RowMetrics(logits, 3, 1000, groupOf, metricWeights, 2, reference)),
+            () => Metrics(gpu.Reductions.RowMetrics(Up(logits), 3, 1000, groupOf, Up(metricWeights), 2, Up(reference))), 2e-5);
         var pre = R(rows * 300, 2f);   // two device segments per row
         var threshold = R(300).Select(MathF.Abs).ToArray();
         Check("SaeKernels.NormalizeRows", () => SaeReference.NormalizeRows(x, d, RowNormalization.LayerNorm, true, g), () =>

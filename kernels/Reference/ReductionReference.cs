@@ -19,4 +19,40 @@ public static class ReductionReference
         }
         return new TopLogitRows(rows, k, ids, top, lse);
     }
+
+    /// <summary><see cref="IReductionOps.RowMetrics"/> in double: P = exp(l − lse) per row; expectations Σ P·w; KL = Σ Q·(log Q − log P).</summary>
+    public static LogitRowMetrics RowMetrics(float[] logits, int rows, int vocab, int[] group, float[]? weights, int nWeights, float[]? reference)
+    {
+        var lse = new float[rows];
+        var dots = new float[rows * nWeights];
+        var kl = reference is null ? null : new float[rows];
+        static double Lse(ReadOnlySpan<float> x)
+        {
+            double max = double.NegativeInfinity;
+            foreach (var v in x) max = Math.Max(max, v);
+            double sum = 0;
+            foreach (var v in x) sum += Math.Exp(v - max);
+            return max + Math.Log(sum);
+        }
+        for (int r = 0; r < rows; r++)
+        {
+            var row = logits.AsSpan(r * vocab, vocab);
+            int g = group[r];
+            double l = Lse(row);
+            lse[r] = (float)l;
+            for (int j = 0; j < nWeights; j++)
+            {
+                var w = weights.AsSpan((g * nWeights + j) * vocab, vocab);
+                double acc = 0;
+                for (int t = 0; t < vocab; t++) acc += Math.Exp(row[t] - l) * w[t];
+                dots[r * nWeights + j] = (float)acc;
+            }
+            if (reference is null) continue;
+            var q = reference.AsSpan(g * vocab, vocab);
+            double lq = Lse(q), sum = 0;
+            for (int t = 0; t < vocab; t++) sum += Math.Exp(q[t] - lq) * ((q[t] - lq) - (row[t] - l));
+            kl![r] = (float)sum;
+        }
+        return new LogitRowMetrics(rows, nWeights, lse, dots, kl);
+    }
 }

@@ -163,6 +163,20 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     }
 
     [Theory]
+    [MemberData(nameof(RowEditAndLogitTests.MetricShapes), MemberType = typeof(RowEditAndLogitTests))]
+    public void RowMetricsKernelMatchesTheReference(int rows, int vocab, int groups, int nWeights)
+    {
+        var (logits, group, weights, reference) = RowEditAndLogitTests.MetricInputs(rows, vocab, groups, nWeights);
+        foreach (var refs in new[] { reference, null })
+        {
+            var expected = ReductionReference.RowMetrics(logits, rows, vocab, group, weights, nWeights, refs);
+            var actual = _gpu.Reductions.RowMetrics(_gpu.Upload(logits), rows, vocab, group, weights is null ? null : _gpu.Upload(weights), nWeights,
+                refs is null ? null : _gpu.Upload(refs));
+            RowEditAndLogitTests.AssertMetrics(expected, actual, $"emulated {rows}×{vocab}");
+        }
+    }
+
+    [Theory]
     [InlineData(1, 3)]
     [InlineData(3, 7)]
     [InlineData(2, 129)]

@@ -55,4 +55,42 @@ public class RowEditAndLogitTests
             for (int r = 0; r < rows; r++) Assert.InRange(Enumerable.Range(0, actual.K).Sum(j => actual.At(r, j).Probability), 0, 1.00001);
         }
     }
+
+    public static TheoryData<int, int, int, int> MetricShapes() => new()
+    {
+        { 1, 1, 1, 0 }, { 3, 10, 2, 2 }, { 4, 257, 3, 1 }, { 2, 1000, 1, 3 }, { 5, 129, 2, 0 },
+    };
+
+    internal static (float[] Logits, int[] Group, float[]? Weights, float[] Reference) MetricInputs(int rows, int vocab, int groups, int nWeights) =>
+        (SparseEncodeTests.Uniform(rows * vocab, 11, 9f), Enumerable.Range(0, rows).Select(r => (r * 7 + 1) % groups).ToArray(),
+         nWeights == 0 ? null : SparseEncodeTests.Uniform(groups * nWeights * vocab, 12, 2f),
+         SparseEncodeTests.Uniform(groups * vocab, 13, 9f));
+
+    internal static void AssertMetrics(LogitRowMetrics expected, LogitRowMetrics actual, string what)
+    {
+        Compare.Close(expected.LogSumExp, actual.LogSumExp, 1e-5, $"{what} lse", 1e-6);
+        Compare.Close(expected.Expectations, actual.Expectations, 1e-6, $"{what} expectations", 1e-5);
+        if (expected.Kl is null) Assert.Null(actual.Kl);
+        else Compare.Close(expected.Kl, actual.Kl!, 1e-6, $"{what} kl", 1e-5);
+    }
+
+    [Theory]
+    [MemberData(nameof(MetricShapes))]
+    public void RowMetricsMatchTheReference(int rows, int vocab, int groups, int nWeights)
+    {
+        var (logits, group, weights, reference) = MetricInputs(rows, vocab, groups, nWeights);
+        var cpu = new CpuBackend(2);
+        foreach (var refs in new[] { reference, null })
+        {
+            var expected = ReductionReference.RowMetrics(logits, rows, vocab, group, weights, nWeights, refs);
+            var actual = cpu.Reductions.RowMetrics(cpu.Upload(logits), rows, vocab, group, weights is null ? null : cpu.Upload(weights), nWeights,
+                refs is null ? null : cpu.Upload(refs));
+            AssertMetrics(expected, actual, $"{rows}×{vocab}, {groups} groups, {nWeights} weights");
+        }
+        // A row against its own reference has KL 0, and a probability-1 weight row (all ones) has expectation 1.
+        var self = cpu.Reductions.RowMetrics(cpu.Upload(logits), 1, vocab, [0], cpu.Upload(Enumerable.Repeat(1f, vocab).ToArray()), 1, cpu.Upload(logits));
+        Assert.InRange(self.Kl![0], -1e-6, 1e-6);
+        Assert.InRange(self.Expectation(0, 0), 1 - 1e-6, 1 + 1e-6);
+        Assert.Throws<ArgumentException>(() => cpu.Reductions.RowMetrics(cpu.Upload(logits), rows, vocab, [.. group[..^1], groups + 5], null, 0, cpu.Upload(reference)));
+    }
 }
