@@ -186,8 +186,8 @@ public sealed class Model : IDisposable
             throw new PolyEngineException($"stop layer {s0} lies before the resume point '{start}'; raise the stop layer or drop it");
         if (options.TopLogits < 0 || options.TopLogits > Spec.DVocab)
             throw new PolyEngineException($"top-k {options.TopLogits} is not between 0 and the vocabulary size d_vocab = {Spec.DVocab}");
-        if (options.TopLogits > 0 && (options.StopAtLayer is not null || options.StopAt is not null))
-            throw new PolyEngineException("TopLogits needs the LM head, which a stop skips");
+        if ((options.TopLogits > 0 || options.LastLogits is not null) && (options.StopAtLayer is not null || options.StopAt is not null))
+            throw new PolyEngineException("TopLogits and LastLogits need the LM head, which a stop skips");
         void CheckPlace(HookName h, bool changesIt)
         {
             if (!valid.Contains(h))

@@ -58,6 +58,11 @@ public sealed record RunOptions
     /// <summary>When positive, the k most likely next tokens at each row's last position, reduced on the backend
     /// (<see cref="RunResult.Top"/>): no [batch, d_vocab] tensor leaves a device. Needs the LM head (no stop layer).</summary>
     public int TopLogits { get; init; }
+
+    /// <summary>When set, gets the logits of each row's last real position, [batch, d_vocab], on the backend (valid only
+    /// during the call): reductions read them where they are (the intervention metrics), and nothing [batch, d_vocab]
+    /// leaves a device. Needs the LM head (no stop).</summary>
+    public Action<PolyEngine.Kernels.DeviceBuffer>? LastLogits { get; init; }
 }
 
 /// <summary>A hook read on the device during a pass (<see cref="RunOptions.DeviceTaps"/>).</summary>

@@ -131,14 +131,21 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         int batch = ws.Batch, seq = ws.Seq, rows = batch * seq, d = spec.DModel;
         if (options.StopAtLayer is not null) return (null, null);
         var all = options.Logits == LogitsMode.All ? new Tensor(Unembed(ws, ws.Normed, rows), batch, seq, spec.DVocab) : null;
-        if (options.Logits != LogitsMode.LastPosition && options.TopLogits == 0) return (all, null);
+        bool onDevice = options.TopLogits > 0 || options.LastLogits is not null;
+        if (options.Logits != LogitsMode.LastPosition && !onDevice) return (all, null);
         var lastRows = Enumerable.Range(0, batch).Select(r => r * seq + lengths[r] - 1).ToArray();   // each row's last real token
         backend.Rows.Gather(lastRows, ws.Normed, d, ws.Last);
-        if (options.TopLogits == 0) return (new Tensor(Unembed(ws, ws.Last, batch), batch, 1, spec.DVocab), null);
-        // The reduction reads the logits where they are; they leave only when asked for.
-        var deviceLogits = ws.Logits((long)batch * spec.DVocab);
+        if (!onDevice) return (new Tensor(Unembed(ws, ws.Last, batch), batch, 1, spec.DVocab), null);
+        // The reductions read the logits where they are; they leave only when asked for.
+        long n = (long)batch * spec.DVocab;
+        var deviceLogits = ws.Logits(n);
         backend.Linear.Forward(ws.Last, _weights.Unembed, null, deviceLogits, batch);
-        var top = backend.Reductions.TopLogits(deviceLogits, batch, spec.DVocab, options.TopLogits);
+        var top = options.TopLogits > 0 ? backend.Reductions.TopLogits(deviceLogits, batch, spec.DVocab, options.TopLogits) : null;
+        if (options.LastLogits is { } read)
+        {
+            using var view = deviceLogits.Slice(0, n);
+            read(view);
+        }
         if (options.Logits != LogitsMode.LastPosition) return (all, top);
         var data = HookDispatch.HostArray((long)batch * spec.DVocab);
         backend.Download(deviceLogits, data);
