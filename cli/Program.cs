@@ -25,6 +25,7 @@ public static class Program
         root.Subcommands.Add(FeaturesCommand.Create(io));
         root.Subcommands.Add(CoactivateCommand.Create(io));
         root.Subcommands.Add(InterferenceCommand.Create(io));
+        root.Subcommands.Add(SteerCommand.Create(io));
         root.Subcommands.Add(ToyDataCommands.Corpus(io));
         root.Subcommands.Add(ToyDataCommands.Sae(io));
         root.Subcommands.Add(ToyDataCommands.Explanations(io));

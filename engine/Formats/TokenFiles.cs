@@ -95,38 +95,14 @@ static class TokenFiles
         return ids;
     }
 
-    /// <summary>The .npy header: dtype (int32/int64/uint16/uint32 little-endian), C order, 1-D or 2-D, and a shape that
-    /// matches the data.</summary>
+    static readonly Dictionary<string, int> TokenDtypes = new() { ["<i4"] = 4, ["<u4"] = 4, ["<i8"] = 8, ["<u8"] = 8, ["<u2"] = 2 };
+
+    /// <summary>The .npy header (<see cref="NpyHeader"/>): int32/int64/uint16/uint32/uint64 little-endian, 1-D or 2-D.</summary>
     static Layout Npy(string file, byte[] b, long length)
     {
-        if (b.Length < 10 || b[0] != 0x93 || Encoding.ASCII.GetString(b, 1, 5) != "NUMPY")
-            throw new PolyEngineException($"--corpus {file}: not a .npy file (bad magic)");
-        int major = b[6];
-        int start = major == 1 ? 10 : 12;
-        if (major is < 1 or > 3 || b.Length < start) throw new PolyEngineException($"--corpus {file}: .npy format version {major} is not 1, 2 or 3, or the header is cut short");
-        long headerLen = major == 1 ? BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(8)) : BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(8));
-        if (start + headerLen > b.Length) throw new PolyEngineException($"--corpus {file}: .npy header is longer than the file allows");
-        string header = Encoding.ASCII.GetString(b, start, (int)headerLen);
-        string descr = Regex.Match(header, @"'descr':\s*'([^']+)'").Groups[1].Value;
-        if (header.Contains("'fortran_order': True")) throw new PolyEngineException($"--corpus {file}: Fortran-ordered .npy is not supported; save it with np.ascontiguousarray");
-        var shape = Regex.Match(header, @"'shape':\s*\(([^)]*)\)").Groups[1].Value
-            .Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(s => long.TryParse(s, out long v) && v >= 0 ? v : throw new PolyEngineException($"--corpus {file}: .npy shape entry '{s}' is not a size")).ToArray();
-        if (shape.Length is not (1 or 2))
-            throw new PolyEngineException($"--corpus {file}: .npy token files must be 1-D (one document) or 2-D [documents, tokens], found shape ({string.Join(", ", shape)})");
-        int width = descr switch
-        {
-            "<i4" or "<u4" => 4,
-            "<i8" or "<u8" => 8,
-            "<u2" => 2,
-            _ => throw new PolyEngineException($"--corpus {file}: .npy dtype '{descr}' is not supported (int32, int64, uint16, uint32 or uint64, little-endian)"),
-        };
-        long count, dataStart = start + headerLen;
-        try { count = shape.Aggregate(1L, (x, y) => checked(x * y)); _ = checked(count * width); }
-        catch (OverflowException) { throw new PolyEngineException($"--corpus {file}: the .npy shape ({string.Join(", ", shape)}) is too large to be a token file; the header is corrupt"); }
-        if (dataStart + count * width != length)
-            throw new PolyEngineException($"--corpus {file}: the .npy header says shape ({string.Join(", ", shape)}) = {count} tokens of {width} bytes, " +
-                $"but the file holds {length - dataStart} data bytes; the file is truncated or corrupt");
-        return new(dataStart, width, count, shape.Length == 2 ? Math.Max(1, shape[1]) : Math.Max(1, count), Signed: descr[1] == 'i');
+        var h = NpyHeader.Parse(file, "--corpus", b, length, TokenDtypes, "int32, int64, uint16, uint32 or uint64, little-endian");
+        if (h.Shape.Length is not (1 or 2))
+            throw new PolyEngineException($"--corpus {file}: .npy token files must be 1-D (one document) or 2-D [documents, tokens], found shape {h.ShapeText}");
+        return new(h.DataStart, h.Width, h.Count, h.Shape.Length == 2 ? Math.Max(1, h.Shape[1]) : Math.Max(1, h.Count), Signed: h.Descr[1] == 'i');
     }
 }

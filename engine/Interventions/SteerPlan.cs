@@ -18,6 +18,26 @@ public static class SteerGrids
     /// <summary>The neuron locus's factors {0, 0.1, 0.2, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 15, 18, 20}.</summary>
     public static readonly float[] NeuronPaperFactors = [0, 0.1f, 0.2f, 0.5f, 0.75f, 1, 1.5f, 2, 2.5f, 3, 4, 5, 6, 8, 10, 12, 15, 18, 20];
 
+    /// <summary>Parses an index list such as <c>12,40-43,7</c> (ranges inclusive), each index in 0..<paramref name="bound"/>−1;
+    /// kept in the order given, duplicates dropped.</summary>
+    public static int[] ParseIndices(string? text, string option, int bound, string what)
+    {
+        if (string.IsNullOrWhiteSpace(text)) throw new PolyEngineException($"{option} is empty; give {what} indices like 12,40-43");
+        var result = new List<int>();
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var ends = part.Split('-', 2);
+            if (!int.TryParse(ends[0], out int a) || !int.TryParse(ends[^1], out int b) || a > b)
+                throw new PolyEngineException($"{option}: '{part}' is not an index or a range like 40-43");
+            for (int i = a; i <= b; i++)
+            {
+                if (i < 0 || i >= bound) throw new PolyEngineException($"{option}: {what} {i} is outside 0..{bound - 1}");
+                if (!result.Contains(i)) result.Add(i);
+            }
+        }
+        return result.ToArray();
+    }
+
     /// <summary>Parses a grid option: <paramref name="paperName"/> (the paper's grid) or comma-separated finite numbers.</summary>
     public static float[] Parse(string? text, string option, string paperName, float[] paper)
     {
@@ -67,6 +87,10 @@ public sealed record SteerPlan
 
     /// <summary>Interventions in the sweep (edited rows; the baselines not counted).</summary>
     public long Interventions => (long)Prompts.Count * EditRows().Count;
+
+    /// <summary>A one-line error for anything in the plan that does not fit <paramref name="spec"/>'s model (checked again
+    /// when the sweep starts; call it to fail before other work).</summary>
+    public void Validate(ModelSpec spec) => Check(spec);
 
     /// <summary>One-line errors for a plan that does not fit <paramref name="spec"/>; the unit vectors when it does.</summary>
     internal float[][] Check(ModelSpec spec)

@@ -46,6 +46,9 @@ public class KillAndResumeTests
     static string[] Scan(string verb, string corpus, string sae, string outDir) => verb switch
     {
         "interference" => ["interference", "--sae", sae, "--top", "5", "--tile", "64", "--checkpoint-every", "0", "--format", "csv", "--out", outDir],
+        "steer" => ["steer", "--model", Gpt2, "--hook", "blocks.1.hook_resid_pre", "--random", "2", "--scales", "-2,1,3", "--top", "2",
+                    "--metrics", "weighted_cosine,overlap,kl,kendall", "--prompts", Path.Combine(Path.GetDirectoryName(corpus)!, "prompts.jsonl"),
+                    "--rows-budget", "16", "--checkpoint-every", "0", "--out", outDir],
         _ => [verb, "--model", Gpt2, "--sae", Path.Combine(Gpt2, "sae", "topk"), "--corpus", corpus, "--context-size", "16", "--batch", "2",
               "--checkpoint-every", "0", "--out", outDir],
     };
@@ -54,12 +57,16 @@ public class KillAndResumeTests
     [InlineData("features", "features.parquet", "contexts.parquet", 11)]
     [InlineData("coactivate", "pairs.parquet", "coactivation.safetensors", 12)]
     [InlineData("interference", "bins.csv", "histogram.csv", 13)]
+    [InlineData("steer", "rows.parquet", "best.parquet", 14)]
     public void KilledAtEveryKindOfPointAScanEndsWithTheUninterruptedBytes(string verb, string firstOutput, string secondOutput, int seed)
     {
         using var dir = new Fixtures.TempDir();
         var rng = new Random(seed);
         string corpus = dir.File("c.u32");
         File.WriteAllBytes(corpus, Enumerable.Range(0, 6000).SelectMany(_ => BitConverter.GetBytes((uint)rng.Next(1000))).ToArray());
+        var draw = new Random(seed + 100);   // the prompts' own stream: the kill moment below stays as it was
+        File.WriteAllLines(dir.File("prompts.jsonl"), Enumerable.Range(0, 60).Select(i =>   // one prompt group each under --rows-budget 16: enough groups that a random kill leaves the five checkpoints the exact kills need
+            $"{{\"ids\": [{string.Join(",", Enumerable.Range(0, 3 + i % 3).Select(_ => draw.Next(1000)))}], \"targets\": [{draw.Next(1000)}]}}"));
         string sae = dir.File("sae");
         Assert.Equal(0, Cli.CliTests.Run("toy-sae", "--model", Gpt2, "--hook", "blocks.1.hook_resid_pre", "--d-sae", "1500", "--arch", "standard", "--out", sae).Code);
 
