@@ -139,8 +139,12 @@ public sealed class Model : IDisposable
     /// using var clean = model.Run([ids], new RunOptions { StopAt = HookName.Parse("blocks.6.hook_resid_pre") }).State!;
     /// var steered = model.Resume(clean, new RunOptions { Edits = [new HookEdit(clean.At!.Value) { Add = perRowVectors }] }, copies: 1000);
     /// </code>
+    /// With a <paramref name="prefix"/> the resume is windowed: for edits from position p = <see cref="KvPrefix.Positions"/>
+    /// on, only positions [p, seq) run, attending to the prefix's clean K and V before p — the same values as the full
+    /// pass at those positions, for a fraction of the work. The result then holds the window: its positions, hooks, logits,
+    /// per-position edits and <see cref="HookEdit.From"/> are counted from p.
     /// </summary>
-    public RunResult Resume(ForwardState state, RunOptions? options = null, int copies = 1)
+    public RunResult Resume(ForwardState state, RunOptions? options = null, int copies = 1, KvPrefix? prefix = null)
     {
         ArgumentNullException.ThrowIfNull(state);
         options ??= new RunOptions();
@@ -150,22 +154,53 @@ public sealed class Model : IDisposable
             throw new PolyEngineException("this forward state is of a pass that ran to its end, so there is nothing to resume; stop a pass with RunOptions.StopAt");
         if (copies < 1) throw new PolyEngineException($"copies must be at least 1, got {copies}");
         if (options.PrependBos) throw new PolyEngineException("PrependBos does not apply when resuming: the ids are those of the stopped pass");
+        if (prefix is { Positions: 0 }) prefix = null;
+        if (prefix is not null) CheckWindow(state, options, prefix);
+        int window = state.Seq - (prefix?.Positions ?? 0);
         // The widest buffer per row: the block's, the logits', the pattern's (when read).
         bool pattern = options.KeepForBackward || options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).Any(h => h.Point == HookPoint.AttnPattern);
-        long rows = (long)state.Batch * copies * state.Seq;
+        long rows = (long)state.Batch * copies * window;
         long widest = Math.Max(Math.Max(3L * Spec.DModel, Spec.DMlp), Math.Max(options.Logits == LogitsMode.All ? Spec.DVocab : 0, pattern ? (long)Spec.NHeads * state.Seq : 0));
+        if (prefix is not null) widest = Math.Max(widest, (long)Spec.DModel * state.Seq / window + 1);   // the keys of every position
         if (rows * widest > int.MaxValue)
             throw new PolyEngineException($"{copies} copies of {state.Batch}×{state.Seq} positions are too many rows for one pass; " +
-                $"resume in chunks of at most {int.MaxValue / (widest * state.Batch * state.Seq)} copies");
-        Check(options, state.Batch * copies, state.Seq, from: at);
+                $"resume in chunks of at most {int.MaxValue / (widest * state.Batch * window)} copies");
+        Check(options, state.Batch * copies, window, from: at);
         RunResult result;
         lock (_transformer.Lock)
         {
             if (state.Disposed) throw new PolyEngineException("this forward state was disposed; stop the pass again (RunOptions.StopAt) to resume it");
-            result = _transformer.Resume(state, options, copies);
+            result = _transformer.Resume(state, options, copies, prefix);
         }
         if (result.Lengths.Any(n => n != result.Seq)) ZeroPadding(result);
         return result;
+    }
+
+    /// <summary>One-line errors for a windowed resume (<see cref="KvPrefix"/>) that cannot be run.</summary>
+    void CheckWindow(ForwardState state, RunOptions options, KvPrefix prefix)
+    {
+        int p = prefix.Positions, seq = state.Seq;
+        var at = state.At!.Value;
+        if (p < 0 || p >= seq) throw new PolyEngineException($"the window's first position {p} is outside 0..{seq - 1} of this {seq}-position state");
+        int shortest = state.Lengths.Min();
+        if (shortest <= p)
+            throw new PolyEngineException($"row {Array.IndexOf(state.Lengths, shortest)} has {shortest} tokens, so a window from position {p} holds none of it; start the window at most at {shortest - 1}");
+        if (at.Point is HookPoint.AttnQ or HookPoint.AttnK or HookPoint.AttnV or HookPoint.AttnRotQ or HookPoint.AttnRotK or HookPoint.AttnPattern)
+            throw new PolyEngineException($"a windowed resume cannot start inside attention ('{at}'): stop at the layer's hook_resid_pre or after its hook_z");
+        if (options.KeepForBackward) throw new PolyEngineException("KeepForBackward needs every position; resume without a window");
+        if (options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).FirstOrDefault(h => h.Point == HookPoint.AttnPattern) is { IsBlock: true } pat)
+            throw new PolyEngineException($"'{pat}' is not recorded in a windowed resume (its keys are not all in the window); resume without a window to read it");
+        // The layers whose attention the resumed pass runs: from the stop's own layer when the stop precedes its attention.
+        int first = !at.IsBlock ? 0 : at.CompareTo(new HookName(HookPoint.Ln1Normalized, at.Layer)) <= 0 ? at.Layer : at.Layer + 1;
+        int last = options.StopAtLayer ?? (options.StopAt is { IsBlock: true } stop ? stop.Layer : Spec.NLayers - 1);
+        long need = (long)state.Batch * seq * Spec.DModel;
+        for (int l = first; l <= last; l++)
+            foreach (var (name, list) in new[] { ("K", prefix.K), ("V", prefix.V) })
+            {
+                var buf = l < list.Count ? list[l] : null;
+                if (buf is null) throw new PolyEngineException($"the prefix has no {name} for layer {l}, which the resumed pass attends in; give the clean pass's [batch, seq, d_model] {name} of layers {first}..{last}");
+                if (buf.Length < need) throw new PolyEngineException($"the prefix's {name} of layer {l} holds {buf.Length} floats; the state's rows need [batch {state.Batch}, seq {seq}, d_model {Spec.DModel}] = {need}");
+            }
     }
 
     /// <summary>One-line errors for options that do not fit this model, the batch, or (when resuming) the resume point.</summary>

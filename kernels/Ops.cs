@@ -59,8 +59,9 @@ public interface IRowOps
     /// <summary>y[r, :] = table[ids[r], :] for each of ids.Length rows of width d.</summary>
     void Gather(int[] ids, DeviceBuffer table, int d, DeviceBuffer y);
 
-    /// <summary>Copies columns [colOffset, colOffset + width) of src[rows, srcWidth] into dst[rows, width].</summary>
-    void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst);
+    /// <summary>Copies columns [colOffset, colOffset + width) of src[rows, srcWidth] into columns [dstOffset, dstOffset + width)
+    /// of dst[rows, dstWidth] (dstWidth 0: dst is [rows, width]).</summary>
+    void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst, int dstWidth = 0, int dstOffset = 0);
 
     /// <summary>dst [copies·n] = src [n] repeated <paramref name="copies"/> times (one row set fanned out to many).</summary>
     void Broadcast(DeviceBuffer src, long n, int copies, DeviceBuffer dst);
@@ -70,6 +71,18 @@ public interface IRowOps
 
     /// <summary>Applies <paramref name="edit"/> in place to x [batch, seq, width] (a hook's activation).</summary>
     void Edit(DeviceBuffer x, int batch, int seq, int width, RowEdit edit);
+}
+
+/// <summary>The argument checks every backend's row ops share.</summary>
+static class RowsCheck
+{
+    public static void Columns(int colOffset, int width, int srcWidth, int dstOffset, int dstWidth)
+    {
+        if (colOffset < 0 || width < 0 || colOffset + width > srcWidth)
+            throw new ArgumentException($"CopyColumns: columns [{colOffset}, {colOffset + width}) outside a width of {srcWidth}");
+        if (dstOffset < 0 || dstOffset + width > dstWidth)
+            throw new ArgumentException($"CopyColumns: destination columns [{dstOffset}, {dstOffset + width}) outside a width of {dstWidth}");
+    }
 }
 
 /// <summary>Reductions of rows to what leaves the device: the top-k logits and log-sum-exp, and row metrics against the

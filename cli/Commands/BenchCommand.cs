@@ -71,7 +71,71 @@ static class BenchCommand
         bench.Subcommands.Add(forward);
         bench.Subcommands.Add(Coactivate(io));
         bench.Subcommands.Add(Interference(io));
+        bench.Subcommands.Add(Steer(io));
         return bench;
+    }
+
+    static Command Steer(Io io)
+    {
+        var model = Common.Model();
+        var hook = new Option<string>("--hook") { Description = "Hook the vectors are added at (every position)", DefaultValueFactory = _ => "blocks.6.hook_resid_post" };
+        var prompts = new Option<int>("--prompts") { Description = "Seeded prompts of 10–16 tokens, three target tokens each", DefaultValueFactory = _ => 8 };
+        var vectors = new Option<int>("--vectors") { Description = "Seeded Gaussian unit vectors, each over the paper's 32 scales", DefaultValueFactory = _ => 7 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the prompts and vectors", DefaultValueFactory = _ => 1 };
+        var budget = new Option<int>("--rows-budget") { Description = "Token positions one pass may hold", DefaultValueFactory = _ => 8192 };
+        var from = new Option<int?>("--from") { Description = "Edit from this position on (negative: from each prompt's end; default every position)" };
+        var write = new Option<string>("--write-workload") { Description = "Also write the workload and the measured rows (vectors.safetensors, prompts.jsonl, plan.json, rows.csv) into this folder for bench/baselines/steer_torch.py" };
+        var profile = new Option<bool>("--profile") { Description = "Also print where the time of the timed sweep goes, per op" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON object" };
+        var device = Common.Device();
+        var threads = Common.Threads();
+        var cmd = new Command("steer", Common.WithExamples(
+            "Steering throughput (interventions/s): seeded vectors × the paper's 32 scales added at one hook, on seeded prompts, with " +
+            "weighted cosine, overlap and KL per row — the issue's workload. bench/baselines/steer_vs_torch.sh runs the paper's " +
+            "one-forward-per-intervention PyTorch procedure and a batched PyTorch on the same workload.",
+            "polyengine bench steer --model ./toy-gpt2-small --threads 2",
+            "polyengine bench steer --model ./toy-gpt2-small --prompts 2 --vectors 7 --write-workload ./steer-workload --json"))
+        { model, hook, prompts, vectors, seed, budget, from, write, profile, json, device, threads };
+        cmd.SetAction(r =>
+        {
+            using var inner = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            var prof = r.GetValue(profile) ? new Kernels.ProfilingBackend(inner) : null;
+            using var m = Model.Load(r.GetValue(model)!, prof ?? inner);
+            var plan = Benchmarks.SteerBenchmark.Workload(m.Spec, HookName.Parse(r.GetValue(hook)!), r.GetValue(prompts), r.GetValue(vectors),
+                r.GetValue(seed), r.GetValue(budget)) with { From = r.GetValue(from) };
+            plan.Validate(m.Spec);
+            if (r.GetValue(write) is string dir)
+            {
+                Directory.CreateDirectory(dir);
+                Common.CheckWritable(Path.Combine(dir, "rows.csv"), "--write-workload");
+            }
+            var res = Benchmarks.SteerBenchmark.Measure(m, plan, timedStarts: prof is null ? null : prof.Reset);
+            if (r.GetValue(write) is string folder)
+            {
+                Benchmarks.SteerBenchmark.WriteWorkload(folder, plan);
+                Benchmarks.SteerBenchmark.WriteRows(Path.Combine(folder, "rows.csv"), res.Sweep);
+            }
+            var ops = prof?.Times.OrderByDescending(x => x.Value.Seconds).Select(x => (Op: x.Key, x.Value.Seconds, x.Value.Calls)).ToArray();
+            if (r.GetValue(json))
+                io.Out.WriteLine(JsonSerializer.Serialize(new
+                {
+                    interventions_per_second = res.InterventionsPerSecond, interventions = res.Interventions, seconds = res.Seconds,
+                    prompts = res.Prompts, vectors = res.Vectors, scales = res.Scales, hook = plan.Hook.ToString(), rows_budget = plan.RowsBudget, from = plan.From,
+                    threads = inner.HostThreads, device = inner.DeviceName, model = m.Folder,
+                    profile = ops?.Select(o => new { op = o.Op, seconds = o.Seconds, calls = o.Calls }).ToArray(),
+                }));
+            else
+            {
+                io.Out.WriteLine($"model: {m.Folder}  device: {note}");
+                io.Out.WriteLine($"steer {res.Prompts} prompts × {res.Vectors} vectors × {res.Scales} scales at {plan.Hook}{(plan.From is int f ? $" from position {f}" : "")}: " +
+                                 $"{res.InterventionsPerSecond:N1} interventions/s ({res.Interventions:N0} in {res.Seconds:F2} s{(prof is null ? "" : ", profiled")})");
+                if (ops is not null)
+                    foreach (var (op, sec, calls) in ops)
+                        io.Out.WriteLine($"  {op,-32} {sec,8:F2} s {100 * sec / res.Seconds,5:F1} %  ({calls} calls)");
+            }
+            return 0;
+        });
+        return cmd;
     }
 
     static Command Interference(Io io)

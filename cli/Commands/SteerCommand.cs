@@ -33,6 +33,11 @@ static class SteerCommand
             DefaultValueFactory = _ => "weighted_cosine,overlap,kl",
         };
         var center = new Option<bool>("--center-embeddings") { Description = "Cosines on TransformerLens's mean-centred W_E (the authors' TL runs) instead of HF's" };
+        var from = new Option<int?>("--from")
+        {
+            Description = "Edit positions from this one on (default: every position, the paper's steering); negative counts from each prompt's end, " +
+                          "-1 edits only the last token. The positions before it are not recomputed: the edited rows attend to the clean pass's keys and values",
+        };
         var top = new Option<int>("--top") { Description = "Also record each row's k most likely next tokens and their probabilities", DefaultValueFactory = _ => 0 };
         var bos = Common.Bos("off: the paper's prompts have no BOS; on puts the model's BOS first in every prompt");
         var budget = new Option<int>("--rows-budget") { Description = "Token positions one pass may hold (rows × padded length): bounds memory", DefaultValueFactory = _ => 8192 };
@@ -52,8 +57,9 @@ static class SteerCommand
             "scale per prompt and vector.",
             "polyengine steer --model gpt2 --hook blocks.6.hook_resid_post --vectors dirs.npy --prompts prompts.jsonl --out sweep/",
             "polyengine steer --model gpt2 --sae saes/blocks.8.hook_resid_pre --features 12,40-43 --random 1 --prompts p.jsonl --out sweep/",
-            "polyengine steer --model EleutherAI/pythia-70m-deduped --hook blocks.3.hook_mlp_out --neurons 5,17 --prompts p.jsonl --format csv --out neurons/"))
-        { model, hook, vectors, sae, features, neurons, random, seed, prompts, scales, factors, metrics, center, top, bos, budget, format, output, overwrite, checkpointEvery, device, threads };
+            "polyengine steer --model EleutherAI/pythia-70m-deduped --hook blocks.3.hook_mlp_out --neurons 5,17 --prompts p.jsonl --format csv --out neurons/",
+            "polyengine steer --model gpt2 --hook blocks.6.hook_resid_post --random 8 --from -1 --prompts p.jsonl --out last-token/"))
+        { model, hook, vectors, sae, features, neurons, random, seed, prompts, scales, factors, from, metrics, center, top, bos, budget, format, output, overwrite, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
@@ -133,6 +139,7 @@ static class SteerCommand
             {
                 Hook = hookName, Prompts = promptList, Vectors = vectorList, Scales = scaleGrid, Neurons = neuronList, Factors = factorGrid,
                 Metrics = steerMetrics, CenterEmbeddings = r.GetValue(center), TopK = r.GetValue(top), RowsBudget = r.GetValue(budget),
+                From = r.GetValue(from),
             };
             plan.Validate(m.Spec);
             var options = new JsonObject
@@ -141,7 +148,7 @@ static class SteerCommand
                 ["features"] = r.GetValue(features), ["neurons"] = r.GetValue(neurons), ["random"] = r.GetValue(random), ["seed"] = r.GetValue(seed),
                 [plan.NeuronLocus ? "factors" : "scales"] = new JsonArray((plan.NeuronLocus ? factorGrid : scaleGrid).Select(x => (JsonNode)x).ToArray()),
                 ["metrics"] = new JsonArray(steerMetrics.Select(x => (JsonNode)x.Name()).ToArray()), ["center_embeddings"] = plan.CenterEmbeddings,
-                ["top"] = plan.TopK, ["bos"] = bosOn, ["rows_budget"] = plan.RowsBudget,
+                ["top"] = plan.TopK, ["bos"] = bosOn, ["rows_budget"] = plan.RowsBudget, ["from"] = plan.From,
             };
             var key = new RunKey(keyInputs, (JsonObject)options.DeepClone());
             Common.PrepareScanOutput(io, folder, outDir, key, r.GetValue(overwrite), $"format={fmt}", SteerWriter.PlannedFiles(fmt, plan.NeuronLocus));

@@ -14,9 +14,14 @@ namespace PolyEngine.Forward;
 /// fused with the layer norm that reads its result (AddLayerNorm): resid_mid with ln2 (sequential blocks), resid_post with
 /// the next block's ln1 or with ln_final.
 /// </summary>
-sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDispatch hooks, int lastLayer, bool withHead)
+sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDispatch hooks, int lastLayer, bool withHead, Pass.KvWindow? window = null)
 {
     readonly int _rows = ws.Batch * ws.Seq, _d = s.DModel;
+    readonly int _positionOffset = window?.From ?? 0;   // the absolute position of the workspace's position 0
+
+    /// <summary>A windowed pass: the workspace holds positions [<see cref="From"/>, <see cref="Keys"/>) of each row; attention
+    /// reads the keys and values of earlier positions from <see cref="Prefix"/> (its rows fanned out to <see cref="Copies"/>).</summary>
+    public sealed record KvWindow(int From, int Keys, int Copies, KvPrefix Prefix);
 
     /// <summary>ws.Normed (and the norm taps in ws.Tmp / ws.Scale) already hold the output of the next layer norm, fused
     /// with the residual add before it — unless an edit changed the residual since; then the norm runs again.</summary>
@@ -58,7 +63,7 @@ sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDis
                 hooks.Edit(at, x);
                 if (w.PosEmbed is null) return new(HookPoint.ResidPre, 0);
                 var positions = new int[_rows];
-                for (int r = 0; r < _rows; r++) positions[r] = r % ws.Seq;
+                for (int r = 0; r < _rows; r++) positions[r] = _positionOffset + r % ws.Seq;
                 b.Rows.Gather(positions, w.PosEmbed, _d, ws.Tmp);
                 return new(HookPoint.PosEmbed);
             case HookPoint.PosEmbed:
@@ -90,8 +95,8 @@ sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDis
             case HookPoint.AttnV:
                 hooks.Edit(at, x);
                 if (s.RotaryDim == 0) return Attend(l);
-                b.Attention.Rotary(ws.Q, ws.Q, ws.Batch, ws.Seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
-                b.Attention.Rotary(ws.K, ws.K, ws.Batch, ws.Seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase);
+                b.Attention.Rotary(ws.Q, ws.Q, ws.Batch, ws.Seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase, _positionOffset);
+                b.Attention.Rotary(ws.K, ws.K, ws.Batch, ws.Seq, s.NHeads, s.DHead, s.RotaryDim, s.RotaryBase, _positionOffset);
                 return new(HookPoint.AttnRotQ, l);
             case HookPoint.AttnRotQ:
                 hooks.Edit(at, x);
@@ -161,8 +166,21 @@ sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDis
     HookName Attend(int l)
     {
         var pattern = new HookName(HookPoint.AttnPattern, l);
-        b.Attention.Causal(ws.Q, ws.K, ws.V, ws.Z, ws.Batch, ws.Seq, s.NHeads, s.DHead, 1f / MathF.Sqrt(s.DHead),
-            hooks.Wants(pattern) ? ws.Pattern : null);
+        float scale = 1f / MathF.Sqrt(s.DHead);
+        if (window is { } kv)
+        {
+            // Keys and values of every position: the prefix's (fanned out) with the window's own written over positions ≥ From.
+            var (k, v) = ws.Memory.Keys((long)ws.Batch * kv.Keys * _d);
+            foreach (var (all, own, clean) in new[] { (k, ws.K, kv.Prefix.K[l]!), (v, ws.V, kv.Prefix.V[l]!) })
+            {
+                long cleanLength = (long)ws.Batch / kv.Copies * kv.Keys * _d;
+                b.Rows.Broadcast(clean, cleanLength, kv.Copies, all);
+                b.Rows.CopyColumns(own, ws.Batch, ws.Seq * _d, 0, ws.Seq * _d, all, kv.Keys * _d, kv.From * _d);
+            }
+            b.Attention.Causal(ws.Q, k, v, ws.Z, ws.Batch, ws.Seq, s.NHeads, s.DHead, scale, null, kv.Keys);
+            return pattern;
+        }
+        b.Attention.Causal(ws.Q, ws.K, ws.V, ws.Z, ws.Batch, ws.Seq, s.NHeads, s.DHead, scale, hooks.Wants(pattern) ? ws.Pattern : null);
         return pattern;
     }
 

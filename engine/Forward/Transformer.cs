@@ -31,15 +31,33 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
     }
 
     /// <summary>Continues <paramref name="state"/> (validated by the caller) from its stop hook, its rows fanned out to
-    /// <paramref name="copies"/> copies on the backend: copy c is rows [c·batch, (c + 1)·batch).</summary>
-    public RunResult Resume(ForwardState state, RunOptions options, int copies)
+    /// <paramref name="copies"/> copies on the backend: copy c is rows [c·batch, (c + 1)·batch). With a
+    /// <paramref name="prefix"/>, only positions [p, seq) are continued (the window), attending to the prefix's K/V before p.</summary>
+    public RunResult Resume(ForwardState state, RunOptions options, int copies, KvPrefix? prefix = null)
     {
-        var ws = _pool.For(state.Batch * copies, state.Seq);
-        foreach (var (name, buf) in state.Workspace) backend.Rows.Broadcast(buf, buf.Length, copies, ws.ByName(name));
-        return Walk(ws, Repeat(state.InputIds, copies), Repeat(state.Lengths, copies), options, state.At!.Value, state.NormedReady, start: null);
+        int p = prefix?.Positions ?? 0, seq = state.Seq, win = seq - p;
+        var ws = _pool.For(state.Batch * copies, win);
+        foreach (var (name, buf) in state.Workspace)
+        {
+            if (p == 0)
+            {
+                backend.Rows.Broadcast(buf, buf.Length, copies, ws.ByName(name));
+                continue;
+            }
+            // The window's positions of each row, then fanned out.
+            int width = (int)(buf.Length / ((long)state.Batch * seq));
+            using var window = backend.Allocate((long)state.Batch * win * width);
+            backend.Rows.CopyColumns(buf, state.Batch, seq * width, p * width, win * width, window);
+            backend.Rows.Broadcast(window, window.Length, copies, ws.ByName(name));
+            backend.Synchronize();   // before the window buffer is freed
+        }
+        var ids = Repeat(state.InputIds.Chunk(seq).SelectMany(r => r[p..]).ToArray(), copies);
+        var kv = prefix is null ? null : new Pass.KvWindow(p, seq, copies, prefix);
+        return Walk(ws, ids, Repeat(state.Lengths.Select(n => n - p).ToArray(), copies), options, state.At!.Value, state.NormedReady, start: null, kv);
     }
 
-    RunResult Walk(Workspace ws, int[] ids, int[] lengths, RunOptions options, HookName from, bool normedReady, Action<Pass>? start)
+    RunResult Walk(Workspace ws, int[] ids, int[] lengths, RunOptions options, HookName from, bool normedReady, Action<Pass>? start,
+        Pass.KvWindow? window = null)
     {
         int batch = ws.Batch, seq = ws.Seq;
         // A stop at a hook changes nothing before it: the steps run as in the full pass (fusing the norms a full pass fuses).
@@ -48,7 +66,7 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         using var hooks = new HookDispatch(backend, spec, options, batch, seq, InFlight(options.StopAt), Keep(options, lastLayer, withHead));
         try
         {
-            var pass = new Pass(backend, spec, _weights, ws, hooks, lastLayer, withHead) { NormedReady = normedReady };
+            var pass = new Pass(backend, spec, _weights, ws, hooks, lastLayer, withHead, window) { NormedReady = normedReady };
             start?.Invoke(pass);
             for (HookName? h = from; h is { } at; h = pass.Step(at))
                 if (at == options.StopAt)
@@ -68,15 +86,14 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         }
     }
 
-    /// <summary>The stopped pass: a copy of every workspace buffer that can hold pass state (<see cref="Workspace.State"/>;
-    /// the pattern only at its own hook).</summary>
+    /// <summary>The stopped pass: a copy of every workspace buffer it still reads (<see cref="Workspace.Live"/>).</summary>
     ForwardState Capture(Workspace ws, HookName at, DeviceBuffer atBuffer, int[] ids, int[] lengths, bool normedReady, HookDispatch hooks)
     {
         var copies = new Dictionary<string, DeviceBuffer>();
         string? atName = null;
         try
         {
-            foreach (var (name, buf) in ws.State(withPattern: at.Point == HookPoint.AttnPattern))
+            foreach (var (name, buf) in ws.Live(at))
             {
                 var copy = copies[name] = backend.Allocate(buf.Length);
                 backend.Copy(buf, copy);

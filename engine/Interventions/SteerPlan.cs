@@ -75,6 +75,10 @@ public sealed record SteerPlan
     public bool CenterEmbeddings { get; init; }
     /// <summary>When positive, each row's k most likely next tokens and their probabilities.</summary>
     public int TopK { get; init; }
+    /// <summary>The first position edited: null edits every position (the paper's steering); p ≥ 0 edits positions p and
+    /// after; negative counts from each prompt's end (−1: its last token only). Positions before the first edited one are
+    /// not recomputed: the edited passes run from there on, over the clean pass's keys and values (<see cref="KvPrefix"/>).</summary>
+    public int? From { get; init; }
     /// <summary>Token positions (rows × padded length) one pass may hold: bounds memory, whatever the sweep's size.</summary>
     public int RowsBudget { get; init; } = 8192;
 
@@ -121,8 +125,22 @@ public sealed record SteerPlan
         if (Metrics.Count == 0) throw new PolyEngineException("--metrics is empty; give at least one metric");
         if (TopK < 0 || TopK > spec.DVocab) throw new PolyEngineException($"--top {TopK} is not between 0 and d_vocab = {spec.DVocab}");
         if (RowsBudget < 1) throw new PolyEngineException($"--rows-budget must be positive, got {RowsBudget}");
+        if (From is int from)
+            for (int p = 0; p < Prompts.Count; p++)
+                if (FirstEdited(p) is < 0 || FirstEdited(p) >= Prompts[p].Ids.Length)
+                    throw new PolyEngineException($"--from {from}: prompt {p} has {Prompts[p].Ids.Length} tokens, so it has no position {from}; " +
+                        "give a position every prompt has, or a negative one counted from each prompt's end (-1: the last token)");
         return Vectors.Select((v, i) => Unit(v, i, width)).ToArray();
     }
+
+    /// <summary>Prompt <paramref name="prompt"/>'s first edited position (<see cref="From"/> resolved against its length; 0 when
+    /// every position is edited).</summary>
+    public int FirstEdited(int prompt) => From switch
+    {
+        null => 0,
+        >= 0 and var p => p,
+        var back => Prompts[prompt].Ids.Length + back.Value,
+    };
 
     static float[] Unit(float[] v, int index, int width)
     {

@@ -20,6 +20,9 @@ public sealed record SteerRow(int Prompt, int Item, float Amount, double[] Metri
 /// </summary>
 public static class SteerSweep
 {
+    /// <summary>Token positions a pass should hold for the GEMMs to run at speed; prompts are grouped only up to this.</summary>
+    const int MinPassRows = 1024;
+
     /// <summary>Progress: interventions done (baselines not counted) and the sweep's total.</summary>
     public delegate void Progress(long done, long total);
 
@@ -36,8 +39,10 @@ public static class SteerSweep
         bool ranks = plan.Metrics.Any(m => m.NeedsRanks());
         long total = plan.Interventions, done = (long)firstPrompt * edits.Count;
         int longest = plan.Prompts.Max(p => p.Ids.Length);
-        // Prompts per group: as many as fit the budget with every edit of each in one pass (at least one).
-        int groupSize = (int)Math.Clamp(plan.RowsBudget / ((long)longest * Math.Max(1, edits.Count)), 1, 64);
+        // Prompts per group: enough that a pass holds ~MinPassRows token positions (a GEMM's rows; fewer prompts pad less),
+        // no more than fit the budget with every edit of each in one pass, and at least one.
+        long perPrompt = (long)longest * Math.Max(1, edits.Count);
+        int groupSize = (int)Math.Clamp(Math.Min((MinPassRows + perPrompt - 1) / perPrompt, plan.RowsBudget / perPrompt), 1, 64);
         for (int p0 = firstPrompt; p0 < plan.Prompts.Count; p0 += groupSize)
         {
             cancel.ThrowIfCancellationRequested();
@@ -54,6 +59,11 @@ public static class SteerSweep
             using var weightBuffer = b.Upload(weights);
             using var reference = b.Allocate((long)n * vocab);
             using var state = model.Run(group.Select(p => p.Ids).ToArray(), new RunOptions { StopAt = plan.Hook, KeepKv = false, Logits = LogitsMode.None }).State!;
+            // Edited from the group's first edited position q0 on: the edited passes run positions [q0, seq) only, over the
+            // clean K/V of the positions before it, which the baseline pass below leaves behind.
+            var firstEdited = Enumerable.Range(p0, n).Select(plan.FirstEdited).ToArray();
+            int q0 = firstEdited.Min();
+            using var kv = q0 > 0 ? new CleanKv(model, plan.Hook, n * seq) : null;
             var rows = new List<SteerRow>[n];
             for (int i = 0; i < n; i++) rows[i] = [];
 
@@ -61,6 +71,7 @@ public static class SteerSweep
             model.Resume(state, new RunOptions
             {
                 Logits = LogitsMode.None,
+                DeviceTaps = kv?.Taps ?? [],
                 LastLogits = logits =>
                 {
                     b.Copy(logits, reference);
@@ -69,13 +80,20 @@ public static class SteerSweep
                 },
             });
 
-            // The edits, fanned out copies-major: copy c holds edit e0 + c for every prompt of the group.
-            int copiesPerPass = (int)Math.Clamp(plan.RowsBudget / ((long)n * seq), 1, int.MaxValue);
+            // The edits, fanned out copies-major: copy c holds edit e0 + c for every prompt of the group. A windowed pass holds
+            // seq − q0 positions per row, and the keys of all seq (two d_model-wide rows each, counted as a quarter position).
+            int window = seq - q0;
+            int copiesPerPass = (int)Math.Clamp(Math.Min(plan.RowsBudget / ((long)n * window), q0 > 0 ? 4L * plan.RowsBudget / ((long)n * seq) : long.MaxValue),
+                1, int.MaxValue);
+            var prefix = kv?.Prefix(q0);
             for (int e0 = 0; e0 < edits.Count; e0 += copiesPerPass)
             {
                 cancel.ThrowIfCancellationRequested();
                 int copies = Math.Min(copiesPerPass, edits.Count - e0);
-                var edit = RowEdit(plan, units, edits, e0, copies, n, width);
+                var edit = RowEdit(plan, units, edits, e0, copies, n, width) with
+                {
+                    From = plan.From is null ? null : Enumerable.Range(0, copies * n).Select(r => firstEdited[r % n] - q0).ToArray(),
+                };
                 var groupOf = Enumerable.Range(0, copies * n).Select(r => r % n).ToArray();
                 model.Resume(state, new RunOptions
                 {
@@ -91,11 +109,44 @@ public static class SteerSweep
                                 rows[i].Add(metrics(c * n + i, i, item, amount));
                             }
                     },
-                }, copies);
+                }, copies, prefix);
                 done += (long)copies * n;
                 progress?.Invoke(done, total);
             }
             sink(rows.Select((r, i) => r.Select(x => x with { Prompt = p0 + i })).SelectMany(x => x).ToList());
+        }
+    }
+
+    /// <summary>The clean K and V of the layers a pass resumed at <c>hook</c> attends in, copied from the baseline pass by
+    /// device taps into buffers [batch, seq, d_model] (<see cref="KvPrefix"/>).</summary>
+    sealed class CleanKv : IDisposable
+    {
+        readonly DeviceBuffer?[] _k, _v;
+
+        public CleanKv(Model model, HookName hook, int positions)
+        {
+            var spec = model.Spec;
+            int first = !hook.IsBlock ? 0 : hook.CompareTo(new HookName(HookPoint.Ln1Normalized, hook.Layer)) <= 0 ? hook.Layer : hook.Layer + 1;
+            var key = spec.RotaryDim > 0 ? HookPoint.AttnRotK : HookPoint.AttnK;
+            _k = new DeviceBuffer?[spec.NLayers];
+            _v = new DeviceBuffer?[spec.NLayers];
+            var taps = new List<DeviceTap>();
+            for (int l = first; l < spec.NLayers; l++)
+            {
+                var (k, v) = (_k[l] = model.Backend.Allocate((long)positions * spec.DModel), _v[l] = model.Backend.Allocate((long)positions * spec.DModel));
+                taps.Add(new DeviceTap(new HookName(key, l), x => model.Backend.Copy(x, k)));
+                taps.Add(new DeviceTap(new HookName(HookPoint.AttnV, l), x => model.Backend.Copy(x, v)));
+            }
+            Taps = taps;
+        }
+
+        public IReadOnlyList<DeviceTap> Taps { get; }
+
+        public KvPrefix Prefix(int positions) => new(positions, _k, _v);
+
+        public void Dispose()
+        {
+            foreach (var buf in _k.Concat(_v)) buf?.Dispose();
         }
     }
 

@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace PolyEngine.Kernels.Cpu;
 
 /// <summary>The logits-side reduction (<see cref="TopLogitRows"/>) on host rows. Scalar reference: Reference/ReductionReference.</summary>
@@ -26,44 +28,89 @@ public static class LogitReductions
         return new TopLogitRows(rows, k, ids, top, lse);
     }
 
-    /// <summary>Row metrics (<see cref="IReductionOps.RowMetrics"/>) parallel over rows, sums in double.</summary>
+    /// <summary>Row metrics (<see cref="IReductionOps.RowMetrics"/>) parallel over rows, in double: per row one pass of
+    /// e_t = exp(x_t − max) (vectorized double exps), lse = max + log Σe, expectations Σ e_t w_t / Σe; the KL through
+    /// its group's reference constants, KL = Σ Q log Q − Σ Q x + lse · Σ Q (Q = the reference's P, per group once).</summary>
     public static LogitRowMetrics Metrics(ArraySegment<float> logits, int rows, int vocab, int[] group, ArraySegment<float> weights, int nWeights,
         ArraySegment<float>? reference, int threads)
     {
         var lse = new float[rows];
         var dots = new float[rows * nWeights];
         var kl = reference is null ? null : new float[rows];
-        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => new float[vocab], (r, _, p) =>
+        // Per group: Q [vocab] (double), Σ Q log Q and Σ Q.
+        int groups = reference is null ? 0 : group.Max() + 1;
+        var q = new double[groups][];
+        var qLogQ = new double[groups];
+        var qSum = new double[groups];
+        if (reference is { } refs)
+            Parallel.For(0, groups, new ParallelOptions { MaxDegreeOfParallelism = threads }, g =>
+            {
+                if (!group.Contains(g)) return;
+                var e = q[g] = new double[vocab];
+                var x = refs.AsSpan(g * vocab, vocab);
+                double l = Exps(x, e, out double sum);
+                l += Math.Log(sum);
+                double s = 0, sl = 0;
+                for (int t = 0; t < vocab; t++)
+                {
+                    double qt = e[t] / sum;
+                    e[t] = qt;
+                    s += qt;
+                    sl += qt * (x[t] - l);
+                }
+                (qLogQ[g], qSum[g]) = (sl, s);
+            });
+        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, () => new double[vocab], (r, _, e) =>
         {
             var row = logits.AsSpan(r * vocab, vocab);
             int g = group[r];
-            float l = LogSumExp(row);
-            lse[r] = l;
-            System.Numerics.Tensors.TensorPrimitives.Subtract(row, l, p);   // log P
-            var logP = (ReadOnlySpan<float>)p;
-            if (reference is { } refs)
-            {
-                var q = refs.AsSpan(g * vocab, vocab);
-                float lq = LogSumExp(q);
-                double sum = 0;
-                for (int t = 0; t < vocab; t++)
-                {
-                    double logQ = q[t] - lq;
-                    sum += Math.Exp(logQ) * (logQ - logP[t]);
-                }
-                kl![r] = (float)sum;
-            }
-            System.Numerics.Tensors.TensorPrimitives.Exp(p, p);   // P
+            double l = Exps(row, e, out double sum);
+            l += Math.Log(sum);
+            lse[r] = (float)l;
+            if (reference is not null) kl![r] = (float)(qLogQ[g] - Dot(q[g], row) + l * qSum[g]);
             for (int j = 0; j < nWeights; j++)
-            {
-                var w = weights.AsSpan((g * nWeights + j) * vocab, vocab);
-                double acc = 0;
-                for (int t = 0; t < vocab; t++) acc += (double)p[t] * w[t];
-                dots[r * nWeights + j] = (float)acc;
-            }
-            return p;
+                dots[r * nWeights + j] = (float)(Dot(e, weights.AsSpan((g * nWeights + j) * vocab, vocab)) / sum);
+            return e;
         }, _ => { });
         return new LogitRowMetrics(rows, nWeights, lse, dots, kl);
+    }
+
+    /// <summary>e_t = exp(x_t − max x) in double; returns max x and Σ e in <paramref name="sum"/>.</summary>
+    static double Exps(ReadOnlySpan<float> x, Span<double> e, out double sum)
+    {
+        double max = System.Numerics.Tensors.TensorPrimitives.Max(x);
+        int t = 0;
+        var acc = Vector256<double>.Zero;
+        if (Vector256.IsHardwareAccelerated)
+            for (var m = Vector256.Create(max); t + 8 <= x.Length; t += 8)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Create(x.Slice(t, 8)));
+                var a = Vector256.Exp(lo - m);
+                var b = Vector256.Exp(hi - m);
+                a.CopyTo(e.Slice(t, 4));
+                b.CopyTo(e.Slice(t + 4, 4));
+                acc += a + b;
+            }
+        sum = Vector256.Sum(acc);
+        for (; t < x.Length; t++) sum += e[t] = Math.Exp(x[t] - max);
+        return max;
+    }
+
+    /// <summary>Σ a_t b_t in double.</summary>
+    static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<float> b)
+    {
+        int t = 0;
+        var acc = Vector256<double>.Zero;
+        if (Vector256.IsHardwareAccelerated)
+            for (; t + 8 <= b.Length; t += 8)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Create(b.Slice(t, 8)));
+                acc = Vector256.MultiplyAddEstimate(Vector256.Create(a.Slice(t, 4)), lo, acc);
+                acc = Vector256.MultiplyAddEstimate(Vector256.Create(a.Slice(t + 4, 4)), hi, acc);
+            }
+        double sum = Vector256.Sum(acc);
+        for (; t < b.Length; t++) sum += a[t] * b[t];
+        return sum;
     }
 
     /// <summary>max + log Σ exp(x − max), the sum in double.</summary>

@@ -34,11 +34,12 @@ sealed class CpuRows : IRowOps
         }
     }
 
-    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst)
+    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst, int dstWidth = 0, int dstOffset = 0)
     {
-        if (colOffset < 0 || colOffset + width > srcWidth) throw new ArgumentException($"CopyColumns: columns [{colOffset}, {colOffset + width}) outside a width of {srcWidth}");
+        if (dstWidth == 0) dstWidth = width;
+        RowsCheck.Columns(colOffset, width, srcWidth, dstOffset, dstWidth);
         Span<float> s = CpuBackend.Span(src), dd = CpuBackend.Span(dst);
-        for (int r = 0; r < rows; r++) s.Slice(r * srcWidth + colOffset, width).CopyTo(dd.Slice(r * width, width));
+        for (int r = 0; r < rows; r++) s.Slice(r * srcWidth + colOffset, width).CopyTo(dd.Slice(r * dstWidth + dstOffset, width));
     }
 
     public void Broadcast(DeviceBuffer src, long n, int copies, DeviceBuffer dst)

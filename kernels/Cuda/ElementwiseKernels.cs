@@ -7,7 +7,7 @@ namespace PolyEngine.Kernels.Cuda;
 // Element-wise ILGPU kernels, one thread per output element (scalar references: Reference/RowsReference, ActivationReference).
 //   Gather       — y[r, c] = table[ids[r], c]
 //   Add          — y = a + b
-//   CopyColumns  — dst[r, c] = src[r, offset + c]
+//   CopyColumns  — dst[r, dstOffset + c] = src[r, offset + c]
 //   Activate     — GELU tanh as x·sigmoid(2u), GELU erf with the Numerical Recipes erfc fit, ReLU
 // Rules from docs/CUDA.md §2: MathMode.Default, XMath (not Math/MathF), no FusedMultiplyAdd, no Math.Clamp, no System.Half.
 public static class ElementwiseKernels
@@ -23,10 +23,10 @@ public static class ElementwiseKernels
     public static void Add(Index1D i, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y) => y[i] = a[i] + b[i];
 
     [GpuKernel]
-    public static void CopyColumns(Index1D i, ArrayView<float> src, int srcWidth, int colOffset, int width, ArrayView<float> dst)
+    public static void CopyColumns(Index1D i, ArrayView<float> src, int srcWidth, int colOffset, int width, ArrayView<float> dst, int dstWidth, int dstOffset)
     {
         int r = i / width, c = i % width;
-        dst[i] = src[(long)r * srcWidth + colOffset + c];
+        dst[(long)r * dstWidth + dstOffset + c] = src[(long)r * srcWidth + colOffset + c];
     }
 
     /// <summary><paramref name="kind"/> is <see cref="Activation"/> as an int.</summary>
@@ -81,7 +81,7 @@ sealed class IlgpuRows : IRowOps, IDisposable
     readonly IlgpuBackend _b;
     readonly Action<Index1D, ArrayView<int>, ArrayView<float>, int, ArrayView<float>> _gather;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> _add;
-    readonly Action<Index1D, ArrayView<float>, int, int, int, ArrayView<float>> _copyColumns;
+    readonly Action<Index1D, ArrayView<float>, int, int, int, ArrayView<float>, int, int> _copyColumns;
     readonly Action<Index1D, ArrayView<float>, int, int, ArrayView<float>, int, ArrayView<float>, int, int, ArrayView<int>> _editRows;
     MemoryBuffer1D<int, Stride1D.Dense>? _ids, _editFrom;   // gather ids and edit start positions, grown on demand
 
@@ -91,7 +91,7 @@ sealed class IlgpuRows : IRowOps, IDisposable
         var acc = backend.Acc;
         _gather = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<float>, int, ArrayView<float>>(ElementwiseKernels.Gather);
         _add = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>>(ElementwiseKernels.Add);
-        _copyColumns = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, int, ArrayView<float>>(ElementwiseKernels.CopyColumns);
+        _copyColumns = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, int, ArrayView<float>, int, int>(ElementwiseKernels.CopyColumns);
         _editRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, int, ArrayView<float>, int, ArrayView<float>, int, int, ArrayView<int>>(
             EditKernels.EditRows);
     }
@@ -107,12 +107,13 @@ sealed class IlgpuRows : IRowOps, IDisposable
         _gather(ids.Length * d, idBuf.View, IlgpuBackend.Of(table).View, d, IlgpuBackend.Of(y, (long)ids.Length * d, "y", "Gather").View);
     }
 
-    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst)
+    public void CopyColumns(DeviceBuffer src, int rows, int srcWidth, int colOffset, int width, DeviceBuffer dst, int dstWidth = 0, int dstOffset = 0)
     {
-        if (colOffset < 0 || colOffset + width > srcWidth) throw new ArgumentException($"CopyColumns: columns [{colOffset}, {colOffset + width}) outside a width of {srcWidth}");
+        if (dstWidth == 0) dstWidth = width;
+        RowsCheck.Columns(colOffset, width, srcWidth, dstOffset, dstWidth);
         if (rows * width > 0)
             _copyColumns(rows * width, IlgpuBackend.Of(src, (long)rows * srcWidth, "src", "CopyColumns").View, srcWidth, colOffset, width,
-                IlgpuBackend.Of(dst, (long)rows * width, "dst", "CopyColumns").View);
+                IlgpuBackend.Of(dst, (long)rows * dstWidth, "dst", "CopyColumns").View, dstWidth, dstOffset);
     }
 
     public void Broadcast(DeviceBuffer src, long n, int copies, DeviceBuffer dst)

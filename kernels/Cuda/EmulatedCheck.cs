@@ -64,6 +64,8 @@ public static class EmulatedCheck
             () => { var y = gpu.Allocate(3 * d); gpu.Rows.Gather([6, 0, 3], Up(x), d, y); return Get(y, 3 * d); }, 0);
         Check("ElementwiseKernels.CopyColumns", () => RowsReference.CopyColumns(x, rows, d, 5, 4),
             () => { var y = gpu.Allocate(rows * 4); gpu.Rows.CopyColumns(Up(x), rows, d, 5, 4, y); return Get(y, rows * 4); }, 0);
+        Check("ElementwiseKernels.CopyColumns (into columns of a wider row)", () => RowsReference.CopyColumns(x, rows, d, 5, 4, x, d, 2),
+            () => { var y = Up(x); gpu.Rows.CopyColumns(Up(x), rows, d, 5, 4, y, d, 2); return Get(y, rows * d); }, 0);
         Check("Rows.Broadcast (views)", () => [.. x.Skip(d).Take(2 * d), .. x.Skip(d).Take(2 * d), .. x.Skip(d).Take(2 * d)], () =>
         {
             var y = gpu.Allocate(6 * d);

@@ -27,6 +27,16 @@ public static class RowsReference
         return y;
     }
 
+    /// <summary>dst [rows, dstWidth] with columns [dstOffset, dstOffset + width) replaced by columns [colOffset, colOffset +
+    /// width) of src [rows, srcWidth], into a new array.</summary>
+    public static float[] CopyColumns(float[] src, int rows, int srcWidth, int colOffset, int width, float[] dst, int dstWidth, int dstOffset)
+    {
+        var y = (float[])dst.Clone();
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < width; c++) y[r * dstWidth + dstOffset + c] = src[r * srcWidth + colOffset + c];
+        return y;
+    }
+
     /// <summary>Columns [colOffset, colOffset + width) of src [rows, srcWidth].</summary>
     public static float[] CopyColumns(float[] src, int rows, int srcWidth, int colOffset, int width)
     {

@@ -80,6 +80,29 @@ public class SteerCliTests
     }
 
     [Fact]
+    public void FromTheLastTokenTheRowsAreTheLibrarysWindowedSweep()
+    {
+        using var dir = new Fixtures.TempDir();
+        WritePrompts(dir.File("p.jsonl"));
+        var (code, stdout, stderr) = Run("steer", "--model", Gpt2, "--hook", "blocks.1.hook_resid_pre", "--random", "2", "--seed", "3",
+            "--prompts", dir.File("p.jsonl"), "--scales", "-4,6", "--from", "-1", "--format", "csv", "--out", dir.File("out"));
+        Assert.True(code == 0, stderr);
+        using var m = Model.Load(Gpt2);
+        var g = new Rng(3).Normals([2, 64], 1f);
+        var plan = new SteerPlan
+        {
+            Hook = HookName.Parse("blocks.1.hook_resid_pre"), Prompts = PromptFile.Load(dir.File("p.jsonl"), () => m.Tokenizer),
+            Vectors = [g[..64], g[64..]], Scales = [-4f, 6f], From = -1,
+        };
+        var expected = SteerSweep.Collect(m, plan).Rows;
+        var rows = Csv(dir.File("out/rows.csv"));
+        Assert.Equal(expected.Count, rows.Length - 1);
+        for (int i = 0; i < expected.Count; i++)
+            for (int k = 0; k < 3; k++) Assert.Equal(expected[i].Metrics[k], double.Parse(rows[i + 1][3 + k], CultureInfo.InvariantCulture));
+        Assert.Contains("\"from\": -1", File.ReadAllText(dir.File("out/manifest.json")));
+    }
+
+    [Fact]
     public void SaeFeaturesAreTheirUnitDecoderRowsAtTheSaesHook()
     {
         using var dir = new Fixtures.TempDir();
@@ -139,6 +162,7 @@ public class SteerCliTests
         { "neuron", "--neurons: coordinate 256 is outside 0..255" },
         { "two-loci", "give one locus" },
         { "metric", "--metrics: 'kendal' is not a metric" },
+        { "from", "--from 3: prompt 0 has 3 tokens, so it has no position 3" },
     };
 
     [Theory]
@@ -171,6 +195,7 @@ public class SteerCliTests
             "neuron" => ["--hook", "blocks.1.mlp.hook_post", "--neurons", "256"],
             "two-loci" => ["--hook", "blocks.1.mlp.hook_post", "--neurons", "2", "--vectors", vectors],
             "metric" => ["--hook", "blocks.0.hook_resid_post", "--vectors", vectors, "--metrics", "kendal"],
+            "from" => ["--hook", "blocks.0.hook_resid_post", "--vectors", vectors, "--from", "3"],
             _ => ["--hook", "blocks.0.hook_resid_post", "--vectors", vectors],
         };
         var (code, _, stderr) = Run(["steer", "--model", Gpt2, "--prompts", prompts, .. args, "--out", dir.File("out")]);

@@ -120,7 +120,8 @@ public class SteerSweepTests
             {
                 var r = result.Rows[row++];
                 Assert.Equal((p, edit.Item, edit.Amount), (r.Prompt, r.Item, r.Amount));
-                var logits = LastLogits(m, prompt.Ids, byHand(edit));
+                var hand = byHand(edit);
+                var logits = LastLogits(m, prompt.Ids, plan.From is null ? hand : hand with { From = [plan.FirstEdited(p)] });
                 Compare(ReferenceMetrics(m, logits, clean, prompt, plan.Metrics), r.Metrics, plan.Metrics, tol, $"prompt {p} item {edit.Item} amount {edit.Amount}");
                 if (plan.TopK > 0)
                 {
@@ -161,6 +162,33 @@ public class SteerSweepTests
             float norm = System.Numerics.Tensors.TensorPrimitives.Norm(v);
             return HookEdit.AddVector(hook, v.Select(x => x / norm).ToArray(), e.Amount);
         }, 2e-5);
+    }
+
+    [Theory]
+    [InlineData("gpt2-tiny", "blocks.1.hook_resid_pre", -1, 24)]       // each prompt's last token, one prompt a group
+    [InlineData("gpt2-tiny", "blocks.0.hook_resid_post", -2, 100000)]  // ragged prompts in one group: the window starts at the earliest
+    [InlineData("neox-tiny", "blocks.0.hook_mlp_out", 2, 70)]          // rotary from the window's position, several passes a group
+    [InlineData("neox-tiny", "hook_embed", -1, 100000)]
+    public void AnEditFromAPositionRunsOnlyTheWindowAndEqualsOnePassPerIntervention(string model, string hookName, int from, int budget)
+    {
+        using var m = Model.Load(Fixtures.Golden(model));
+        var hook = HookName.Parse(hookName);
+        var vectors = new[] { Random(64, 4), Random(64, 5) };
+        var plan = new SteerPlan
+        {
+            Hook = hook, Prompts = Prompts, Vectors = vectors, Scales = [-6f, 3f], Metrics = AllMetrics, TopK = 2, RowsBudget = budget, From = from,
+        };
+        AssertSweepMatchesOnePassEach(m, plan, e =>
+        {
+            var v = vectors[e.Item];
+            float norm = System.Numerics.Tensors.TensorPrimitives.Norm(v);
+            return HookEdit.AddVector(hook, v.Select(x => x / norm).ToArray(), e.Amount);
+        }, 2e-5);
+        // The edit matters: the steered rows differ from the sweep that edits every position.
+        var everywhere = SteerSweep.Collect(m, plan with { From = null }).Rows;
+        Assert.Contains(SteerSweep.Collect(m, plan).Rows.Zip(everywhere), x => !x.First.IsBaseline && x.First.Metrics[2] != x.Second.Metrics[2]);
+        Assert.Contains("prompt 1 has 3 tokens", Assert.Throws<PolyEngineException>(() => SteerSweep.Collect(m, plan with { From = 3 })).Message);
+        Assert.Contains("prompt 1 has 3 tokens", Assert.Throws<PolyEngineException>(() => SteerSweep.Collect(m, plan with { From = -4 })).Message);
     }
 
     [Fact]

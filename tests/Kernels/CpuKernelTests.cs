@@ -267,6 +267,25 @@ public class CpuKernelTests
         var cv = new float[4];
         b.Download(cols, cv);
         Assert.Equal(new float[] { 1, 4, 7, 10 }, cv);
+        Assert.Throws<ArgumentException>(() => b.Rows.CopyColumns(table, 4, 3, 1, 2, cols, 2, 1));   // past the destination row
         Assert.Throws<ArgumentOutOfRangeException>(() => new CpuBackend(-1));
+    }
+
+    [Theory]
+    [InlineData(1, 3, 0, 3, 3, 0)]        // a plain copy
+    [InlineData(5, 7, 2, 3, 11, 8)]       // a middle block into the end of a wider row
+    [InlineData(4, 9, 0, 4, 9, 5)]        // the windowed resume's use: a suffix of positions into the keys' rows
+    [InlineData(3, 17, 16, 1, 1, 0)]      // one column
+    public void CopyColumnsIntoColumnsOfAnotherWidthMatchesTheReference(int rows, int srcWidth, int colOffset, int width, int dstWidth, int dstOffset)
+    {
+        var b = new CpuBackend(2);
+        var src = Random(rows * srcWidth, rows + srcWidth);
+        var dst = Random(rows * dstWidth, 7);
+        var y = b.Upload(dst);
+        b.Rows.CopyColumns(b.Upload(src), rows, srcWidth, colOffset, width, y, dstWidth, dstOffset);
+        var got = new float[rows * dstWidth];
+        b.Download(y, got);
+        Assert.Equal(RowsReference.CopyColumns(src, rows, srcWidth, colOffset, width, dst, dstWidth, dstOffset), got);
+        if (dstOffset > 0) Assert.Equal(dst[0], got[0]);   // columns outside the block keep their values
     }
 }

@@ -119,6 +119,10 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
         var cols = _gpu.Allocate(10);
         _gpu.Rows.CopyColumns(_gpu.Upload(table), 10, dHead, dHead - 1, 1, cols);
         Assert.Equal(Enumerable.Range(0, 10).Select(r => table[r * dHead + dHead - 1]), Get(_gpu, cols, 10));
+        var wide = Random(10 * (dHead + 3), 5);
+        var into = _gpu.Upload(wide);
+        _gpu.Rows.CopyColumns(_gpu.Upload(table), 10, dHead, 1, dHead - 1, into, dHead + 3, 4);
+        Assert.Equal(RowsReference.CopyColumns(table, 10, dHead, 1, dHead - 1, wide, dHead + 3, 4), Get(_gpu, into, 10 * (dHead + 3)));
     }
 
     [Theory]
