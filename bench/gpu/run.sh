@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for a session lent a GPU (issue #3): build, the real-device CUDA tests, the kernel checks, and
 # throughput of PolyEngine's forward on the GPU against its CPU backend and PyTorch on the same GPU (eager and
-# torch.compile, when the machine's python has a CUDA torch), on the same toy weights. Everything goes to $OUT
+# torch.compile, when the machine's python has a CUDA torch), on the same toy weights; then the steering sweep's
+# interventions/s on the GPU. Everything goes to $OUT
 # (default ./gpu-results); summarise it in bench/RESULTS.md with the date and the device.
 #   run with the device tool:  bash bench/gpu/run.sh
 set -uo pipefail
@@ -19,7 +20,7 @@ pe() { dotnet "$root/cli/bin/Release/net10.0/PolyEngine.Cli.dll" "$@"; }
 log "devices";        pe devices 2>&1 | tee "$OUT/devices.txt"
 log "kernels check";  pe kernels check 2>&1 | tee "$OUT/kernels-check.txt" | tail -n 1
 log "CUDA tests (real device parity with the HF goldens; CPU vs CUDA at the GPT-2-small shape)"
-dotnet test -c Release --no-build --filter "FullyQualifiedName~CudaDeviceTests|FullyQualifiedName~IlgpuBackendTests" \
+dotnet test -c Release --no-build --filter "FullyQualifiedName~CudaDeviceTests|FullyQualifiedName~IlgpuBackendTests|FullyQualifiedName~SteerSweepTests|FullyQualifiedName~WindowedResumeTests" \
   --logger "console;verbosity=normal" > "$OUT/cuda-tests.txt" 2>&1
 grep -E "Passed!|Failed!|\[FAIL\]|\[SKIP\]" "$OUT/cuda-tests.txt" | tee -a "$OUT/summary.txt"
 for preset in gpt2-small pythia-70m; do
@@ -42,4 +43,14 @@ for preset in gpt2-small pythia-70m; do
   log "$preset on the machine's CPU, batch 8 x seq 128 (same binary, for the CPU/GPU ratio)"
   pe bench forward --model "$model" --device cpu --batch 8 --seq 128 --iters 3 --json 2>&1 | tee -a "$OUT/bench-$preset.jsonl"
 done
+# The steering sweep (issue #12): the issue's workload (7 vectors x 32 scales at blocks.6.hook_resid_post, prompts of
+# 10-16 tokens) at growing sizes; the goal is 1M interventions (4,465 prompts) in under 10 s on one H100-class GPU.
+model="$root/artifacts/toy-gpt2-small-seed1"
+for prompts in 64 4465; do
+  log "steer $prompts prompts x 224 interventions on the GPU (every position, then the last token only)"
+  pe bench steer --model "$model" --device cuda --prompts "$prompts" --json 2>&1 | tee -a "$OUT/bench-steer.jsonl"
+  pe bench steer --model "$model" --device cuda --prompts "$prompts" --from -1 --json 2>&1 | tee -a "$OUT/bench-steer.jsonl"
+done
+log "steer on the machine's CPU, 8 prompts (same binary)"
+pe bench steer --model "$model" --device cpu --prompts 8 --json 2>&1 | tee -a "$OUT/bench-steer.jsonl"
 log "done: results in $OUT"

@@ -14,9 +14,15 @@ namespace PolyEngine.Forward;
 /// fused with the layer norm that reads its result (AddLayerNorm): resid_mid with ln2 (sequential blocks), resid_post with
 /// the next block's ln1 or with ln_final.
 /// </summary>
-sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDispatch hooks, int lastLayer, bool withHead, Pass.KvWindow? window = null)
+sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDispatch hooks, int lastLayer, bool withHead, Pass.KvWindow? window = null,
+    bool lastPositionOnly = false)
 {
-    readonly int _rows = ws.Batch * ws.Seq, _d = s.DModel;
+    int _rows = ws.Batch * ws.Seq;   // rows the ops run on: batch × seq, or batch once the last layer keeps only the last position
+    readonly int _d = s.DModel;
+
+    /// <summary>Positions per row from here on: the workspace's, or 1 once the last layer's attention kept only each row's
+    /// last position (<c>lastPositionOnly</c>: nothing reads the other positions there — the caller checked).</summary>
+    public int Seq { get; private set; } = ws.Seq;
     readonly int _positionOffset = window?.From ?? 0;   // the absolute position of the workspace's position 0
 
     /// <summary>A windowed pass: the workspace holds positions [<see cref="From"/>, <see cref="Keys"/>) of each row; attention
@@ -167,20 +173,37 @@ sealed class Pass(IBackend b, ModelSpec s, ModelWeights w, Workspace ws, HookDis
     {
         var pattern = new HookName(HookPoint.AttnPattern, l);
         float scale = 1f / MathF.Sqrt(s.DHead);
+        DeviceBuffer k = ws.K, v = ws.V;
+        int? keys = null;
         if (window is { } kv)
         {
             // Keys and values of every position: the prefix's (fanned out) with the window's own written over positions ≥ From.
-            var (k, v) = ws.Memory.Keys((long)ws.Batch * kv.Keys * _d);
+            (k, v) = ws.Memory.Keys((long)ws.Batch * kv.Keys * _d);
             foreach (var (all, own, clean) in new[] { (k, ws.K, kv.Prefix.K[l]!), (v, ws.V, kv.Prefix.V[l]!) })
             {
                 long cleanLength = (long)ws.Batch / kv.Copies * kv.Keys * _d;
                 b.Rows.Broadcast(clean, cleanLength, kv.Copies, all);
                 b.Rows.CopyColumns(own, ws.Batch, ws.Seq * _d, 0, ws.Seq * _d, all, kv.Keys * _d, kv.From * _d);
             }
-            b.Attention.Causal(ws.Q, k, v, ws.Z, ws.Batch, ws.Seq, s.NHeads, s.DHead, scale, null, kv.Keys);
+            keys = kv.Keys;
+        }
+        if (l == lastLayer && lastPositionOnly)
+        {
+            // Only the LM head reads this layer's output, at each row's last position (every row is seq long here): the rest of
+            // the layer runs on those rows alone. Their queries go to AttnOut and their residual to Mid (both written again
+            // before they are read), the residual then to the front of Resid; attention reads the keys of every position.
+            long n = (long)ws.Batch * _d;
+            var last = Enumerable.Range(0, ws.Batch).Select(r => r * ws.Seq + ws.Seq - 1).ToArray();
+            b.Rows.Gather(last, ws.Q, _d, ws.AttnOut);
+            b.Rows.Gather(last, ws.Resid, _d, ws.Mid);
+            using (var front = ws.Resid.Slice(0, n))
+            using (var gathered = ws.Mid.Slice(0, n))
+                b.Copy(gathered, front);
+            b.Attention.Causal(ws.AttnOut, k, v, ws.Z, ws.Batch, 1, s.NHeads, s.DHead, scale, null, keys ?? ws.Seq);
+            (_rows, Seq) = (ws.Batch, 1);
             return pattern;
         }
-        b.Attention.Causal(ws.Q, ws.K, ws.V, ws.Z, ws.Batch, ws.Seq, s.NHeads, s.DHead, scale, hooks.Wants(pattern) ? ws.Pattern : null);
+        b.Attention.Causal(ws.Q, k, v, ws.Z, ws.Batch, ws.Seq, s.NHeads, s.DHead, scale, window is null && hooks.Wants(pattern) ? ws.Pattern : null, keys);
         return pattern;
     }
 

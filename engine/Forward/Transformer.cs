@@ -66,7 +66,8 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         using var hooks = new HookDispatch(backend, spec, options, batch, seq, InFlight(options.StopAt), Keep(options, lastLayer, withHead));
         try
         {
-            var pass = new Pass(backend, spec, _weights, ws, hooks, lastLayer, withHead, window) { NormedReady = normedReady };
+            var pass = new Pass(backend, spec, _weights, ws, hooks, lastLayer, withHead, window, LastPositionOnly(options, withHead, lastLayer, lengths, seq))
+                { NormedReady = normedReady };
             start?.Invoke(pass);
             for (HookName? h = from; h is { } at; h = pass.Step(at))
                 if (at == options.StopAt)
@@ -75,7 +76,7 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
                     hooks.Record(at, buffer);   // its value before its edits, which belong to the resumed pass
                     return new RunResult(ids, batch, seq, null, hooks.Cache, null, lengths, Capture(ws, at, buffer, ids, lengths, pass.NormedReady, hooks));
                 }
-            var (logits, top) = Head(ws, lengths, options);
+            var (logits, top) = pass.Seq == seq ? Head(ws, seq, lengths, options) : Head(ws, pass.Seq, Enumerable.Repeat(1, batch).ToArray(), options);
             var state = options.KeepForBackward
                 ? new ForwardState(this, Lock, backend, spec, null, ids, batch, seq, lengths, [], null, false, hooks.TakeKept()) : null;
             return new RunResult(ids, batch, seq, logits, hooks.Cache, top, lengths, state);
@@ -123,6 +124,17 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         yield return new(HookPoint.LnFinalNormalized);
     }
 
+    /// <summary>True when nothing reads the last layer's positions but each row's last one — the LM head at the last
+    /// position only, no full logits, no stop, every row as long as the batch, and no hook, tap, edit or replacement from
+    /// the last layer's attention pattern on — so the rest of that layer can run on the last positions alone.</summary>
+    bool LastPositionOnly(RunOptions options, bool withHead, int lastLayer, int[] lengths, int seq)
+    {
+        if (!withHead || options.Logits == LogitsMode.All || options.StopAt is not null || options.KeepForBackward || lengths.Any(n => n != seq)) return false;
+        var first = new HookName(HookPoint.AttnPattern, lastLayer);
+        return !options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).Concat(options.Edits.Select(e => e.Hook))
+            .Concat(options.Replacements.Select(r => r.Hook)).Any(h => h.CompareTo(first) >= 0);
+    }
+
     /// <summary>The hooks copied for the pass's <see cref="ForwardState"/>: K and V per layer for a stop
     /// (<see cref="RunOptions.KeepKv"/>), what a backward pass reads per layer for <see cref="RunOptions.KeepForBackward"/>.</summary>
     IEnumerable<HookName> Keep(RunOptions options, int lastLayer, bool withHead)
@@ -143,9 +155,9 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
     }
 
     /// <summary>The LM head on ln_final's output: all-position logits, or each row's last real position's logits and top-k.</summary>
-    (Tensor? Logits, TopLogitRows? Top) Head(Workspace ws, int[] lengths, RunOptions options)
+    (Tensor? Logits, TopLogitRows? Top) Head(Workspace ws, int seq, int[] lengths, RunOptions options)
     {
-        int batch = ws.Batch, seq = ws.Seq, rows = batch * seq, d = spec.DModel;
+        int batch = ws.Batch, rows = batch * seq, d = spec.DModel;
         if (options.StopAtLayer is not null) return (null, null);
         var all = options.Logits == LogitsMode.All ? new Tensor(Unembed(ws, ws.Normed, rows), batch, seq, spec.DVocab) : null;
         bool onDevice = options.TopLogits > 0 || options.LastLogits is not null;

@@ -16,7 +16,8 @@ public sealed class CpuBackend : IBackend
     {
         if (threads < 0) throw new ArgumentOutOfRangeException(nameof(threads), threads, "--threads must be 0 (all cores) or positive");
         Threads = threads == 0 ? Environment.ProcessorCount : threads;
-        string simd = Avx2.IsSupported && Fma.IsSupported ? "AVX2+FMA" : Vector256.IsHardwareAccelerated ? "Vector256" : "Vector<T>";
+        string simd = (Avx2.IsSupported && Fma.IsSupported ? "AVX2+FMA" : Vector256.IsHardwareAccelerated ? "Vector256" : "Vector<T>") +
+            (Gemm.Wide ? ", AVX-512 GEMM" : "");
         DeviceName = $"cpu ({Threads} thread{(Threads == 1 ? "" : "s")}, {simd})";
         Linear = new CpuLinear(this);
         Norm = new CpuNorm(this);

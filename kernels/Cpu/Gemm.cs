@@ -7,13 +7,17 @@ namespace PolyEngine.Kernels.Cpu;
 //   Pack      — B repacked once at load into 16-column panels, k-major: panel p holds B[k, 16p .. 16p+15] for every k,
 //               zero-padded past N. A weight is packed once and reused by every call.
 //   Multiply  — BLIS-style: C tiles of (≤ 64 panels × 96 rows) taken by threads as they finish; inside a tile, K blocks
-//               of ≤ 768 (the first stores bias + product, later ones accumulate), A packed in 6-row strips, and a 6×16
-//               register-tile micro-kernel (12 Vector256 accumulators, FMA where the CPU has it; Vector<T> otherwise).
+//               of ≤ 768 (the first stores bias + product, later ones accumulate), A packed in MR-row strips, and an
+//               MR×16 register-tile micro-kernel: 12×16 in 12 Vector512 accumulators where the CPU has AVX-512 (one B load
+//               and twelve broadcast FMAs per k step), else 6×16 in 12 Vector256 accumulators (FMA where the CPU has it;
+//               Vector<T> otherwise). POLYENGINE_GEMM=avx2 forces the 6×16 kernel (to measure one against the other).
 //   Scalar reference: Reference/LinearReference (the plain triple loop, double accumulation).
 public static class Gemm
 {
-    public const int NR = 16;  // panel width (two Vector256<float>)
-    public const int MR = 6;   // micro-kernel rows
+    public const int NR = 16;  // panel width (two Vector256<float>, one Vector512<float>)
+    /// <summary>True when the 12×16 Vector512 micro-kernel runs (AVX-512 and not POLYENGINE_GEMM=avx2).</summary>
+    public static readonly bool Wide = Vector512.IsHardwareAccelerated && Environment.GetEnvironmentVariable("POLYENGINE_GEMM") != "avx2";
+
     const int KCMax = 768;     // K block: K split into equal blocks of at most 768 (panel slice ≤ 48 KiB, A strip ≤ 18 KiB)
     const int MC = 96;         // M block: an MC×KC slice of A is at most 288 KiB (L2 is 512 KiB per core on the dev VM)
     const int NCP = 64;        // panels per N chunk: a KC×(64·16) slice of B is ≤ 3 MiB, stays in L3
@@ -62,8 +66,14 @@ public static class Gemm
     }
 
     /// <summary>C[m, N] = A[m, K] · B + bias, using up to <paramref name="threads"/> threads.</summary>
-    public static unsafe void Multiply(ReadOnlySpan<float> a, Packed b, ReadOnlySpan<float> bias, Span<float> c, int m, int threads)
+    public static void Multiply(ReadOnlySpan<float> a, Packed b, ReadOnlySpan<float> bias, Span<float> c, int m, int threads) =>
+        Multiply(a, b, bias, c, m, threads, Wide);
+
+    /// <summary><see cref="Multiply(ReadOnlySpan{float}, Packed, ReadOnlySpan{float}, Span{float}, int, int)"/> with the
+    /// micro-kernel chosen: 12×16 Vector512 when <paramref name="wide"/> (AVX-512 only), else 6×16.</summary>
+    internal static unsafe void Multiply(ReadOnlySpan<float> a, Packed b, ReadOnlySpan<float> bias, Span<float> c, int m, int threads, bool wide)
     {
+        if (wide && !Vector512.IsHardwareAccelerated) throw new ArgumentException("the 12×16 GEMM kernel needs AVX-512");
         int k = b.K, n = b.N;
         if (a.Length < (long)m * k) throw new ArgumentException($"GEMM input has {a.Length} values, expected {m}×{k}");
         if (c.Length < (long)m * n) throw new ArgumentException($"GEMM output has {c.Length} values, expected {m}×{n}");
@@ -84,7 +94,7 @@ public static class Gemm
                 int mBlocks = (m + MC - 1) / MC, wantChunks = Math.Max(1, (2 * threads + mBlocks - 1) / mBlocks);
                 int ncp = Math.Clamp((b.Panels + wantChunks - 1) / wantChunks, 4, NCP);
                 int chunks = (b.Panels + ncp - 1) / ncp, items = chunks * mBlocks;
-                var job = new Job(pa, pb0 + b.Offset, pc, pbias, m, n, k, b.Panels, mBlocks, ncp);
+                var job = new Job(pa, pb0 + b.Offset, pc, pbias, m, n, k, b.Panels, mBlocks, ncp, wide ? 12 : 6);
                 int workers = Math.Max(1, Math.Min(threads, items));
                 if (workers == 1) job.Run(new StrongBox<int>(0), items);
                 else
@@ -100,13 +110,14 @@ public static class Gemm
     /// <summary>Per-thread packed-A scratch (pinned, reused across calls).</summary>
     [ThreadStatic] static float[]? t_apack;
 
-    readonly unsafe struct Job(float* a, float* b, float* c, float* bias, int m, int n, int k, int panels, int mBlocks, int ncp)
+    /// <param name="MR">Micro-kernel rows: 12 (the Vector512 kernel) or 6.</param>
+    readonly unsafe struct Job(float* a, float* b, float* c, float* bias, int m, int n, int k, int panels, int mBlocks, int ncp, int MR)
     {
         /// <summary>Computes tiles until none is left; <paramref name="next"/> is the shared tile counter.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Run(StrongBox<int> next, int items)
         {
-            float* tile = stackalloc float[MR * NR];
+            float* tile = stackalloc float[12 * NR];
             float* zeros = stackalloc float[NR];
             new Span<float>(zeros, NR).Clear();
             // A slice packed MR rows at a time, k-major: apack[(i / MR)][kk][r] — the micro-kernel reads it contiguously.
@@ -133,11 +144,11 @@ public static class Gemm
                                 float* ap = ap0 + (long)i * kc;
                                 float* cp = c + (long)(i0 + i) * n + j0;
                                 float* first = k0 == 0 ? bias + j0 : null;
-                                if (mr == MR && width == NR) Kernel6x16(ap, bp, cp, n, kc, first);
+                                if (mr == MR && width == NR) Kernel(MR, ap, bp, cp, n, kc, first);
                                 else
                                 {
-                                    // Edge tile: full 6×16 tile into scratch (packed A is zero-padded), then the valid part.
-                                    Kernel6x16(ap, bp, tile, NR, kc, zeros);
+                                    // Edge tile: a full MR×16 tile into scratch (packed A is zero-padded), then the valid part.
+                                    Kernel(MR, ap, bp, tile, NR, kc, zeros);
                                     for (int r = 0; r < mr; r++)
                                         for (int j = 0; j < width; j++)
                                             cp[(long)r * n + j] = (first is null ? cp[(long)r * n + j] : first[j]) + tile[r * NR + j];
@@ -151,7 +162,7 @@ public static class Gemm
 
         /// <summary>Packs A[0..mc, 0..kc) (row stride lda) as MR-row strips, k-major, zero-padding the last strip.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        static void PackA(float* a, int lda, int mc, int kc, float* dst)
+        void PackA(float* a, int lda, int mc, int kc, float* dst)
         {
             for (int i = 0; i < mc; i += MR)
             {
@@ -167,6 +178,71 @@ public static class Gemm
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Kernel(int mr, float* a, float* b, float* c, int ldc, int kc, float* first)
+    {
+        if (mr == 12) Kernel12x16(a, b, c, ldc, kc, first);
+        else Kernel6x16(a, b, c, ldc, kc, first);
+    }
+
+    /// <summary>c[12, 16] (row stride ldc) += packed A strip [kc, 12] · packed B panel slice [kc, 16], one Vector512 per row;
+    /// when <paramref name="first"/> is not null (first K block) c is not read: c = first[0..16) (per column) + the product.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void Kernel12x16(float* a, float* b, float* c, int ldc, int kc, float* first)
+    {
+        if (first is null && System.Runtime.Intrinsics.X86.Sse.IsSupported)
+            for (int r = 0; r < 12; r++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(c + (long)r * ldc);
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        Vector512<float> c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
+        // Two k steps per iteration: fewer loop-control µops per FMA.
+        int k2 = kc & ~1;
+        for (int kk = 0; kk < k2; kk += 2, a += 24, b += 2 * NR)
+        {
+            Step12(a, b, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11);
+            Step12(a + 12, b + NR, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11);
+        }
+        if (k2 < kc) Step12(a, b, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11);
+        // First K block: C = first-row (bias or zeros) + tile; later blocks accumulate into C.
+        var f = first is null ? default : Vector512.Load(first);
+        Finish(c, c0, f, first is null); c += ldc;
+        Finish(c, c1, f, first is null); c += ldc;
+        Finish(c, c2, f, first is null); c += ldc;
+        Finish(c, c3, f, first is null); c += ldc;
+        Finish(c, c4, f, first is null); c += ldc;
+        Finish(c, c5, f, first is null); c += ldc;
+        Finish(c, c6, f, first is null); c += ldc;
+        Finish(c, c7, f, first is null); c += ldc;
+        Finish(c, c8, f, first is null); c += ldc;
+        Finish(c, c9, f, first is null); c += ldc;
+        Finish(c, c10, f, first is null); c += ldc;
+        Finish(c, c11, f, first is null);
+    }
+
+    /// <summary>One k step of the 12×16 tile: one B vector, twelve A broadcasts, twelve FMAs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Step12(float* a, float* b, ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3,
+        ref Vector512<float> c4, ref Vector512<float> c5, ref Vector512<float> c6, ref Vector512<float> c7, ref Vector512<float> c8,
+        ref Vector512<float> c9, ref Vector512<float> c10, ref Vector512<float> c11)
+    {
+        var bv = Vector512.Load(b);
+        c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[0]), bv, c0);
+        c1 = Vector512.MultiplyAddEstimate(Vector512.Create(a[1]), bv, c1);
+        c2 = Vector512.MultiplyAddEstimate(Vector512.Create(a[2]), bv, c2);
+        c3 = Vector512.MultiplyAddEstimate(Vector512.Create(a[3]), bv, c3);
+        c4 = Vector512.MultiplyAddEstimate(Vector512.Create(a[4]), bv, c4);
+        c5 = Vector512.MultiplyAddEstimate(Vector512.Create(a[5]), bv, c5);
+        c6 = Vector512.MultiplyAddEstimate(Vector512.Create(a[6]), bv, c6);
+        c7 = Vector512.MultiplyAddEstimate(Vector512.Create(a[7]), bv, c7);
+        c8 = Vector512.MultiplyAddEstimate(Vector512.Create(a[8]), bv, c8);
+        c9 = Vector512.MultiplyAddEstimate(Vector512.Create(a[9]), bv, c9);
+        c10 = Vector512.MultiplyAddEstimate(Vector512.Create(a[10]), bv, c10);
+        c11 = Vector512.MultiplyAddEstimate(Vector512.Create(a[11]), bv, c11);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Finish(float* c, Vector512<float> acc, Vector512<float> first, bool accumulate) =>
+        Vector512.Store(accumulate ? Vector512.Load(c) + acc : acc + first, c);
+
     /// <summary>c[6, 16] (row stride ldc) += packed A strip [kc, 6] · packed B panel slice [kc, 16]; when <paramref name="first"/>
     /// is not null (first K block) c is not read: c = first[0..16) (per column) + the product.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -179,15 +255,15 @@ public static class Gemm
         }
         if (first is null && System.Runtime.Intrinsics.X86.Sse.IsSupported)
             // The C tile is read only after kc steps: start pulling its six 64-byte rows in now.
-            for (int r = 0; r < MR; r++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(c + (long)r * ldc);
+            for (int r = 0; r < 6; r++) System.Runtime.Intrinsics.X86.Sse.Prefetch0(c + (long)r * ldc);
         Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
         Vector256<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
         // Two k steps per iteration: fewer loop-control µops per FMA.
         int k2 = kc & ~1;
-        for (int kk = 0; kk < k2; kk += 2, a += 2 * MR, b += 2 * NR)
+        for (int kk = 0; kk < k2; kk += 2, a += 2 * 6, b += 2 * NR)
         {
             Step(a, b, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
-            Step(a + MR, b + NR, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
+            Step(a + 6, b + NR, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
         }
         if (k2 < kc)
             Step(a, b, ref c00, ref c01, ref c10, ref c11, ref c20, ref c21, ref c30, ref c31, ref c40, ref c41, ref c50, ref c51);
@@ -252,9 +328,9 @@ public static class Gemm
     static unsafe void KernelPortable(float* a, float* b, float* c, int ldc, int kc, float* first)
     {
         int vw = System.Numerics.Vector<float>.Count;
-        Span<float> acc = stackalloc float[MR * NR];
-        for (int kk = 0; kk < kc; kk++, a += MR, b += NR)
-            for (int r = 0; r < MR; r++)
+        Span<float> acc = stackalloc float[6 * NR];
+        for (int kk = 0; kk < kc; kk++, a += 6, b += NR)
+            for (int r = 0; r < 6; r++)
             {
                 float x = a[r];
                 var row = acc.Slice(r * NR, NR);
@@ -267,7 +343,7 @@ public static class Gemm
                 else
                     for (int j = 0; j < NR; j++) row[j] += x * b[j];
             }
-        for (int r = 0; r < MR; r++)
+        for (int r = 0; r < 6; r++)
             for (int j = 0; j < NR; j++) c[(long)r * ldc + j] = (first is null ? c[(long)r * ldc + j] : first[j]) + acc[r * NR + j];
     }
 }

@@ -240,6 +240,10 @@ public class CliTests
         Assert.Contains("the busiest", stdout);
         Assert.Contains("interference: decoder cosines of all", stdout);
         Assert.Contains("qualified targets (an unrelated partner in every bin): τ 0.4:", stdout);
+        Assert.Contains("steering: 7 directions × 32 scales added at blocks.1.hook_resid_post on 4 prompts (896 interventions", stdout);
+        Assert.Contains("self (feature ", stdout);
+        Assert.Contains("random direction", stdout);
+        Assert.True(File.Exists(Path.Combine(cache.Path, "steer-prompts.jsonl")));   // the printed steer command's prompts
         Assert.True(File.Exists(Path.Combine(cache.Path, "neox-tiny-seed0", "tokenizer.json")));
     }
 
@@ -247,7 +251,8 @@ public class CliTests
     public void EveryVerbHasHelpWithExamples()
     {
         foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"], ["bench", "coactivate"], ["features"],
-                     ["coactivate"], ["toy-corpus"], ["toy-sae"], ["devices"], ["kernels", "check"], ["interference"], ["bench", "interference"], ["toy-explanations"] })
+                     ["coactivate"], ["toy-corpus"], ["toy-sae"], ["devices"], ["kernels", "check"], ["interference"], ["bench", "interference"], ["toy-explanations"],
+                     ["steer"], ["bench", "steer"] })
         {
             var (code, stdout, _) = Run([.. verb, "--help"]);
             Assert.Equal(0, code);

@@ -103,6 +103,36 @@ public class SteerCliTests
     }
 
     [Fact]
+    public void BenchSteerMeasuresTheWorkloadItWritesForTheBaseline()
+    {
+        using var dir = new Fixtures.TempDir();
+        var (code, stdout, stderr) = Run("bench", "steer", "--model", Gpt2, "--hook", "blocks.0.hook_resid_post", "--prompts", "2", "--vectors", "3",
+            "--from", "-2", "--write-workload", dir.File("w"), "--json", "--device", "cpu");
+        Assert.True(code == 0, stderr);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(stdout)!;
+        Assert.Equal(2 * 3 * 32, (int)json["interventions"]!);
+        Assert.True((double)json["interventions_per_second"]! > 0);
+        // The written workload is the plan that was measured: the library's sweep of it gives the written rows.
+        using var m = Model.Load(Gpt2);
+        var plan = new SteerPlan
+        {
+            Hook = HookName.Parse("blocks.0.hook_resid_post"), Prompts = PromptFile.Load(dir.File("w/prompts.jsonl"), () => m.Tokenizer),
+            Vectors = PolyEngine.Formats.VectorFile.Load(dir.File("w/vectors.safetensors")), From = -2,
+        };
+        Assert.All(plan.Prompts, p => Assert.InRange(p.Ids.Length, 10, 16));
+        Assert.Contains("\"from\":-2", File.ReadAllText(dir.File("w/plan.json")));
+        var expected = SteerSweep.Collect(m, plan).Rows;
+        var rows = Csv(dir.File("w/rows.csv"));
+        Assert.Equal(["prompt", "vector", "scale", "weighted_cosine", "overlap", "kl"], rows[0]);
+        Assert.Equal(expected.Count, rows.Length - 1);
+        for (int i = 0; i < expected.Count; i++)
+            for (int k = 0; k < 3; k++) Assert.Equal(expected[i].Metrics[k], double.Parse(rows[i + 1][3 + k], CultureInfo.InvariantCulture));
+        var bad = Run("bench", "steer", "--model", Gpt2, "--prompts", "0");
+        Assert.NotEqual(0, bad.Code);
+        Assert.Contains("--prompts and --vectors must be positive", bad.Err);
+    }
+
+    [Fact]
     public void SaeFeaturesAreTheirUnitDecoderRowsAtTheSaesHook()
     {
         using var dir = new Fixtures.TempDir();

@@ -17,9 +17,9 @@ public class CpuKernelTests
     public static TheoryData<int, int, int> GemmShapes()
     {
         var data = new TheoryData<int, int, int>();
-        // m crosses the 6-row strips and the 144-row block; k crosses the 256 block; n crosses 16-wide panels and 64-panel chunks.
+        // m crosses the 6- and 12-row strips and the 96-row block; k crosses the 768 block; n crosses 16-wide panels and 64-panel chunks.
         foreach (var (m, k, n) in new[] { (1, 1, 1), (0, 5, 7), (5, 3, 15), (6, 16, 16), (7, 17, 17), (13, 31, 33), (12, 7, 40),
-                     (145, 9, 18), (151, 300, 47), (3, 513, 5), (19, 64, 1025), (6, 257, 31) })
+                     (145, 9, 18), (151, 300, 47), (3, 513, 5), (19, 64, 1025), (6, 257, 31), (25, 1537, 20), (24, 769, 16) })
             data.Add(m, k, n);
         return data;
     }
@@ -36,12 +36,14 @@ public class CpuKernelTests
             var expected = new float[m * n];
             LinearReference.Forward(a, w, layout, bias, expected, m, k, n);
             var packed = Gemm.Pack(w, k, n, layout);
-            foreach (int threads in new[] { 1, 2, 5 })
-            {
-                var c = Enumerable.Repeat(float.NaN, m * n).ToArray();   // output must be fully overwritten
-                Gemm.Multiply(a, packed, bias, c, m, threads);
-                Compare.Close(expected, c, 1e-5 * Math.Sqrt(k) + 1e-6, $"gemm {m}x{k}x{n} {layout} {threads} threads", 1e-5);
-            }
+            // Both micro-kernels where the CPU has AVX-512 (12×16 Vector512, 6×16 Vector256), else the 6×16 one.
+            foreach (bool wide in System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? new[] { true, false } : [false])
+                foreach (int threads in new[] { 1, 2, 5 })
+                {
+                    var c = Enumerable.Repeat(float.NaN, m * n).ToArray();   // output must be fully overwritten
+                    Gemm.Multiply(a, packed, bias, c, m, threads, wide);
+                    Compare.Close(expected, c, 1e-5 * Math.Sqrt(k) + 1e-6, $"gemm {m}x{k}x{n} {layout} {threads} threads{(wide ? " (12×16)" : "")}", 1e-5);
+                }
             var noBias = new float[m * n];
             LinearReference.Forward(a, w, layout, default, expected, m, k, n);
             Gemm.Multiply(a, packed, default, noBias, m, 2);
