@@ -190,8 +190,7 @@ public sealed class Model : IDisposable
         if (options.KeepForBackward) throw new PolyEngineException("KeepForBackward needs every position; resume without a window");
         if (options.Hooks.Concat(options.DeviceTaps.Select(t => t.Hook)).FirstOrDefault(h => h.Point == HookPoint.AttnPattern) is { IsBlock: true } pat)
             throw new PolyEngineException($"'{pat}' is not recorded in a windowed resume (its keys are not all in the window); resume without a window to read it");
-        // The layers whose attention the resumed pass runs: from the stop's own layer when the stop precedes its attention.
-        int first = !at.IsBlock ? 0 : at.CompareTo(new HookName(HookPoint.Ln1Normalized, at.Layer)) <= 0 ? at.Layer : at.Layer + 1;
+        int first = KvPrefix.FirstLayer(at);
         int last = options.StopAtLayer ?? (options.StopAt is { IsBlock: true } stop ? stop.Layer : Spec.NLayers - 1);
         long need = (long)state.Batch * seq * Spec.DModel;
         for (int l = first; l <= last; l++)

@@ -23,6 +23,36 @@ public sealed record LogitRowMetrics(int Rows, int Weights, float[] LogSumExp, f
     public float Expectation(int r, int j) => Expectations[r * Weights + j];
 }
 
+/// <summary>
+/// The exact integer statistics of <see cref="IReductionOps.RankStats"/> that the rank correlations are made of, per row of
+/// logits [rows, vocab] against its group's similarity order S (every token id, most similar first): with P the ids sorted
+/// by logit (descending; ties to the lower id), rankP and rankS each token's position in P and S,
+/// <see cref="Products"/>[r] = Σ_i P[i]·S[i], <see cref="RankProducts"/>[r] = Σ_t rankP(t)·rankS(t),
+/// <see cref="Discordant"/>[r] = #{i &lt; j : (P[i] − P[j])·(S[i] − S[j]) &lt; 0} and
+/// <see cref="RankDiscordant"/>[r] = #{t &lt; u : (rankP(t) − rankP(u))·(rankS(t) − rankS(u)) &lt; 0}.
+/// </summary>
+public sealed record RankRows(int Rows, int Vocab, long[] Products, long[] RankProducts, long[] Discordant, long[] RankDiscordant);
+
+/// <summary>The argument checks of <see cref="IReductionOps.RankStats"/> every backend makes.</summary>
+static class RankStatsCheck
+{
+    public static void Check(int[] group, int rows, int vocab, long logits, int[][] orders)
+    {
+        if (group.Length < rows) throw new ArgumentException($"RankStats: {group.Length} group indices for {rows} rows");
+        if ((long)rows * vocab > logits) throw new ArgumentException($"RankStats: logits hold {logits} floats, {rows}×{vocab} needed");
+        for (int r = 0; r < rows; r++)
+            if ((uint)group[r] >= (uint)orders.Length) throw new ArgumentException($"RankStats: row {r} has group {group[r]}, but there are {orders.Length} orders");
+        foreach (var order in orders)
+        {
+            if (order.Length != vocab) throw new ArgumentException($"RankStats: a similarity order has {order.Length} ids, the rows {vocab}");
+            var seen = new bool[vocab];
+            foreach (int t in order)
+                if ((uint)t >= (uint)vocab || seen[t]) throw new ArgumentException("RankStats: a similarity order is not a permutation of the token ids");
+                else seen[t] = true;
+        }
+    }
+}
+
 /// <summary>The argument checks of <see cref="IReductionOps.RowMetrics"/> every backend makes before it reduces.</summary>
 static class RowMetricsCheck
 {

@@ -97,6 +97,10 @@ public interface IReductionOps
     /// (weights [groups, nWeights, vocab]), and KL(softmax(reference[g]) ‖ P) when <paramref name="reference"/> [groups,
     /// vocab] logits are given (<see cref="LogitRowMetrics"/>).</summary>
     LogitRowMetrics RowMetrics(DeviceBuffer logits, int rows, int vocab, int[] group, DeviceBuffer? weights, int nWeights, DeviceBuffer? reference);
+
+    /// <summary>The rank statistics (<see cref="RankRows"/>) of each row of logits [rows, vocab] against the similarity order
+    /// of its group g = <paramref name="group"/>[r] (<paramref name="orders"/>[g]: every token id, most similar first).</summary>
+    RankRows RankStats(DeviceBuffer logits, int rows, int vocab, int[] group, int[][] orders);
 }
 
 /// <summary>An SAE encoder's row operations around its GEMM.</summary>

@@ -82,8 +82,8 @@ static class BenchCommand
         var prompts = new Option<int>("--prompts") { Description = "Seeded prompts of 10–16 tokens, three target tokens each", DefaultValueFactory = _ => 8 };
         var vectors = new Option<int>("--vectors") { Description = "Seeded Gaussian unit vectors, each over the paper's 32 scales", DefaultValueFactory = _ => 7 };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the prompts and vectors", DefaultValueFactory = _ => 1 };
-        var budget = new Option<int>("--rows-budget") { Description = "Token positions one pass may hold", DefaultValueFactory = _ => 8192 };
-        var from = new Option<int?>("--from") { Description = "Edit from this position on (negative: from each prompt's end; default every position)" };
+        var budget = Common.RowsBudget();
+        var from = Common.SteerFrom();
         var write = new Option<string>("--write-workload") { Description = "Also write the workload and the measured rows (vectors.safetensors, prompts.jsonl, plan.json, rows.csv) into this folder for bench/baselines/steer_torch.py" };
         var profile = new Option<bool>("--profile") { Description = "Also print where the time of the timed sweep goes, per op" };
         var json = new Option<bool>("--json") { Description = "Print one JSON object" };
@@ -91,7 +91,7 @@ static class BenchCommand
         var threads = Common.Threads();
         var cmd = new Command("steer", Common.WithExamples(
             "Steering throughput (interventions/s): seeded vectors × the paper's 32 scales added at one hook, on seeded prompts, with " +
-            "weighted cosine, overlap and KL per row — the issue's workload. bench/baselines/steer_vs_torch.sh runs the paper's " +
+            "weighted cosine, overlap and KL per row (the workload of bench/RESULTS.md). bench/baselines/steer_vs_torch.sh runs the paper's " +
             "one-forward-per-intervention PyTorch procedure and a batched PyTorch on the same workload.",
             "polyengine bench steer --model ./toy-gpt2-small --threads 2",
             "polyengine bench steer --model ./toy-gpt2-small --prompts 2 --vectors 7 --write-workload ./steer-workload --json"))

@@ -51,6 +51,20 @@ static class Common
         }
     }
 
+    /// <summary>The steering sweep's rows budget (steer, bench steer).</summary>
+    public static Option<int> RowsBudget() => new("--rows-budget")
+    {
+        Description = "Token positions one pass may hold (rows × padded length): bounds memory",
+        DefaultValueFactory = _ => Interventions.SteerPlan.DefaultRowsBudget,
+    };
+
+    /// <summary>The steering sweep's first edited position (steer, bench steer).</summary>
+    public static Option<int?> SteerFrom() => new("--from")
+    {
+        Description = "Edit positions from this one on (default: every position, the paper's steering); negative counts from each prompt's end, " +
+                      "-1 edits only the last token. The positions before it are not recomputed: the edited rows attend to the clean pass's keys and values",
+    };
+
     public static Option<double> CheckpointEvery() => new("--checkpoint-every")
     {
         Description = "Seconds between checkpoints (at least ten times as long as a checkpoint takes to write); 0 = after every batch",

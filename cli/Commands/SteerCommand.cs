@@ -29,18 +29,14 @@ static class SteerCommand
         var metrics = new Option<string>("--metrics")
         {
             Description = "Metrics per row: weighted_cosine, overlap, kl (reduced on the device), spearman, kendall, spearman_rank, kendall_rank " +
-                          "(sorting the vocabulary on the host)",
+                          "(a sort of the vocabulary per row, also on the device; they cost more)",
             DefaultValueFactory = _ => "weighted_cosine,overlap,kl",
         };
         var center = new Option<bool>("--center-embeddings") { Description = "Cosines on TransformerLens's mean-centred W_E (the authors' TL runs) instead of HF's" };
-        var from = new Option<int?>("--from")
-        {
-            Description = "Edit positions from this one on (default: every position, the paper's steering); negative counts from each prompt's end, " +
-                          "-1 edits only the last token. The positions before it are not recomputed: the edited rows attend to the clean pass's keys and values",
-        };
+        var from = Common.SteerFrom();
         var top = new Option<int>("--top") { Description = "Also record each row's k most likely next tokens and their probabilities", DefaultValueFactory = _ => 0 };
         var bos = Common.Bos("off: the paper's prompts have no BOS; on puts the model's BOS first in every prompt");
-        var budget = new Option<int>("--rows-budget") { Description = "Token positions one pass may hold (rows × padded length): bounds memory", DefaultValueFactory = _ => 8192 };
+        var budget = Common.RowsBudget();
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var output = new Option<string>("--out", "-o")
         {

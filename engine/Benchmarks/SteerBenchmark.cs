@@ -20,7 +20,7 @@ public sealed record SteerBenchmarkResult(int Prompts, int Vectors, int Scales, 
 public static class SteerBenchmark
 {
     /// <summary>The workload as a plan: deterministic per <paramref name="seed"/>.</summary>
-    public static SteerPlan Workload(ModelSpec spec, HookName hook, int prompts, int vectors, ulong seed = 1, int rowsBudget = 8192)
+    public static SteerPlan Workload(ModelSpec spec, HookName hook, int prompts, int vectors, ulong seed = 1, int rowsBudget = SteerPlan.DefaultRowsBudget)
     {
         if (prompts < 1 || vectors < 1) throw new PolyEngineException($"--prompts and --vectors must be positive, got {prompts} and {vectors}");
         var rng = new Rng(seed);

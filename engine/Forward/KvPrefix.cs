@@ -13,4 +13,10 @@ namespace PolyEngine;
 /// for rotary models, <c>hook_k</c> otherwise), [batch, seq, d_model] on the model's backend for the stopped state's rows;
 /// null for layers the resumed pass does not attend in.</param>
 /// <param name="V">Per layer, the clean pass's values (<c>hook_v</c>), laid out as <paramref name="K"/>.</param>
-public sealed record KvPrefix(int Positions, IReadOnlyList<DeviceBuffer?> K, IReadOnlyList<DeviceBuffer?> V);
+public sealed record KvPrefix(int Positions, IReadOnlyList<DeviceBuffer?> K, IReadOnlyList<DeviceBuffer?> V)
+{
+    /// <summary>The first layer whose attention a pass resumed at <paramref name="at"/> runs (so needs K and V from here):
+    /// the stop's own layer when the stop precedes that layer's attention (resid_pre, ln1), else the next one.</summary>
+    public static int FirstLayer(HookName at) =>
+        !at.IsBlock ? 0 : at.CompareTo(new HookName(HookPoint.Ln1Normalized, at.Layer)) <= 0 ? at.Layer : at.Layer + 1;
+}

@@ -1,3 +1,6 @@
+using PolyEngine.Kernels;
+using PolyEngine.Kernels.Cpu;
+
 namespace PolyEngine.Interventions;
 
 /// <summary>
@@ -12,8 +15,9 @@ namespace PolyEngine.Interventions;
 /// <item><c>spearman_rank</c>, <c>kendall_rank</c>: the rank-based variant the metric was presumably meant to be — each
 /// token's rank under P against its rank under the cosine, over tokens.</item>
 /// </list>
-/// The first three are reduced on the backend (<see cref="Kernels.IReductionOps.RowMetrics"/>); the rank metrics sort the
-/// whole vocabulary on the host, so asking for them copies those rows' logits off the device.
+/// The first three are reduced on the backend (<see cref="Kernels.IReductionOps.RowMetrics"/>); the rank metrics from exact
+/// integer statistics the backend computes by sorting each row's vocabulary (<see cref="Kernels.IReductionOps.RankStats"/>),
+/// so no logits row leaves the device for them either.
 /// </summary>
 public enum SteerMetric { WeightedCosine, Overlap, Kl, Spearman, Kendall, SpearmanRank, KendallRank }
 
@@ -39,7 +43,7 @@ public static class SteerMetrics
     /// rather than the largest value.</summary>
     public static bool BestByMagnitude(this SteerMetric m) => m is SteerMetric.Spearman or SteerMetric.Kendall or SteerMetric.SpearmanRank or SteerMetric.KendallRank;
 
-    /// <summary>Whether the metric needs the whole probability row on the host (a sort of the vocabulary).</summary>
+    /// <summary>Whether the metric needs each row's vocabulary sorted (<see cref="Kernels.IReductionOps.RankStats"/>).</summary>
     public static bool NeedsRanks(this SteerMetric m) => m.BestByMagnitude();
 
     /// <summary>Parses <c>--metrics</c>: comma-separated names; a one-line error listing the names for anything else.</summary>
@@ -57,51 +61,31 @@ public static class SteerMetrics
         return chosen.ToArray();
     }
 
-    /// <summary>The rank metrics of one logits row [vocab] against the ids sorted by similarity to the test token:
-    /// (spearman, kendall, spearman_rank, kendall_rank), in double. The ids are sorted by logit, which orders them as the
-    /// probabilities do without float32 probabilities' ties (every probability below 1e-45 is 0).</summary>
-    public static (double Spearman, double Kendall, double SpearmanRank, double KendallRank) Ranks(ReadOnlySpan<float> logits, int[] similarityOrder)
-    {
-        int n = logits.Length;
-        if (similarityOrder.Length != n) throw new ArgumentException($"similarity order has {similarityOrder.Length} ids, the row {n}");
-        var predictions = Descending(logits);
-        var rankP = Inverse(predictions);
-        var rankS = Inverse(similarityOrder);
-        return (SpearmanOfPermutations(predictions, similarityOrder), KendallOfPermutations(predictions, similarityOrder),
-            SpearmanOfPermutations(rankP, rankS), KendallOfPermutations(rankP, rankS));
-    }
+    /// <summary>Row <paramref name="r"/>'s rank metrics (spearman, kendall, spearman_rank, kendall_rank) from a backend's
+    /// <see cref="RankRows"/>, in double. The ids are sorted by logit, which orders them as the probabilities do without
+    /// float32 probabilities' ties (every probability below 1e-45 is 0).</summary>
+    public static (double Spearman, double Kendall, double SpearmanRank, double KendallRank) Ranks(RankRows stats, int r) =>
+        (Spearman(stats.Vocab, stats.Products[r]), Kendall(stats.Vocab, stats.Discordant[r]),
+         Spearman(stats.Vocab, stats.RankProducts[r]), Kendall(stats.Vocab, stats.RankDiscordant[r]));
 
     /// <summary>Indices sorted by value, descending, ties to the lower index (a stable sort).</summary>
-    public static int[] Descending(ReadOnlySpan<float> values)
-    {
-        var ids = Enumerable.Range(0, values.Length).ToArray();
-        var keys = values.ToArray();
-        for (int i = 0; i < keys.Length; i++) keys[i] = -keys[i];
-        Array.Sort(keys, ids);   // introsort is unstable: fix ties below
-        for (int i = 0; i < ids.Length;)
-        {
-            int j = i + 1;
-            while (j < ids.Length && keys[j] == keys[i]) j++;
-            if (j - i > 1) Array.Sort(ids, i, j - i);
-            i = j;
-        }
-        return ids;
-    }
-
-    static int[] Inverse(int[] permutation)
-    {
-        var inv = new int[permutation.Length];
-        for (int i = 0; i < permutation.Length; i++) inv[permutation[i]] = i;
-        return inv;
-    }
+    public static int[] Descending(ReadOnlySpan<float> values) => LogitReductions.Descending(values);
 
     /// <summary>Spearman's ρ of two permutations of 0..n−1 taken as value sequences (no ties): 1 − 6Σd²/(n(n²−1)).</summary>
     public static double SpearmanOfPermutations(int[] a, int[] b)
     {
-        int n = a.Length;
+        long products = 0;
+        for (int i = 0; i < a.Length; i++) products += (long)a[i] * b[i];
+        return Spearman(a.Length, products);
+    }
+
+    /// <summary>ρ = 1 − 6Σd²/(n(n²−1)) of two permutations of 0..n−1 whose products sum to <paramref name="products"/>:
+    /// Σd² = 2·Σi² − 2·Σ a_i b_i, exact in integers.</summary>
+    static double Spearman(int n, long products)
+    {
         if (n < 2) return double.NaN;
-        double d2 = 0;
-        for (int i = 0; i < n; i++) { double d = a[i] - b[i]; d2 += d * d; }
+        long squares = (long)(n - 1) * n * (2L * n - 1) / 6;
+        double d2 = 2.0 * (squares - products);
         return 1 - 6 * d2 / ((double)n * ((double)n * n - 1));
     }
 
@@ -110,28 +94,15 @@ public static class SteerMetrics
     public static double KendallOfPermutations(int[] a, int[] b)
     {
         int n = a.Length;
-        if (n < 2) return double.NaN;
         var byA = new int[n];   // b's values in the order of a's values
         for (int i = 0; i < n; i++) byA[a[i]] = b[i];
-        long discordant = Inversions(byA, new int[n], 0, n);
-        double pairs = (double)n * (n - 1) / 2;
-        return (pairs - 2.0 * discordant) / pairs;
+        return Kendall(n, LogitReductions.Inversions(byA, new int[n], 0, n));
     }
 
-    static long Inversions(int[] x, int[] tmp, int lo, int hi)
+    static double Kendall(int n, long discordant)
     {
-        if (hi - lo < 2) return 0;
-        int mid = (lo + hi) / 2;
-        long count = Inversions(x, tmp, lo, mid) + Inversions(x, tmp, mid, hi);
-        int i = lo, j = mid, k = lo;
-        while (i < mid && j < hi)
-        {
-            if (x[i] <= x[j]) tmp[k++] = x[i++];
-            else { count += mid - i; tmp[k++] = x[j++]; }
-        }
-        while (i < mid) tmp[k++] = x[i++];
-        while (j < hi) tmp[k++] = x[j++];
-        Array.Copy(tmp, lo, x, lo, hi - lo);
-        return count;
+        if (n < 2) return double.NaN;
+        double pairs = (double)n * (n - 1) / 2;
+        return (pairs - 2.0 * discordant) / pairs;
     }
 }

@@ -80,7 +80,9 @@ public sealed record SteerPlan
     /// not recomputed: the edited passes run from there on, over the clean pass's keys and values (<see cref="KvPrefix"/>).</summary>
     public int? From { get; init; }
     /// <summary>Token positions (rows × padded length) one pass may hold: bounds memory, whatever the sweep's size.</summary>
-    public int RowsBudget { get; init; } = 8192;
+    public int RowsBudget { get; init; } = DefaultRowsBudget;
+
+    public const int DefaultRowsBudget = 8192;
 
     public bool NeuronLocus => Neurons.Count > 0;
 

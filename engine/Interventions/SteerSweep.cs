@@ -11,12 +11,16 @@ public sealed record SteerRow(int Prompt, int Item, float Amount, double[] Metri
 }
 
 /// <summary>
-/// The batch planner: runs a <see cref="SteerPlan"/> as few passes as its rows budget allows. Prompts go in groups (right-
-/// padded to the group's longest; exact under causal attention); each group runs its clean pass once up to the hook
+/// The batch planner: runs a <see cref="SteerPlan"/> in passes bounded by its rows budget. Prompts go in groups (only as
+/// many as a pass needs for its GEMMs to run at speed; right-padded to the group's longest, exact under causal attention);
+/// each group runs its clean pass once up to the hook
 /// (<see cref="RunOptions.StopAt"/>), then continues from there: once unedited (the baselines, whose last-position logits
 /// stay on the backend as the KL reference) and then fanned out to one row per edit and prompt (<see cref="Model.Resume"/>),
 /// each row with its own edit, the LM head at each row's last real position only, and the metrics reduced on the backend
-/// (<see cref="IReductionOps.RowMetrics"/>). No [rows, d_vocab] tensor leaves the device unless rank metrics are asked for.
+/// (<see cref="IReductionOps.RowMetrics"/>, and <see cref="IReductionOps.RankStats"/> for the rank metrics). No [rows, d_vocab] tensor
+/// leaves the device.
+/// With a first edited position (<see cref="SteerPlan.From"/>) the edited passes are windowed: they run only the positions
+/// from the group's earliest edited one on, over the clean K/V the baseline pass leaves (<see cref="KvPrefix"/>).
 /// </summary>
 public static class SteerSweep
 {
@@ -126,7 +130,7 @@ public static class SteerSweep
         public CleanKv(Model model, HookName hook, int positions)
         {
             var spec = model.Spec;
-            int first = !hook.IsBlock ? 0 : hook.CompareTo(new HookName(HookPoint.Ln1Normalized, hook.Layer)) <= 0 ? hook.Layer : hook.Layer + 1;
+            int first = KvPrefix.FirstLayer(hook);
             var key = spec.RotaryDim > 0 ? HookPoint.AttnRotK : HookPoint.AttnK;
             _k = new DeviceBuffer?[spec.NLayers];
             _v = new DeviceBuffer?[spec.NLayers];
@@ -184,16 +188,10 @@ public static class SteerSweep
     {
         var reduced = b.Reductions.RowMetrics(logits, rows, vocab, groupOf, weights, 2, reference);
         var top = plan.TopK > 0 ? b.Reductions.TopLogits(logits, rows, vocab, plan.TopK) : null;
-        float[]? host = null;
-        if (plan.Metrics.Any(m => m.NeedsRanks()))
-        {
-            host = new float[(long)rows * vocab];
-            b.Download(logits, host);
-        }
+        var rankStats = plan.Metrics.Any(m => m.NeedsRanks()) ? b.Reductions.RankStats(logits, rows, vocab, groupOf, order.Select(o => o!).ToArray()) : null;
         return (r, prompt, item, amount) =>
         {
-            (double, double, double, double)? ranks = host is null ? null
-                : SteerMetrics.Ranks(host.AsSpan(r * vocab, vocab), order[prompt]!);
+            (double, double, double, double)? ranks = rankStats is null ? null : SteerMetrics.Ranks(rankStats, r);
             var values = plan.Metrics.Select(m => m switch
             {
                 SteerMetric.WeightedCosine => reduced.Expectation(r, 0),

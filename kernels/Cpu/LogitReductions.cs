@@ -2,7 +2,8 @@ using System.Runtime.Intrinsics;
 
 namespace PolyEngine.Kernels.Cpu;
 
-/// <summary>The logits-side reduction (<see cref="TopLogitRows"/>) on host rows. Scalar reference: Reference/ReductionReference.</summary>
+/// <summary>The logits-side reductions on host rows: top-k (<see cref="TopLogitRows"/>), row metrics (<see cref="LogitRowMetrics"/>)
+/// and rank statistics (<see cref="RankRows"/>). Scalar reference: Reference/ReductionReference.</summary>
 public static class LogitReductions
 {
     public static TopLogitRows Top(ArraySegment<float> logits, int rows, int vocab, int k, int threads)
@@ -75,6 +76,82 @@ public static class LogitReductions
         return new LogitRowMetrics(rows, nWeights, lse, dots, kl);
     }
 
+    /// <summary>Rank statistics (<see cref="IReductionOps.RankStats"/>) parallel over rows: a stable sort of each row, the
+    /// sums, and the discordant pairs as inversions counted by a merge sort, O(vocab log vocab) per row.</summary>
+    public static RankRows Ranks(ArraySegment<float> logits, int rows, int vocab, int[] group, int[][] orders, int threads)
+    {
+        var rankS = orders.Select(Inverse).ToArray();
+        var (prod, rprod, disc, rdisc) = (new long[rows], new long[rows], new long[rows], new long[rows]);
+        Parallel.For(0, rows, new ParallelOptions { MaxDegreeOfParallelism = threads }, r =>
+        {
+            var stats = RankRow(logits.AsSpan(r * vocab, vocab), orders[group[r]], rankS[group[r]]);
+            (prod[r], rprod[r], disc[r], rdisc[r]) = stats;
+        });
+        return new RankRows(rows, vocab, prod, rprod, disc, rdisc);
+    }
+
+    /// <summary>One row's <see cref="RankRows"/> entries against similarity order <paramref name="s"/> and its inverse.</summary>
+    public static (long Products, long RankProducts, long Discordant, long RankDiscordant) RankRow(ReadOnlySpan<float> logits, int[] s, int[] rankS)
+    {
+        int n = logits.Length;
+        var p = Descending(logits);
+        long prod = 0, rprod = 0;
+        var byP = new int[n];    // S's values in the order of P's values: Kendall's discordant pairs are its inversions
+        var byRank = new int[n]; // rankS in the order of rankP
+        for (int i = 0; i < n; i++)
+        {
+            prod += (long)p[i] * s[i];
+            rprod += (long)i * rankS[p[i]];
+            byP[p[i]] = s[i];
+            byRank[i] = rankS[p[i]];
+        }
+        var tmp = new int[n];
+        return (prod, rprod, Inversions(byP, tmp, 0, n), Inversions(byRank, tmp, 0, n));
+    }
+
+    /// <summary>Indices sorted by value, descending, ties to the lower index (a stable sort).</summary>
+    public static int[] Descending(ReadOnlySpan<float> values)
+    {
+        var ids = Enumerable.Range(0, values.Length).ToArray();
+        var keys = values.ToArray();
+        for (int i = 0; i < keys.Length; i++) keys[i] = -keys[i];
+        Array.Sort(keys, ids);   // introsort is unstable: fix ties below
+        for (int i = 0; i < ids.Length;)
+        {
+            int j = i + 1;
+            while (j < ids.Length && keys[j] == keys[i]) j++;
+            if (j - i > 1) Array.Sort(ids, i, j - i);
+            i = j;
+        }
+        return ids;
+    }
+
+    /// <summary>The inverse of a permutation: inv[p[i]] = i.</summary>
+    public static int[] Inverse(int[] permutation)
+    {
+        var inv = new int[permutation.Length];
+        for (int i = 0; i < permutation.Length; i++) inv[permutation[i]] = i;
+        return inv;
+    }
+
+    /// <summary>The inversions of x[lo, hi) (pairs i &lt; j with x[i] &gt; x[j]), counted by a merge sort that sorts it.</summary>
+    public static long Inversions(int[] x, int[] tmp, int lo, int hi)
+    {
+        if (hi - lo < 2) return 0;
+        int mid = (lo + hi) / 2;
+        long count = Inversions(x, tmp, lo, mid) + Inversions(x, tmp, mid, hi);
+        int i = lo, j = mid, k = lo;
+        while (i < mid && j < hi)
+        {
+            if (x[i] <= x[j]) tmp[k++] = x[i++];
+            else { count += mid - i; tmp[k++] = x[j++]; }
+        }
+        while (i < mid) tmp[k++] = x[i++];
+        while (j < hi) tmp[k++] = x[j++];
+        Array.Copy(tmp, lo, x, lo, hi - lo);
+        return count;
+    }
+
     /// <summary>e_t = exp(x_t − max x) in double; returns max x and Σ e in <paramref name="sum"/>.</summary>
     static double Exps(ReadOnlySpan<float> x, Span<double> e, out double sum)
     {
@@ -132,6 +209,13 @@ sealed class CpuReductions(CpuBackend backend) : IReductionOps
         if ((long)rows * vocab > l.Count) throw new ArgumentException($"TopLogits: logits hold {l.Count} floats, {rows}×{vocab} needed");
         if (k < 1) throw new ArgumentException($"TopLogits: k must be positive, got {k}");
         return LogitReductions.Top(l, rows, vocab, k, backend.Threads);
+    }
+
+    public RankRows RankStats(DeviceBuffer logits, int rows, int vocab, int[] group, int[][] orders)
+    {
+        var l = CpuBackend.Seg(logits);
+        RankStatsCheck.Check(group, rows, vocab, l.Count, orders);
+        return LogitReductions.Ranks(l, rows, vocab, group, orders, backend.Threads);
     }
 
     public LogitRowMetrics RowMetrics(DeviceBuffer logits, int rows, int vocab, int[] group, DeviceBuffer? weights, int nWeights, DeviceBuffer? reference)

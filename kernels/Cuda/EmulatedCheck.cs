@@ -114,6 +114,13 @@ public static class EmulatedCheck
         int[] groupOf = [1, 0, 1];
         Check("LogitKernels.RowMetrics", () => Metrics(ReductionReference.RowMetrics(logits, 3, 1000, groupOf, metricWeights, 2, reference)),
             () => Metrics(gpu.Reductions.RowMetrics(Up(logits), 3, 1000, groupOf, Up(metricWeights), 2, Up(reference))), 2e-5);
+        // Rank statistics: 300 tokens, logits rounded to give ties (and −0 beside +0), two groups' similarity orders.
+        var tied = R(3 * 300, 2f).Select(v => MathF.Round(v * 2) / 2).ToArray();
+        tied[5] = -0f;
+        int[][] orders = [Enumerable.Range(0, 300).Reverse().ToArray(), Enumerable.Range(0, 300).Select(t => t * 7 % 300).ToArray()];
+        static float[] Ranked(RankRows s) => [.. s.Products, .. s.RankProducts, .. s.Discordant, .. s.RankDiscordant];
+        Check("RankKernels (radix sort, gather, merge passes)", () => Ranked(ReductionReference.RankStats(tied, 3, 300, groupOf, orders)),
+            () => Ranked(gpu.Reductions.RankStats(Up(tied), 3, 300, groupOf, orders)), 0);
         var pre = R(rows * 300, 2f);   // two device segments per row
         var threshold = R(300).Select(MathF.Abs).ToArray();
         Check("SaeKernels.NormalizeRows", () => SaeReference.NormalizeRows(x, d, RowNormalization.LayerNorm, true, g), () =>

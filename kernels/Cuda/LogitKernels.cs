@@ -10,6 +10,12 @@ namespace PolyEngine.Kernels.Cuda;
 //             in shared memory (deterministic): max and Σ exp → lse; the reference row's the same; then KL(Q ‖ P) =
 //             Σ Q·(log Q − log P) (a sum of small differences, not of two large sums) and each Σ P·w_j.
 //   The top-k per row is SaeKernels.TopK (a size-k heap per row, ties to the lower index); the host sorts each row's k.
+//   Rank statistics — RankKeys makes one 64-bit key per (row, token): the row above an order-preserving map of −logit, so
+//             ILGPU.Algorithms' (stable, LSD) radix sort of (key, id) pairs sorts every row by logit, descending, ties to
+//             the lower id. RankGather turns the sorted ids P into the per-element products and the two sequences whose
+//             inversions are the discordant pairs; MergePass merges sorted runs of width w into runs of 2w, each element
+//             of a right run counting the larger elements of its left run (a binary search); RowSums adds each row up.
+//             Exact integers throughout, so every backend gives the same statistics.
 public static class LogitKernels
 {
     public const int MetricsGroup = 128;
@@ -98,6 +104,70 @@ public static class LogitKernels
     }
 }
 
+/// <summary>Rank-statistics kernels (see the file header); rows × vocab elements, one thread each unless said.</summary>
+public static class RankKernels
+{
+    /// <summary>key = row · 2³² + (an ascending map of −logit), value = token id.</summary>
+    [GpuKernel]
+    public static void RankKeys(Index1D i, ArrayView<float> logits, int vocab, ArrayView<long> keys, ArrayView<int> ids)
+    {
+        float x = logits[i];
+        if (x == 0f) x = 0f;   // −0 and +0 tie, as they compare
+        uint u = (uint)Interop.FloatAsInt(x);
+        uint ascending = (u & 0x80000000u) != 0 ? ~u : u | 0x80000000u;
+        keys[i] = ((long)((int)i / vocab) << 32) | (~ascending);
+        ids[i] = i % vocab;
+    }
+
+    /// <summary>From the sorted ids P [rows, vocab]: products P[i]·S[i] and i·rankS(P[i]); byP[P[i]] = S[i] and
+    /// byRank[i] = rankS(P[i]), whose inversions are the discordant pairs. S and rankS per group [groups, vocab].</summary>
+    [GpuKernel]
+    public static void RankGather(Index1D i, ArrayView<int> p, int vocab, ArrayView<int> group, ArrayView<int> s, ArrayView<int> rankS,
+        ArrayView<long> products, ArrayView<long> rankProducts, ArrayView<int> byP, ArrayView<int> byRank)
+    {
+        int r = i / vocab, j = i % vocab, t = p[i];
+        long go = (long)group[r] * vocab;
+        int sj = s[go + j], rs = rankS[go + t];
+        products[i] = (long)t * sj;
+        rankProducts[i] = (long)j * rs;
+        byP[(long)r * vocab + t] = sj;
+        byRank[i] = rs;
+    }
+
+    /// <summary>Merges the sorted runs [k·w, (k+1)·w) of each row of src pairwise into dst (values distinct within a row);
+    /// each element of a right run adds the number of larger elements in its left run to inversions[i].</summary>
+    [GpuKernel]
+    public static void MergePass(Index1D i, ArrayView<int> src, ArrayView<int> dst, int vocab, int width, ArrayView<long> inversions)
+    {
+        int r = i / vocab, j = i % vocab, run = j / width, start = run * width;
+        long o = (long)r * vocab;
+        int x = src[i];
+        bool left = (run & 1) == 0;
+        int other = left ? start + width : start - width;
+        int otherLength = left ? XMath.Min(width, XMath.Max(0, vocab - other)) : width;
+        // Elements of the other run below x (binary search: the run is sorted ascending).
+        int lo = 0, hi = otherLength;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) / 2;
+            if (src[o + other + mid] < x) lo = mid + 1;
+            else hi = mid;
+        }
+        int first = left ? start : other;   // the merged run's start
+        dst[o + first + (j - start) + lo] = x;
+        if (!left) inversions[i] += otherLength - lo;
+    }
+
+    /// <summary>Grid rows: sums[r] += Σ values[r, :] (one thread per row).</summary>
+    [GpuKernel]
+    public static void RowSums(Index1D r, ArrayView<long> values, int vocab, ArrayView<long> sums)
+    {
+        long total = 0;
+        for (long t = (long)(int)r * vocab, end = t + vocab; t < end; t++) total += values[t];
+        sums[r] = total;
+    }
+}
+
 /// <summary>The reduction family on ILGPU: the top-k per row by the SAE family's heap kernel, the log-sum-exp and the row
 /// metrics above; only [rows, k] ids and logits and [rows, …] sums leave the device.</summary>
 sealed class IlgpuReductions : IReductionOps, IDisposable
@@ -109,6 +179,14 @@ sealed class IlgpuReductions : IReductionOps, IDisposable
         ArrayView<float>, ArrayView<float>> _rowMetrics;
     MemoryBuffer1D<float, Stride1D.Dense>? _lse, _dots, _kl;
     MemoryBuffer1D<int, Stride1D.Dense>? _group;
+    readonly Action<Index1D, ArrayView<float>, int, ArrayView<long>, ArrayView<int>> _rankKeys;
+    readonly Action<Index1D, ArrayView<int>, int, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<long>, ArrayView<long>, ArrayView<int>, ArrayView<int>> _rankGather;
+    readonly Action<Index1D, ArrayView<int>, ArrayView<int>, int, int, ArrayView<long>> _mergePass;
+    readonly Action<Index1D, ArrayView<long>, int, ArrayView<long>> _rowSums;
+    readonly RadixSortPairs<long, Stride1D.Dense, int, Stride1D.Dense> _sortPairs;
+
+    /// <summary>Rows of logits one rank pass sorts at a time: bounds its scratch (≈ 60 bytes per element).</summary>
+    const int RankElements = 1 << 24;
 
     public IlgpuReductions(IlgpuBackend backend, IlgpuSae sae)
     {
@@ -117,6 +195,69 @@ sealed class IlgpuReductions : IReductionOps, IDisposable
         _logSumExp = backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, ArrayView<float>>(LogitKernels.LogSumExp);
         _rowMetrics = backend.Acc.LoadStreamKernel<ArrayView<float>, int, ArrayView<int>, ArrayView<float>, int, ArrayView<float>, int,
             ArrayView<float>, ArrayView<float>, ArrayView<float>>(LogitKernels.RowMetrics);
+        var acc = backend.Acc;
+        _rankKeys = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, int, ArrayView<long>, ArrayView<int>>(RankKernels.RankKeys);
+        _rankGather = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, int, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<long>,
+            ArrayView<long>, ArrayView<int>, ArrayView<int>>(RankKernels.RankGather);
+        _mergePass = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>, int, int, ArrayView<long>>(RankKernels.MergePass);
+        _rowSums = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<long>, int, ArrayView<long>>(RankKernels.RowSums);
+        _sortPairs = acc.CreateRadixSortPairs<long, Stride1D.Dense, int, Stride1D.Dense, ILGPU.Algorithms.RadixSortOperations.AscendingInt64>();
+    }
+
+    public RankRows RankStats(DeviceBuffer logits, int rows, int vocab, int[] group, int[][] orders)
+    {
+        var l = IlgpuBackend.Of(logits, (long)rows * vocab, "logits", "RankStats").View;
+        RankStatsCheck.Check(group, rows, vocab, l.Length, orders);
+        var stats = new RankRows(rows, vocab, new long[rows], new long[rows], new long[rows], new long[rows]);
+        if (rows == 0 || vocab == 0) return stats;
+        var acc = _b.Acc;
+        int chunk = Math.Max(1, RankElements / vocab);
+        long n = (long)Math.Min(chunk, rows) * vocab;
+        using var s = acc.Allocate1D(orders.SelectMany(o => o).ToArray());
+        using var rankS = acc.Allocate1D(orders.SelectMany(o => { var inv = new int[vocab]; for (int i = 0; i < vocab; i++) inv[o[i]] = i; return inv; }).ToArray());
+        using var keys = _b.Alloc<long>(n);
+        using var ids = _b.Alloc<int>(n);
+        using var temp = _b.Alloc<int>(acc.ComputeRadixSortPairsTempStorageSize<long, int, ILGPU.Algorithms.RadixSortOperations.AscendingInt64>((Index1D)n));
+        using var products = _b.Alloc<long>(n);
+        using var rankProducts = _b.Alloc<long>(n);
+        using var a = _b.Alloc<int>(n);
+        using var b = _b.Alloc<int>(n);
+        using var c = _b.Alloc<int>(n);
+        using var inversions = _b.Alloc<long>(n);
+        using var sums = _b.Alloc<long>(chunk);
+        using var groups = _b.Alloc<int>(chunk);
+        for (int r0 = 0; r0 < rows; r0 += chunk)
+        {
+            int m = Math.Min(chunk, rows - r0);
+            int count = m * vocab;
+            groups.View.SubView(0, m).CopyFromCPU(group.AsSpan(r0, m).ToArray());
+            _rankKeys(count, l.SubView((long)r0 * vocab, count), vocab, keys.View, ids.View);
+            _sortPairs(acc.DefaultStream, keys.View.SubView(0, count), ids.View.SubView(0, count), temp.View);
+            _rankGather(count, ids.View, vocab, groups.View, s.View, rankS.View, products.View, rankProducts.View, a.View, b.View);
+            Sum(products, m, vocab, sums, stats.Products, r0);
+            Sum(rankProducts, m, vocab, sums, stats.RankProducts, r0);
+            foreach (var (seq, into) in new[] { (a, stats.Discordant), (b, stats.RankDiscordant) })
+            {
+                inversions.View.SubView(0, count).MemSetToZero();
+                var (src, dst) = (seq, c);
+                for (int width = 1; width < vocab; width *= 2)
+                {
+                    _mergePass(count, src.View, dst.View, vocab, width, inversions.View);
+                    (src, dst) = (dst, src);
+                }
+                Sum(inversions, m, vocab, sums, into, r0);
+            }
+        }
+        return stats;
+    }
+
+    /// <summary>into[r0 + r] = Σ values[r, :] for the m rows of a chunk.</summary>
+    void Sum(MemoryBuffer1D<long, Stride1D.Dense> values, int m, int vocab, MemoryBuffer1D<long, Stride1D.Dense> sums, long[] into, int r0)
+    {
+        _rowSums(m, values.View, vocab, sums.View);
+        var host = new long[m];
+        sums.View.SubView(0, m).CopyToCPU(host);
+        host.CopyTo(into, r0);
     }
 
     public LogitRowMetrics RowMetrics(DeviceBuffer logits, int rows, int vocab, int[] group, DeviceBuffer? weights, int nWeights, DeviceBuffer? reference)

@@ -55,4 +55,35 @@ public static class ReductionReference
         }
         return new LogitRowMetrics(rows, nWeights, lse, dots, kl);
     }
+
+    /// <summary><see cref="RankRows"/> by the definitions: P by comparing every pair of logits, the sums and every pair counted.</summary>
+    public static RankRows RankStats(float[] logits, int rows, int vocab, int[] group, int[][] orders)
+    {
+        var (prod, rprod, disc, rdisc) = (new long[rows], new long[rows], new long[rows], new long[rows]);
+        for (int r = 0; r < rows; r++)
+        {
+            var row = logits.AsSpan(r * vocab, vocab).ToArray();
+            var s = orders[group[r]];
+            // rankP(t) = the ids before t: larger logits, or equal logits and a lower id.
+            var rankP = new int[vocab];
+            for (int t = 0; t < vocab; t++)
+                for (int u = 0; u < vocab; u++)
+                    if (row[u] > row[t] || (row[u] == row[t] && u < t)) rankP[t]++;
+            var p = new int[vocab];
+            var rankS = new int[vocab];
+            for (int t = 0; t < vocab; t++) p[rankP[t]] = t;
+            for (int i = 0; i < vocab; i++) rankS[s[i]] = i;
+            for (int i = 0; i < vocab; i++)
+            {
+                prod[r] += (long)p[i] * s[i];
+                rprod[r] += (long)rankP[i] * rankS[i];
+                for (int j = i + 1; j < vocab; j++)
+                {
+                    if ((long)(p[i] - p[j]) * (s[i] - s[j]) < 0) disc[r]++;
+                    if ((long)(rankP[i] - rankP[j]) * (rankS[i] - rankS[j]) < 0) rdisc[r]++;
+                }
+            }
+        }
+        return new RankRows(rows, vocab, prod, rprod, disc, rdisc);
+    }
 }

@@ -222,6 +222,12 @@ public class SteerSweepTests
             Compare(a[i].Metrics, b[i].Metrics, plan.Metrics, 1e-5, $"row {i} on the emulated device");
             Assert.Equal(a[i].TopIds, b[i].TopIds);
         }
+        // The rank metrics by the device's sort and merge kernels, against their definitions on the device's own logits (a
+        // logit 1e-6 away on the CPU can swap two tokens' ranks, so the CPU's rank metrics are not the yardstick here).
+        var vector = plan.Vectors[0];
+        float norm = System.Numerics.Tensors.TensorPrimitives.Norm(vector);
+        AssertSweepMatchesOnePassEach(dev, plan with { Metrics = AllMetrics, TopK = 0 },
+            e => HookEdit.AddVector(plan.Hook, vector.Select(x => x / norm).ToArray(), e.Amount), 2e-5);
     }
 
     [Fact]

@@ -167,6 +167,15 @@ public sealed class IlgpuBackendTests(IlgpuBackendTests.Emulator emulator) : ICl
     }
 
     [Theory]
+    [MemberData(nameof(RowEditAndLogitTests.RankShapes), MemberType = typeof(RowEditAndLogitTests))]
+    public void RankStatsKernelsMatchTheReference(int rows, int vocab, int groups)
+    {
+        var (logits, group, orders) = RowEditAndLogitTests.RankInputs(rows, vocab, groups);
+        RowEditAndLogitTests.AssertRanks(ReductionReference.RankStats(logits, rows, vocab, group, orders),
+            _gpu.Reductions.RankStats(_gpu.Upload(logits), rows, vocab, group, orders));
+    }
+
+    [Theory]
     [MemberData(nameof(RowEditAndLogitTests.MetricShapes), MemberType = typeof(RowEditAndLogitTests))]
     public void RowMetricsKernelMatchesTheReference(int rows, int vocab, int groups, int nWeights)
     {

@@ -93,4 +93,40 @@ public class RowEditAndLogitTests
         Assert.InRange(self.Expectation(0, 0), 1 - 1e-6, 1 + 1e-6);
         Assert.Throws<ArgumentException>(() => cpu.Reductions.RowMetrics(cpu.Upload(logits), rows, vocab, [.. group[..^1], groups + 5], null, 0, cpu.Upload(reference)));
     }
+
+    public static TheoryData<int, int, int> RankShapes() => new() { { 1, 1, 1 }, { 1, 2, 1 }, { 3, 7, 2 }, { 4, 33, 3 }, { 2, 100, 1 }, { 5, 129, 2 } };
+
+    /// <summary>Logits with ties (rounded to halves), a −0 beside +0s, rows of groups, and random similarity orders.</summary>
+    internal static (float[] Logits, int[] Group, int[][] Orders) RankInputs(int rows, int vocab, int groups)
+    {
+        var logits = SparseEncodeTests.Uniform(rows * vocab, 21, 2f).Select(v => MathF.Round(v * 2) / 2).ToArray();
+        logits[0] = -0f;
+        var rng = new System.Random(vocab);
+        var orders = Enumerable.Range(0, groups).Select(_ => Enumerable.Range(0, vocab).OrderBy(_ => rng.Next()).ToArray()).ToArray();
+        return (logits, Enumerable.Range(0, rows).Select(r => (r * 5 + 2) % groups).ToArray(), orders);
+    }
+
+    internal static void AssertRanks(RankRows expected, RankRows actual)
+    {
+        Assert.Equal(expected.Products, actual.Products);
+        Assert.Equal(expected.RankProducts, actual.RankProducts);
+        Assert.Equal(expected.Discordant, actual.Discordant);
+        Assert.Equal(expected.RankDiscordant, actual.RankDiscordant);
+    }
+
+    [Theory]
+    [MemberData(nameof(RankShapes))]
+    public void RankStatsMatchTheReference(int rows, int vocab, int groups)
+    {
+        var (logits, group, orders) = RankInputs(rows, vocab, groups);
+        var cpu = new CpuBackend(2);
+        AssertRanks(ReductionReference.RankStats(logits, rows, vocab, group, orders), cpu.Reductions.RankStats(cpu.Upload(logits), rows, vocab, group, orders));
+        // A row in its own similarity order (logits descending by the order) is concordant: no discordant pair.
+        var own = new float[vocab];
+        for (int i = 0; i < vocab; i++) own[orders[0][i]] = vocab - i;
+        var self = cpu.Reductions.RankStats(cpu.Upload(own), 1, vocab, [0], orders);
+        Assert.Equal(0, self.Discordant[0]);
+        Assert.Equal(0, self.RankDiscordant[0]);
+        Assert.Throws<ArgumentException>(() => cpu.Reductions.RankStats(cpu.Upload(logits), rows, vocab, group, [.. orders.Take(groups - 1), new int[vocab + 1]]));
+    }
 }
