@@ -1,18 +1,22 @@
 namespace PolyEngine.Kernels;
 
-// The op families of IBackend. Each family keeps its forward ops and, beside them, the backward ops the backward pass
-// will add (input gradients; no weight gradients): a new op is one method here, its implementation in each backend's
-// family class, its scalar reference in Reference/, and nothing else — profiling and checks find it by itself.
+// The op families of IBackend. Each family keeps its forward ops and, beside them, the backward ops of the backward pass
+// (input gradients; no weight gradients): so far the linear input gradient, the layer norm's and the activations'; the
+// attention's (softmax, rotary) is next. A new op is one method here, its implementation in each backend's family class,
+// its scalar reference in Reference/, and nothing else — profiling and checks find it by itself.
 
-/// <summary>Linear layers: y = x·W + b on weights packed at load (<see cref="IBackend.PackWeight"/>).
-/// Backward (to come): dx = dy·Wᵀ.</summary>
+/// <summary>Linear layers: y = x·W + b on weights packed at load (<see cref="IBackend.PackWeight"/>), and the input
+/// gradient dx = dy·Wᵀ (no weight gradients).</summary>
 public interface ILinearOps
 {
     /// <summary>y[rows, N] = x[rows, K] · W + bias (bias may be null).</summary>
     void Forward(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows);
+
+    /// <summary>dx[rows, K] = dy[rows, N] · Wᵀ (dx must not alias dy).</summary>
+    void Backward(DeviceBuffer dy, PackedWeight w, DeviceBuffer dx, int rows);
 }
 
-/// <summary>Layer norms. Backward (to come): from the saved statistics (<c>scale</c> = √(var + eps), the normalised rows).</summary>
+/// <summary>Layer norms, and their backward from the saved statistics (<c>scale</c> = √(var + eps), the normalised rows).</summary>
 public interface INormOps
 {
     /// <summary>y[rows, d] = (x − mean)/√(var + eps)·gamma + beta (biased variance). Optional taps: <paramref name="normalized"/>
@@ -24,17 +28,25 @@ public interface INormOps
     /// y = LayerNorm(sum) with the same taps as <see cref="LayerNorm"/>. One pass over the rows instead of two.</summary>
     void AddLayerNorm(DeviceBuffer a, DeviceBuffer b, DeviceBuffer sum, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d,
         float eps, DeviceBuffer? normalized = null, DeviceBuffer? scale = null);
+
+    /// <summary>The input gradient of <see cref="LayerNorm"/> from its saved taps: with n̂ = <paramref name="normalized"/>
+    /// [rows, d], s = <paramref name="scale"/> [rows] and g = dy ⊙ gamma, dx = (g − mean(g) − n̂·mean(g ⊙ n̂)) / s per row
+    /// (dx may alias dy).</summary>
+    void LayerNormBackward(DeviceBuffer dy, DeviceBuffer normalized, DeviceBuffer scale, DeviceBuffer gamma, DeviceBuffer dx, int rows, int d);
 }
 
-/// <summary>Element-wise activations. Backward (to come): dy·act′(x).</summary>
+/// <summary>Element-wise activations and their backward.</summary>
 public interface IActivationOps
 {
     /// <summary>y[i] = act(x[i]) for i &lt; n (y may alias x).</summary>
     void Forward(DeviceBuffer x, DeviceBuffer y, long n, Activation activation);
+
+    /// <summary>dx[i] = dy[i]·act′(x[i]) for i &lt; n, x the activation's input (dx may alias dy).</summary>
+    void Backward(DeviceBuffer x, DeviceBuffer dy, DeviceBuffer dx, long n, Activation activation);
 }
 
 /// <summary>Attention: rotary embedding and causal attention, for a whole sequence or for its last positions against keys
-/// kept from before (a pass resumed at a position). Backward (to come): through the softmax and the rotary.</summary>
+/// kept from before (a pass resumed at a position). Backward (next): through the softmax and the rotary.</summary>
 public interface IAttentionOps
 {
     /// <summary>How attention runs on this backend, for reports ("cpu", "gemm", "fused").</summary>

@@ -5,6 +5,7 @@ namespace PolyEngine.Kernels.Cpu;
 // Element-wise activations.
 //   Apply     — GELU-tanh as x·sigmoid(2u) with Vector256.Exp, GELU-erf with the Erf fit below in float vectors, ReLU through Max.
 //   Erf       — W. H. Press et al.'s erfc Chebyshev fit (fractional error < 1.2e-7), evaluated in double.
+//   Derivative — act′(x) for the backward pass, per element in double (dy·act′(x)).
 //   Scalar reference: Reference/ActivationReference (double precision, an erf of its own).
 public static class Activations
 {
@@ -101,6 +102,23 @@ public static class Activations
 
     public static float GeluErf(float x) => (float)(0.5 * x * (1.0 + Erf(x / Math.Sqrt(2.0))));
 
+    /// <summary>act′(x), in double inside (the forward's erf fit for GELU-erf).</summary>
+    public static float Derivative(float x, Activation activation)
+    {
+        switch (activation)
+        {
+            case Activation.GeluTanh:
+                double t = Math.Tanh(SqrtTwoOverPi * (x + 0.044715 * x * x * x));
+                return (float)(0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SqrtTwoOverPi * (1 + 3 * 0.044715 * x * x));
+            case Activation.GeluErf:
+                return (float)(0.5 * (1 + Erf(x / Math.Sqrt(2.0))) + x * Math.Exp(-0.5 * x * x) / Math.Sqrt(2 * Math.PI));
+            case Activation.Relu:
+                return x > 0 ? 1f : 0f;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(activation), activation, "unknown activation");
+        }
+    }
+
     /// <summary>erf(x) with fractional error below 1.2e-7 (Numerical Recipes erfcc).</summary>
     public static double Erf(double x)
     {
@@ -115,6 +133,18 @@ public static class Activations
 /// <summary>The activation family on the CPU, parallel over chunks.</summary>
 sealed class CpuActivations(CpuBackend backend) : IActivationOps
 {
+    public void Backward(DeviceBuffer x, DeviceBuffer dy, DeviceBuffer dx, long n, Activation activation)
+    {
+        var (xs, dys, dxs) = (CpuBackend.Seg(x), CpuBackend.Seg(dy), CpuBackend.Seg(dx));
+        if (xs.Count < n || dys.Count < n || dxs.Count < n) throw new ArgumentException($"Activation backward: buffers shorter than {n}");
+        const int block = 4096;
+        backend.ForRows((int)((n + block - 1) / block), c =>
+        {
+            long i0 = (long)c * block, i1 = Math.Min(n, i0 + block);
+            for (long i = i0; i < i1; i++) dxs[(int)i] = dys[(int)i] * Activations.Derivative(xs[(int)i], activation);
+        });
+    }
+
     public void Forward(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
     {
         var (xs, ys) = (CpuBackend.Seg(x), CpuBackend.Seg(y));

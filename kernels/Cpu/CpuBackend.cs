@@ -54,6 +54,9 @@ public sealed class CpuBackend : IBackend
     internal sealed class Weight(Gemm.Packed packed) : PackedWeight(packed.K, packed.N)
     {
         public readonly Gemm.Packed Packed = packed;
+        Gemm.Packed? _transposed;
+        /// <summary>Wᵀ packed for the input gradient, made on first use (a second copy of the weight).</summary>
+        public Gemm.Packed Transposed => LazyInitializer.EnsureInitialized(ref _transposed, () => Gemm.Transpose(Packed));
         public override void Dispose() { }
     }
 

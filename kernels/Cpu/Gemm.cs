@@ -59,6 +59,16 @@ public static class Gemm
         return new Packed(k, n, data, offset);
     }
 
+    /// <summary>Wᵀ packed as the B operand of the input gradient (dx = dy·Wᵀ: inner dimension N, output K), from the panels of
+    /// <paramref name="p"/> (the original weight need not be kept).</summary>
+    public static Packed Transpose(Packed p)
+    {
+        var w = new float[(long)p.K * p.N];   // [K, N]
+        for (int n = 0; n < p.N; n++)
+            for (int k = 0; k < p.K; k++) w[(long)k * p.N + n] = p.Data[p.Offset + (n / NR) * p.K * NR + k * NR + n % NR];
+        return Pack(w, p.N, p.K, WeightLayout.OutIn);   // OutIn: w is [out = K, in = N]
+    }
+
     /// <summary>Elements to skip so that a pinned array's data starts on a 64-byte boundary.</summary>
     static unsafe int AlignmentOffset(float[] pinned)
     {
@@ -348,9 +358,16 @@ public static class Gemm
     }
 }
 
-/// <summary>The linear family on the CPU: the packed GEMM above.</summary>
+/// <summary>The linear family on the CPU: the packed GEMM above; the input gradient through a second packing of Wᵀ made on
+/// first use (<see cref="CpuBackend.Weight.Transposed"/>).</summary>
 sealed class CpuLinear(CpuBackend backend) : ILinearOps
 {
+    public void Backward(DeviceBuffer dy, PackedWeight w, DeviceBuffer dx, int rows)
+    {
+        var transposed = w is CpuBackend.Weight cw ? cw.Transposed : throw new ArgumentException("weight does not belong to the CPU backend");
+        Gemm.Multiply(CpuBackend.Span(dy), transposed, default, CpuBackend.Span(dx), rows, backend.Threads);
+    }
+
     public void Forward(DeviceBuffer x, PackedWeight w, DeviceBuffer? bias, DeviceBuffer y, int rows)
     {
         var packed = w is CpuBackend.Weight cw ? cw.Packed : throw new ArgumentException("weight does not belong to the CPU backend");

@@ -4,6 +4,7 @@ namespace PolyEngine.Kernels.Cpu;
 
 // LayerNorm over the last axis, torch semantics: y = (x − mean)·rstd·gamma + beta, rstd = 1/√(var + eps), biased variance.
 //   Forward   — TensorPrimitives per row (vectorised sums), optional taps: normalized (before gain/bias) and scale = √(var + eps).
+//   Backward  — from those taps, per row in double: dx = (g − mean(g) − n̂·mean(g·n̂))/scale, g = dy·gamma.
 //   Scalar reference: Reference/NormReference (double precision).
 public static class LayerNorm
 {
@@ -33,6 +34,26 @@ public static class LayerNorm
 /// <summary>The layer-norm family on the CPU, parallel over rows.</summary>
 sealed class CpuNorm(CpuBackend backend) : INormOps
 {
+    public void LayerNormBackward(DeviceBuffer dy, DeviceBuffer normalized, DeviceBuffer scale, DeviceBuffer gamma, DeviceBuffer dx, int rows, int d)
+    {
+        var (dys, ns, ss, g, dxs) = (CpuBackend.Seg(dy), CpuBackend.Seg(normalized), CpuBackend.Seg(scale), CpuBackend.Seg(gamma), CpuBackend.Seg(dx));
+        backend.ForRows(rows, r =>
+        {
+            Span<float> dyr = dys.AsSpan(r * d, d), nr = ns.AsSpan(r * d, d), dxr = dxs.AsSpan(r * d, d);
+            double mg = 0, mgn = 0;
+            for (int i = 0; i < d; i++)
+            {
+                double gi = (double)dyr[i] * g[i];
+                mg += gi;
+                mgn += gi * nr[i];
+            }
+            mg /= d;
+            mgn /= d;
+            double inv = 1.0 / ss[r];
+            for (int i = 0; i < d; i++) dxr[i] = (float)(((double)dyr[i] * g[i] - mg - nr[i] * mgn) * inv);
+        });
+    }
+
     public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
         DeviceBuffer? normalized = null, DeviceBuffer? scale = null)
     {

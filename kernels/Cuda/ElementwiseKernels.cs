@@ -9,6 +9,7 @@ namespace PolyEngine.Kernels.Cuda;
 //   Add          — y = a + b
 //   CopyColumns  — dst[r, dstOffset + c] = src[r, offset + c]
 //   Activate     — GELU tanh as x·sigmoid(2u), GELU erf with the Numerical Recipes erfc fit, ReLU
+//   ActivateBackward — dy·act′(x), the same functions differentiated (GELU tanh through σ(±2u), free of cancellation)
 // Rules from docs/CUDA.md §2: MathMode.Default, XMath (not Math/MathF), no FusedMultiplyAdd, no Math.Clamp, no System.Half.
 public static class ElementwiseKernels
 {
@@ -42,6 +43,25 @@ public static class ElementwiseKernels
             y[i] = XMath.Max(v, 0f);
     }
 
+    /// <summary>dx[i] = dy[i]·act′(x[i]); <paramref name="kind"/> is <see cref="Activation"/> as an int. tanh as 1 − 2/(1 + e^{2u}).</summary>
+    [GpuKernel]
+    public static void ActivateBackward(Index1D i, ArrayView<float> x, ArrayView<float> dy, ArrayView<float> dx, int kind)
+    {
+        float v = x[i], d;
+        if (kind == (int)Activation.GeluTanh)
+        {
+            // 0.5·(1 + tanh u) = σ(2u) and 1 − tanh²u = 4·σ(2u)·σ(−2u): no cancellation where tanh u is near ±1.
+            float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+            float s = 1f / (1f + XMath.Exp(-2f * u)), sm = 1f / (1f + XMath.Exp(2f * u));
+            d = s + 2f * v * s * sm * 0.7978845608028654f * (1f + 3f * 0.044715f * v * v);
+        }
+        else if (kind == (int)Activation.GeluErf)
+            d = 0.5f * (1f + Erf(v * 0.70710678118654752f)) + v * XMath.Exp(-0.5f * v * v) * 0.3989422804014327f;
+        else
+            d = v > 0f ? 1f : 0f;
+        dx[i] = dy[i] * d;
+    }
+
     /// <summary>erf(x) from the erfc fit with fractional error below 1.2e-7 (the CPU path's Activations.Erf, in float).</summary>
     public static float Erf(float x)
     {
@@ -68,9 +88,19 @@ sealed class IlgpuActivations(IlgpuBackend backend) : IActivationOps
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate =
         backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.Activate);
 
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _backward =
+        backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ElementwiseKernels.ActivateBackward);
+
     public void Forward(DeviceBuffer x, DeviceBuffer y, long n, Activation activation)
     {
         if (n > 0) _activate(checked((int)n), IlgpuBackend.Of(x, n, "x", "Activate").View, IlgpuBackend.Of(y, n, "y", "Activate").View, (int)activation);
+    }
+
+    public void Backward(DeviceBuffer x, DeviceBuffer dy, DeviceBuffer dx, long n, Activation activation)
+    {
+        if (n > 0)
+            _backward(checked((int)n), IlgpuBackend.Of(x, n, "x", "ActivateBackward").View, IlgpuBackend.Of(dy, n, "dy", "ActivateBackward").View,
+                IlgpuBackend.Of(dx, n, "dx", "ActivateBackward").View, (int)activation);
     }
 }
 

@@ -42,6 +42,17 @@ public static class EmulatedCheck
                 return Get(y, rows * n);
             }, 1e-5);
         gpu.Gemm = GemmVariant.Tiled;
+        Check("GemmKernels.StridedBatched (linear backward, dx = dy·Wᵀ)", () =>
+        {
+            var dx = new float[rows * d];
+            LinearReference.Backward(bias.Concat(Enumerable.Repeat(0.5f, rows * n - n)).ToArray(), w, WeightLayout.InOut, dx, rows, d, n);
+            return dx;
+        }, () =>
+        {
+            var dx = gpu.Allocate(rows * d);
+            gpu.Linear.Backward(Up([.. bias, .. Enumerable.Repeat(0.5f, rows * n - n)]), gpu.PackWeight(w, d, n, WeightLayout.InOut), dx, rows);
+            return Get(dx, rows * d);
+        }, 1e-5);
         Check("GemmKernels.SetRows", () => Enumerable.Range(0, rows * n).Select(i => bias[i % n]).ToArray(),
             () => { var y = gpu.Allocate(rows * n); gpu.SetRows(Up(bias), n, y, rows); return Get(y, rows * n); }, 0);
         float[] Norm(float[] input) { var y = new float[rows * d]; NormReference.LayerNorm(input, g, bt, y, rows, d, 1e-5f); return y; }
@@ -58,6 +69,27 @@ public static class EmulatedCheck
         foreach (var act in Enum.GetValues<Activation>())
             Check($"ElementwiseKernels.Activate({act})", () => x.Select(v => ActivationReference.Apply(v, act)).ToArray(),
                 () => { var y = gpu.Allocate(x.Length); gpu.Activations.Forward(Up(x), y, x.Length, act); return Get(y, x.Length); }, 2e-6);
+        foreach (var act in Enum.GetValues<Activation>())
+            Check($"ElementwiseKernels.ActivateBackward({act})", () => x.Select((v, i) => (float)(x[(i + 1) % x.Length] * ActivationReference.Derivative(v, act))).ToArray(),
+                () =>
+                {
+                    var dy = Up([.. x.Skip(1), x[0]]);
+                    gpu.Activations.Backward(Up(x), dy, dy, x.Length, act);
+                    return Get(dy, x.Length);
+                }, 2e-6);
+        Check("LayerNormKernels.Backward", () =>
+        {
+            var dx = new float[rows * d];
+            NormReference.LayerNormBackward(x, g, [.. x.Skip(3), .. x.Take(3)], dx, rows, d, 1e-5f);
+            return dx;
+        }, () =>
+        {
+            var (y, n, s) = (gpu.Allocate(rows * d), gpu.Allocate(rows * d), gpu.Allocate(rows));
+            gpu.Norm.LayerNorm(Up(x), Up(g), Up(bt), y, rows, d, 1e-5f, n, s);
+            var dx = gpu.Allocate(rows * d);
+            gpu.Norm.LayerNormBackward(Up([.. x.Skip(3), .. x.Take(3)]), n, s, Up(g), dx, rows, d);
+            return Get(dx, rows * d);
+        }, 2e-5);
         Check("ElementwiseKernels.Add", () => x.Select(v => v + v).ToArray(),
             () => { var y = gpu.Allocate(x.Length); gpu.Rows.Add(Up(x), Up(x), y, x.Length); return Get(y, x.Length); }, 0);
         Check("ElementwiseKernels.Gather", () => RowsReference.Gather([6, 0, 3], x, d),

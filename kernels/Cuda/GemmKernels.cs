@@ -125,6 +125,16 @@ sealed class IlgpuLinear : ILinearOps
         _tiled(new KernelConfig(grid, new Index2D(GemmKernels.Tile, GemmKernels.Tile)), xb.View, pw.W.View, biasView, hasBias, rows, w.K, w.N, yb.View);
     }
 
+    /// <summary>dx[rows, K] = dy[rows, N]·Wᵀ as one column-major GEMM: dxᵀ (K × rows) = op(W) · dyᵀ, W read transposed in
+    /// place (cuBLAS on a GPU, the strided-batched kernel elsewhere).</summary>
+    public void Backward(DeviceBuffer dy, PackedWeight w, DeviceBuffer dx, int rows)
+    {
+        var pw = w as IlgpuBackend.Weight ?? throw new ArgumentException("weight does not belong to the ILGPU backend");
+        if (rows == 0) return;
+        StridedBatched(transA: true, transB: false, m: w.K, n: rows, k: w.N, alpha: 1f, pw.W, 0, lda: w.N, strideA: 0,
+            dy, 0, ldb: w.N, strideB: 0, beta: 0f, dx, 0, ldc: w.K, strideC: 0, batch: 1);
+    }
+
     /// <summary>y[r, :] = bias[0..n) for r &lt; rows.</summary>
     public void SetRows(DeviceBuffer bias, int n, DeviceBuffer y, int rows)
     {

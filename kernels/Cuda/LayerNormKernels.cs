@@ -9,8 +9,27 @@ namespace PolyEngine.Kernels.Cuda;
 //   Forward     — y = LN(x)
 //   AddForward  — sum = a + b written, then y = LN(sum): the residual add fused with the norm that reads it (slow twin:
 //                 ElementwiseKernels.Add followed by Forward)
+//   Backward    — dx = (g − mean(g) − n̂·mean(g·n̂))/scale, g = dy·gamma, from the forward's taps (dx may alias dy)
 public static class LayerNormKernels
 {
+    [GpuKernel]
+    public static void Backward(Index1D row, ArrayView<float> dy, ArrayView<float> normalized, ArrayView<float> scale, ArrayView<float> gamma,
+        ArrayView<float> dx, int d)
+    {
+        long o = (long)(int)row * d;
+        float mg = 0f, mgn = 0f;
+        for (int i = 0; i < d; i++)
+        {
+            float g = dy[o + i] * gamma[i];
+            mg += g;
+            mgn += g * normalized[o + i];
+        }
+        mg /= d;
+        mgn /= d;
+        float inv = 1f / scale[row];
+        for (int i = 0; i < d; i++) dx[o + i] = (dy[o + i] * gamma[i] - mg - normalized[o + i] * mgn) * inv;
+    }
+
     [GpuKernel]
     public static void AddForward(Index1D row, ArrayView<float> a, ArrayView<float> b, ArrayView<float> sum, ArrayView<float> gamma,
         ArrayView<float> beta, ArrayView<float> y, int d, float eps, ArrayView<float> normalized, int writeNormalized, ArrayView<float> scale, int writeScale)
@@ -56,13 +75,26 @@ sealed class IlgpuNorm : INormOps
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float,
         ArrayView<float>, int, ArrayView<float>, int> _addLayerNorm;
 
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _backward;
+
     public IlgpuNorm(IlgpuBackend backend)
     {
         _b = backend;
+        _backward = backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(
+            LayerNormKernels.Backward);
         _layerNorm = backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, float,
             ArrayView<float>, int, ArrayView<float>, int>(LayerNormKernels.Forward);
         _addLayerNorm = backend.Acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, int, float, ArrayView<float>, int, ArrayView<float>, int>(LayerNormKernels.AddForward);
+    }
+
+    public void LayerNormBackward(DeviceBuffer dy, DeviceBuffer normalized, DeviceBuffer scale, DeviceBuffer gamma, DeviceBuffer dx, int rows, int d)
+    {
+        long n = (long)rows * d;
+        if (n == 0) return;
+        _backward(rows, IlgpuBackend.Of(dy, n, "dy", "LayerNormBackward").View, IlgpuBackend.Of(normalized, n, "normalized", "LayerNormBackward").View,
+            IlgpuBackend.Of(scale, rows, "scale", "LayerNormBackward").View, IlgpuBackend.Of(gamma, d, "gamma", "LayerNormBackward").View,
+            IlgpuBackend.Of(dx, n, "dx", "LayerNormBackward").View, d);
     }
 
     public void LayerNorm(DeviceBuffer x, DeviceBuffer gamma, DeviceBuffer beta, DeviceBuffer y, int rows, int d, float eps,
