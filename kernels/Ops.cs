@@ -1,8 +1,8 @@
 namespace PolyEngine.Kernels;
 
 // The op families of IBackend. Each family keeps its forward ops and, beside them, the backward ops of the backward pass
-// (input gradients; no weight gradients): so far the linear input gradient, the layer norm's and the activations'; the
-// attention's (softmax, rotary) is next. A new op is one method here, its implementation in each backend's family class,
+// (input gradients; no weight gradients): the linear input gradient, the layer norm's, the activations', causal attention's
+// (through the softmax, over a whole sequence) and the rotary's. A new op is one method here, its implementation in each backend's family class,
 // its scalar reference in Reference/, and nothing else — profiling and checks find it by itself.
 
 /// <summary>Linear layers: y = x·W + b on weights packed at load (<see cref="IBackend.PackWeight"/>), and the input
@@ -46,7 +46,7 @@ public interface IActivationOps
 }
 
 /// <summary>Attention: rotary embedding and causal attention, for a whole sequence or for its last positions against keys
-/// kept from before (a pass resumed at a position). Backward (next): through the softmax and the rotary.</summary>
+/// kept from before (a pass resumed at a position); and their backward, through the softmax and the rotary.</summary>
 public interface IAttentionOps
 {
     /// <summary>How attention runs on this backend, for reports ("cpu", "gemm", "fused").</summary>
@@ -63,6 +63,15 @@ public interface IAttentionOps
     /// [batch, nHeads, seq, keys] is written when not null.</summary>
     void Causal(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
         float scale, DeviceBuffer? pattern = null, int? keys = null);
+
+    /// <summary>The rotary's backward: dx = Rᵀ·dy, a rotation by the negative angle at the same positions (dx may alias dy).</summary>
+    void RotaryBackward(DeviceBuffer dy, DeviceBuffer dx, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset = 0);
+
+    /// <summary>The gradients of <see cref="Causal"/> over a whole sequence (keys = seq): dq, dk, dv [batch, seq, heads,
+    /// d_head] from dz, the softmax recomputed from q and k: with P the pattern and dP = dz·vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)),
+    /// dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dz.</summary>
+    void CausalBackward(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer dz, DeviceBuffer dq, DeviceBuffer dk, DeviceBuffer dv,
+        int batch, int seq, int nHeads, int dHead, float scale);
 }
 
 /// <summary>Row operations: gathers, copies, fan-out, residual adds and the in-place hook edit.</summary>

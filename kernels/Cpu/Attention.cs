@@ -8,7 +8,9 @@ namespace PolyEngine.Kernels.Cpu;
 //   Causal    — per (batch, head): K gathered transposed, 64 keys scored per register block, z summed 64 dims per block, masked entries never
 //               computed (HF's finfo.min mask gives exact zeros after softmax), stable softmax, z = Σ p·v. Optional pattern tap.
 //   Rotary    — NeoX "rotate half": pairs (j, j + r/2) of the first r dims, from a position offset; inv_freq and angles in
-//               float32 as HF computes them.
+//               float32 as HF computes them; its backward rotates by the negative angle.
+//   CausalBackward — per (batch, head), each query's softmax row recomputed (sums in double): dS = P ⊙ (dP − rowsum(P ⊙ dP)),
+//               dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dz.
 //   Scalar references: Reference/AttentionReference (double precision).
 public static class Attention
 {
@@ -131,9 +133,61 @@ public static class Attention
         Vector256<float> acc) =>
         Vector256.MultiplyAddEstimate(x, Vector256.Load(y), acc);
 
-    /// <summary>Rotary on x [batch, seq, heads, d_head] into y (may alias), row t at position <paramref name="positionOffset"/> + t.</summary>
+    /// <summary>The gradients of <see cref="Causal"/> over a whole sequence for one (batch <paramref name="b"/>, head
+    /// <paramref name="h"/>): each query's softmax row recomputed, sums in double; dq, dk, dv of that head written.</summary>
+    public static void CausalBackward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> dz,
+        Span<float> dq, Span<float> dk, Span<float> dv, int seq, int nHeads, int dHead, float scale, int b, int h)
+    {
+        int d = nHeads * dHead;
+        var p = new double[seq];
+        var dp = new double[seq];
+        var gq = new double[dHead];
+        var gk = new double[seq * dHead];
+        var gv = new double[seq * dHead];
+        for (int t = 0; t < seq; t++)
+        {
+            var qt = q.Slice((b * seq + t) * d + h * dHead, dHead);
+            var dzt = dz.Slice((b * seq + t) * d + h * dHead, dHead);
+            double max = double.NegativeInfinity, sum = 0, c = 0;
+            for (int s = 0; s <= t; s++)
+            {
+                p[s] = (double)TensorPrimitives.Dot(qt, k.Slice((b * seq + s) * d + h * dHead, dHead)) * scale;
+                max = Math.Max(max, p[s]);
+            }
+            for (int s = 0; s <= t; s++) { p[s] = Math.Exp(p[s] - max); sum += p[s]; }
+            for (int s = 0; s <= t; s++)
+            {
+                p[s] /= sum;
+                dp[s] = TensorPrimitives.Dot(dzt, v.Slice((b * seq + s) * d + h * dHead, dHead));
+                c += p[s] * dp[s];
+            }
+            Array.Clear(gq);
+            for (int s = 0; s <= t; s++)
+            {
+                double ds = p[s] * (dp[s] - c) * scale;
+                var ks = k.Slice((b * seq + s) * d + h * dHead, dHead);
+                for (int i = 0; i < dHead; i++)
+                {
+                    gq[i] += ds * ks[i];
+                    gk[s * dHead + i] += ds * qt[i];
+                    gv[s * dHead + i] += p[s] * dzt[i];
+                }
+            }
+            var dqt = dq.Slice((b * seq + t) * d + h * dHead, dHead);
+            for (int i = 0; i < dHead; i++) dqt[i] = (float)gq[i];
+        }
+        for (int s = 0; s < seq; s++)
+            for (int i = 0; i < dHead; i++)
+            {
+                dk[(b * seq + s) * d + h * dHead + i] = (float)gk[s * dHead + i];
+                dv[(b * seq + s) * d + h * dHead + i] = (float)gv[s * dHead + i];
+            }
+    }
+
+    /// <summary>Rotary on x [batch, seq, heads, d_head] into y (may alias), row t at position <paramref name="positionOffset"/> + t;
+    /// <paramref name="inverse"/> rotates by the negative angle (the backward: Rᵀ).</summary>
     public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase,
-        int positionOffset = 0)
+        int positionOffset = 0, bool inverse = false)
     {
         if (!x.Overlaps(y)) x.Slice(0, batch * seq * nHeads * dHead).CopyTo(y);
         int half = rotaryDim / 2;
@@ -145,7 +199,7 @@ public static class Attention
             {
                 float angle = (positionOffset + t) * inv[j];
                 cos[j] = MathF.Cos(angle);
-                sin[j] = MathF.Sin(angle);
+                sin[j] = inverse ? -MathF.Sin(angle) : MathF.Sin(angle);
             }
             for (int b = 0; b < batch; b++)
                 for (int h = 0; h < nHeads; h++)
@@ -171,6 +225,20 @@ sealed class CpuAttention(CpuBackend backend) : IAttentionOps
     {
         if (positionOffset < 0) throw new ArgumentException($"Rotary: position offset {positionOffset} is negative");
         Attention.Rotary(CpuBackend.Span(x), CpuBackend.Span(y), batch, seq, nHeads, dHead, rotaryDim, rotaryBase, positionOffset);
+    }
+
+    public void RotaryBackward(DeviceBuffer dy, DeviceBuffer dx, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset = 0)
+    {
+        if (positionOffset < 0) throw new ArgumentException($"Rotary: position offset {positionOffset} is negative");
+        Attention.Rotary(CpuBackend.Span(dy), CpuBackend.Span(dx), batch, seq, nHeads, dHead, rotaryDim, rotaryBase, positionOffset, inverse: true);
+    }
+
+    public void CausalBackward(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer dz, DeviceBuffer dq, DeviceBuffer dk, DeviceBuffer dv,
+        int batch, int seq, int nHeads, int dHead, float scale)
+    {
+        var (qs, ks, vs, dzs, dqs, dks, dvs) = (CpuBackend.Seg(q), CpuBackend.Seg(k), CpuBackend.Seg(v), CpuBackend.Seg(dz), CpuBackend.Seg(dq),
+            CpuBackend.Seg(dk), CpuBackend.Seg(dv));
+        backend.ForRows(batch * nHeads, bh => Attention.CausalBackward(qs, ks, vs, dzs, dqs, dks, dvs, seq, nHeads, dHead, scale, bh / nHeads, bh % nHeads));
     }
 
     public void Causal(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,

@@ -10,20 +10,22 @@ namespace PolyEngine.Kernels.Cuda;
 //             exactly as HF does (t·inv_freq, then cos/sin), so no approximate sin.approx on large angles.
 //   Causal  — V1: one thread per (batch, head, query), three passes over the keys it sees (max, sum, weighted V), no
 //             scratch; masked keys are never touched, the pattern tap gets exact zeros past the query's position.
+//   CausalBackwardRows / CausalBackwardKeys — the backward over a whole sequence: per query the pattern row, dS and dq; then
+//             per key dk and dv from the stored rows (V1: one thread each; the GEMM form is the next step on a GPU).
 //   CausalSoftmax — the GEMM attention's middle step (scores = scale·Q·Kᵀ and z = P·V are strided-batched GEMMs, cuBLAS
 //             on a GPU): one thread per score row [.., t, :], softmax over the keys it sees in place, exact zeros after.
 public static class AttentionKernels
 {
     [GpuKernel]
     public static void Rotary(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<float> cos, ArrayView<float> sin,
-        int seq, int nHeads, int dHead, int rotaryDim, int positionOffset)
+        int seq, int nHeads, int dHead, int rotaryDim, int positionOffset, int inverse)
     {
         int half = rotaryDim / 2;
         int j = i % half, rh = i / half;            // rh = row·n_heads + head
         int t = positionOffset + rh / nHeads % seq;
         long o = (long)rh * dHead;
         float x1 = x[o + j], x2 = x[o + j + half];
-        float c = cos[t * half + j], s = sin[t * half + j];
+        float c = cos[t * half + j], s = inverse != 0 ? -sin[t * half + j] : sin[t * half + j];
         y[o + j] = x1 * c - x2 * s;
         y[o + j + half] = x2 * c + x1 * s;
     }
@@ -53,6 +55,67 @@ public static class AttentionKernels
             float p = XMath.Exp(Score(q, k, qo, ko, dHead) * scale - max) * inv;
             if (writePattern != 0) pattern[po + s] = p;
             for (int c = 0; c < dHead; c++) z[qo + c] += p * v[ko + c];
+        }
+    }
+
+    /// <summary>One thread per (batch, head, query t): the pattern row P[t, :] into p, dS[t, :] = scale·P ⊙ (dP − Σ P ⊙ dP)
+    /// into ds (zeros past t), and dq[t] = dS[t, :]·k. Rows of p and ds are [batch·heads, seq, seq].</summary>
+    [GpuKernel]
+    public static void CausalBackwardRows(Index1D i, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> dz, ArrayView<float> dq,
+        ArrayView<float> p, ArrayView<float> ds, int seq, int nHeads, int dHead, float scale)
+    {
+        int t = i % seq, bh = i / seq, h = bh % nHeads, b = bh / nHeads, d = nHeads * dHead;
+        long qo = ((long)b * seq + t) * d + h * dHead, po = (long)(int)i * seq;
+        float max = float.NegativeInfinity;
+        for (int s = 0; s <= t; s++)
+        {
+            float score = Score(q, k, qo, ((long)b * seq + s) * d + h * dHead, dHead) * scale;
+            p[po + s] = score;
+            max = XMath.Max(max, score);
+        }
+        float sum = 0f;
+        for (int s = 0; s <= t; s++)
+        {
+            float e = XMath.Exp(p[po + s] - max);
+            p[po + s] = e;
+            sum += e;
+        }
+        float inv = 1f / sum, c = 0f;
+        for (int s = 0; s <= t; s++)
+        {
+            float pv = p[po + s] * inv, dp = Score(dz, v, qo, ((long)b * seq + s) * d + h * dHead, dHead);
+            p[po + s] = pv;
+            ds[po + s] = dp;
+            c += pv * dp;
+        }
+        for (int s = t + 1; s < seq; s++) { p[po + s] = 0f; ds[po + s] = 0f; }
+        for (int e = 0; e < dHead; e++) dq[qo + e] = 0f;
+        for (int s = 0; s <= t; s++)
+        {
+            float g = p[po + s] * (ds[po + s] - c) * scale;
+            ds[po + s] = g;
+            long ko = ((long)b * seq + s) * d + h * dHead;
+            for (int e = 0; e < dHead; e++) dq[qo + e] += g * k[ko + e];
+        }
+    }
+
+    /// <summary>One thread per (batch, head, key s): dk[s] = Σ_{t ≥ s} dS[t, s]·q[t] and dv[s] = Σ_{t ≥ s} P[t, s]·dz[t].</summary>
+    [GpuKernel]
+    public static void CausalBackwardKeys(Index1D i, ArrayView<float> q, ArrayView<float> dz, ArrayView<float> p, ArrayView<float> ds,
+        ArrayView<float> dk, ArrayView<float> dv, int seq, int nHeads, int dHead)
+    {
+        int s = i % seq, bh = i / seq, h = bh % nHeads, b = bh / nHeads, d = nHeads * dHead;
+        long ko = ((long)b * seq + s) * d + h * dHead;
+        for (int e = 0; e < dHead; e++) { dk[ko + e] = 0f; dv[ko + e] = 0f; }
+        for (int t = s; t < seq; t++)
+        {
+            long po = ((long)bh * seq + t) * seq + s, qo = ((long)b * seq + t) * d + h * dHead;
+            float g = ds[po], pv = p[po];
+            for (int e = 0; e < dHead; e++)
+            {
+                dk[ko + e] += g * q[qo + e];
+                dv[ko + e] += pv * dz[qo + e];
+            }
         }
     }
 
@@ -93,7 +156,11 @@ sealed class IlgpuAttention : IAttentionOps, IDisposable
 {
     readonly IlgpuBackend _b;
     readonly IlgpuLinear _linear;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int> _rotary;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int, int> _rotary;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        int, int, int, float> _backwardRows;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _backwardKeys;
+    MemoryBuffer1D<float, Stride1D.Dense>? _p, _ds;   // [batch·heads, seq, seq] pattern and dS of the backward
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float, ArrayView<float>, int> _causal;
     readonly Action<Index1D, ArrayView<float>, int, int> _causalSoftmax;
     (int Positions, int RotaryDim, float Base, MemoryBuffer1D<float, Stride1D.Dense> Cos, MemoryBuffer1D<float, Stride1D.Dense> Sin)? _tables;
@@ -104,7 +171,11 @@ sealed class IlgpuAttention : IAttentionOps, IDisposable
         _b = backend;
         _linear = linear;
         var acc = backend.Acc;
-        _rotary = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int>(
+        _backwardRows = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, int, int, int, float>(AttentionKernels.CausalBackwardRows);
+        _backwardKeys = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, int, int, int>(AttentionKernels.CausalBackwardKeys);
+        _rotary = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, int, int>(
             AttentionKernels.Rotary);
         _causal = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int, int, float,
             ArrayView<float>, int>(AttentionKernels.Causal);
@@ -115,7 +186,29 @@ sealed class IlgpuAttention : IAttentionOps, IDisposable
 
     public string Variant => Kind.ToString().ToLowerInvariant();
 
-    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset = 0)
+    public void Rotary(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset = 0) =>
+        Rotate(x, y, batch, seq, nHeads, dHead, rotaryDim, rotaryBase, positionOffset, inverse: false);
+
+    public void RotaryBackward(DeviceBuffer dy, DeviceBuffer dx, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset = 0) =>
+        Rotate(dy, dx, batch, seq, nHeads, dHead, rotaryDim, rotaryBase, positionOffset, inverse: true);
+
+    /// <summary>The gradients of a whole-sequence causal attention: one thread per (batch, head, query) for the pattern row,
+    /// dS and dq, then one per (batch, head, key) for dk and dv (V1 kernels, scratch [batch·heads, seq, seq]).</summary>
+    public void CausalBackward(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer dz, DeviceBuffer dq, DeviceBuffer dk, DeviceBuffer dv,
+        int batch, int seq, int nHeads, int dHead, float scale)
+    {
+        long n = (long)batch * seq * nHeads * dHead;
+        if (n == 0) return;
+        var views = new[] { (q, "q"), (k, "k"), (v, "v"), (dz, "dz"), (dq, "dq"), (dk, "dk"), (dv, "dv") }
+            .Select(x => IlgpuBackend.Of(x.Item1, n, x.Item2, "CausalBackward").View).ToArray();
+        long square = (long)batch * nHeads * seq * seq;
+        var (p, ds) = (_b.Grow(ref _p, square), _b.Grow(ref _ds, square));
+        int rows = batch * nHeads * seq;
+        _backwardRows(rows, views[0], views[1], views[2], views[3], views[4], p.View, ds.View, seq, nHeads, dHead, scale);
+        _backwardKeys(rows, views[0], views[3], p.View, ds.View, views[5], views[6], seq, nHeads, dHead);
+    }
+
+    void Rotate(DeviceBuffer x, DeviceBuffer y, int batch, int seq, int nHeads, int dHead, int rotaryDim, float rotaryBase, int positionOffset, bool inverse)
     {
         int half = rotaryDim / 2;
         if (half == 0) return;
@@ -143,7 +236,7 @@ sealed class IlgpuAttention : IAttentionOps, IDisposable
         var xb = IlgpuBackend.Of(x, count, "x", "Rotary");
         var yb = IlgpuBackend.Of(y, count, "y", "Rotary");
         if (!ReferenceEquals(x, y)) xb.View.SubView(0, count).CopyTo(yb.View.SubView(0, count));
-        _rotary(batch * seq * nHeads * half, yb.View, yb.View, tables.Cos.View, tables.Sin.View, seq, nHeads, dHead, rotaryDim, positionOffset);
+        _rotary(batch * seq * nHeads * half, yb.View, yb.View, tables.Cos.View, tables.Sin.View, seq, nHeads, dHead, rotaryDim, positionOffset, inverse ? 1 : 0);
     }
 
     public void Causal(DeviceBuffer q, DeviceBuffer k, DeviceBuffer v, DeviceBuffer z, int batch, int seq, int nHeads, int dHead,
@@ -182,6 +275,8 @@ sealed class IlgpuAttention : IAttentionOps, IDisposable
     public void Dispose()
     {
         _scratch?.Dispose();
+        _p?.Dispose();
+        _ds?.Dispose();
         if (_tables is { } t) { t.Cos.Dispose(); t.Sin.Dispose(); }
     }
 }

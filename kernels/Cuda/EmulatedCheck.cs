@@ -106,6 +106,19 @@ public static class EmulatedCheck
         }, 0);
         int hn = batch * seq * heads * dh;
         var q = R(hn, 2f); var k = R(hn, 2f); var v = R(hn);
+        Check("AttentionKernels.Rotary (backward, positions from 5)", () => { var y = new float[hn]; AttentionReference.RotaryBackward(q, y, batch, seq, heads, dh, 4, 10000.0, 5); return y; },
+            () => { var y = gpu.Allocate(hn); gpu.Attention.RotaryBackward(Up(q), y, batch, seq, heads, dh, 4, 10000f, 5); return Get(y, hn); }, 1e-5);
+        Check("AttentionKernels.CausalBackwardRows+Keys", () =>
+        {
+            var (gq, gk, gv) = (new float[hn], new float[hn], new float[hn]);
+            AttentionReference.CausalBackward(q, k, v, [.. v.Skip(1), v[0]], gq, gk, gv, batch, seq, heads, dh, 1.0 / Math.Sqrt(dh));
+            return [.. gq, .. gk, .. gv];
+        }, () =>
+        {
+            var (gq, gk, gv) = (gpu.Allocate(hn), gpu.Allocate(hn), gpu.Allocate(hn));
+            gpu.Attention.CausalBackward(Up(q), Up(k), Up(v), Up([.. v.Skip(1), v[0]]), gq, gk, gv, batch, seq, heads, dh, 1f / MathF.Sqrt(dh));
+            return [.. Get(gq, hn), .. Get(gk, hn), .. Get(gv, hn)];
+        }, 2e-5);
         foreach (int offset in new[] { 0, 5 })
             Check($"AttentionKernels.Rotary (positions from {offset})", () => { var y = new float[hn]; AttentionReference.Rotary(q, y, batch, seq, heads, dh, 4, 10000.0, offset); return y; },
                 () => { var y = gpu.Allocate(hn); gpu.Attention.Rotary(Up(q), y, batch, seq, heads, dh, 4, 10000f, offset); return Get(y, hn); }, 1e-5);

@@ -15,7 +15,15 @@ public static class AttentionReference
     /// <summary>Rotate-half rotary on the first <paramref name="rotaryDim"/> dims of every head of x [batch, seq, heads, d_head],
     /// row t at position <paramref name="positionOffset"/> + t.</summary>
     public static void Rotary(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, double rotaryBase,
-        int positionOffset = 0)
+        int positionOffset = 0) => Rotate(x, y, batch, seq, nHeads, dHead, rotaryDim, rotaryBase, positionOffset, 1);
+
+    /// <summary>dx = Rᵀ·dy for <see cref="Rotary"/>: the pairs rotated by the negative angle, in double.</summary>
+    public static void RotaryBackward(ReadOnlySpan<float> dy, Span<float> dx, int batch, int seq, int nHeads, int dHead, int rotaryDim, double rotaryBase,
+        int positionOffset = 0) => Rotate(dy, dx, batch, seq, nHeads, dHead, rotaryDim, rotaryBase, positionOffset, -1);
+
+    /// <summary>The pairs (j, j + r/2) rotated by <paramref name="sign"/>·angle.</summary>
+    static void Rotate(ReadOnlySpan<float> x, Span<float> y, int batch, int seq, int nHeads, int dHead, int rotaryDim, double rotaryBase,
+        int positionOffset, int sign)
     {
         int half = rotaryDim / 2;
         for (int b = 0; b < batch; b++)
@@ -27,9 +35,9 @@ public static class AttentionReference
                     for (int j = 0; j < half; j++)
                     {
                         double angle = (positionOffset + t) / Math.Pow(rotaryBase, 2.0 * j / rotaryDim);
-                        double x1 = x[o + j], x2 = x[o + j + half];
-                        y[o + j] = (float)(x1 * Math.Cos(angle) - x2 * Math.Sin(angle));
-                        y[o + j + half] = (float)(x2 * Math.Cos(angle) + x1 * Math.Sin(angle));
+                        double x1 = x[o + j], x2 = x[o + j + half], sin = sign * Math.Sin(angle);
+                        y[o + j] = (float)(x1 * Math.Cos(angle) - x2 * sin);
+                        y[o + j + half] = (float)(x2 * Math.Cos(angle) + x1 * sin);
                     }
                 }
     }
@@ -68,5 +76,61 @@ public static class AttentionReference
                     if (!pattern.IsEmpty)
                         for (int s = 0; s < nk; s++) pattern[((b * nHeads + h) * seq + t) * nk + s] = s <= last ? (float)(p[s] / sum) : 0f;
                 }
+    }
+
+    /// <summary>The gradients of causal attention over a whole sequence, in double, by the chain rule through the softmax:
+    /// dP = dz·vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dz.</summary>
+    public static void CausalBackward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, ReadOnlySpan<float> dz,
+        Span<float> dq, Span<float> dk, Span<float> dv, int batch, int seq, int nHeads, int dHead, double scale)
+    {
+        int d = nHeads * dHead;
+        var p = new double[seq];
+        var dp = new double[seq];
+        var gq = new double[seq * dHead];
+        var gk = new double[seq * dHead];
+        var gv = new double[seq * dHead];
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < nHeads; h++)
+            {
+                Array.Clear(gq); Array.Clear(gk); Array.Clear(gv);
+                int At(int t, int i) => (b * seq + t) * d + h * dHead + i;
+                for (int t = 0; t < seq; t++)
+                {
+                    double max = double.NegativeInfinity, sum = 0, c = 0;
+                    for (int s = 0; s <= t; s++)
+                    {
+                        double dot = 0;
+                        for (int i = 0; i < dHead; i++) dot += (double)q[At(t, i)] * k[At(s, i)];
+                        p[s] = dot * scale;
+                        max = Math.Max(max, p[s]);
+                    }
+                    for (int s = 0; s <= t; s++) { p[s] = Math.Exp(p[s] - max); sum += p[s]; }
+                    for (int s = 0; s <= t; s++)
+                    {
+                        p[s] /= sum;
+                        double g = 0;
+                        for (int i = 0; i < dHead; i++) g += (double)dz[At(t, i)] * v[At(s, i)];
+                        dp[s] = g;
+                        c += p[s] * g;
+                    }
+                    for (int s = 0; s <= t; s++)
+                    {
+                        double ds = p[s] * (dp[s] - c);
+                        for (int i = 0; i < dHead; i++)
+                        {
+                            gq[t * dHead + i] += scale * ds * k[At(s, i)];
+                            gk[s * dHead + i] += scale * ds * q[At(t, i)];
+                            gv[s * dHead + i] += p[s] * dz[At(t, i)];
+                        }
+                    }
+                }
+                for (int t = 0; t < seq; t++)
+                    for (int i = 0; i < dHead; i++)
+                    {
+                        dq[At(t, i)] = (float)gq[t * dHead + i];
+                        dk[At(t, i)] = (float)gk[t * dHead + i];
+                        dv[At(t, i)] = (float)gv[t * dHead + i];
+                    }
+            }
     }
 }
