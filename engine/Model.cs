@@ -20,6 +20,9 @@ namespace PolyEngine;
 public sealed class Model : IDisposable
 {
     readonly Transformer _transformer;
+
+    /// <summary>The weights on the backend, for the backward pass (<see cref="Backward.Gradient"/>).</summary>
+    internal ModelWeights Weights => _transformer.Weights;
     readonly bool _ownsBackend;
     ModelTokenizer? _tokenizer;
 

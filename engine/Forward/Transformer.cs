@@ -13,6 +13,9 @@ namespace PolyEngine.Forward;
 sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDisposable
 {
     readonly ModelWeights _weights = new(backend, p);
+
+    /// <summary>The weights on the backend (the backward pass reads them).</summary>
+    internal ModelWeights Weights => _weights;
     readonly WorkspacePool _pool = new(backend, spec);
 
     /// <summary>Held by every pass, and by a <see cref="ForwardState"/> while it reads or frees its buffers: one use of the
