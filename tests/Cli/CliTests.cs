@@ -252,7 +252,7 @@ public class CliTests
     {
         foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"], ["bench", "coactivate"], ["features"],
                      ["coactivate"], ["toy-corpus"], ["toy-sae"], ["devices"], ["kernels", "check"], ["interference"], ["bench", "interference"], ["toy-explanations"],
-                     ["steer"], ["bench", "steer"] })
+                     ["steer"], ["bench", "steer"], ["gradient"] })
         {
             var (code, stdout, _) = Run([.. verb, "--help"]);
             Assert.Equal(0, code);

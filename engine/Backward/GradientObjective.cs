@@ -1,0 +1,56 @@
+using PolyEngine.Formats;
+
+namespace PolyEngine.Backward;
+
+/// <summary>
+/// What a gradient is of, at a hook and position: the hook's activation a[p] read along a direction v — all ones (the
+/// authors' Σ_d a[p, d]), a vector from a file, or an SAE feature's pre-activation. An SAE's pre-activation is affine in
+/// a[p] when its input processing is (b_dec subtracted, centring, no row norm): then it is ⟨a[p], v⟩ + c with v its
+/// encoder column as the SAE computes it, found by encoding the basis vectors.
+/// </summary>
+public sealed record GradientObjective(string Description, float[]? Direction, Func<float[], double> Value)
+{
+    /// <summary>Parses <c>sum</c>, <c>FILE.npy</c> / <c>FILE.safetensors[:NAME]</c> (one vector) or <c>sae:DIR:FEATURE</c> for
+    /// <paramref name="hook"/> of <paramref name="model"/>.</summary>
+    public static GradientObjective Parse(string text, Model model, HookName hook)
+    {
+        int width = hook.WidthFor(model.Spec);
+        if (text == "sum") return new("Σ_d a[p, d]", null, a => a.Sum(x => (double)x));
+        if (text.StartsWith("sae:", StringComparison.Ordinal))
+        {
+            int colon = text.LastIndexOf(':');
+            if (colon <= 4 || !int.TryParse(text[(colon + 1)..], out int feature))
+                throw new PolyEngineException($"--objective {text}: give sae:DIR:FEATURE, e.g. sae:./saes/blocks.1.hook_resid_post:12");
+            string folder = text[4..colon];
+            using var sae = SparseAutoencoder.Load(folder, model.Backend);
+            sae.CheckAgainst(model.Spec);
+            if (sae.Config.Hook != hook) throw new PolyEngineException($"--objective: the SAE reads {sae.Config.Hook}, not --hook {hook}; give its own hook");
+            if (feature < 0 || feature >= sae.Config.DSae) throw new PolyEngineException($"--objective: feature {feature} is outside the SAE's 0..{sae.Config.DSae - 1}");
+            if (sae.Config.Normalization != Kernels.RowNormalization.None)
+                throw new PolyEngineException($"--objective: this SAE normalises its input ({sae.Config.Normalization}), so its pre-activation is not linear in the hook; the gradient through that is not implemented yet");
+            // Rows: the zero vector, then each basis vector; pre_f(e_i) − pre_f(0) is the direction.
+            var basis = new float[(long)(width + 1) * width];
+            for (int i = 0; i < width; i++) basis[(long)(i + 1) * width + i] = 1f;
+            var pre = sae.Encode(basis, width + 1).HiddenPre;
+            var v = new float[width];
+            for (int i = 0; i < width; i++) v[i] = pre[(long)(i + 1) * sae.Config.DSae + feature] - pre[feature];
+            if (v.All(x => x == 0f)) throw new PolyEngineException($"--objective: feature {feature}'s encoder column is zero, so every gradient is 0");
+            string path = folder;
+            return new($"feature {feature}'s pre-activation of {Path.GetFileName(folder.TrimEnd('/'))}", v, a =>
+            {
+                using var s = SparseAutoencoder.Load(path, model.Backend);
+                return s.Encode(a, 1).HiddenPre[feature];
+            });
+        }
+        var vectors = VectorFile.Load(text, "--objective");
+        if (vectors.Length != 1) throw new PolyEngineException($"--objective {text}: holds {vectors.Length} vectors; give one [{width}] vector");
+        var dir = vectors[0];
+        if (dir.Length != width) throw new PolyEngineException($"--objective {text}: the vector has {dir.Length} values; the hook {hook} is {width} wide");
+        return new($"⟨a[p], v⟩ with v from {Path.GetFileName(VectorFile.Split(text).File)}", dir, a =>
+        {
+            double s = 0;
+            for (int i = 0; i < a.Length; i++) s += (double)a[i] * dir[i];
+            return s;
+        });
+    }
+}
