@@ -21,7 +21,7 @@ static class GradientCommand
             Description = "sum (Σ_d a[p, d], the authors' objective), FILE.npy / FILE.safetensors (⟨a[p], v⟩ for one vector v), or sae:DIR:FEATURE (the feature's pre-activation)",
             DefaultValueFactory = _ => "sum",
         };
-        var bos = Common.Bos("on for --prompt, as TransformerLens does; off for ids, which run as given");
+        var bos = Common.Bos("on for --prompt, as TransformerLens does; off for --ids-file rows, which run as given (on puts BOS first)");
         var output = new Option<string>("--out", "-o") { Description = "Write gradient [T, d_model], objective [1] and input_ids [T] to this .safetensors file", Required = true };
         var device = Common.Device();
         var threads = Common.Threads();
@@ -53,7 +53,8 @@ static class GradientCommand
                 var rows = TokenIds.ParseJsonFile(r.GetValue(idsFile)!);
                 int pick = r.GetValue(row);
                 if (pick < 0 || pick >= rows.Length) throw new PolyEngineException($"--row {pick}: {r.GetValue(idsFile)} has rows 0..{rows.Length - 1}");
-                ids = rows[pick];
+                ids = Bos.Parse(r.GetValue(bos)) == true ? [m.BosTokenId, .. rows[pick]] : rows[pick];
+                if (Bos.Parse(r.GetValue(bos)) == true) io.Out.WriteLine(Common.DescribeBos(m, true, "--bos on"));
             }
             m.ValidateIds(ids, 1, ids.Length);
             var hookName = HookName.Parse(r.GetValue(hook)!);

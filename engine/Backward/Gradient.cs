@@ -33,7 +33,7 @@ public static class Gradient
             throw new PolyEngineException($"the gradient from '{hook}' is not implemented yet; use hook_embed, or a layer's hook_resid_pre, hook_attn_out, hook_mlp_out or hook_resid_post");
 
         using var state = model.Run([ids], new RunOptions { KeepForBackward = true, Logits = LogitsMode.None }).State!;
-        var walk = new Walk(model, state, seq);
+        using var walk = new Walk(model, state, seq);   // frees every buffer it made, also when a step fails
         var seed = new float[(long)seq * d];
         for (int i = 0; i < d; i++) seed[(long)position * d + i] = direction?[i] ?? 1f;
         var g = walk.Upload(seed);
@@ -51,7 +51,6 @@ public static class Gradient
         for (int l = (hook.Point == HookPoint.Embed ? 0 : layer) - 1; l >= 0; l--) pre = walk.Layer(l, pre);
         var result = new float[(long)seq * d];
         model.Backend.Download(pre, result);
-        walk.Dispose();
         return result;
     }
 

@@ -36,6 +36,9 @@ public class GradientCliTests
         Assert.Equal(Gradient.ToEmbeddings(m, Rows[1], hook, 6), sum.Gradient);
         Assert.Equal((float)act.Sum(x => (double)x), sum.Objective, 4);
         Assert.Equal(Rows[1].Select(i => (long)i), sum.Ids);
+        Assert.Equal(0, Run("gradient", "--model", Gpt2, "--ids-file", dir.File("rows.json"), "--hook", hook.ToString(), "--position", "1",
+            "--bos", "on", "--out", dir.File("bos.safetensors")).Code);
+        Assert.Equal([m.BosTokenId, .. Rows[0].Select(i => (long)i)], Read(dir.File("bos.safetensors")).Ids);   // --bos on puts BOS first
 
         // a vector from a file
         var v = Enumerable.Range(0, d).Select(i => (float)Math.Sin(i)).ToArray();
