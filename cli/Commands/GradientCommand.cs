@@ -63,11 +63,9 @@ static class GradientCommand
             if (p < 0 || p >= ids.Length) throw new PolyEngineException($"--position {r.GetValue(position)}: the row has {ids.Length} tokens (positions 0..{ids.Length - 1}, or -1..-{ids.Length})");
             var goal = GradientObjective.Parse(r.GetValue(objective)!, m, hookName);
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var grad = Gradient.ToEmbeddings(m, ids, hookName, p, goal.Direction);
+            var (grad, act) = Gradient.Compute(m, ids, hookName, p, goal.Direction);
             double seconds = sw.Elapsed.TotalSeconds;
-            var act = m.Run([ids], new RunOptions { Hooks = [hookName], Logits = LogitsMode.None }).Cache[hookName].Data;
-            int width = hookName.WidthFor(m.Spec);
-            double value = goal.Value(act.AsSpan(p * width, width).ToArray());
+            double value = goal.Value(act);
             new SafeTensorsWriter()
                 .Add("gradient", grad, ids.Length, m.Spec.DModel)
                 .Add("objective", [(float)value], 1)

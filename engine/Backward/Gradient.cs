@@ -16,7 +16,12 @@ namespace PolyEngine.Backward;
 public static class Gradient
 {
     /// <summary>∂⟨a[p], v⟩/∂e for the hook a on the single row <paramref name="ids"/>: [ids.Length, d_model].</summary>
-    public static float[] ToEmbeddings(Model model, int[] ids, HookName hook, int position, float[]? direction = null)
+    public static float[] ToEmbeddings(Model model, int[] ids, HookName hook, int position, float[]? direction = null) =>
+        Compute(model, ids, hook, position, direction).Gradient;
+
+    /// <summary>The gradient of <see cref="ToEmbeddings"/>, and the hook's value a[p] [width] from the same forward pass
+    /// (which runs only up to the hook's layer).</summary>
+    public static (float[] Gradient, float[] Activation) Compute(Model model, int[] ids, HookName hook, int position, float[]? direction = null)
     {
         var spec = model.Spec;
         int seq = ids.Length, d = spec.DModel;
@@ -32,12 +37,14 @@ public static class Gradient
         if (!supported)
             throw new PolyEngineException($"the gradient from '{hook}' is not implemented yet; use hook_embed, or a layer's hook_resid_pre, hook_attn_out, hook_mlp_out or hook_resid_post");
 
-        using var state = model.Run([ids], new RunOptions { KeepForBackward = true, Logits = LogitsMode.None }).State!;
+        int layer = hook.IsBlock ? hook.Layer : -1;
+        var forward = model.Run([ids], new RunOptions { KeepForBackward = true, Hooks = [hook], StopAtLayer = Math.Max(layer, 0) });
+        var activation = forward.Cache[hook].Data.AsSpan(position * width, width).ToArray();
+        using var state = forward.State!;
         using var walk = new Walk(model, state, seq);   // frees every buffer it made, also when a step fails
         var seed = new float[(long)seq * d];
         for (int i = 0; i < d; i++) seed[(long)position * d + i] = direction?[i] ?? 1f;
         var g = walk.Upload(seed);
-        int layer = hook.IsBlock ? hook.Layer : -1;
         DeviceBuffer pre = hook.Point switch
         {
             HookPoint.Embed or HookPoint.ResidPre => g,
@@ -51,7 +58,7 @@ public static class Gradient
         for (int l = (hook.Point == HookPoint.Embed ? 0 : layer) - 1; l >= 0; l--) pre = walk.Layer(l, pre);
         var result = new float[(long)seq * d];
         model.Backend.Download(pre, result);
-        return result;
+        return (result, activation);
     }
 
     /// <summary>The reverse walk's steps over one row's kept state; every buffer it makes is freed with it.</summary>

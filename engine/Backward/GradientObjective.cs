@@ -6,7 +6,7 @@ namespace PolyEngine.Backward;
 /// What a gradient is of, at a hook and position: the hook's activation a[p] read along a direction v — all ones (the
 /// authors' Σ_d a[p, d]), a vector from a file, or an SAE feature's pre-activation. An SAE's pre-activation is affine in
 /// a[p] when its input processing is (b_dec subtracted, centring, no row norm): then it is ⟨a[p], v⟩ + c with v its
-/// encoder column as the SAE computes it, found by encoding the basis vectors.
+/// encoder column as the SAE computes it and c its value at 0, found by encoding the zero and basis vectors once.
 /// </summary>
 public sealed record GradientObjective(string Description, float[]? Direction, Func<float[], double> Value)
 {
@@ -35,22 +35,20 @@ public sealed record GradientObjective(string Description, float[]? Direction, F
             var v = new float[width];
             for (int i = 0; i < width; i++) v[i] = pre[(long)(i + 1) * sae.Config.DSae + feature] - pre[feature];
             if (v.All(x => x == 0f)) throw new PolyEngineException($"--objective: feature {feature}'s encoder column is zero, so every gradient is 0");
-            string path = folder;
-            return new($"feature {feature}'s pre-activation of {Path.GetFileName(folder.TrimEnd('/'))}", v, a =>
-            {
-                using var s = SparseAutoencoder.Load(path, model.Backend);
-                return s.Encode(a, 1).HiddenPre[feature];
-            });
+            double offset = pre[feature];   // pre_f(0): the pre-activation is offset + ⟨a, v⟩
+            return new($"feature {feature}'s pre-activation of {Path.GetFileName(folder.TrimEnd('/'))}", v, a => offset + Dot(a, v));
         }
         var vectors = VectorFile.Load(text, "--objective");
         if (vectors.Length != 1) throw new PolyEngineException($"--objective {text}: holds {vectors.Length} vectors; give one [{width}] vector");
         var dir = vectors[0];
         if (dir.Length != width) throw new PolyEngineException($"--objective {text}: the vector has {dir.Length} values; the hook {hook} is {width} wide");
-        return new($"⟨a[p], v⟩ with v from {Path.GetFileName(VectorFile.Split(text).File)}", dir, a =>
-        {
-            double s = 0;
-            for (int i = 0; i < a.Length; i++) s += (double)a[i] * dir[i];
-            return s;
-        });
+        return new($"⟨a[p], v⟩ with v from {Path.GetFileName(VectorFile.Split(text).File)}", dir, a => Dot(a, dir));
+    }
+
+    static double Dot(float[] a, float[] v)
+    {
+        double s = 0;
+        for (int i = 0; i < a.Length; i++) s += (double)a[i] * v[i];
+        return s;
     }
 }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text;
 using PolyEngine.Formats;
 using PolyEngine.Interventions;
 using PolyEngine.Models;
@@ -71,13 +70,6 @@ public static class SteerBenchmark
         }));
     }
 
-    /// <summary>rows.csv of a measured sweep: prompt, vector, scale and the metrics (round-trip floats), baselines included.</summary>
-    public static void WriteRows(string path, SteerResult sweep)
-    {
-        var sb = new StringBuilder("prompt,vector,scale," + string.Join(",", sweep.Plan.Metrics.Select(m => m.Name())) + "\n");
-        foreach (var r in sweep.Rows)
-            sb.Append(FormattableString.Invariant($"{r.Prompt},{r.Item},{r.Amount:R},"))
-              .AppendJoin(',', r.Metrics.Select(v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture))).Append('\n');
-        File.WriteAllText(path, sb.ToString());
-    }
+    /// <summary>rows.csv of a measured sweep: the steer verb's rows table (prompt, vector, scale, the metrics), baselines included.</summary>
+    public static void WriteRows(string path, SteerResult sweep) => Output.SteerWriter.WriteRows(path, sweep, Output.TableFormat.Csv);
 }

@@ -30,13 +30,11 @@ public static class SteerWriter
         return neurons ? [$"rows{ext}", $"best{ext}", "manifest.json"] : [$"rows{ext}", $"best{ext}", $"vectors{ext}", "manifest.json"];
     }
 
-    public static IReadOnlyList<string> Write(string outDir, SteerResult result, IReadOnlyList<SteerVectorSource>? sources, TableFormat format,
-        JsonObject manifest)
+    /// <summary>The <c>rows</c> table of a sweep into <paramref name="path"/> (atomically).</summary>
+    public static void WriteRows(string path, SteerResult result, TableFormat format)
     {
         var plan = result.Plan;
-        string ext = TableWriter.Extension(format);
         string item = plan.NeuronLocus ? "neuron" : "vector", amount = plan.NeuronLocus ? "factor" : "scale";
-
         ColumnTable RowsTable(IEnumerable<SteerRow> rows)
         {
             var (p, i, a) = (new TableColumn<int>("prompt"), new TableColumn<int>(item), new TableColumn<float>(amount));
@@ -54,8 +52,17 @@ public static class SteerWriter
             return new ColumnTable(columns);
         }
         const int group = 1 << 20;
-        TableWriter.WriteColumns(Path.Combine(outDir, "rows" + ext), RowsTable([]),
+        TableWriter.WriteColumns(path, RowsTable([]),
             Enumerable.Range(0, (result.Rows.Count + group - 1) / group).Select(g => RowsTable(result.Rows.Skip(g * group).Take(group))), format);
+    }
+
+    public static IReadOnlyList<string> Write(string outDir, SteerResult result, IReadOnlyList<SteerVectorSource>? sources, TableFormat format,
+        JsonObject manifest)
+    {
+        var plan = result.Plan;
+        string ext = TableWriter.Extension(format);
+        string item = plan.NeuronLocus ? "neuron" : "vector", amount = plan.NeuronLocus ? "factor" : "scale";
+        WriteRows(Path.Combine(outDir, "rows" + ext), result, format);
 
         var best = result.Best();
         var bp = new TableColumn<int>("prompt");

@@ -9,14 +9,19 @@ public static class NormReference
     {
         for (int r = 0; r < rows; r++)
         {
-            double mean = 0, var = 0;
-            for (int i = 0; i < d; i++) mean += x[r * d + i];
-            mean /= d;
-            for (int i = 0; i < d; i++) { double t = x[r * d + i] - mean; var += t * t; }
-            var /= d;
-            double rstd = 1.0 / Math.Sqrt(var + eps);
-            for (int i = 0; i < d; i++) y[r * d + i] = (float)((x[r * d + i] - mean) * rstd * gamma[i] + beta[i]);
+            var (mean, s) = Statistics(x.Slice(r * d, d), eps);
+            for (int i = 0; i < d; i++) y[r * d + i] = (float)((x[r * d + i] - mean) / s * gamma[i] + beta[i]);
         }
+    }
+
+    /// <summary>A row's mean and √(var + eps) (biased variance), in double.</summary>
+    static (double Mean, double Scale) Statistics(ReadOnlySpan<float> row, float eps)
+    {
+        double mean = 0, var = 0;
+        foreach (var v in row) mean += v;
+        mean /= row.Length;
+        foreach (var v in row) var += (v - mean) * (v - mean);
+        return (mean, Math.Sqrt(var / row.Length + eps));
     }
 
     /// <summary>dx[rows, d] of y = LayerNorm(x) for the upstream gradient dy, recomputed from x in double:
@@ -27,12 +32,8 @@ public static class NormReference
         var g = new double[d];
         for (int r = 0; r < rows; r++)
         {
-            double mean = 0, var = 0;
-            for (int i = 0; i < d; i++) mean += x[r * d + i];
-            mean /= d;
-            for (int i = 0; i < d; i++) { double t = x[r * d + i] - mean; var += t * t; }
-            var /= d;
-            double s = Math.Sqrt(var + eps), mg = 0, mgn = 0;
+            var (mean, s) = Statistics(x.Slice(r * d, d), eps);
+            double mg = 0, mgn = 0;
             for (int i = 0; i < d; i++)
             {
                 n[i] = (x[r * d + i] - mean) / s;
