@@ -146,7 +146,7 @@ static class DemoCommand
             Prompts = texts.Select(x => new Interventions.SteerPrompt(model.Encode(x, prependBos: false), targets)).ToArray(),
             Vectors = levels.Select(l => l.Vector).ToArray(),
         };
-        File.WriteAllLines(promptsPath, plan.Prompts.Select(x => $"{{\"ids\": [{string.Join(", ", x.Ids)}], \"targets\": [{string.Join(", ", targets)}]}}"));
+        Interventions.PromptFile.Write(promptsPath, plan.Prompts);
         var sweep = Interventions.SteerSweep.Collect(model, plan);
         var best = sweep.Best();
         io.Out.WriteLine();

@@ -60,9 +60,8 @@ public static class SteerBenchmark
         Directory.CreateDirectory(dir);
         int width = plan.Vectors[0].Length;
         new SafeTensorsWriter().Add("vectors", plan.Vectors.SelectMany(v => v).ToArray(), plan.Vectors.Count, width).Save(Path.Combine(dir, "vectors.safetensors"));
-        File.WriteAllLines(Path.Combine(dir, "prompts.jsonl"), plan.Prompts.Select(p =>
-            $"{{\"ids\": [{string.Join(", ", p.Ids)}], \"targets\": [{string.Join(", ", p.Targets)}]}}"));
-        File.WriteAllText(Path.Combine(dir, "plan.json"), System.Text.Json.JsonSerializer.Serialize(new
+        PromptFile.Write(Path.Combine(dir, "prompts.jsonl"), plan.Prompts);
+        AtomicFile.Write(Path.Combine(dir, "plan.json"), stream => System.Text.Json.JsonSerializer.Serialize(stream, new
         {
             hook = plan.Hook.ToString(),
             scales = plan.Scales,

@@ -51,6 +51,13 @@ public static class PromptFile
         return prompts;
     }
 
+    /// <summary>Writes prompts as this file reads them: one <c>{"ids": [...], "targets": [...]}</c> a line, atomically.</summary>
+    public static void Write(string path, IEnumerable<SteerPrompt> prompts) => AtomicFile.Write(path, stream =>
+    {
+        using var w = new StreamWriter(stream, new UTF8Encoding(false), leaveOpen: true);
+        foreach (var p in prompts) w.Write($"{{\"ids\": [{string.Join(", ", p.Ids)}], \"targets\": [{string.Join(", ", p.Targets)}]}}\n");
+    });
+
     static int[] Ints(JsonElement e, string at, string field) =>
         e.ValueKind == JsonValueKind.Array
             ? e.EnumerateArray().Select((x, i) => x.ValueKind == JsonValueKind.Number && x.TryGetInt32(out int v) && v >= 0 ? v
