@@ -14,7 +14,12 @@ static class GradientCommand
         var prompt = new Option<string>("--prompt", "-p") { Description = "The row as text (the model's tokenizer; BOS per --bos)" };
         var idsFile = new Option<string>("--ids-file") { Description = "JSON file with an array of rows of token ids ([[1,2,3],[4,5]]); --row picks one" };
         var row = new Option<int>("--row") { Description = "The row of --ids-file", DefaultValueFactory = _ => 0 };
-        var hook = new Option<string>("--hook") { Description = "The objective's hook: hook_embed, or a layer's hook_resid_pre, hook_attn_out, hook_resid_mid, hook_mlp_out, hook_resid_post", Required = true };
+        var hook = new Option<string>("--hook") { Description = "The objective's hook: hook_embed or any block hook but the layer norms' and the pattern (hook_resid_pre/mid/post, attn.hook_q/k/v/z, hook_attn_out, mlp.hook_pre/post, hook_mlp_out)", Required = true };
+        var to = new Option<string>("--to")
+        {
+            Description = "The gradient with respect to this hook: hook_embed (the token embeddings) or an earlier layer's hook_resid_pre, hook_resid_mid, hook_attn_out, hook_mlp_out or hook_resid_post",
+            DefaultValueFactory = _ => "hook_embed",
+        };
         var position = new Option<int>("--position") { Description = "The objective's position in the row (negative counts from its end: -1 is the last token)", Required = true };
         var objective = new Option<string>("--objective")
         {
@@ -27,11 +32,11 @@ static class GradientCommand
         var threads = Common.Threads();
         var cmd = new Command("gradient", Common.WithExamples(
             "The gradient of an objective at a hook and position with respect to the token embeddings of every position of one row " +
-            "(the token locus's direction): a hand-written backward pass over the state the forward kept.",
+            "(the token locus's direction), or with respect to an earlier hook (--to): a hand-written backward pass over the state the forward kept.",
             "polyengine gradient --model gpt2 --prompt \"The dog barked\" --hook blocks.6.hook_mlp_out --position -1 --out grad.safetensors",
             "polyengine gradient --model ./toy --ids-file rows.json --row 2 --hook blocks.1.hook_resid_post --position 5 --objective v.npy --out g.safetensors",
             "polyengine gradient --model gpt2 --prompt \"Hello\" --hook blocks.8.hook_resid_pre --position 1 --objective sae:./saes/blocks.8.hook_resid_pre:12 --out g.safetensors"))
-        { model, prompt, idsFile, row, hook, position, objective, bos, output, device, threads };
+        { model, prompt, idsFile, row, hook, position, objective, to, bos, output, device, threads };
         cmd.SetAction(r =>
         {
             if ((r.GetValue(prompt) is null) == (r.GetValue(idsFile) is null)) throw new PolyEngineException("give one of --prompt or --ids-file");
@@ -63,17 +68,18 @@ static class GradientCommand
             if (p < 0 || p >= ids.Length) throw new PolyEngineException($"--position {r.GetValue(position)}: the row has {ids.Length} tokens (positions 0..{ids.Length - 1}, or -1..-{ids.Length})");
             var goal = GradientObjective.Parse(r.GetValue(objective)!, m, hookName);
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var (grad, act) = Gradient.Compute(m, ids, hookName, p, goal.Direction);
+            var toHook = HookName.Parse(r.GetValue(to)!);
+            var (grad, act) = Gradient.Run(m, [ids], [new GradientSeed(0, hookName, p, goal.Direction)], toHook)[0];
             double seconds = sw.Elapsed.TotalSeconds;
             double value = goal.Value(act);
             new SafeTensorsWriter()
                 .Add("gradient", grad, ids.Length, m.Spec.DModel)
                 .Add("objective", [(float)value], 1)
                 .Add("input_ids", ids.Select(i => (long)i).ToArray(), ids.Length)
-                .AddMetadata("hook", hookName.ToString()).AddMetadata("position", p.ToString()).AddMetadata("objective", goal.Description)
+                .AddMetadata("hook", hookName.ToString()).AddMetadata("position", p.ToString()).AddMetadata("objective", goal.Description).AddMetadata("to", toHook.ToString())
                 .Save(outPath);
             double norm = Math.Sqrt(grad.Skip(p * m.Spec.DModel).Take(m.Spec.DModel).Sum(x => (double)x * x));
-            io.Out.WriteLine($"objective {goal.Description} at {hookName}, position {p}: {value:G6}; ‖gradient at position {p}‖ = {norm:G6} ({seconds * 1000:F0} ms)");
+            io.Out.WriteLine($"objective {goal.Description} at {hookName}, position {p}: {value:G6}; ‖∂/∂{toHook} at position {p}‖ = {norm:G6} ({seconds * 1000:F0} ms)");
             io.Out.WriteLine($"wrote {outPath}: gradient [{ids.Length}, {m.Spec.DModel}], objective, input_ids");
             return 0;
         });

@@ -1,17 +1,25 @@
 using PolyEngine.Forward;
-using PolyEngine.Kernels;
 
 namespace PolyEngine.Backward;
 
+/// <summary>One objective of a batched gradient: ⟨a[p], v⟩ for the hook a of row <paramref name="Row"/> (an index into
+/// the rows given to <see cref="Gradient.Run"/>) at <paramref name="Position"/>, v = <paramref name="Direction"/> [hook
+/// width] or all ones when null (the authors' Σ_d a[p, d]).</summary>
+public sealed record GradientSeed(int Row, HookName Hook, int Position, float[]? Direction = null);
+
+/// <summary>A seed's result: the gradient [row length, d_model] with respect to the <c>to</c> hook of
+/// <see cref="Gradient.Run"/>, and the hook's value a[p] [hook width] from the same forward pass.</summary>
+public sealed record GradientResult(float[] Gradient, float[] Activation);
+
 /// <summary>
-/// The backward pass (a vector-Jacobian product), hand-written like the forward: for an objective ⟨a[p], v⟩ at a hook a
-/// of one row — v all ones by default, the authors' Σ_d a[p, d] — the gradient with respect to the token embeddings e
-/// (<c>hook_embed</c>'s value) at every position of the row, [seq, d_model]. A forward pass keeps what the backward reads
-/// (<see cref="RunOptions.KeepForBackward"/>: per layer the layer norms' taps, q/k (after rotary), v and the MLP's
-/// pre-activation); the blocks are then walked in reverse from the hook's layer, with the backend's backward ops. Only
-/// input gradients are formed, no weight gradients. Positions after p get exactly 0 (attention is causal).
-/// Hooks so far: <c>hook_embed</c>, and per layer <c>hook_resid_pre</c>, <c>hook_attn_out</c>, <c>hook_resid_mid</c>
-/// (sequential blocks), <c>hook_mlp_out</c> and <c>hook_resid_post</c>.
+/// The backward pass (a vector-Jacobian product), hand-written like the forward: for objectives ⟨a[p], v⟩ at hooks a of
+/// rows — v all ones by default, the authors' Σ_d a[p, d] — the gradient with respect to the token embeddings e
+/// (<c>hook_embed</c>'s value) or any earlier residual-space hook, at every position of the row, [seq, d_model]. One
+/// forward pass keeps what the backward reads (<see cref="RunOptions.KeepForBackward"/>: per layer the layer norms' taps,
+/// q/k (after rotary), v and the MLP's pre-activation), up to the deepest seed's layer; then every seed walks the blocks
+/// in reverse together, one batch slot each (<see cref="GradientWalk"/>), with the backend's backward ops. Only input
+/// gradients are formed, no weight gradients. Positions after p get exactly 0 (attention is causal).
+/// Objectives: <c>hook_embed</c> and every block hook but the layer norms' taps and the attention pattern.
 /// </summary>
 public static class Gradient
 {
@@ -23,116 +31,75 @@ public static class Gradient
     /// (which runs only up to the hook's layer).</summary>
     public static (float[] Gradient, float[] Activation) Compute(Model model, int[] ids, HookName hook, int position, float[]? direction = null)
     {
-        var spec = model.Spec;
-        int seq = ids.Length, d = spec.DModel;
-        if (position < 0 || position >= seq) throw new PolyEngineException($"position {position} is outside the row's 0..{seq - 1}");
-        if (!HookName.AllFor(spec).Contains(hook)) throw new PolyEngineException($"hook '{hook}' does not exist in this {spec.Architecture} model");
-        int width = hook.WidthFor(spec);
-        if (direction is not null && direction.Length != width)
-            throw new PolyEngineException($"the objective vector has {direction.Length} values; the hook '{hook}' is {width} wide");
-        if (direction is not null && direction.All(x => x == 0f)) throw new PolyEngineException("the objective vector is all zeros, so every gradient is 0; give a nonzero vector");
-        if (direction is not null && direction.Any(x => !float.IsFinite(x))) throw new PolyEngineException("the objective vector holds NaN or infinity; give finite numbers");
-        bool supported = hook.Point is HookPoint.Embed or HookPoint.ResidPre or HookPoint.AttnOut or HookPoint.MlpOut or HookPoint.ResidPost
-            || (hook.Point == HookPoint.ResidMid && !spec.ParallelResidual);
-        if (!supported)
-            throw new PolyEngineException($"the gradient from '{hook}' is not implemented yet; use hook_embed, or a layer's hook_resid_pre, hook_attn_out, hook_mlp_out or hook_resid_post");
-
-        int layer = hook.IsBlock ? hook.Layer : -1;
-        var forward = model.Run([ids], new RunOptions { KeepForBackward = true, Hooks = [hook], StopAtLayer = Math.Max(layer, 0) });
-        var activation = forward.Cache[hook].Data.AsSpan(position * width, width).ToArray();
-        using var state = forward.State!;
-        using var walk = new Walk(model, state, seq);   // frees every buffer it made, also when a step fails
-        var seed = new float[(long)seq * d];
-        for (int i = 0; i < d; i++) seed[(long)position * d + i] = direction?[i] ?? 1f;
-        var g = walk.Upload(seed);
-        DeviceBuffer pre = hook.Point switch
-        {
-            HookPoint.Embed or HookPoint.ResidPre => g,
-            HookPoint.ResidPost => walk.Layer(layer, g),
-            HookPoint.AttnOut => walk.Attention(layer, g),
-            HookPoint.ResidMid => walk.Add(g, walk.Attention(layer, g)),
-            HookPoint.MlpOut when spec.ParallelResidual => walk.Mlp(layer, g),
-            HookPoint.MlpOut => walk.Sequential(layer, walk.Mlp(layer, g)),
-            _ => throw new InvalidOperationException(),
-        };
-        for (int l = (hook.Point == HookPoint.Embed ? 0 : layer) - 1; l >= 0; l--) pre = walk.Layer(l, pre);
-        var result = new float[(long)seq * d];
-        model.Backend.Download(pre, result);
-        return (result, activation);
+        var r = Run(model, [ids], [new GradientSeed(0, hook, position, direction)])[0];
+        return (r.Gradient, r.Activation);
     }
 
-    /// <summary>The reverse walk's steps over one row's kept state; every buffer it makes is freed with it.</summary>
-    sealed class Walk(Model model, ForwardState state, int seq) : IDisposable
+    /// <summary>Every seed's gradient with respect to <paramref name="to"/> (<c>hook_embed</c> by default; else a layer's
+    /// hook_resid_pre, hook_attn_out, hook_resid_mid, hook_mlp_out or hook_resid_post at or before every seed's hook), in
+    /// one forward over the distinct <paramref name="rows"/> (ragged rows are padded) and batched backward walks.</summary>
+    public static GradientResult[] Run(Model model, IReadOnlyList<int[]> rows, IReadOnlyList<GradientSeed> seeds, HookName? to = null)
     {
-        readonly IBackend _b = model.Backend;
-        readonly Models.ModelSpec _s = model.Spec;
-        readonly ModelWeights _w = model.Weights;
-        readonly List<DeviceBuffer> _made = [];
+        var spec = model.Spec;
+        var target = to ?? new HookName(HookPoint.Embed);
+        if (rows.Count == 0) throw new PolyEngineException("no rows to take gradients on");
+        if (seeds.Count == 0) return [];
+        CheckTarget(spec, target);
+        for (int i = 0; i < seeds.Count; i++) CheckSeed(spec, rows, seeds[i], target, seeds.Count == 1 ? "" : $"seed {i}: ");
 
-        public DeviceBuffer Upload(float[] data) { var b = _b.Upload(data); _made.Add(b); return b; }
-        DeviceBuffer Make(long n) { var b = _b.Allocate(n); _made.Add(b); return b; }
-        DeviceBuffer Kept(HookPoint point, int layer) => state.Buffer(new HookName(point, layer));
-
-        /// <summary>a + b into a new buffer.</summary>
-        public DeviceBuffer Add(DeviceBuffer a, DeviceBuffer b)
+        var hooks = seeds.Select(s => s.Hook).Distinct().ToList();
+        int stop = Math.Max(0, seeds.Max(s => s.Hook.IsBlock ? s.Hook.Layer : 0));
+        var forward = model.Run(rows, new RunOptions { KeepForBackward = true, Hooks = hooks, StopAtLayer = stop });
+        using var state = forward.State!;
+        int seq = state.Seq, d = spec.DModel;
+        var results = new GradientResult[seeds.Count];
+        // Slots per walk: as many seeds as keep the walk's widest buffers near 256 MiB.
+        int slots = (int)Math.Clamp((1L << 26) / ((long)seq * Math.Max(3 * d, spec.DMlp)), 1, seeds.Count);
+        for (int start = 0; start < seeds.Count; start += slots)
         {
-            var y = Make((long)seq * _s.DModel);
-            _b.Rows.Add(a, b, y, (long)seq * _s.DModel);
-            return y;
-        }
-
-        /// <summary>A whole block: from d(resid_post) to d(resid_pre).</summary>
-        public DeviceBuffer Layer(int l, DeviceBuffer post) => _s.ParallelResidual
-            ? Add(Add(post, Attention(l, post)), Mlp(l, post))   // resid_post = resid_pre + attn_out + mlp_out, both read resid_pre
-            : Sequential(l, Add(post, Mlp(l, post)));             // d(resid_mid) = d(post) + the MLP's
-
-        /// <summary>A sequential block from d(resid_mid): d(resid_pre) = d(resid_mid) + the attention's.</summary>
-        public DeviceBuffer Sequential(int l, DeviceBuffer mid) => Add(mid, Attention(l, mid));
-
-        /// <summary>d(the MLP's input residual) from d(mlp_out): through W_out, the activation, W_in and ln2.</summary>
-        public DeviceBuffer Mlp(int l, DeviceBuffer dOut)
-        {
-            int d = _s.DModel;
-            var block = _w.Blocks[l];
-            var hidden = Make((long)seq * _s.DMlp);
-            _b.Linear.Backward(dOut, block.MlpOut, hidden, seq);
-            _b.Activations.Backward(Kept(HookPoint.MlpPre, l), hidden, hidden, (long)seq * _s.DMlp, _s.Act);
-            var normed = Make((long)seq * d);
-            _b.Linear.Backward(hidden, block.MlpIn, normed, seq);
-            _b.Norm.LayerNormBackward(normed, Kept(HookPoint.Ln2Normalized, l), Kept(HookPoint.Ln2Scale, l), block.Ln2W, normed, seq, d);
-            return normed;
-        }
-
-        /// <summary>d(resid_pre) through the attention from d(attn_out): W_O, the softmax, rotary, W_QKV and ln1.</summary>
-        public DeviceBuffer Attention(int l, DeviceBuffer dOut)
-        {
-            int d = _s.DModel;
-            var block = _w.Blocks[l];
-            bool rotary = _s.RotaryDim > 0;
-            var dz = Make((long)seq * d);
-            _b.Linear.Backward(dOut, block.AttnOut, dz, seq);
-            var (dq, dk, dv) = (Make((long)seq * d), Make((long)seq * d), Make((long)seq * d));
-            _b.Attention.CausalBackward(Kept(rotary ? HookPoint.AttnRotQ : HookPoint.AttnQ, l), Kept(rotary ? HookPoint.AttnRotK : HookPoint.AttnK, l),
-                Kept(HookPoint.AttnV, l), dz, dq, dk, dv, 1, seq, _s.NHeads, _s.DHead, 1f / MathF.Sqrt(_s.DHead));
-            if (rotary)
+            var chunk = seeds.Skip(start).Take(slots).ToList();
+            var grads = GradientWalk.Run(model, state, chunk, target);   // [chunk, seq, d]
+            for (int k = 0; k < chunk.Count; k++)
             {
-                _b.Attention.RotaryBackward(dq, dq, 1, seq, _s.NHeads, _s.DHead, _s.RotaryDim, _s.RotaryBase);
-                _b.Attention.RotaryBackward(dk, dk, 1, seq, _s.NHeads, _s.DHead, _s.RotaryDim, _s.RotaryBase);
+                var s = chunk[k];
+                int len = rows[s.Row].Length, width = s.Hook.WidthFor(spec);
+                var g = grads.AsSpan((int)((long)k * seq * d), len * d).ToArray();
+                var a = forward.Cache[s.Hook].Data.AsSpan((int)(((long)s.Row * seq + s.Position) * width), width).ToArray();
+                results[start + k] = new GradientResult(g, a);
             }
-            var qkv = Make((long)seq * 3 * d);
-            _b.Rows.CopyColumns(dq, seq, d, 0, d, qkv, 3 * d, 0);
-            _b.Rows.CopyColumns(dk, seq, d, 0, d, qkv, 3 * d, d);
-            _b.Rows.CopyColumns(dv, seq, d, 0, d, qkv, 3 * d, 2 * d);
-            var normed = Make((long)seq * d);
-            _b.Linear.Backward(qkv, block.Qkv, normed, seq);
-            _b.Norm.LayerNormBackward(normed, Kept(HookPoint.Ln1Normalized, l), Kept(HookPoint.Ln1Scale, l), block.Ln1W, normed, seq, d);
-            return normed;
         }
+        return results;
+    }
 
-        public void Dispose()
-        {
-            _b.Synchronize();
-            foreach (var b in _made) b.Dispose();
-        }
+    /// <summary>The hooks a gradient can be taken with respect to.</summary>
+    static void CheckTarget(Models.ModelSpec spec, HookName to)
+    {
+        bool ok = to.Point is HookPoint.Embed or HookPoint.ResidPre or HookPoint.AttnOut or HookPoint.MlpOut or HookPoint.ResidPost
+            || (to.Point == HookPoint.ResidMid && !spec.ParallelResidual);
+        if (!ok || !HookName.AllFor(spec).Contains(to))
+            throw new PolyEngineException($"gradients are taken with respect to hook_embed or a layer's hook_resid_pre, hook_attn_out, hook_mlp_out, hook_resid_post" +
+                $"{(spec.ParallelResidual ? "" : " or hook_resid_mid")}, not '{to}'");
+    }
+
+    static void CheckSeed(Models.ModelSpec spec, IReadOnlyList<int[]> rows, GradientSeed s, HookName to, string where)
+    {
+        if (s.Row < 0 || s.Row >= rows.Count) throw new PolyEngineException($"{where}row {s.Row} is outside the rows 0..{rows.Count - 1}");
+        int seq = rows[s.Row].Length;
+        if (s.Position < 0 || s.Position >= seq) throw new PolyEngineException($"{where}position {s.Position} is outside the row's 0..{seq - 1}");
+        var hook = s.Hook;
+        if (!HookName.AllFor(spec).Contains(hook)) throw new PolyEngineException($"{where}hook '{hook}' does not exist in this {spec.Architecture} model");
+        if (hook.Point is HookPoint.LnFinalScale or HookPoint.LnFinalNormalized)
+            throw new PolyEngineException($"{where}'{hook}' is on the LM head side; take the gradient from hook_embed or a block's hook (e.g. blocks.{spec.NLayers - 1}.hook_resid_post)");
+        if (hook.Point == HookPoint.PosEmbed)
+            throw new PolyEngineException($"{where}hook_pos_embed does not depend on the token embeddings, so nothing flows back; use hook_embed or a block's hook");
+        if (hook.Point is HookPoint.Ln1Scale or HookPoint.Ln1Normalized or HookPoint.Ln2Scale or HookPoint.Ln2Normalized or HookPoint.AttnPattern)
+            throw new PolyEngineException($"{where}the gradient from '{hook}' is not implemented; use the block's hook_resid_pre, attention (hook_q/k/v/z, hook_attn_out), MLP (hook_pre/post, hook_mlp_out) or residual hooks");
+        if (hook.CompareTo(to) < 0)
+            throw new PolyEngineException($"{where}'{hook}' comes before '{to}' in the forward pass, so nothing flows back from it to '{to}'; take the gradient with respect to an earlier hook");
+        int width = hook.WidthFor(spec);
+        if (s.Direction is not { } v) return;
+        if (v.Length != width) throw new PolyEngineException($"{where}the objective vector has {v.Length} values; the hook '{hook}' is {width} wide");
+        if (v.Any(x => !float.IsFinite(x))) throw new PolyEngineException($"{where}the objective vector holds NaN or infinity; give finite numbers");
+        if (v.All(x => x == 0f)) throw new PolyEngineException($"{where}the objective vector is all zeros, so every gradient is 0; give a nonzero vector");
     }
 }

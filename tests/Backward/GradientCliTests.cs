@@ -66,7 +66,8 @@ public class GradientCliTests
     public static TheoryData<string[], string> BadRequests() => new()
     {
         { ["--prompt", "a b", "--hook", "blocks.1.hook_resid_pre", "--position", "40"], "--position 40: the row has" },
-        { ["--prompt", "a b", "--hook", "blocks.1.attn.hook_z", "--position", "0"], "not implemented yet" },
+        { ["--prompt", "a b", "--hook", "blocks.1.attn.hook_pattern", "--position", "0"], "not implemented" },
+        { ["--prompt", "a b", "--hook", "ln_final.hook_normalized", "--position", "0"], "on the LM head side" },
         { ["--prompt", "a b", "--hook", "blocks.9.hook_resid_pre", "--position", "0"], "has no such hook" },
         { ["--hook", "blocks.1.hook_resid_pre", "--position", "0"], "give one of --prompt or --ids-file" },
         { ["--prompt", "a b", "--hook", "blocks.1.hook_resid_pre", "--position", "0", "--objective", "sae:nowhere"], "give sae:DIR:FEATURE" },
