@@ -14,7 +14,9 @@ static class ReferenceForward
 {
     public sealed record Output(double[] Logits, Dictionary<string, double[]> Hooks);
 
-    public static Output Run(string folder, int[] ids, int batch, int seq)
+    /// <summary>The forward of <paramref name="ids"/> [batch, seq]; <paramref name="embedDelta"/> [batch·seq, d_model], when
+    /// given, is added to the token embeddings (hook_embed) — for finite differences in float64.</summary>
+    public static Output Run(string folder, int[] ids, int batch, int seq, double[]? embedDelta = null)
     {
         using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "config.json")));
         var c = doc.RootElement;
@@ -31,12 +33,12 @@ static class ReferenceForward
                 throw new KeyNotFoundException(name);
             }
             bool gpt2 = c.GetProperty("architectures")[0].GetString()!.StartsWith("GPT2");
-            return gpt2 ? Gpt2(c, W, ids, batch, seq) : NeoX(c, W, ids, batch, seq);
+            return gpt2 ? Gpt2(c, W, ids, batch, seq, embedDelta) : NeoX(c, W, ids, batch, seq, embedDelta);
         }
         finally { foreach (var f in files) f.Dispose(); }
     }
 
-    static Output Gpt2(JsonElement c, Func<string, double[]> W, int[] ids, int B, int T)
+    static Output Gpt2(JsonElement c, Func<string, double[]> W, int[] ids, int B, int T, double[]? delta)
     {
         int d = c.GetProperty("n_embd").GetInt32(), H = c.GetProperty("n_head").GetInt32(), L = c.GetProperty("n_layer").GetInt32();
         int V = c.GetProperty("vocab_size").GetInt32();
@@ -45,7 +47,7 @@ static class ReferenceForward
         var hooks = new Dictionary<string, double[]>();
         var wte = W("wte.weight"); var wpe = W("wpe.weight");
         var x = new double[B * T * d];
-        for (int r = 0; r < B * T; r++) for (int i = 0; i < d; i++) x[r * d + i] = wte[ids[r] * d + i] + wpe[(r % T) * d + i];
+        for (int r = 0; r < B * T; r++) for (int i = 0; i < d; i++) x[r * d + i] = wte[ids[r] * d + i] + (delta?[r * d + i] ?? 0) + wpe[(r % T) * d + i];
         for (int l = 0; l < L; l++)
         {
             string p = $"h.{l}.";
@@ -68,7 +70,7 @@ static class ReferenceForward
         return new Output(MatMulOutIn(f, wte, null, d, V), hooks);
     }
 
-    static Output NeoX(JsonElement c, Func<string, double[]> W, int[] ids, int B, int T)
+    static Output NeoX(JsonElement c, Func<string, double[]> W, int[] ids, int B, int T, double[]? delta)
     {
         int d = c.GetProperty("hidden_size").GetInt32(), H = c.GetProperty("num_attention_heads").GetInt32();
         int L = c.GetProperty("num_hidden_layers").GetInt32(), V = c.GetProperty("vocab_size").GetInt32(), m = c.GetProperty("intermediate_size").GetInt32();
@@ -79,7 +81,7 @@ static class ReferenceForward
         var hooks = new Dictionary<string, double[]>();
         var emb = W("gpt_neox.embed_in.weight");
         var x = new double[B * T * d];
-        for (int r = 0; r < B * T; r++) for (int i = 0; i < d; i++) x[r * d + i] = emb[ids[r] * d + i];
+        for (int r = 0; r < B * T; r++) for (int i = 0; i < d; i++) x[r * d + i] = emb[ids[r] * d + i] + (delta?[r * d + i] ?? 0);
         for (int l = 0; l < L; l++)
         {
             string p = $"gpt_neox.layers.{l}.";
@@ -127,12 +129,15 @@ static class ReferenceForward
         int rows = x.Length / k;
         var y = new double[rows * n];
         for (int r = 0; r < rows; r++)
-            for (int j = 0; j < n; j++)
+        {
+            // y[r, j] = b[j] + Σ_i x[r, i]·w[i, j], i ascending; the loops run over i outside so w is read along its rows.
+            for (int j = 0; j < n; j++) y[r * n + j] = b?[j] ?? 0;
+            for (int i = 0; i < k; i++)
             {
-                double s = b?[j] ?? 0;
-                for (int i = 0; i < k; i++) s += x[r * k + i] * w[i * n + j];
-                y[r * n + j] = s;
+                double xi = x[r * k + i];
+                for (int j = 0; j < n; j++) y[r * n + j] += xi * w[i * n + j];
             }
+        }
         return y;
     }
 
