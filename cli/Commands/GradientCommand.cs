@@ -26,6 +26,7 @@ static class GradientCommand
             Description = "sum (Σ_d a[p, d], the authors' objective), FILE.npy / FILE.safetensors (⟨a[p], v⟩ for one vector v), or sae:DIR:FEATURE (the feature's pre-activation)",
             DefaultValueFactory = _ => "sum",
         };
+        var weights = Weights();
         var bos = Common.Bos("on for --prompt, as TransformerLens does; off for --ids-file rows, which run as given (on puts BOS first)");
         var output = new Option<string>("--out", "-o") { Description = "Write gradient [T, d_model], objective [1] and input_ids [T] to this .safetensors file", Required = true };
         var device = Common.Device();
@@ -36,7 +37,7 @@ static class GradientCommand
             "polyengine gradient --model gpt2 --prompt \"The dog barked\" --hook blocks.6.hook_mlp_out --position -1 --out grad.safetensors",
             "polyengine gradient --model ./toy --ids-file rows.json --row 2 --hook blocks.1.hook_resid_post --position 5 --objective v.npy --out g.safetensors",
             "polyengine gradient --model gpt2 --prompt \"Hello\" --hook blocks.8.hook_resid_pre --position 1 --objective sae:./saes/blocks.8.hook_resid_pre:12 --out g.safetensors"))
-        { model, prompt, idsFile, row, hook, position, objective, to, bos, output, device, threads };
+        { model, prompt, idsFile, row, hook, position, objective, weights, to, bos, output, device, threads };
         cmd.SetAction(r =>
         {
             if ((r.GetValue(prompt) is null) == (r.GetValue(idsFile) is null)) throw new PolyEngineException("give one of --prompt or --ids-file");
@@ -66,7 +67,7 @@ static class GradientCommand
             if (!HookName.AllFor(m.Spec).Contains(hookName)) throw new PolyEngineException($"--hook {hookName}: this {m.Spec.Architecture} model has no such hook");
             int p = r.GetValue(position) < 0 ? ids.Length + r.GetValue(position) : r.GetValue(position);
             if (p < 0 || p >= ids.Length) throw new PolyEngineException($"--position {r.GetValue(position)}: the row has {ids.Length} tokens (positions 0..{ids.Length - 1}, or -1..-{ids.Length})");
-            var goal = GradientObjective.Parse(r.GetValue(objective)!, m, hookName);
+            var goal = Objective(r.GetValue(objective)!, r.GetValue(weights)!, m, hookName);
             var sw = System.Diagnostics.Stopwatch.StartNew();
             var toHook = HookName.Parse(r.GetValue(to)!);
             var (grad, act) = Gradient.Run(m, [ids], [new GradientSeed(0, hookName, p, goal.Direction)], toHook)[0];
@@ -84,5 +85,24 @@ static class GradientCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary>--weights: the parameterisation the objective is read on (gradient, gradient-vectors).</summary>
+    internal static Option<string> Weights() => new("--weights")
+    {
+        Description = "hf: the unprocessed HF weights (default); tl: as the authors' TransformerLens runs (center_writing_weights; hook_attn_out / hook_mlp_out only, where the all-ones objective is degenerate)",
+        DefaultValueFactory = _ => "hf",
+    };
+
+    /// <summary>The objective of --objective on --weights at <paramref name="hook"/>.</summary>
+    internal static GradientObjective Objective(string objective, string weights, Model m, HookName hook)
+    {
+        var goal = GradientObjective.Parse(objective, m, hook);
+        return weights switch
+        {
+            "hf" => goal,
+            "tl" => goal.UnderTransformerLensWeights(hook, hook.WidthFor(m.Spec)),
+            _ => throw new PolyEngineException($"--weights {weights}: choose hf or tl"),
+        };
     }
 }

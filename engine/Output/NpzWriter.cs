@@ -43,6 +43,13 @@ public sealed class NpzWriter
         }
     });
 
+    /// <summary>One float32 array as a plain <c>.npy</c> file (<c>np.load(path)</c>), atomically.</summary>
+    public static void SaveNpy(string path, float[] data, params long[] shape) => Formats.AtomicFile.Write(path, s =>
+    {
+        s.Write(Header("<f4", shape));
+        s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
+    });
+
     /// <summary>The .npy 1.0 header: magic, version, header length, and the dict padded so the data starts 64-byte aligned.</summary>
     internal static byte[] Header(string descr, long[] shape)
     {

@@ -26,6 +26,15 @@ public sealed class ModelTokenizer : Formats.ITextTokenizer
 
     public string Decode(IEnumerable<int> ids) => _inner.Decode(ids) ?? "";
 
+    /// <summary>The ids of <paramref name="text"/> with each token's character span [Start, End) in the text the tokenizer
+    /// saw (<paramref name="normalized"/>: after its normalisation — NFC for GPT-NeoX; the text itself when unchanged).</summary>
+    public (int Id, int Start, int End)[] EncodeWithOffsets(string text, out string normalized)
+    {
+        var tokens = _inner.EncodeToTokens(text, out string? norm);
+        string seen = normalized = norm ?? text;
+        return tokens.Select(t => (t.Id, t.Offset.Start.GetOffset(seen.Length), t.Offset.End.GetOffset(seen.Length))).ToArray();
+    }
+
     public static ModelTokenizer Gpt2() => new(TiktokenTokenizer.CreateForModel("gpt2"), "gpt2 (tiktoken)");
 
     /// <summary>The tokenizer for a model folder: tokenizer.json for GPT-NeoX, tiktoken gpt2 for GPT-2.</summary>
