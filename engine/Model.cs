@@ -23,6 +23,8 @@ public sealed class Model : IDisposable
 
     /// <summary>The weights on the backend, for the backward pass (<see cref="Backward.Gradient"/>).</summary>
     internal ModelWeights Weights => _transformer.Weights;
+    /// <summary>Spare device buffers for backward passes and kept forward state, reused across calls.</summary>
+    internal Forward.BufferPool Spare => _transformer.Spare;
     readonly bool _ownsBackend;
     ModelTokenizer? _tokenizer;
 

@@ -72,6 +72,7 @@ static class BenchCommand
         bench.Subcommands.Add(Coactivate(io));
         bench.Subcommands.Add(Interference(io));
         bench.Subcommands.Add(Steer(io));
+        bench.Subcommands.Add(BenchGradientCommand.Create(io));
         return bench;
     }
 

@@ -47,9 +47,16 @@ public static class Gradient
         CheckTarget(spec, target);
         for (int i = 0; i < seeds.Count; i++) CheckSeed(spec, rows, seeds[i], target, seeds.Count == 1 ? "" : $"seed {i}: ");
 
+        // Only positions up to a row's last seed matter (attention is causal: later ones get exactly 0), so each row runs
+        // up to there, and rows without seeds do not run.
+        var used = seeds.Select(s => s.Row).Distinct().Order().ToArray();
+        var slotOf = used.Select((r, i) => (r, i)).ToDictionary(x => x.r, x => x.i);
+        var trimmed = used.Select(r => rows[r][..(seeds.Where(s => s.Row == r).Max(s => s.Position) + 1)]).ToArray();
+        var local = seeds.Select(s => s with { Row = slotOf[s.Row] }).ToList();
+
         var hooks = seeds.Select(s => s.Hook).Distinct().ToList();
         int stop = Math.Max(0, seeds.Max(s => s.Hook.IsBlock ? s.Hook.Layer : 0));
-        var forward = model.Run(rows, new RunOptions { KeepForBackward = true, Hooks = hooks, StopAtLayer = stop });
+        var forward = model.Run(trimmed, new RunOptions { KeepForBackward = true, Hooks = hooks, StopAtLayer = stop });
         using var state = forward.State!;
         int seq = state.Seq, d = spec.DModel;
         var results = new GradientResult[seeds.Count];
@@ -57,13 +64,14 @@ public static class Gradient
         int slots = (int)Math.Clamp((1L << 26) / ((long)seq * Math.Max(3 * d, spec.DMlp)), 1, seeds.Count);
         for (int start = 0; start < seeds.Count; start += slots)
         {
-            var chunk = seeds.Skip(start).Take(slots).ToList();
+            var chunk = local.Skip(start).Take(slots).ToList();
             var grads = GradientWalk.Run(model, state, chunk, target);   // [chunk, seq, d]
             for (int k = 0; k < chunk.Count; k++)
             {
                 var s = chunk[k];
-                int len = rows[s.Row].Length, width = s.Hook.WidthFor(spec);
-                var g = grads.AsSpan((int)((long)k * seq * d), len * d).ToArray();
+                int width = s.Hook.WidthFor(spec);
+                var g = new float[(long)rows[seeds[start + k].Row].Length * d];   // positions past the trimmed row: 0
+                grads.AsSpan((int)((long)k * seq * d), trimmed[s.Row].Length * d).CopyTo(g);
                 var a = forward.Cache[s.Hook].Data.AsSpan((int)(((long)s.Row * seq + s.Position) * width), width).ToArray();
                 results[start + k] = new GradientResult(g, a);
             }

@@ -8,7 +8,8 @@ namespace PolyEngine.Backward;
 /// gradient flowing down the residual stream, with each seed's cotangent added where its hook sits — the walk is linear,
 /// so seeds at different hooks, rows and positions share every GEMM. Slot k reads the kept forward state of its seed's
 /// row (gathered per layer when the slots are not the rows themselves). A null gradient is an exact zero (no seed at or
-/// above that point), so nothing runs for it. Every buffer a layer makes is freed when the walk leaves it.
+/// above that point), so nothing runs for it. The buffers a layer makes go back to the model's pool of spare buffers
+/// when the walk leaves it, and the next layer (and the next call) rents them again.
 /// </summary>
 sealed class GradientWalk : IDisposable
 {
@@ -20,12 +21,13 @@ sealed class GradientWalk : IDisposable
     readonly HookName _to;
     readonly int _slots, _seq;
     readonly int[]? _rowOf;   // slot → row of the state, null when slot k is row k
-    readonly List<DeviceBuffer> _made = [];
+    readonly BufferPool _spare;
+    readonly List<DeviceBuffer> _made = [];   // rented in this layer
     int[]? _gather;           // slot position → state position, for Kept
 
     GradientWalk(Model model, ForwardState state, IReadOnlyList<GradientSeed> seeds, HookName to)
     {
-        _b = model.Backend; _s = model.Spec; _w = model.Weights; _state = state; _seeds = seeds; _to = to;
+        _b = model.Backend; _s = model.Spec; _w = model.Weights; _spare = model.Spare; _state = state; _seeds = seeds; _to = to;
         _slots = seeds.Count; _seq = state.Seq;
         bool identity = seeds.Count == state.Batch && seeds.Select((s, k) => s.Row == k).All(x => x);
         _rowOf = identity ? null : seeds.Select(s => s.Row).ToArray();
@@ -124,7 +126,7 @@ sealed class GradientWalk : IDisposable
         dk = Plus(dk, Seed(HookPoint.AttnK, l));
         dv = Plus(dv, Seed(HookPoint.AttnV, l));
         if (dq is null && dk is null && dv is null) return null;
-        var qkv = Make(Rows * 3 * D);   // zero where a part is null
+        var qkv = dq is null || dk is null || dv is null ? Zeros(Rows * 3 * D) : Make(Rows * 3 * D);
         if (dq is not null) _b.Rows.CopyColumns(dq, (int)Rows, D, 0, D, qkv, 3 * D, 0);
         if (dk is not null) _b.Rows.CopyColumns(dk, (int)Rows, D, 0, D, qkv, 3 * D, D);
         if (dv is not null) _b.Rows.CopyColumns(dv, (int)Rows, D, 0, D, qkv, 3 * D, 2 * D);
@@ -182,13 +184,17 @@ sealed class GradientWalk : IDisposable
         return y;
     }
 
-    DeviceBuffer Make(long n) { var b = _b.Allocate(n); _made.Add(b); return b; }
+    /// <summary>A buffer of <paramref name="n"/> floats whose contents the caller overwrites.</summary>
+    DeviceBuffer Make(long n) { var b = _spare.Rent(n); _made.Add(b); return b; }
 
-    /// <summary>Frees everything the layer made but <paramref name="g"/>, which flows on.</summary>
+    /// <summary>A zero-filled buffer of <paramref name="n"/> floats.</summary>
+    DeviceBuffer Zeros(long n) { var b = _b.Allocate(n); _made.Add(b); return b; }
+
+    /// <summary>Returns everything the layer made but <paramref name="g"/>, which flows on, to the pool (a device runs the
+    /// queued kernels in order, so the next layer's writes come after this layer's reads).</summary>
     DeviceBuffer? Keep(DeviceBuffer? g)
     {
-        _b.Synchronize();
-        foreach (var b in _made) if (!ReferenceEquals(b, g)) b.Dispose();
+        foreach (var b in _made) if (!ReferenceEquals(b, g)) _spare.Return(b);
         _made.Clear();
         if (g is not null) _made.Add(g);
         return g;
@@ -197,6 +203,6 @@ sealed class GradientWalk : IDisposable
     public void Dispose()
     {
         _b.Synchronize();
-        foreach (var b in _made) b.Dispose();
+        foreach (var b in _made) _spare.Return(b);
     }
 }

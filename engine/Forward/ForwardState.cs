@@ -99,7 +99,8 @@ public sealed class ForwardState : IDisposable
             _disposed = true;
             if (Owner.Disposed) return;
             _backend.Synchronize();
-            foreach (var b in _kept.Values.Concat(_workspace.Values)) b.Dispose();
+            foreach (var b in _kept.Values) Owner.Spare.Return(b);   // the next pass that keeps state reuses them
+            foreach (var b in _workspace.Values) b.Dispose();
         }
     }
 }

@@ -12,6 +12,7 @@ namespace PolyEngine.Forward;
 sealed class HookDispatch : IDisposable
 {
     readonly IBackend _b;
+    readonly BufferPool _spare;
     readonly ModelSpec _s;
     readonly RunOptions _options;
     readonly int _batch, _seq;
@@ -22,9 +23,10 @@ sealed class HookDispatch : IDisposable
 
     /// <param name="compute">Hooks computed beyond those the options read (the taps a stop leaves in flight).</param>
     /// <param name="keep">Hooks copied on the backend as the pass used them (<see cref="TakeKept"/>).</param>
-    public HookDispatch(IBackend b, ModelSpec s, RunOptions options, int batch, int seq, IEnumerable<HookName> compute, IEnumerable<HookName> keep)
+    /// <param name="spare">Where kept copies are rented from (they are overwritten whole).</param>
+    public HookDispatch(IBackend b, ModelSpec s, RunOptions options, int batch, int seq, IEnumerable<HookName> compute, IEnumerable<HookName> keep, BufferPool spare)
     {
-        (_b, _s, _options, _batch, _seq) = (b, s, options, batch, seq);
+        (_b, _s, _options, _batch, _seq, _spare) = (b, s, options, batch, seq, spare);
         _download = new(options.Hooks);
         _keep = new(keep);
         _want = new(_download.Concat(options.DeviceTaps.Select(t => t.Hook)).Concat(compute).Concat(_keep));
@@ -84,7 +86,7 @@ sealed class HookDispatch : IDisposable
     {
         if (!_keep.Contains(name) || _kept is null) return;
         long n = name.ShapeFor(_s, _batch, _seq).Aggregate(1L, (x, y) => x * y);
-        var copy = _b.Allocate(n);
+        var copy = _spare.Rent(n);
         _kept[name] = copy;
         _b.Copy(buf.Length == n ? buf : buf.Slice(0, n), copy);
     }
@@ -105,6 +107,6 @@ sealed class HookDispatch : IDisposable
     public void Dispose()
     {
         foreach (var u in _uploads) u.Dispose();
-        if (_kept is not null) foreach (var k in _kept.Values) k.Dispose();
+        if (_kept is not null) foreach (var k in _kept.Values) _spare.Return(k);
     }
 }

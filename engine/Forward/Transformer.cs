@@ -18,6 +18,9 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
     internal ModelWeights Weights => _weights;
     readonly WorkspacePool _pool = new(backend, spec);
 
+    /// <summary>Buffers of backward passes and their forward states, reused across layers and calls (at most 1 GiB held).</summary>
+    internal BufferPool Spare { get; } = new(backend, 1L << 28);
+
     /// <summary>Held by every pass, and by a <see cref="ForwardState"/> while it reads or frees its buffers: one use of the
     /// backend's workspace and of a state at a time.</summary>
     public object Lock { get; } = new();
@@ -66,7 +69,7 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         // A stop at a hook changes nothing before it: the steps run as in the full pass (fusing the norms a full pass fuses).
         bool withHead = options.StopAtLayer is null;
         int lastLayer = options.StopAtLayer ?? spec.NLayers - 1;
-        using var hooks = new HookDispatch(backend, spec, options, batch, seq, InFlight(options.StopAt), Keep(options, lastLayer, withHead));
+        using var hooks = new HookDispatch(backend, spec, options, batch, seq, InFlight(options.StopAt), Keep(options, lastLayer, withHead), Spare);
         try
         {
             var pass = new Pass(backend, spec, _weights, ws, hooks, lastLayer, withHead, window, LastPositionOnly(options, withHead, lastLayer, lengths, seq))
@@ -209,6 +212,7 @@ sealed class Transformer(IBackend backend, ModelSpec spec, ModelParams p) : IDis
         {
             Disposed = true;
             _pool.Dispose();
+            Spare.Dispose();
             _weights.Dispose();
         }
     }

@@ -5,7 +5,7 @@ namespace PolyEngine.Kernels.Cpu;
 // Element-wise activations.
 //   Apply     — GELU-tanh as x·sigmoid(2u) with Vector256.Exp, GELU-erf with the Erf fit below in float vectors, ReLU through Max.
 //   Erf       — W. H. Press et al.'s erfc Chebyshev fit (fractional error < 1.2e-7), evaluated in double.
-//   Derivative — act′(x) for the backward pass, per element in double (dy·act′(x)).
+//   Backward  — dy·act′(x) in float vectors (the same exp and erf fit); Derivative: act′(x) per element in double for the tails.
 //   Scalar reference: Reference/ActivationReference (double precision, an erf of its own).
 public static class Activations
 {
@@ -102,6 +102,44 @@ public static class Activations
 
     public static float GeluErf(float x) => (float)(0.5 * x * (1.0 + Erf(x / Math.Sqrt(2.0))));
 
+    /// <summary>dx = dy·act′(x) (dx may alias dy): GELU-tanh and GELU-erf in float vectors with the forward's exp and erf fit
+    /// (GELU-tanh: with s = sigmoid(2u), act′ = s + 2x·s(1 − s)·√(2/π)(1 + 3·0.044715x²)), the tail and ReLU per element.</summary>
+    public static unsafe void Backward(ReadOnlySpan<float> x, ReadOnlySpan<float> dy, Span<float> dx, Activation activation)
+    {
+        int i = 0;
+        fixed (float* xp = x, dyp = dy, dxp = dx)
+        {
+            if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated && activation != Activation.Relu)
+            {
+                static System.Runtime.Intrinsics.Vector256<float> C(float c) => System.Runtime.Intrinsics.Vector256.Create(c);
+                var one = C(1f);
+                for (; i <= x.Length - 8; i += 8)
+                {
+                    var v = System.Runtime.Intrinsics.Vector256.Load(xp + i);
+                    System.Runtime.Intrinsics.Vector256<float> der;
+                    if (activation == Activation.GeluTanh)
+                    {
+                        var x2 = v * v;
+                        var s = one / (one + System.Runtime.Intrinsics.Vector256.Exp(C(-2f * SqrtTwoOverPi) * v * (one + C(0.044715f) * x2)));
+                        der = s + C(2f) * v * s * (one - s) * C(SqrtTwoOverPi) * (one + C(3f * 0.044715f) * x2);
+                    }
+                    else
+                    {
+                        var u = v * C(0.70710678118654752f);
+                        var z = System.Runtime.Intrinsics.Vector256.Abs(u);
+                        var t = one / (one + C(0.5f) * z);
+                        var ans = t * System.Runtime.Intrinsics.Vector256.Exp(Horner(t) - z * z);
+                        var erf = System.Runtime.Intrinsics.Vector256.ConditionalSelect(
+                            System.Runtime.Intrinsics.Vector256.GreaterThanOrEqual(u, System.Runtime.Intrinsics.Vector256<float>.Zero), one - ans, ans - one);
+                        der = C(0.5f) * (one + erf) + v * System.Runtime.Intrinsics.Vector256.Exp(C(-0.5f) * v * v) * C(0.3989422804014327f);
+                    }
+                    System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.Load(dyp + i) * der, dxp + i);
+                }
+            }
+            for (; i < x.Length; i++) dxp[i] = dyp[i] * Derivative(xp[i], activation);
+        }
+    }
+
     /// <summary>act′(x), in double inside (the forward's erf fit for GELU-erf).</summary>
     public static float Derivative(float x, Activation activation)
     {
@@ -141,7 +179,7 @@ sealed class CpuActivations(CpuBackend backend) : IActivationOps
         backend.ForRows((int)((n + block - 1) / block), c =>
         {
             long i0 = (long)c * block, i1 = Math.Min(n, i0 + block);
-            for (long i = i0; i < i1; i++) dxs[(int)i] = dys[(int)i] * Activations.Derivative(xs[(int)i], activation);
+            Activations.Backward(xs.AsSpan((int)i0, (int)(i1 - i0)), dys.AsSpan((int)i0, (int)(i1 - i0)), dxs.AsSpan((int)i0, (int)(i1 - i0)), activation);
         });
     }
 

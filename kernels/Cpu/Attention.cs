@@ -9,8 +9,8 @@ namespace PolyEngine.Kernels.Cpu;
 //               computed (HF's finfo.min mask gives exact zeros after softmax), stable softmax, z = Σ p·v. Optional pattern tap.
 //   Rotary    — NeoX "rotate half": pairs (j, j + r/2) of the first r dims, from a position offset; inv_freq and angles in
 //               float32 as HF computes them; its backward rotates by the negative angle.
-//   CausalBackward — per (batch, head), each query's softmax row recomputed (sums in double): dS = P ⊙ (dP − rowsum(P ⊙ dP)),
-//               dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dz.
+//   CausalBackward — per (batch, head), each query's softmax row recomputed (its sums in double): dS = P ⊙ (dP − rowsum(P ⊙ dP)),
+//               dq = scale·dS·k, dk = scale·dSᵀ·q, dv = Pᵀ·dz, in float vector FMAs; queries with a zero dz row are skipped.
 //   Scalar references: Reference/AttentionReference (double precision).
 public static class Attention
 {
@@ -139,49 +139,62 @@ public static class Attention
         Span<float> dq, Span<float> dk, Span<float> dv, int seq, int nHeads, int dHead, float scale, int b, int h)
     {
         int d = nHeads * dHead;
-        var p = new double[seq];
-        var dp = new double[seq];
-        var gq = new double[dHead];
-        var gk = new double[seq * dHead];
-        var gv = new double[seq * dHead];
-        for (int t = 0; t < seq; t++)
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        var p = pool.Rent(seq);
+        var dp = pool.Rent(seq);
+        var gk = pool.Rent(seq * dHead);
+        var gv = pool.Rent(seq * dHead);
+        try
         {
-            var qt = q.Slice((b * seq + t) * d + h * dHead, dHead);
-            var dzt = dz.Slice((b * seq + t) * d + h * dHead, dHead);
-            double max = double.NegativeInfinity, sum = 0, c = 0;
-            for (int s = 0; s <= t; s++)
+            Array.Clear(gk, 0, seq * dHead);
+            Array.Clear(gv, 0, seq * dHead);
+            for (int t = 0; t < seq; t++)
             {
-                p[s] = (double)TensorPrimitives.Dot(qt, k.Slice((b * seq + s) * d + h * dHead, dHead)) * scale;
-                max = Math.Max(max, p[s]);
-            }
-            for (int s = 0; s <= t; s++) { p[s] = Math.Exp(p[s] - max); sum += p[s]; }
-            for (int s = 0; s <= t; s++)
-            {
-                p[s] /= sum;
-                dp[s] = TensorPrimitives.Dot(dzt, v.Slice((b * seq + s) * d + h * dHead, dHead));
-                c += p[s] * dp[s];
-            }
-            Array.Clear(gq);
-            for (int s = 0; s <= t; s++)
-            {
-                double ds = p[s] * (dp[s] - c) * scale;
-                var ks = k.Slice((b * seq + s) * d + h * dHead, dHead);
-                for (int i = 0; i < dHead; i++)
+                var qt = q.Slice((b * seq + t) * d + h * dHead, dHead);
+                var dzt = dz.Slice((b * seq + t) * d + h * dHead, dHead);
+                var gq = dq.Slice((b * seq + t) * d + h * dHead, dHead);
+                gq.Clear();
+                // A query whose dz row is zero adds nothing (dP = 0, so dS = 0 and Pᵀ·dz = 0): the positions after a
+                // backward seed's, in every layer.
+                if (TensorPrimitives.MaxMagnitude(dzt) == 0f) continue;
+                // The softmax row, recomputed; its sums in double.
+                double max = double.NegativeInfinity, sum = 0, c = 0;
+                for (int s = 0; s <= t; s++)
                 {
-                    gq[i] += ds * ks[i];
-                    gk[s * dHead + i] += ds * qt[i];
-                    gv[s * dHead + i] += p[s] * dzt[i];
+                    p[s] = TensorPrimitives.Dot(qt, k.Slice((b * seq + s) * d + h * dHead, dHead)) * scale;
+                    max = Math.Max(max, p[s]);
+                }
+                for (int s = 0; s <= t; s++) { double e = Math.Exp(p[s] - max); p[s] = (float)e; sum += e; }
+                for (int s = 0; s <= t; s++)
+                {
+                    p[s] = (float)(p[s] / sum);
+                    dp[s] = TensorPrimitives.Dot(dzt, v.Slice((b * seq + s) * d + h * dHead, dHead));
+                    c += p[s] * (double)dp[s];
+                }
+                for (int s = 0; s <= t; s++)
+                {
+                    float ds = (float)(p[s] * (dp[s] - c) * scale);
+                    var ks = k.Slice((b * seq + s) * d + h * dHead, dHead);
+                    TensorPrimitives.MultiplyAdd(ks, ds, gq, gq);                                      // dq[t] += dS[t, s]·k[s]
+                    var gks = gk.AsSpan(s * dHead, dHead);
+                    TensorPrimitives.MultiplyAdd(qt, ds, gks, gks);                                    // dk[s] += dS[t, s]·q[t]
+                    var gvs = gv.AsSpan(s * dHead, dHead);
+                    TensorPrimitives.MultiplyAdd(dzt, p[s], gvs, gvs);                                 // dv[s] += P[t, s]·dz[t]
                 }
             }
-            var dqt = dq.Slice((b * seq + t) * d + h * dHead, dHead);
-            for (int i = 0; i < dHead; i++) dqt[i] = (float)gq[i];
-        }
-        for (int s = 0; s < seq; s++)
-            for (int i = 0; i < dHead; i++)
+            for (int s = 0; s < seq; s++)
             {
-                dk[(b * seq + s) * d + h * dHead + i] = (float)gk[s * dHead + i];
-                dv[(b * seq + s) * d + h * dHead + i] = (float)gv[s * dHead + i];
+                gk.AsSpan(s * dHead, dHead).CopyTo(dk.Slice((b * seq + s) * d + h * dHead, dHead));
+                gv.AsSpan(s * dHead, dHead).CopyTo(dv.Slice((b * seq + s) * d + h * dHead, dHead));
             }
+        }
+        finally
+        {
+            pool.Return(p);
+            pool.Return(dp);
+            pool.Return(gk);
+            pool.Return(gv);
+        }
     }
 
     /// <summary>Rotary on x [batch, seq, heads, d_head] into y (may alias), row t at position <paramref name="positionOffset"/> + t;
