@@ -8,7 +8,9 @@ Plain torch ops written from HF semantics (torch_forward.py's building blocks), 
   python3 gradient_torch.py --model DIR --workload W.safetensors --mode batched --threads 2 --check --json
 
 Modes: paper   — per row one forward, then one backward per position (retain_graph), as the authors' TL recipe runs;
-       batched — every (row, position) its own batch row, one forward and one backward for all of them.
+       batched — every (row, position) its own batch row, one forward and one backward for all of them;
+       vmap    — one forward of the rows, then every seed's backward at once through autograd.grad(is_grads_batched=True)
+                 (PolyEngine's shape of the work: one forward, a batched backward).
 --check compares each vector with PolyEngine's (the workload's `gradients`): max |diff| / max |g| per vector.
 """
 import argparse, json, math, struct, time
@@ -57,7 +59,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--workload", required=True)
-    ap.add_argument("--mode", choices=["paper", "batched"], default="batched")
+    ap.add_argument("--mode", choices=["paper", "batched", "vmap"], default="batched")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -79,7 +81,14 @@ def main():
     def run(rows, pos):
         n = len(rows)
         out = torch.empty(n, wte.shape[1])
-        if a.mode == "batched":
+        if a.mode == "vmap":
+            emb = wte[ids].clone().requires_grad_(True)
+            h = gpt2_to_hook(cfg, w, ids, emb, layer, point)
+            cot = torch.zeros((n,) + tuple(h.shape))
+            cot[torch.arange(n), rows, pos] = 1.0
+            (g,) = torch.autograd.grad(h, emb, grad_outputs=cot, is_grads_batched=True)
+            out[:] = g[torch.arange(n), rows, pos]
+        elif a.mode == "batched":
             emb = wte[ids[rows]].clone().requires_grad_(True)
             h = gpt2_to_hook(cfg, w, ids[rows], emb, layer, point)
             h[torch.arange(n), pos].sum().backward()

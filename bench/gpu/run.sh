@@ -2,7 +2,7 @@
 # One device call for a session lent a GPU (issue #3): build, the real-device CUDA tests, the kernel checks, and
 # throughput of PolyEngine's forward on the GPU against its CPU backend and PyTorch on the same GPU (eager and
 # torch.compile, when the machine's python has a CUDA torch), on the same toy weights; then the steering sweep's
-# interventions/s on the GPU. Everything goes to $OUT
+# interventions/s and the token-locus gradient's vectors/s on the GPU. Everything goes to $OUT
 # (default ./gpu-results); summarise it in bench/RESULTS.md with the date and the device.
 #   run with the device tool:  bash bench/gpu/run.sh
 set -uo pipefail
@@ -20,7 +20,7 @@ pe() { dotnet "$root/cli/bin/Release/net10.0/PolyEngine.Cli.dll" "$@"; }
 log "devices";        pe devices 2>&1 | tee "$OUT/devices.txt"
 log "kernels check";  pe kernels check 2>&1 | tee "$OUT/kernels-check.txt" | tail -n 1
 log "CUDA tests (real device parity with the HF goldens; CPU vs CUDA at the GPT-2-small shape)"
-dotnet test -c Release --no-build --filter "FullyQualifiedName~CudaDeviceTests|FullyQualifiedName~IlgpuBackendTests|FullyQualifiedName~SteerSweepTests|FullyQualifiedName~WindowedResumeTests" \
+dotnet test -c Release --no-build --filter "FullyQualifiedName~CudaDeviceTests|FullyQualifiedName~IlgpuBackendTests|FullyQualifiedName~SteerSweepTests|FullyQualifiedName~WindowedResumeTests|FullyQualifiedName~GradientGoldenTests|FullyQualifiedName~BackwardOpTests" \
   --logger "console;verbosity=normal" > "$OUT/cuda-tests.txt" 2>&1
 grep -E "Passed!|Failed!|\[FAIL\]|\[SKIP\]" "$OUT/cuda-tests.txt" | tee -a "$OUT/summary.txt"
 for preset in gpt2-small pythia-70m; do
@@ -51,6 +51,13 @@ for prompts in 64 4465; do
   pe bench steer --model "$model" --device cuda --prompts "$prompts" --json 2>&1 | tee -a "$OUT/bench-steer.jsonl"
   pe bench steer --model "$model" --device cuda --prompts "$prompts" --from -1 --json 2>&1 | tee -a "$OUT/bench-steer.jsonl"
 done
+# Token-locus gradients (issue #13): vectors/s of the batched backward at the GPT-2-small shape, growing batches.
+for rows in 8 64 256; do
+  log "gradient $rows rows x 4 positions of 64 tokens on the GPU"
+  pe bench gradient --model "$model" --device cuda --rows "$rows" --json 2>&1 | tee -a "$OUT/bench-gradient.jsonl"
+done
+log "gradient on the machine's CPU, 8 rows (same binary)"
+pe bench gradient --model "$model" --device cpu --rows 8 --json 2>&1 | tee -a "$OUT/bench-gradient.jsonl"
 log "steer on the machine's CPU, 8 prompts (same binary)"
 pe bench steer --model "$model" --device cpu --prompts 8 --json 2>&1 | tee -a "$OUT/bench-steer.jsonl"
 log "done: results in $OUT"

@@ -88,4 +88,30 @@ public class GradientCliTests
         Assert.Single(stderr.Trim().Split('\n'));
         Assert.False(File.Exists(dir.File("g.safetensors")));
     }
+    [Fact]
+    public void BenchGradientWritesItsWorkloadAndTheLibrarysGradients()
+    {
+        using var dir = new Fixtures.TempDir();
+        var (code, stdout, stderr) = Run("bench", "gradient", "--model", Gpt2, "--rows", "3", "--positions", "2", "--seq", "10", "--hook", "blocks.1.hook_attn_out",
+            "--write-workload", dir.File("w.safetensors"), "--json");
+        Assert.True(code == 0, stderr);
+        using var json = System.Text.Json.JsonDocument.Parse(stdout);
+        Assert.Equal(6, json.RootElement.GetProperty("vectors").GetInt32());
+        Assert.True(json.RootElement.GetProperty("vectors_per_second").GetDouble() > 0);
+        using var f = SafeTensorsFile.Open(dir.File("w.safetensors"));
+        var ids = f.ReadInt64("input_ids").Select(i => (int)i).ToArray();
+        var (rows, positions, grads) = (f.ReadInt64("seed_row"), f.ReadInt64("seed_position"), f.ReadFloat32("gradients"));
+        Assert.Equal([5, 7, 5, 7, 5, 7], positions);   // two positions in each row's second half
+        using var m = Model.Load(Gpt2);
+        int d = m.Spec.DModel;
+        for (int k = 0; k < rows.Length; k++)
+        {
+            var row = ids.Skip((int)rows[k] * 10).Take(10).ToArray();
+            var g = Gradient.ToEmbeddings(m, row, HookName.Parse("blocks.1.hook_attn_out"), (int)positions[k]).AsSpan((int)positions[k] * d, d).ToArray();
+            Compare.Close(g, grads.AsSpan(k * d, d), 1e-6 * g.Max(Math.Abs), $"vector {k}", 1e-5);
+        }
+        var bad = Run("bench", "gradient", "--model", Gpt2, "--positions", "9", "--seq", "10");
+        Assert.NotEqual(0, bad.Code);
+        Assert.Contains("--positions 9: at most 5", bad.Err);
+    }
 }
