@@ -124,4 +124,17 @@ public class StatsTests
         Assert.Contains("more rows than coefficients", Assert.Throws<PolyEngineException>(() => OlsFit.Fit(["a"], [[1.0], [2.0]], [1, 2])).Message);
         Assert.Contains("NaN", Assert.Throws<PolyEngineException>(() => OlsFit.Fit(["a"], [[1.0], [2.0], [3.0]], [1, double.NaN, 2])).Message);
     }
+
+    [Fact]
+    public void BestOfScaleFollowsEachLoopsStart()
+    {
+        double[] falling = [-0.3, -0.1, -0.2];
+        Assert.Equal(new BestOfScale(-0.1, 1), BestOfScale.Of(falling, byMagnitude: false));
+        Assert.Equal(new BestOfScale(0, -1), BestOfScale.Of(falling, byMagnitude: false, BestStart.Zero));              // the feature loop
+        Assert.Equal(new BestOfScale(-0.05, -1), BestOfScale.Of(falling, byMagnitude: false, BestStart.Baseline, -0.05)); // the token loop
+        Assert.Equal(new BestOfScale(-0.1, 1), BestOfScale.Of(falling, byMagnitude: false, BestStart.Baseline, -0.2));
+        // Correlations by magnitude; the first of equal values wins.
+        Assert.Equal(new BestOfScale(-0.3, 0), BestOfScale.Of(falling, byMagnitude: true, BestStart.Zero));
+        Assert.Equal(new BestOfScale(2, 0), BestOfScale.Of([2.0, 2.0], byMagnitude: false));
+    }
 }
