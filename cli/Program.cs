@@ -28,6 +28,7 @@ public static class Program
         root.Subcommands.Add(SteerCommand.Create(io));
         root.Subcommands.Add(GradientCommand.Create(io));
         root.Subcommands.Add(GradientVectorsCommand.Create(io));
+        root.Subcommands.Add(InjectCommand.Create(io));
         root.Subcommands.Add(ToyDataCommands.Corpus(io));
         root.Subcommands.Add(ToyDataCommands.Sae(io));
         root.Subcommands.Add(ToyDataCommands.Explanations(io));

@@ -1,0 +1,110 @@
+using System.CommandLine;
+using System.Text.Json.Nodes;
+using PolyEngine.Interventions;
+using PolyEngine.Output;
+using PolyEngine.Scans;
+using PolyEngine.Tokenization;
+
+namespace PolyEngine.Cli.Commands;
+
+/// <summary><c>polyengine inject</c>: the prompt locus, token-type injection (the paper's Table 1 / Table 5).</summary>
+static class InjectCommand
+{
+    public static Command Create(Io io)
+    {
+        var model = Common.Model();
+        var typeMap = new Option<string>("--type-map") { Description = "Token types: {\"<token id>\": \"<type>\"}, or {\"<decoded string>\": \"<type>\"}", Required = true };
+        var tokenSets = new Option<string>("--token-sets")
+        {
+            Description = "Union token sets: {\"<type>\": {\"target\"|\"high_interference\"|\"medium_interference\"|\"random\": [strings]}}",
+            Required = true,
+        };
+        var sentences = new Option<string>("--sentences") { Description = "Type sentences: {\"<type>\": [\"sentence\", ...]} (the first --max-sentences of each run)", Required = true };
+        var types = new Option<string?>("--types") { Description = "Comma-separated types to run (default: every type of --token-sets)" };
+        var trials = new Option<int>("--trials") { Description = "Trials per sentence and category", DefaultValueFactory = _ => 100 };
+        var tokens = new Option<int>("--tokens") { Description = "Token strings injected per trial", DefaultValueFactory = _ => 30 };
+        var top = new Option<int>("--top") { Description = "Next-token candidates compared (top-k at the last position)", DefaultValueFactory = _ => 30 };
+        var maxSentences = new Option<int>("--max-sentences") { Description = "Sentences per type (file order)", DefaultValueFactory = _ => 100 };
+        var bos = Common.Bos("on: as the authors' small-model notebook (TransformerLens to_tokens prepends BOS)");
+        var seed = new Option<ulong>("--seed") { Description = "Seed; each trial draws from (seed, type, sentence, category, trial)", DefaultValueFactory = _ => 43 };
+        var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder (created): trials and summary tables, manifest.json. Resumable: rerun with the same --out to continue", Required = true };
+        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+        var checkpointEvery = Common.CheckpointEvery();
+        var device = Common.Device();
+        var threads = Common.Threads();
+        var cmd = new Command("inject", Common.WithExamples(
+            "Token-type prompt injection (the prompt locus): per type, sentence and category (target, high, medium, random), --trials trials that " +
+            "prepend \"(\" + --tokens sampled token strings + \")\" to the sentence and count the type's ids among the top --top next tokens against " +
+            "the plain sentence; success rates and Welch's t against random per type and category.",
+            "polyengine inject --model gpt2 --type-map gpt2_token_id_to_type.json --token-sets union_location.json --sentences type_sentences.json --types location --out inject/",
+            "polyengine inject --model ./toy --type-map types.json --token-sets sets.json --sentences s.json --trials 10 --max-sentences 5 --format csv --out inj/"))
+        { model, typeMap, tokenSets, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, checkpointEvery, device, threads };
+        cmd.SetAction(r =>
+        {
+            string outDir = r.GetValue(output)!;
+            var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
+            var every = Common.Interval(r.GetValue(checkpointEvery));
+            var sets = InjectionInputs.TokenSets(r.GetValue(tokenSets)!);
+            var sents = InjectionInputs.Sentences(r.GetValue(sentences)!);
+            var typeList = r.GetValue(types) is string t ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : sets.Keys.ToArray();
+            bool prependBos = Bos.Parse(r.GetValue(bos)) ?? true;
+            using var folder = Common.OpenScanOutput(io, outDir);
+            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
+            using var m = Model.Load(r.GetValue(model)!, backend);
+            io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
+            var plan = new InjectionPlan
+            {
+                Types = typeList, TypeOfId = InjectionInputs.TypeMap(r.GetValue(typeMap)!, m), TokenSets = sets, Sentences = sents,
+                Trials = r.GetValue(trials), Tokens = r.GetValue(tokens), Top = r.GetValue(top), MaxSentences = r.GetValue(maxSentences),
+                PrependBos = prependBos, Seed = r.GetValue(seed),
+            };
+            plan.Validate();
+            if (plan.Top > m.Spec.DVocab) throw new PolyEngineException($"--top {plan.Top} is more than the model's {m.Spec.DVocab} tokens");
+            io.Out.WriteLine(Common.DescribeBos(m, prependBos, "as the authors' small-model notebook"));
+            foreach (var s in plan.Skipped()) io.Out.WriteLine($"skipped: {s}");
+            var options = new JsonObject
+            {
+                ["types"] = new JsonArray(typeList.Select(x => (JsonNode)x).ToArray()), ["trials"] = plan.Trials, ["tokens"] = plan.Tokens, ["top"] = plan.Top,
+                ["max_sentences"] = plan.MaxSentences, ["prepend_bos"] = prependBos, ["seed"] = plan.Seed, ["format"] = fmt.ToString().ToLowerInvariant(),
+                ["statistic"] = "Welch's t (unequal variances), two-sided, of per-trial count_increase / prob_increase against the random category",
+            };
+            var keyInputs = new JsonObject();
+            RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
+            RunKey.AddFile(keyInputs, "type_map", r.GetValue(typeMap));
+            RunKey.AddFile(keyInputs, "token_sets", r.GetValue(tokenSets));
+            RunKey.AddFile(keyInputs, "sentences", r.GetValue(sentences));
+            Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}", InjectionWriter.PlannedFiles(fmt));
+            if (folder.AlreadyComplete) return 0;
+            var units = plan.Units();
+            io.Out.WriteLine($"inject: {typeList.Length} types, {units.Count} sentences × 4 categories × {plan.Trials} trials = {units.Count * 4L * plan.Trials:N0} trials " +
+                             $"({plan.Tokens} tokens each, top-{plan.Top})");
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var result = new ProgressDisplay(io).Run("inject", job =>
+                InjectionRun.Run(m, plan, folder.Checkpoint(every), (done, total) =>
+                {
+                    double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                    job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done:N0}/{total:N0} sentences", rate > 0 ? (total - done) / rate : null));
+                }, done => job.Say($"resuming: {done:N0} sentences were run by an earlier run")));
+            var manifest = new JsonObject
+            {
+                ["tool"] = "polyengine inject", ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
+                ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
+                ["inputs"] = new JsonObject
+                {
+                    ["type_map"] = Path.GetFullPath(r.GetValue(typeMap)!), ["token_sets"] = Path.GetFullPath(r.GetValue(tokenSets)!), ["sentences"] = Path.GetFullPath(r.GetValue(sentences)!),
+                },
+                ["options"] = options,
+            };
+            var written = InjectionWriter.Write(outDir, result, fmt, manifest);
+            folder.Complete(written);
+            io.Out.WriteLine($"{result.Trials.Count:N0} trials in {result.Seconds:F1} s");
+            foreach (var s in result.Summary())
+                io.Out.WriteLine($"  {s.Type,-12} {InjectionInputs.Name(s.Category),-7} count {100 * s.CountRate,6:F2}%  prob {100 * s.ProbRate,6:F2}%" +
+                                 (s.Category == InjectionCategory.Random ? "" : $"  vs random: t {s.Count.T:F2}, p {s.Count.P:G3}"));
+            io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
+            return 0;
+        });
+        return cmd;
+    }
+}

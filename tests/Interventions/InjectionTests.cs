@@ -1,0 +1,197 @@
+using PolyEngine.Interventions;
+using PolyEngine.Models;
+using PolyEngine.Scans;
+using PolyEngine.Stats;
+using PolyEngine.Toys;
+using Xunit;
+using static PolyEngine.Tests.Cli.CliTests;
+
+namespace PolyEngine.Tests.Interventions;
+
+/// <summary>
+/// The token-type prompt injection: trials against the definition (the injected text, the ids run, the target ids'
+/// count and mass among the top-k computed directly), per-trial seeds, sampling with and without replacement, the summary's
+/// Welch tests, resuming, the CLI's tables, and bad inputs as one line or counted skips.
+/// </summary>
+public class InjectionTests : IClassFixture<InjectionTests.FullVocabModel>
+{
+    /// <summary>A 2-layer GPT-2 toy with the full vocabulary, so text tokenises into it.</summary>
+    public sealed class FullVocabModel : IDisposable
+    {
+        readonly Fixtures.TempDir _dir = new();
+        public FullVocabModel() => ToyModels.Write(ToyModels.Preset(ModelFamily.Gpt2, "tiny"), 5, _dir.Path);
+        public string Path => _dir.Path;
+        public void Dispose() => _dir.Dispose();
+    }
+
+    readonly string _gpt2;
+    public InjectionTests(FullVocabModel toy) => _gpt2 = toy.Path;
+
+    static readonly string[] Places = [" Paris", " London", " Rome", " Berlin", " Madrid"];
+
+    static Dictionary<string, Dictionary<InjectionCategory, string[]>> Sets() => new()
+    {
+        ["location"] = new()
+        {
+            [InjectionCategory.Target] = Places,
+            [InjectionCategory.High] = [" int", " string", " float", " bool", " char", " byte"],
+            [InjectionCategory.Medium] = [" happy", " sad"],
+            [InjectionCategory.Random] = [" the", " of", " and", " to", " in", " is", " was", " for"],
+        },
+    };
+
+    InjectionPlan Plan(Model m, int trials = 3) => new()
+    {
+        Types = ["location"],
+        TypeOfId = Places.ToDictionary(p => m.Tokenizer.Encode(p)[0], _ => "location"),
+        TokenSets = Sets(),
+        Sentences = new Dictionary<string, string[]> { ["location"] = ["We flew to", "The capital of France is", "She lives in"] },
+        Trials = trials, Tokens = 4, Top = 20, MaxSentences = 2, Batch = 5,
+    };
+
+    static List<InjectionTrial> RunAll(Model m, InjectionPlan plan)
+    {
+        var all = new List<InjectionTrial>();
+        PromptInjection.Run(m, plan, (_, unit) => all.AddRange(unit));
+        return all;
+    }
+
+    [Fact]
+    public void TrialsFollowTheDefinition()
+    {
+        using var m = Model.Load(_gpt2);
+        var plan = Plan(m);
+        var trials = RunAll(m, plan);
+        Assert.Equal(2 * 4 * 3, trials.Count);   // sentences × categories × trials
+        var targets = plan.TypeOfId.Keys.ToHashSet();
+        foreach (var t in trials.Where(t => t.Trial != 1))
+        {
+            string sentence = plan.Sentences["location"][t.Sentence];
+            var tokens = PromptInjection.Sample(plan, "location", t.Sentence, t.Category, t.Trial);
+            Assert.Equal(m.Encode("(" + string.Concat(tokens) + ")" + sentence, prependBos: true), t.PromptIds);
+            Assert.Equal(m.Encode(sentence, prependBos: true), t.BaseIds);
+            (int, double) Score(int[] ids)
+            {
+                var r = m.Run([ids], new RunOptions { Logits = LogitsMode.LastPosition });
+                var row = r.Logits!.Data;
+                double max = row.Max(x => (double)x), z = row.Sum(x => Math.Exp(x - max));
+                var top = Enumerable.Range(0, row.Length).OrderByDescending(i => row[i]).ThenBy(i => i).Take(plan.Top).ToList();
+                return (top.Count(targets.Contains), top.Where(targets.Contains).Sum(i => Math.Exp(row[i] - max) / z));
+            }
+            var (cb, mb) = Score(t.BaseIds);
+            var (ci, mi) = Score(t.PromptIds);
+            Assert.Equal(cb, t.CountBase);
+            Assert.Equal(ci, t.CountInjected);
+            Assert.Equal(mb, t.MassBase, 5);
+            Assert.Equal(mi, t.MassInjected, 5);
+            Assert.Equal(t.CountInjected > t.CountBase, t.CountIncrease);
+        }
+        // Each trial from its own seed: the same tokens in any run, different across trials; without replacement from a
+        // set at least as large, with replacement from a smaller one.
+        Assert.Equal(PromptInjection.Sample(plan, "location", 1, InjectionCategory.High, 2), PromptInjection.Sample(plan, "location", 1, InjectionCategory.High, 2));
+        Assert.NotEqual(PromptInjection.Sample(plan, "location", 1, InjectionCategory.High, 2), PromptInjection.Sample(plan, "location", 1, InjectionCategory.High, 0));
+        for (int trial = 0; trial < 20; trial++)
+        {
+            var high = PromptInjection.Sample(plan, "location", 0, InjectionCategory.High, trial);
+            Assert.Equal(4, high.Distinct().Count());
+            Assert.All(high, s => Assert.Contains(s, Sets()["location"][InjectionCategory.High]));
+            var medium = PromptInjection.Sample(plan, "location", 0, InjectionCategory.Medium, trial);
+            Assert.Equal(4, medium.Length);
+            Assert.All(medium, s => Assert.Contains(s, Sets()["location"][InjectionCategory.Medium]));
+        }
+        var summary = PromptInjection.Summarize(trials);
+        var target = summary.Single(s => s.Category == InjectionCategory.Target);
+        double[] Outcomes(InjectionCategory c) => [.. trials.Where(t => t.Category == c).Select(t => t.CountIncrease ? 1.0 : 0.0)];
+        Assert.Equal(Outcomes(InjectionCategory.Target).Average(), target.CountRate);
+        Assert.Equal(WelchTest.Of(Outcomes(InjectionCategory.Target), Outcomes(InjectionCategory.Random)), target.Count);
+    }
+
+    [Fact]
+    public void AnInterruptedRunResumesToTheSameTrials()
+    {
+        using var dir = new Fixtures.TempDir();
+        using var m = Model.Load(_gpt2);
+        var plan = Plan(m, trials: 2);
+        var whole = InjectionRun.Run(m, plan);
+        var checkpoint = new ScanCheckpoint { Path = dir.File(ScanCheckpoint.FileName), RunKey = "inject", Every = TimeSpan.Zero };
+        using var cancel = new CancellationTokenSource();
+        Assert.ThrowsAny<OperationCanceledException>(() => InjectionRun.Run(m, plan, checkpoint, (done, _) => { if (done == 1) cancel.Cancel(); }, cancel: cancel.Token));
+        int resumedFrom = -1;
+        var resumed = InjectionRun.Run(m, plan, checkpoint, resumed: n => resumedFrom = n);
+        Assert.Equal(1, resumedFrom);
+        Assert.Equal(whole.Trials.Count, resumed.Trials.Count);
+        for (int i = 0; i < whole.Trials.Count; i++)
+        {
+            var (a, b) = (whole.Trials[i], resumed.Trials[i]);
+            Assert.Equal((a.Type, a.Category, a.Sentence, a.Trial, a.CountBase, a.CountInjected, a.MassBase, a.MassInjected), (b.Type, b.Category, b.Sentence, b.Trial, b.CountBase, b.CountInjected, b.MassBase, b.MassInjected));
+            Assert.Equal(a.PromptIds, b.PromptIds);
+        }
+    }
+
+    void WriteInputs(Fixtures.TempDir dir, Model m)
+    {
+        File.WriteAllText(dir.File("types.json"), System.Text.Json.JsonSerializer.Serialize(
+            Places.ToDictionary(p => m.Tokenizer.Encode(p)[0].ToString(), _ => "location").Append(new(m.Tokenizer.Encode(" red")[0].ToString(), "color")).ToDictionary()));
+        File.WriteAllText(dir.File("sets.json"), """
+            {"location": {"target": [" Paris", " London", " Rome"], "high_interference": [" int", " string", " float"], "medium_interference": [" happy", " sad"], "random": [" the", " of", " and"]},
+             "color": {"target": [" red"], "high_interference": [" x"], "medium_interference": [" y"], "random": [" z"]}}
+            """);
+        File.WriteAllText(dir.File("sentences.json"), """{"location": ["We flew to", "She lives in"], "color": []}""");
+    }
+
+    [Fact]
+    public void TheCliWritesTablesAndCountsSkippedTypes()
+    {
+        using var dir = new Fixtures.TempDir();
+        using (var m = Model.Load(_gpt2)) WriteInputs(dir, m);
+        string[] args = ["inject", "--model", _gpt2, "--type-map", dir.File("types.json"), "--token-sets", dir.File("sets.json"), "--sentences", dir.File("sentences.json"),
+            "--trials", "3", "--tokens", "2", "--top", "10", "--format", "csv", "--out", dir.File("out")];
+        var (code, stdout, stderr) = Run(args);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("skipped: color: no sentences", stdout);
+        Assert.Contains("2 types, 2 sentences × 4 categories × 3 trials = 24 trials", stdout);
+        var trials = File.ReadAllLines(dir.File("out/trials.csv"));
+        Assert.Equal(25, trials.Length);
+        Assert.StartsWith("type,category,sentence,trial,prompt_ids,base_ids,count_base,count_injected,mass_base,mass_injected,count_increase,prob_increase", trials[0]);
+        var summary = File.ReadAllLines(dir.File("out/summary.csv"));
+        Assert.Equal(5, summary.Length);
+        Assert.StartsWith("type,category,trials,count_rate,prob_rate,welch_t,p_value,prob_welch_t,prob_p_value", summary[0]);
+        var manifest = File.ReadAllText(dir.File("out/manifest.json"));
+        Assert.Contains("color: no sentences", manifest);
+        Assert.Contains("Welch", manifest);
+        var again = Run(args);
+        Assert.Contains("already holds this run", again.Out);
+    }
+
+    public static TheoryData<string, string> BadInputs() => new()
+    {
+        { "--types nowhere", "type 'nowhere' has no token sets" },
+        { "--sets-empty", "the high token set of type 'location' is empty" },
+        { "--types-missing", "type 'location' has no tokens in --type-map" },
+        { "--type-out-of-vocab", "outside the model's vocabulary" },
+        { "--trials 0", "--trials, --tokens, --top and --max-sentences must be positive" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadInputs))]
+    public void BadInputsAreOneLine(string what, string expected)
+    {
+        using var dir = new Fixtures.TempDir();
+        using (var m = Model.Load(_gpt2)) WriteInputs(dir, m);
+        var extra = new List<string>();
+        switch (what)
+        {
+            case "--types nowhere": extra.AddRange(["--types", "nowhere"]); break;
+            case "--sets-empty": File.WriteAllText(dir.File("sets.json"), """{"location": {"target": [" Paris"], "high_interference": [], "medium_interference": [" a"], "random": [" b"]}}"""); break;
+            case "--types-missing": File.WriteAllText(dir.File("types.json"), """{"5": "color"}"""); break;
+            case "--type-out-of-vocab": File.WriteAllText(dir.File("types.json"), """{"99999999": "location"}"""); break;
+            case "--trials 0": extra.AddRange(["--trials", "0"]); break;
+        }
+        var (code, _, stderr) = Run(["inject", "--model", _gpt2, "--type-map", dir.File("types.json"), "--token-sets", dir.File("sets.json"),
+            "--sentences", dir.File("sentences.json"), .. extra, "--out", dir.File("out")]);
+        Assert.NotEqual(0, code);
+        Assert.Contains(expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.False(File.Exists(dir.File("out/trials.parquet")));
+    }
+}
