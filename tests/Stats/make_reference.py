@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/stats-reference/reference.json: seeded synthetic data and what SciPy and statsmodels compute on
 it — means with SE and 95 % CIs, Welch's t-tests (scipy.stats.ttest_ind(equal_var=False)) and the paper's OLS models A and
-B (statsmodels OLS, classical standard errors). StatsTests compares engine/Stats with it.
+B (statsmodels OLS, classical standard errors; B's response is the relative change, the paper's eq. 2). StatsTests compares engine/Stats with it.
 Run (Debian python3-scipy, python3-statsmodels):  python3 tests/Stats/make_reference.py
 """
 import json, os
@@ -39,7 +39,7 @@ m = 60
 types = np.array(["att", "mlp", "res"])[rng.integers(0, 3, m)]
 interference = np.round(rng.random(m), 6)
 similarity = np.round(rng.random(m) * 0.8, 6)
-baseline = np.round(rng.normal(0.2, 0.1, m), 6)
+baseline = np.round(np.abs(rng.normal(0.2, 0.1, m)) + 0.05, 6)
 dummy = {t: (types == t).astype(float) for t in ["mlp", "res"]}
 steered = np.round(baseline * 0.7 + 0.25 * interference - 0.1 * similarity + 0.05 * dummy["mlp"] - 0.03 * dummy["res"] + rng.normal(0, 0.05, m), 6)
 out["rows"] = [{"baseline": b, "steered": s, "interference": i, "similarity": v, "type": str(t)}
@@ -55,7 +55,7 @@ def fit(y, cols, names):
 
 
 out["A"] = fit(steered, [interference, similarity, baseline, dummy["mlp"], dummy["res"]], ["interference", "similarity", "baseline", "type[mlp]", "type[res]"])
-out["B"] = fit(steered - baseline, [interference, similarity, dummy["mlp"], dummy["res"]], ["interference", "similarity", "type[mlp]", "type[res]"])
+out["B"] = fit((steered - baseline) / baseline, [interference, similarity, dummy["mlp"], dummy["res"]], ["interference", "similarity", "type[mlp]", "type[res]"])
 
 path = os.path.join(os.path.dirname(__file__), "..", "fixtures", "stats-reference", "reference.json")
 with open(path, "w") as f:

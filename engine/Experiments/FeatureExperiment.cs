@@ -1,0 +1,137 @@
+using PolyEngine.Formats;
+using PolyEngine.Interventions;
+using PolyEngine.Stats;
+
+namespace PolyEngine.Experiments;
+
+/// <summary>How <see cref="FeatureExperiment"/> runs; the defaults follow the authors' code.</summary>
+public sealed record FeatureExperimentOptions
+{
+    /// <summary>T_f: the first n of <c>get_unique_top_act_tokens(5, 0.5)</c> (the code; the paper says r = 0.8).</summary>
+    public int TopTokens { get; init; } = 5;
+    public double Ratio { get; init; } = 0.5;
+    public int SentencesPerToken { get; init; } = 3;
+    /// <summary>Partners per bin (the code uses the first sampled one).</summary>
+    public int Partners { get; init; } = 1;
+    public IReadOnlyList<float> Scales { get; init; } = SteerGrids.PaperScales;
+    public IReadOnlyList<SteerMetric> Metrics { get; init; } = [SteerMetric.WeightedCosine, SteerMetric.Overlap, SteerMetric.Spearman, SteerMetric.Kendall];
+    /// <summary>The code's feature loop starts its best at 0.</summary>
+    public BestStart Start { get; init; } = BestStart.Zero;
+    /// <summary>The random level's vector: one Gaussian unit vector per target, from (seed, SAE, target).</summary>
+    public ulong Seed { get; init; } = 50;
+    /// <summary>App. O's denoising pre-filter: drop targets whose own direction improves the first metric's mean relative
+    /// change by less than this (null: off).</summary>
+    public double? Denoise { get; init; }
+    public int RowsBudget { get; init; } = SteerPlan.DefaultRowsBudget;
+}
+
+/// <summary>One test case: a (SAE, target, level, partner, token, sentence) with, per metric, the baseline, the best over the
+/// scales, where it was reached, and the change.</summary>
+public sealed record FeatureCase(string Sae, HookName Hook, double Tau, int Target, string Level, int Partner, double Interference, double Similarity,
+    string Token, int TokenId, int Sentence, double[] Baseline, double[] Best, float[] BestScale, double[] Delta, double[] Relative);
+
+/// <summary>What ran and what did not (counted, never fatal), for the manifest.</summary>
+public sealed record FeatureExperimentReport(int Targets, int TargetsRun, int TokensWithoutSentences, int TargetsWithoutRecords, int TargetsWithoutTokens,
+    IReadOnlyList<int> Denoised);
+
+/// <summary>
+/// The paper's feature-locus experiment (Fig. 3) as the authors' code runs it: per sampled target f of an SAE, its token set
+/// T_f from its activation records, the first sentences of each token, and the levels <c>self</c> (f's unit decoder
+/// row), the first sampled partner of each interference bin (its decoder row) and <c>rand</c> (a seeded Gaussian unit
+/// vector), each added at the SAE's hook over the scale grid; per metric the best over the scales (starting at 0 as the
+/// code does), the change and the relative change. Prompts are the sentences without BOS; the metrics' targets are T_f,
+/// the token under test first (the correlations rank against it). Each target is one steering sweep
+/// (<see cref="SteerSweep"/>).
+/// </summary>
+public static class FeatureExperiment
+{
+    public const string Self = "self", Random = "rand";
+
+    public static (List<FeatureCase> Cases, FeatureExperimentReport Report) Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath,
+        IReadOnlyDictionary<string, string[]> sentences, FeatureExperimentOptions o, Action<int, int>? progress = null, CancellationToken cancel = default)
+    {
+        if (o.TopTokens < 1 || o.SentencesPerToken < 1 || o.Partners < 1) throw new PolyEngineException("--top-tokens, --sentences-per-token and --partners must be positive");
+        if (o.Denoise is double dn && !(dn >= 0)) throw new PolyEngineException($"--denoise {dn}: give a non-negative threshold");
+        var cases = new List<FeatureCase>();
+        int all = samples.Sum(s => s.Targets.Count), done = 0, run = 0, noSentences = 0, noRecords = 0, noTokens = 0;
+        var denoised = new List<int>();
+        foreach (var sample in samples)
+        {
+            var config = SaeConfig.Load(sample.Folder);
+            config.CheckAgainst(model.Spec);
+            if (config.Hook != sample.Hook || config.DSae != sample.DSae)
+                throw new PolyEngineException($"--sample: SAE '{sample.Name}' was sampled at {sample.Hook} with d_sae {sample.DSae}, but {sample.Folder} is at {config.Hook} with {config.DSae}; is the sample for another SAE?");
+            var decoder = SparseAutoencoder.ReadDecoder(config);   // [d_sae, d_in]
+            float[] Row(int f) => decoder.AsSpan(f * config.DIn, config.DIn).ToArray();
+            foreach (var target in sample.Targets)
+            {
+                cancel.ThrowIfCancellationRequested();
+                progress?.Invoke(done++, all);
+                var records = ExperimentInputs.Records(recordsPath, sample.Name, target.Feature);
+                if (records is null) { noRecords++; continue; }
+                var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
+                if (tokens.Count == 0) { noTokens++; continue; }
+                var prompts = new List<(TopToken Token, int Sentence, SteerPrompt Prompt)>();
+                int[] ids = [.. tokens.Select(t => t.Id)];
+                foreach (var t in tokens)
+                {
+                    if (!sentences.TryGetValue(t.Text, out var list) || list.Length == 0) { noSentences++; continue; }
+                    for (int s = 0; s < Math.Min(o.SentencesPerToken, list.Length); s++)
+                        prompts.Add((t, s, new SteerPrompt(model.Encode(list[s], prependBos: false), [t.Id, .. ids.Where(x => x != t.Id)])));
+                }
+                if (prompts.Count == 0) continue;
+                // The levels: self, the partners of each bin, rand.
+                var levels = new List<(string Level, int Partner, double Interference, double Similarity, float[] Vector)> { (Self, target.Feature, 1, 1, Row(target.Feature)) };
+                for (int b = 0; b < target.Bins.Count; b++)
+                    foreach (var p in target.Bins[b].Take(o.Partners))
+                        levels.Add((Scans.InterferenceBins.Keys[b], p.Feature, p.Interference, p.Similarity, Row(p.Feature)));
+                var rng = new Rng(o.Seed ^ (ulong)target.Feature * 0x9E3779B97F4A7C15UL ^ (ulong)StableHash(sample.Name));
+                levels.Add((Random, -1, double.NaN, double.NaN, rng.Normals([config.DIn], 1f)));
+                var plan = new SteerPlan
+                {
+                    Hook = sample.Hook, Prompts = [.. prompts.Select(p => p.Prompt)], Vectors = [.. levels.Select(l => l.Vector)], Scales = o.Scales,
+                    Metrics = o.Metrics, RowsBudget = o.RowsBudget,
+                };
+                var bests = SteerSweep.Collect(model, plan).Best(o.Start);
+                int m = o.Metrics.Count;
+                var mine = new List<FeatureCase>();
+                foreach (var g in bests.GroupBy(b => (b.Prompt, b.Item)))
+                {
+                    var per = g.OrderBy(b => o.Metrics.ToList().IndexOf(b.Metric)).ToArray();
+                    var (token, sentence, _) = prompts[g.Key.Prompt];
+                    var level = levels[g.Key.Item];
+                    mine.Add(new FeatureCase(sample.Name, sample.Hook, target.Tau, target.Feature, level.Level, level.Partner, level.Interference, level.Similarity,
+                        token.Text, token.Id, sentence, [.. per.Select(b => b.Baseline)], [.. per.Select(b => b.Best)], [.. per.Select(b => b.BestAmount)],
+                        [.. per.Select(b => b.Delta)], [.. per.Select(b => b.RelativeDelta)]));
+                }
+                if (o.Denoise is double threshold)
+                {
+                    var own = mine.Where(c => c.Level == Self).Select(c => c.Relative[0]).Where(double.IsFinite).ToList();
+                    if (own.Count == 0 || own.Average() < threshold) { denoised.Add(target.Feature); continue; }
+                }
+                cases.AddRange(mine);
+                run++;
+            }
+        }
+        progress?.Invoke(all, all);
+        return (cases, new FeatureExperimentReport(all, run, noSentences, noRecords, noTokens, denoised));
+    }
+
+    static uint StableHash(string s)
+    {
+        uint h = 2166136261;
+        foreach (char c in s) h = (h ^ c) * 16777619;
+        return h;
+    }
+
+    /// <summary>The layer type of a hook, as the paper's regressions name it (att, mlp, res_pre, res_mid, res_post, …).</summary>
+    public static string LayerType(HookName hook) => hook.Point switch
+    {
+        HookPoint.AttnOut => "att",
+        HookPoint.MlpOut => "mlp",
+        HookPoint.ResidPre => "res_pre",
+        HookPoint.ResidMid => "res_mid",
+        HookPoint.ResidPost => "res_post",
+        _ => hook.Point.ToString().ToLowerInvariant(),
+    };
+}

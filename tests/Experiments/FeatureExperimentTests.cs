@@ -1,0 +1,184 @@
+using System.Text.Json.Nodes;
+using PolyEngine.Experiments;
+using PolyEngine.Formats;
+using PolyEngine.Interventions;
+using PolyEngine.Models;
+using PolyEngine.Stats;
+using PolyEngine.Toys;
+using Xunit;
+using static PolyEngine.Tests.Cli.CliTests;
+
+namespace PolyEngine.Tests.Experiments;
+
+/// <summary>
+/// The feature-locus experiment on a toy model and SAE with a synthetic sample, records and sentences: T_f by the code's
+/// rule, the case grid, a case's best weighted cosine against steered forward passes computed here from the definition,
+/// counted skips, the CLI's tables and manifest, and one-line errors.
+/// </summary>
+public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World>
+{
+    /// <summary>A 2-layer full-vocabulary GPT-2 toy, an SAE at blocks.1.hook_resid_post, and the experiment's input files.</summary>
+    public sealed class World : IDisposable
+    {
+        readonly Fixtures.TempDir _dir = new();
+        public string Root => _dir.Path;
+        public string Model => Path.Combine(Root, "model");
+        public string Sae => Path.Combine(Root, "sae");
+        public string Sample => Path.Combine(Root, "sample.json");
+        public string Records => Path.Combine(Root, "records");
+        public string Sentences => Path.Combine(Root, "sentences.json");
+        public static readonly HookName Hook = HookName.Parse("blocks.1.hook_resid_post");
+
+        public World()
+        {
+            ToyModels.Write(ToyModels.Preset(ModelFamily.Gpt2, "tiny"), 9, Model);
+            ToySae.Write(Sae, Hook, 64, 32, SaeArchitecture.Standard, 4);
+            JsonObject Bins(params int[] partners) => new(PolyEngine.Scans.InterferenceBins.Keys.Select((k, b) => new KeyValuePair<string, JsonNode?>(k, new JsonObject
+            {
+                ["candidates"] = 3, ["partners"] = new JsonArray(partners.Skip(b).Take(1).Select(p => (JsonNode)new JsonObject { ["feature"] = p, ["cosine"] = 0.05 + 0.1 * b, ["similarity"] = 0.1 }).ToArray()),
+            })));
+            var sample = new JsonObject
+            {
+                ["seed"] = 1, ["bins"] = new JsonArray(PolyEngine.Scans.InterferenceBins.Keys.Select(k => (JsonNode)k).ToArray()),
+                ["saes"] = new JsonArray(new JsonObject
+                {
+                    ["sae"] = "sae", ["folder"] = Sae, ["hook"] = Hook.ToString(), ["d_sae"] = 32,
+                    ["taus"] = new JsonArray(new JsonObject
+                    {
+                        ["tau"] = 0.2, ["qualified"] = 3,
+                        ["targets"] = new JsonArray(
+                            new JsonObject { ["feature"] = 3, ["bins"] = Bins(10, 11, 12, 13, 14) },
+                            new JsonObject { ["feature"] = 7, ["bins"] = Bins(20, 21, 22, 23, 24) },
+                            new JsonObject { ["feature"] = 9, ["bins"] = Bins(1, 2, 4, 5, 6) }),   // no records: skipped
+                    }),
+                }),
+            };
+            File.WriteAllText(Sample, sample.ToJsonString());
+            Directory.CreateDirectory(Records);
+            File.WriteAllText(Path.Combine(Records, "3.json"), """
+                {"activations": [{"tokens": [" Paris", " is", " nice"], "values": [2.0, 0.1, 0.3]},
+                                 {"tokens": [" London", " Paris", " rain"], "values": [1.5, 1.0, 0.9]}]}
+                """);
+            File.WriteAllText(Path.Combine(Records, "7.json"), """{"activations": [{"tokens": [" red", " blue", " sky"], "values": [1.0, 0.8, 0.2]}]}""");
+            File.WriteAllText(Sentences, """
+                {" Paris": ["I went to", "The city of", "We flew to", "Fourth"], " London": ["She lives in"], " red": ["The apple is"]}
+                """);
+        }
+
+        public void Dispose() => _dir.Dispose();
+    }
+
+    readonly World _w;
+    public FeatureExperimentTests(World w) => _w = w;
+
+    [Fact]
+    public void TopTokensFollowTheCodesRule()
+    {
+        using var m = Model.Load(_w.Model);
+        var records = ActivationRecords.Load(Path.Combine(_w.Records, "3.json"));
+        // max per unique string: Paris 2.0, London 1.5, rain 0.9, nice 0.3, is 0.1; top 5; r = 0.5 drops those below 1.0.
+        Assert.Equal([" Paris", " London"], TopTokens.Of(records, m, 5, 0.5).Select(t => t.Text));
+        Assert.Equal([" Paris", " London", " rain"], TopTokens.Of(records, m, 5, 0.4).Select(t => t.Text));
+        Assert.Equal(m.Tokenizer.Encode(" London")[0], TopTokens.Of(records, m)[1].Id);
+        Assert.Equal([" Paris"], TopTokens.Of(records, m, 1, 0.1).Select(t => t.Text));
+    }
+
+    [Fact]
+    public void CasesHoldTheBestOfTheStepsComputedFromTheDefinition()
+    {
+        using var m = Model.Load(_w.Model);
+        var samples = FeatureSample.Load(_w.Sample);
+        var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
+        float[] scales = [-4, 2, 8];
+        var o = new FeatureExperimentOptions { Scales = scales };
+        var (cases, report) = FeatureExperiment.Run(m, samples, _w.Records, sentences, o);
+        Assert.Equal((3, 2, 1, 1), (report.Targets, report.TargetsRun, report.TargetsWithoutRecords, report.TokensWithoutSentences));
+        // Target 3: T_f = Paris (3 of its 4 sentences), London (1); target 7: red (1), blue (in T_f: 0.8 ≥ 0.5·1.0, but it has
+        // no sentences: counted, not run).
+        Assert.Equal((3 + 1 + 1) * 7, cases.Count);   // × (self, five bins, rand)
+        Assert.Equal(["self", .. PolyEngine.Scans.InterferenceBins.Keys, "rand"], cases.Where(c => c.Target == 3 && c.Token == " Paris" && c.Sentence == 0).Select(c => c.Level));
+
+        // One case by hand: target 3, level 0.2-0.3 (partner 12), " Paris", sentence 1, weighted cosine over the whole vocabulary.
+        var c = cases.Single(x => x.Target == 3 && x.Level == "0.2-0.3" && x.Token == " Paris" && x.Sentence == 1);
+        Assert.Equal((12, 0.25, 0.1), (c.Partner, Math.Round(c.Interference, 6), c.Similarity));
+        var cfg = PolyEngine.SaeConfig.Load(_w.Sae);
+        var row = PolyEngine.SparseAutoencoder.ReadDecoder(cfg).AsSpan(12 * 64, 64).ToArray();
+        double norm = Math.Sqrt(row.Sum(x => (double)x * x));
+        var ids = m.Encode("The city of", prependBos: false);
+        int[] targets = [m.Tokenizer.Encode(" Paris")[0], m.Tokenizer.Encode(" London")[0]];
+        var weights = WeightedCosineWeights(m, targets);
+        double Weighted(float scale)
+        {
+            var add = Enumerable.Range(0, ids.Length).SelectMany(_ => row.Select(x => (float)(scale * x / norm))).ToArray();
+            var r = m.Run([ids], new RunOptions { Edits = [new HookEdit(World.Hook) { Add = add }], Logits = LogitsMode.LastPosition });
+            var logits = r.Logits!.Data;
+            double max = logits.Max(x => (double)x), z = logits.Sum(x => Math.Exp(x - max));
+            return Enumerable.Range(0, logits.Length).Sum(t => Math.Exp(logits[t] - max) / z * weights[t]);
+        }
+        double baseline = Weighted(0);
+        var best = BestOfScale.Of(scales.Select(Weighted).ToList(), byMagnitude: false, BestStart.Zero);
+        Assert.Equal(baseline, c.Baseline[0], 4);
+        Assert.Equal(best.Value, c.Best[0], 4);
+        Assert.Equal(best.Value - baseline, c.Delta[0], 4);
+        Assert.Equal((best.Value - baseline) / Math.Abs(baseline), c.Relative[0], 3);
+    }
+
+    /// <summary>max over the targets of cos(E_t, E_u) for every token t, from the model's token embeddings in double.</summary>
+    static double[] WeightedCosineWeights(Model m, int[] targets)
+    {
+        int d = m.Spec.DModel, v = m.Spec.DVocab;
+        var all = Enumerable.Range(0, v).ToArray();
+        using var f = SafeTensorsFile.Open(Path.Combine(m.Folder, "model.safetensors"));
+        var e = f.ReadFloat32(f.Tensors.Single(t => t.Name.EndsWith("wte.weight")).Name);   // W_E [d_vocab, d_model]
+        double Norm(int t) => Math.Sqrt(Enumerable.Range(0, d).Sum(i => (double)e[t * d + i] * e[t * d + i]));
+        double Cos(int a, int b) => Enumerable.Range(0, d).Sum(i => (double)e[a * d + i] * e[b * d + i]) / (Norm(a) * Norm(b));
+        return [.. all.Select(t => targets.Max(u => Cos(t, u)))];
+    }
+
+    [Fact]
+    public void TheCliWritesCasesLevelsRegressionsAndAManifest()
+    {
+        using var dir = new Fixtures.TempDir();
+        var (code, stdout, stderr) = Run("experiment", "feature", "--model", _w.Model, "--sample", _w.Sample, "--records", _w.Records, "--sentences", _w.Sentences,
+            "--scales", "-2,2", "--format", "csv", "--out", dir.File("out"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("2/3 targets, 35 cases", stdout);
+        Assert.Contains("1 without records", stdout);
+        var cases = File.ReadAllLines(dir.File("out/cases.csv"));
+        Assert.Equal(36, cases.Length);
+        Assert.StartsWith("sae,hook,tau,target,level,partner,interference,similarity,token,token_id,sentence,weighted_cosine_baseline,weighted_cosine_best,weighted_cosine_best_scale", cases[0]);
+        var levels = File.ReadAllLines(dir.File("out/levels.csv"));
+        Assert.Equal(1 + 7 * 4, levels.Length);   // levels × metrics
+        Assert.True(File.Exists(dir.File("out/regressions.csv")));
+        var manifest = JsonNode.Parse(File.ReadAllText(dir.File("out/manifest.json")))!;
+        Assert.Equal(1, (int)manifest["results"]!["skipped"]!["targets_without_records"]!);
+        Assert.Contains("zero", (string)manifest["options"]!["readings"]!["best_of_scale"]!);
+    }
+
+    [Theory]
+    [InlineData("--ratio", "0", "--ratio 0")]
+    [InlineData("--best-start", "middle", "--best-start middle: choose zero, baseline or none")]
+    [InlineData("--saes", "other", "--saes: 'other' is not in the sample")]
+    [InlineData("--sample", "missing.json", "file not found")]
+    public void BadRequestsAreOneLine(string option, string value, string expected)
+    {
+        using var dir = new Fixtures.TempDir();
+        string[] args = ["experiment", "feature", "--model", _w.Model, "--sample", _w.Sample, "--records", _w.Records, "--sentences", _w.Sentences, "--out", dir.File("out")];
+        int at = Array.IndexOf(args, option);
+        args = at >= 0 ? [.. args.Take(at + 1), value, .. args.Skip(at + 2)] : [.. args, option, value];
+        var (code, _, stderr) = Run(args);
+        Assert.NotEqual(0, code);
+        Assert.Contains(expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
+    [Fact]
+    public void ASampleForAnotherSaeIsRefused()
+    {
+        using var dir = new Fixtures.TempDir();
+        File.WriteAllText(dir.File("s.json"), File.ReadAllText(_w.Sample).Replace("\"d_sae\":32", "\"d_sae\":48"));
+        var (code, _, stderr) = Run("experiment", "feature", "--model", _w.Model, "--sample", dir.File("s.json"), "--records", _w.Records, "--sentences", _w.Sentences, "--out", dir.File("out"));
+        Assert.NotEqual(0, code);
+        Assert.Contains("is the sample for another SAE", stderr);
+    }
+}
