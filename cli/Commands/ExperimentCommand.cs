@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using PolyEngine.Backward;
 using PolyEngine.Experiments;
 using PolyEngine.Interventions;
 using PolyEngine.Output;
@@ -8,139 +9,226 @@ using PolyEngine.Stats;
 
 namespace PolyEngine.Cli.Commands;
 
-/// <summary><c>polyengine experiment</c>: the paper's experiments end to end (so far: <c>feature</c>, Fig. 3).</summary>
+/// <summary><c>polyengine experiment</c>: the paper's experiments end to end (<c>feature</c>, Fig. 3; <c>token</c>, Fig. 4).</summary>
 static class ExperimentCommand
 {
     public static Command Create(Io io)
     {
         var cmd = new Command("experiment", "The paper's experiments end to end, from the interference scan's sample to tables of test cases and their statistics.");
         cmd.Subcommands.Add(Feature(io));
+        cmd.Subcommands.Add(Token(io));
         return cmd;
     }
 
-    static Command Feature(Io io)
+    /// <summary>The options every steering experiment has, and the run around it: inputs, output folder, manifest, tables.</summary>
+    sealed class Shared
     {
-        var model = Common.Model();
-        var sample = new Option<string>("--sample") { Description = "The interference scan's sample.json (polyengine interference --sample): targets and partners per bin", Required = true };
-        var records = new Option<string>("--records")
+        public readonly Option<string> Model = Common.Model();
+        public readonly Option<string> Sample = new("--sample") { Description = "The interference scan's sample.json (polyengine interference --sample): targets and partners per bin", Required = true };
+        public readonly Option<string> Records = new("--records")
         {
             Description = "The features' activation records: a features run's contexts.parquet, or a folder of Neuronpedia exports <feature>.json (in <sae name>/ when several SAEs)",
             Required = true,
         };
-        var sentences = new Option<string>("--sentences") { Description = "Test sentences by token string: {\"<token string>\": [\"sentence\", ...]}", Required = true };
-        var saes = new Option<string?>("--saes") { Description = "Comma-separated SAE names of the sample to run (default: all)" };
-        var topTokens = new Option<int>("--top-tokens") { Description = "Tokens of T_f tested per target", DefaultValueFactory = _ => 5 };
-        var ratio = new Option<double>("--ratio") { Description = "T_f's threshold r (tokens with activation ≥ r·max): 0.5 as the authors' code; the paper says 0.8", DefaultValueFactory = _ => 0.5 };
-        var perToken = new Option<int>("--sentences-per-token") { Description = "The first sentences of each token", DefaultValueFactory = _ => 3 };
-        var partners = new Option<int>("--partners") { Description = "Partners per bin (the code uses the first sampled one)", DefaultValueFactory = _ => 1 };
-        var scales = new Option<string>("--scales") { Description = "'paper' (±{0.5, …, 20}, 32 values) or a list", DefaultValueFactory = _ => "paper" };
-        var metrics = new Option<string>("--metrics") { Description = "Metrics (the code's four by default)", DefaultValueFactory = _ => "weighted_cosine,overlap,spearman,kendall" };
-        var start = new Option<string>("--best-start")
+        public readonly Option<string> Sentences = new("--sentences") { Description = "Test sentences by token string: {\"<token string>\": [\"sentence\", ...]}", Required = true };
+        public readonly Option<string?> Saes = new("--saes") { Description = "Comma-separated SAE names of the sample to run (default: all)" };
+        public readonly Option<int> TopTokens = new("--top-tokens") { Description = "Tokens of T_f tested per target", DefaultValueFactory = _ => 5 };
+        public readonly Option<double> Ratio = new("--ratio") { Description = "T_f's threshold r (tokens with activation ≥ r·max): 0.5 as the authors' code; the paper says 0.8", DefaultValueFactory = _ => 0.5 };
+        public readonly Option<int> PerToken = new("--sentences-per-token") { Description = "The first sentences of each token", DefaultValueFactory = _ => 3 };
+        public readonly Option<string> Scales = new("--scales") { Description = "'paper' (±{0.5, …, 20}, 32 values) or a list", DefaultValueFactory = _ => "paper" };
+        public readonly Option<string> Metrics = new("--metrics") { Description = "Metrics (the code's four by default)", DefaultValueFactory = _ => "weighted_cosine,overlap,spearman,kendall" };
+        public readonly Option<string> Start;
+        public readonly Option<ulong> Seed = new("--seed") { Description = "Seed of the random level's vectors", DefaultValueFactory = _ => 50 };
+        public readonly Option<int> Budget = Common.RowsBudget();
+        public readonly Option<string> Format = new("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
+        public readonly Option<string> Output = new("--out", "-o") { Description = "Output folder (created): cases, levels and regressions tables, manifest.json", Required = true };
+        public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+        public readonly Option<string> Device = Common.Device();
+        public readonly Option<int> Threads = Common.Threads();
+
+        public Shared(string startDefault, string startNote) => Start = new("--best-start")
         {
-            Description = "Where best-of-scale starts: zero (the authors' feature loop), baseline (their token loop) or none (the best scale only)",
-            DefaultValueFactory = _ => "zero",
+            Description = $"Where best-of-scale starts: zero, baseline or none (the best scale only); {startNote}",
+            DefaultValueFactory = _ => startDefault,
         };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of the random level's vectors", DefaultValueFactory = _ => 50 };
+
+        public void AddTo(Command c)
+        {
+            foreach (var o in new Option[] { Model, Sample, Records, Sentences, Saes, TopTokens, Ratio, PerToken, Scales, Metrics, Start, Seed, Budget, Format, Output, Overwrite, Device, Threads })
+                c.Options.Add(o);
+        }
+
+        public BestStart ParseStart(ParseResult r) => r.GetValue(Start) switch
+        {
+            "zero" => BestStart.Zero, "baseline" => BestStart.Baseline, "none" => BestStart.None,
+            var x => throw new PolyEngineException($"--best-start {x}: choose zero, baseline or none"),
+        };
+
+        public IReadOnlyList<SaeSample> LoadSamples(ParseResult r)
+        {
+            var samples = FeatureSample.Load(r.GetValue(Sample)!);
+            if (r.GetValue(Saes) is not string names) return samples;
+            var wanted = names.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            foreach (var w in wanted.Where(w => samples.All(s => s.Name != w)))
+                throw new PolyEngineException($"--saes: '{w}' is not in the sample (it has {string.Join(", ", samples.Select(s => s.Name))})");
+            return samples.Where(s => wanted.Contains(s.Name)).ToList();
+        }
+
+        /// <summary>Checks, opens the output, runs <paramref name="run"/> with progress and writes the tables and manifest.</summary>
+        public int Run(Io io, ParseResult r, string tool, IReadOnlyList<SaeSample> samples, IReadOnlyList<SteerMetric> metrics, JsonObject options,
+            Func<Model, IReadOnlyDictionary<string, string[]>, Action<int, int>, (List<FeatureCase> Cases, JsonObject Results, string Line)> run)
+        {
+            if (!(r.GetValue(Ratio) > 0 && r.GetValue(Ratio) <= 1)) throw new PolyEngineException($"--ratio {r.GetValue(Ratio)}: give a number in (0, 1]");
+            string outDir = r.GetValue(Output)!;
+            var fmt = TableWriter.ParseFormat(r.GetValue(Format)!);
+            var sents = ExperimentInputs.TokenSentences(r.GetValue(Sentences)!);
+            using var folder = Common.OpenScanOutput(io, outDir);
+            using var backend = Devices.Create(r.GetValue(Device)!, r.GetValue(Threads), out string note);
+            using var m = PolyEngine.Model.Load(r.GetValue(Model)!, backend);
+            io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
+            options["saes"] = new JsonArray(samples.Select(s => (JsonNode)s.Name).ToArray());
+            options["format"] = fmt.ToString().ToLowerInvariant();
+            var keyInputs = new JsonObject();
+            RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
+            RunKey.AddFile(keyInputs, "sample", r.GetValue(Sample));
+            RunKey.AddFile(keyInputs, "sentences", r.GetValue(Sentences));
+            if (File.Exists(r.GetValue(Records))) RunKey.AddFile(keyInputs, "records", r.GetValue(Records));
+            else keyInputs["records"] = Path.GetFullPath(r.GetValue(Records)!);
+            Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(Overwrite), $"format={fmt}", ExperimentWriter.PlannedFiles(fmt));
+            if (folder.AlreadyComplete) return 0;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var (cases, results, line) = new ProgressDisplay(io).Run(tool, job => run(m, sents, (done, total) =>
+            {
+                double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done}/{total} targets", rate > 0 ? (total - done) / rate : null));
+            }));
+            results["cases"] = cases.Count;
+            results["seconds"] = clock.Elapsed.TotalSeconds;
+            var manifest = new JsonObject
+            {
+                ["tool"] = $"polyengine {tool}", ["version"] = typeof(PolyEngine.Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
+                ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
+                ["inputs"] = new JsonObject
+                {
+                    ["sample"] = Path.GetFullPath(r.GetValue(Sample)!), ["records"] = Path.GetFullPath(r.GetValue(Records)!), ["sentences"] = Path.GetFullPath(r.GetValue(Sentences)!),
+                },
+                ["options"] = options,
+                ["results"] = results,
+            };
+            var written = ExperimentWriter.Write(outDir, cases, metrics, fmt, manifest);
+            folder.Complete(written);
+            io.Out.WriteLine($"{line} in {clock.Elapsed.TotalSeconds:F1} s");
+            foreach (var l in ExperimentSummary.Levels(cases, metrics).Where(l => l.Metric == metrics[0]))
+                io.Out.WriteLine($"  {l.Level,-8} {l.Metric.Name()} relative change: positive-only mean {l.Positive.Mean:+0.000;-0.000} ({l.FractionPositive:P0} positive), all {l.All.Mean:+0.000;-0.000} ± {l.All.StdErr:0.000}");
+            io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
+            return 0;
+        }
+
+        public JsonObject Options(ParseResult r, IReadOnlyList<float> scales, IReadOnlyList<SteerMetric> metrics, BestStart start) => new()
+        {
+            ["top_tokens"] = r.GetValue(TopTokens), ["ratio"] = r.GetValue(Ratio), ["sentences_per_token"] = r.GetValue(PerToken),
+            ["scales"] = new JsonArray(scales.Select(x => (JsonNode)x).ToArray()), ["metrics"] = new JsonArray(metrics.Select(x => (JsonNode)x.Name()).ToArray()),
+            ["best_start"] = start.ToString().ToLowerInvariant(), ["seed"] = r.GetValue(Seed),
+        };
+    }
+
+    static Command Feature(Io io)
+    {
+        var s = new Shared("zero", "zero as the authors' feature loop");
+        var partners = new Option<int>("--partners") { Description = "Partners per bin (the code uses the first sampled one)", DefaultValueFactory = _ => 1 };
         var denoise = new Option<double?>("--denoise") { Description = "App. O's pre-filter: drop targets whose own direction's mean relative change of the first metric is below this" };
-        var budget = Common.RowsBudget();
-        var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (created): cases, levels and regressions tables, manifest.json", Required = true };
-        var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
-        var device = Common.Device();
-        var threads = Common.Threads();
         var cmd = new Command("feature", Common.WithExamples(
             "The feature-locus experiment (the paper's Fig. 3): per sampled target, its top tokens T_f from its activation records and their test " +
             "sentences; its own decoder direction, the first partner of each interference bin and a random direction, each over the scale grid at " +
             "the SAE's hook; per case the best of each metric and its change; per level conditional-positive and unconditional means; models A and B.",
             "polyengine experiment feature --model gpt2 --sample scan/sample.json --records feats/contexts.parquet --sentences token_sentences.json --out fig3/",
             "polyengine experiment feature --model ./toy --sample s.json --records neuronpedia/ --sentences t.json --top-tokens 3 --denoise 0.05 --format csv --out f/"))
-        { model, sample, records, sentences, saes, topTokens, ratio, perToken, partners, scales, metrics, start, seed, denoise, budget, format, output, overwrite, device, threads };
+        { partners, denoise };
+        s.AddTo(cmd);
         cmd.SetAction(r =>
         {
-            string outDir = r.GetValue(output)!;
-            var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
-            var samples = FeatureSample.Load(r.GetValue(sample)!);
-            if (r.GetValue(saes) is string names)
-            {
-                var wanted = names.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-                foreach (var w in wanted.Where(w => samples.All(s => s.Name != w)))
-                    throw new PolyEngineException($"--saes: '{w}' is not in the sample (it has {string.Join(", ", samples.Select(s => s.Name))})");
-                samples = samples.Where(s => wanted.Contains(s.Name)).ToList();
-            }
+            var samples = s.LoadSamples(r);
             var o = new FeatureExperimentOptions
             {
-                TopTokens = r.GetValue(topTokens), Ratio = r.GetValue(ratio), SentencesPerToken = r.GetValue(perToken), Partners = r.GetValue(partners),
-                Scales = SteerGrids.Parse(r.GetValue(scales), "--scales", "paper", SteerGrids.PaperScales), Metrics = SteerMetrics.Parse(r.GetValue(metrics)),
-                Start = r.GetValue(start) switch
-                {
-                    "zero" => BestStart.Zero, "baseline" => BestStart.Baseline, "none" => BestStart.None,
-                    var x => throw new PolyEngineException($"--best-start {x}: choose zero, baseline or none"),
-                },
-                Seed = r.GetValue(seed), Denoise = r.GetValue(denoise), RowsBudget = r.GetValue(budget),
+                TopTokens = r.GetValue(s.TopTokens), Ratio = r.GetValue(s.Ratio), SentencesPerToken = r.GetValue(s.PerToken), Partners = r.GetValue(partners),
+                Scales = SteerGrids.Parse(r.GetValue(s.Scales), "--scales", "paper", SteerGrids.PaperScales), Metrics = SteerMetrics.Parse(r.GetValue(s.Metrics)),
+                Start = s.ParseStart(r), Seed = r.GetValue(s.Seed), Denoise = r.GetValue(denoise), RowsBudget = r.GetValue(s.Budget),
             };
-            if (!(o.Ratio > 0 && o.Ratio <= 1)) throw new PolyEngineException($"--ratio {o.Ratio}: give a number in (0, 1]");
-            var sents = ExperimentInputs.TokenSentences(r.GetValue(sentences)!);
-            using var folder = Common.OpenScanOutput(io, outDir);
-            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
-            using var m = Model.Load(r.GetValue(model)!, backend);
-            io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
-            var options = new JsonObject
+            var options = s.Options(r, o.Scales, o.Metrics, o.Start);
+            options["partners"] = o.Partners;
+            options["denoise"] = o.Denoise;
+            options["readings"] = new JsonObject
             {
-                ["saes"] = new JsonArray(samples.Select(s => (JsonNode)s.Name).ToArray()), ["top_tokens"] = o.TopTokens, ["ratio"] = o.Ratio,
-                ["sentences_per_token"] = o.SentencesPerToken, ["partners"] = o.Partners, ["scales"] = new JsonArray(o.Scales.Select(x => (JsonNode)x).ToArray()),
-                ["metrics"] = new JsonArray(o.Metrics.Select(x => (JsonNode)x.Name()).ToArray()), ["best_start"] = o.Start.ToString().ToLowerInvariant(),
-                ["seed"] = o.Seed, ["denoise"] = o.Denoise, ["format"] = fmt.ToString().ToLowerInvariant(),
-                ["readings"] = new JsonObject
-                {
-                    ["t_f"] = $"get_unique_top_act_tokens(5, {o.Ratio}) as the authors' code (the paper: r = 0.8)",
-                    ["best_of_scale"] = $"starts at {o.Start.ToString().ToLowerInvariant()} (the authors' feature loop: zero)",
-                    ["partners"] = o.Partners == 1 ? "the first sampled partner per bin, as the code" : $"{o.Partners} partners per bin",
-                    ["prompts"] = "sentences without BOS; metrics at the last token; targets T_f with the token under test first",
-                },
+                ["t_f"] = $"get_unique_top_act_tokens(5, {o.Ratio}) as the authors' code (the paper: r = 0.8)",
+                ["best_of_scale"] = $"starts at {o.Start.ToString().ToLowerInvariant()} (the authors' feature loop: zero)",
+                ["partners"] = o.Partners == 1 ? "the first sampled partner per bin, as the code" : $"{o.Partners} partners per bin",
+                ["prompts"] = "sentences without BOS; metrics at the last token; targets T_f with the token under test first",
             };
-            var keyInputs = new JsonObject();
-            RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
-            RunKey.AddFile(keyInputs, "sample", r.GetValue(sample));
-            RunKey.AddFile(keyInputs, "sentences", r.GetValue(sentences));
-            if (File.Exists(r.GetValue(records))) RunKey.AddFile(keyInputs, "records", r.GetValue(records));
-            else keyInputs["records"] = Path.GetFullPath(r.GetValue(records)!);
-            Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}", ExperimentWriter.PlannedFiles(fmt));
-            if (folder.AlreadyComplete) return 0;
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            var (cases, report) = new ProgressDisplay(io).Run("experiment feature", job =>
-                FeatureExperiment.Run(m, samples, r.GetValue(records)!, sents, o, (done, total) =>
-                {
-                    double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                    job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done}/{total} targets", rate > 0 ? (total - done) / rate : null));
-                }));
-            var manifest = new JsonObject
+            return s.Run(io, r, "experiment feature", samples, o.Metrics, options, (m, sents, progress) =>
             {
-                ["tool"] = "polyengine experiment feature", ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
-                ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
-                ["inputs"] = new JsonObject
+                var (cases, report) = FeatureExperiment.Run(m, samples, r.GetValue(s.Records)!, sents, o, progress);
+                var results = new JsonObject
                 {
-                    ["sample"] = Path.GetFullPath(r.GetValue(sample)!), ["records"] = Path.GetFullPath(r.GetValue(records)!), ["sentences"] = Path.GetFullPath(r.GetValue(sentences)!),
-                },
-                ["options"] = options,
-                ["results"] = new JsonObject
-                {
-                    ["targets"] = report.Targets, ["targets_run"] = report.TargetsRun, ["cases"] = cases.Count, ["seconds"] = clock.Elapsed.TotalSeconds,
+                    ["targets"] = report.Targets, ["targets_run"] = report.TargetsRun,
                     ["skipped"] = new JsonObject
                     {
                         ["targets_without_records"] = report.TargetsWithoutRecords, ["targets_without_tokens"] = report.TargetsWithoutTokens,
                         ["tokens_without_sentences"] = report.TokensWithoutSentences,
                         ["targets_denoised"] = new JsonArray(report.Denoised.Select(x => (JsonNode)x).ToArray()),
                     },
-                },
+                };
+                return (cases, results, $"{report.TargetsRun}/{report.Targets} targets, {cases.Count:N0} cases (skipped: {report.TargetsWithoutRecords} without records, " +
+                    $"{report.TargetsWithoutTokens} without tokens, {report.TokensWithoutSentences} tokens without sentences, {report.Denoised.Count} denoised)");
+            });
+        });
+        return cmd;
+    }
+
+    static Command Token(Io io)
+    {
+        var s = new Shared("baseline", "baseline as the authors' token loop");
+        var recipe = new Option<string>("--recipe") { Description = "Gradient vectors: tl (the authors' TransformerLens path, positions ≥ 0.8·max) or hf (first sub-token of the strongest token)", DefaultValueFactory = _ => "tl" };
+        var cmd = new Command("token", Common.WithExamples(
+            "The token-locus experiment (the paper's Fig. 4): attention- and MLP-output SAEs only, as the code. Each feature's gradient vectors " +
+            "(one per top token, from the record where it is strongest); per target and test token its own vector, every vector of every sampled " +
+            "partner per bin and a random direction, best over vectors × scales from the baseline; the same tables as experiment feature.",
+            "polyengine experiment token --model gpt2 --sample scan/sample.json --records feats/contexts.parquet --sentences token_sentences.json --out fig4/"))
+        { recipe };
+        s.AddTo(cmd);
+        cmd.SetAction(r =>
+        {
+            var samples = s.LoadSamples(r);
+            var o = new TokenExperimentOptions
+            {
+                TopTokens = r.GetValue(s.TopTokens), Ratio = r.GetValue(s.Ratio), SentencesPerToken = r.GetValue(s.PerToken),
+                Scales = SteerGrids.Parse(r.GetValue(s.Scales), "--scales", "paper", SteerGrids.PaperScales), Metrics = SteerMetrics.Parse(r.GetValue(s.Metrics)),
+                Start = s.ParseStart(r), Seed = r.GetValue(s.Seed), RowsBudget = r.GetValue(s.Budget),
+                Recipe = r.GetValue(recipe) switch { "tl" => GradientRecipe.TransformerLens, "hf" => GradientRecipe.HuggingFace, var x => throw new PolyEngineException($"--recipe {x}: choose tl or hf") },
             };
-            var written = ExperimentWriter.Write(outDir, cases, o.Metrics, fmt, manifest);
-            folder.Complete(written);
-            io.Out.WriteLine($"{report.TargetsRun}/{report.Targets} targets, {cases.Count:N0} cases in {clock.Elapsed.TotalSeconds:F1} s " +
-                             $"(skipped: {report.TargetsWithoutRecords} without records, {report.TargetsWithoutTokens} without tokens, {report.TokensWithoutSentences} tokens without sentences, {report.Denoised.Count} denoised)");
-            foreach (var l in ExperimentSummary.Levels(cases, o.Metrics).Where(l => l.Metric == o.Metrics[0]))
-                io.Out.WriteLine($"  {l.Level,-8} {l.Metric.Name()} relative change: positive-only mean {l.Positive.Mean:+0.000;-0.000} ({l.FractionPositive:P0} positive), all {l.All.Mean:+0.000;-0.000} ± {l.All.StdErr:0.000}");
-            io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
-            return 0;
+            var options = s.Options(r, o.Scales, o.Metrics, o.Start);
+            options["recipe"] = r.GetValue(recipe);
+            options["readings"] = new JsonObject
+            {
+                ["sites"] = "hook_attn_out and hook_mlp_out SAEs only, as the code",
+                ["vectors"] = "per feature one gradient vector per top token, from the record where that token is strongest; HF weights, objective Σ_d a[p, d]",
+                ["best_of_scale"] = $"over each level's vectors × scales, starting at {o.Start.ToString().ToLowerInvariant()} (the authors' token loop: baseline)",
+                ["bins"] = "every vector of every sampled partner; the case's partner is the bin's first, interference and similarity the partners' means",
+            };
+            return s.Run(io, r, "experiment token", samples, o.Metrics, options, (m, sents, progress) =>
+            {
+                var (cases, report) = TokenExperiment.Run(m, samples, r.GetValue(s.Records)!, sents, o, progress);
+                var results = new JsonObject
+                {
+                    ["targets"] = report.Targets, ["targets_run"] = report.TargetsRun, ["gradient_vectors"] = report.Vectors,
+                    ["skipped"] = new JsonObject
+                    {
+                        ["saes_not_att_or_mlp"] = report.SitesSkipped, ["targets_without_records"] = report.TargetsWithoutRecords,
+                        ["features_without_vectors"] = report.FeaturesWithoutVectors, ["tokens_without_sentences"] = report.TokensWithoutSentences,
+                    },
+                };
+                return (cases, results, $"{report.TargetsRun}/{report.Targets} targets, {cases.Count:N0} cases from {report.Vectors} gradient vectors " +
+                    $"(skipped: {report.SitesSkipped} SAEs not at attn_out/mlp_out, {report.TargetsWithoutRecords} targets without records, {report.TokensWithoutSentences} tokens without sentences)");
+            });
         });
         return cmd;
     }

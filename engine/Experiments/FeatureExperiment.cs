@@ -71,39 +71,15 @@ public static class FeatureExperiment
                 if (records is null) { noRecords++; continue; }
                 var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
                 if (tokens.Count == 0) { noTokens++; continue; }
-                var prompts = new List<(TopToken Token, int Sentence, SteerPrompt Prompt)>();
-                int[] ids = [.. tokens.Select(t => t.Id)];
-                foreach (var t in tokens)
-                {
-                    if (!sentences.TryGetValue(t.Text, out var list) || list.Length == 0) { noSentences++; continue; }
-                    for (int s = 0; s < Math.Min(o.SentencesPerToken, list.Length); s++)
-                        prompts.Add((t, s, new SteerPrompt(model.Encode(list[s], prependBos: false), [t.Id, .. ids.Where(x => x != t.Id)])));
-                }
+                var prompts = Prompts(model, tokens, sentences, o.SentencesPerToken, ref noSentences);
                 if (prompts.Count == 0) continue;
                 // The levels: self, the partners of each bin, rand.
-                var levels = new List<(string Level, int Partner, double Interference, double Similarity, float[] Vector)> { (Self, target.Feature, 1, 1, Row(target.Feature)) };
+                var levels = new List<Level> { new(Self, target.Feature, 1, 1, [Row(target.Feature)]) };
                 for (int b = 0; b < target.Bins.Count; b++)
                     foreach (var p in target.Bins[b].Take(o.Partners))
-                        levels.Add((Scans.InterferenceBins.Keys[b], p.Feature, p.Interference, p.Similarity, Row(p.Feature)));
-                var rng = new Rng(o.Seed ^ (ulong)target.Feature * 0x9E3779B97F4A7C15UL ^ (ulong)StableHash(sample.Name));
-                levels.Add((Random, -1, double.NaN, double.NaN, rng.Normals([config.DIn], 1f)));
-                var plan = new SteerPlan
-                {
-                    Hook = sample.Hook, Prompts = [.. prompts.Select(p => p.Prompt)], Vectors = [.. levels.Select(l => l.Vector)], Scales = o.Scales,
-                    Metrics = o.Metrics, RowsBudget = o.RowsBudget,
-                };
-                var bests = SteerSweep.Collect(model, plan).Best(o.Start);
-                int m = o.Metrics.Count;
-                var mine = new List<FeatureCase>();
-                foreach (var g in bests.GroupBy(b => (b.Prompt, b.Item)))
-                {
-                    var per = g.OrderBy(b => o.Metrics.ToList().IndexOf(b.Metric)).ToArray();
-                    var (token, sentence, _) = prompts[g.Key.Prompt];
-                    var level = levels[g.Key.Item];
-                    mine.Add(new FeatureCase(sample.Name, sample.Hook, target.Tau, target.Feature, level.Level, level.Partner, level.Interference, level.Similarity,
-                        token.Text, token.Id, sentence, [.. per.Select(b => b.Baseline)], [.. per.Select(b => b.Best)], [.. per.Select(b => b.BestAmount)],
-                        [.. per.Select(b => b.Delta)], [.. per.Select(b => b.RelativeDelta)]));
-                }
+                        levels.Add(new(Scans.InterferenceBins.Keys[b], p.Feature, p.Interference, p.Similarity, [Row(p.Feature)]));
+                levels.Add(new(Random, -1, double.NaN, double.NaN, [RandomVector(o.Seed, sample.Name, target.Feature, config.DIn)]));
+                var mine = LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget);
                 if (o.Denoise is double threshold)
                 {
                     var own = mine.Where(c => c.Level == Self).Select(c => c.Relative[0]).Where(double.IsFinite).ToList();
@@ -117,11 +93,27 @@ public static class FeatureExperiment
         return (cases, new FeatureExperimentReport(all, run, noSentences, noRecords, noTokens, denoised));
     }
 
-    static uint StableHash(string s)
+    /// <summary>The test prompts of T_f: each token's first sentences, without BOS; the metrics' targets are T_f with the
+    /// token under test first. Tokens without sentences are counted in <paramref name="withoutSentences"/>.</summary>
+    internal static List<TestPrompt> Prompts(Model model, IReadOnlyList<TopToken> tokens, IReadOnlyDictionary<string, string[]> sentences, int perToken, ref int withoutSentences)
+    {
+        var prompts = new List<TestPrompt>();
+        int[] ids = [.. tokens.Select(t => t.Id)];
+        foreach (var t in tokens)
+        {
+            if (!sentences.TryGetValue(t.Text, out var list) || list.Length == 0) { withoutSentences++; continue; }
+            for (int s = 0; s < Math.Min(perToken, list.Length); s++)
+                prompts.Add(new TestPrompt(t, s, new SteerPrompt(model.Encode(list[s], prependBos: false), [t.Id, .. ids.Where(x => x != t.Id)])));
+        }
+        return prompts;
+    }
+
+    /// <summary>The random level's Gaussian vector of a target, from (seed, SAE, target).</summary>
+    internal static float[] RandomVector(ulong seed, string sae, int target, int width)
     {
         uint h = 2166136261;
-        foreach (char c in s) h = (h ^ c) * 16777619;
-        return h;
+        foreach (char c in sae) h = (h ^ c) * 16777619;
+        return new Rng(seed ^ (ulong)target * 0x9E3779B97F4A7C15UL ^ h).Normals([width], 1f);
     }
 
     /// <summary>The layer type of a hook, as the paper's regressions name it (att, mlp, res_pre, res_mid, res_post, …).</summary>

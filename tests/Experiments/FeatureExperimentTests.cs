@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using PolyEngine.Backward;
 using PolyEngine.Experiments;
 using PolyEngine.Formats;
 using PolyEngine.Interventions;
@@ -25,6 +26,9 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         public string Model => Path.Combine(Root, "model");
         public string Sae => Path.Combine(Root, "sae");
         public string Sample => Path.Combine(Root, "sample.json");
+        public string SaeMlp => Path.Combine(Root, "sae-mlp");
+        public string SampleMlp => Path.Combine(Root, "sample-mlp.json");
+        public static readonly HookName MlpHook = HookName.Parse("blocks.1.hook_mlp_out");
         public string Records => Path.Combine(Root, "records");
         public string Sentences => Path.Combine(Root, "sentences.json");
         public static readonly HookName Hook = HookName.Parse("blocks.1.hook_resid_post");
@@ -33,16 +37,17 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         {
             ToyModels.Write(ToyModels.Preset(ModelFamily.Gpt2, "tiny"), 9, Model);
             ToySae.Write(Sae, Hook, 64, 32, SaeArchitecture.Standard, 4);
+            ToySae.Write(SaeMlp, MlpHook, 64, 32, SaeArchitecture.Standard, 6);
             JsonObject Bins(params int[] partners) => new(PolyEngine.Scans.InterferenceBins.Keys.Select((k, b) => new KeyValuePair<string, JsonNode?>(k, new JsonObject
             {
                 ["candidates"] = 3, ["partners"] = new JsonArray(partners.Skip(b).Take(1).Select(p => (JsonNode)new JsonObject { ["feature"] = p, ["cosine"] = 0.05 + 0.1 * b, ["similarity"] = 0.1 }).ToArray()),
             })));
-            var sample = new JsonObject
+            JsonObject SampleOf(string folder, HookName hook) => new()
             {
                 ["seed"] = 1, ["bins"] = new JsonArray(PolyEngine.Scans.InterferenceBins.Keys.Select(k => (JsonNode)k).ToArray()),
                 ["saes"] = new JsonArray(new JsonObject
                 {
-                    ["sae"] = "sae", ["folder"] = Sae, ["hook"] = Hook.ToString(), ["d_sae"] = 32,
+                    ["sae"] = "sae", ["folder"] = folder, ["hook"] = hook.ToString(), ["d_sae"] = 32,
                     ["taus"] = new JsonArray(new JsonObject
                     {
                         ["tau"] = 0.2, ["qualified"] = 3,
@@ -53,13 +58,17 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
                     }),
                 }),
             };
-            File.WriteAllText(Sample, sample.ToJsonString());
+            File.WriteAllText(Sample, SampleOf(Sae, Hook).ToJsonString());
+            File.WriteAllText(SampleMlp, SampleOf(SaeMlp, MlpHook).ToJsonString());
             Directory.CreateDirectory(Records);
             File.WriteAllText(Path.Combine(Records, "3.json"), """
                 {"activations": [{"tokens": [" Paris", " is", " nice"], "values": [2.0, 0.1, 0.3]},
                                  {"tokens": [" London", " Paris", " rain"], "values": [1.5, 1.0, 0.9]}]}
                 """);
             File.WriteAllText(Path.Combine(Records, "7.json"), """{"activations": [{"tokens": [" red", " blue", " sky"], "values": [1.0, 0.8, 0.2]}]}""");
+            // Partners' records (the token locus needs their gradient vectors).
+            foreach (int f in new[] { 10, 11, 12, 13, 14, 20, 21, 22, 23, 24 })
+                File.WriteAllText(Path.Combine(Records, $"{f}.json"), $$"""{"activations": [{"tokens": [" a", " b{{f}}", " c"], "values": [0.2, 1.0, 0.9]}, {"tokens": [" d", " c"], "values": [0.1, 1.5]}]}""");
             File.WriteAllText(Sentences, """
                 {" Paris": ["I went to", "The city of", "We flew to", "Fourth"], " London": ["She lives in"], " red": ["The apple is"]}
                 """);
@@ -180,5 +189,59 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         var (code, _, stderr) = Run("experiment", "feature", "--model", _w.Model, "--sample", dir.File("s.json"), "--records", _w.Records, "--sentences", _w.Sentences, "--out", dir.File("out"));
         Assert.NotEqual(0, code);
         Assert.Contains("is the sample for another SAE", stderr);
+    }
+
+    [Fact]
+    public void TheTokenLocusPoolsEachBinsVectorsFromTheBaseline()
+    {
+        using var m = Model.Load(_w.Model);
+        var samples = FeatureSample.Load(_w.SampleMlp);
+        var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
+        float[] scales = [-3, 5];
+        var o = new TokenExperimentOptions { Scales = scales, Metrics = [SteerMetric.WeightedCosine, SteerMetric.Spearman] };
+        var (cases, report) = TokenExperiment.Run(m, samples, _w.Records, sentences, o);
+        Assert.Equal((3, 2, 0, 1), (report.Targets, report.TargetsRun, report.SitesSkipped, report.TargetsWithoutRecords));
+        Assert.Equal(2 + 2 + 2 * 10, report.Vectors);   // targets 3 and 7: two top tokens each; ten partners: two each (" c" at 1.5, " b…" at 1.0)
+        var paris = cases.Where(c => c.Target == 3 && c.Token == " Paris" && c.Sentence == 0).ToList();
+        Assert.Equal(["self", .. PolyEngine.Scans.InterferenceBins.Keys, "rand"], paris.Select(c => c.Level));
+        Assert.All(cases, c => Assert.True(c.Best[0] >= c.Baseline[0]));   // from the baseline: never below it
+
+        // The bin 0.1-0.2 pools partner 11's two vectors: its best is the best of each vector's own sweep, or the baseline.
+        var records = ActivationRecords.Load(Path.Combine(_w.Records, "11.json"));
+        var tokens = TopTokens.Of(records, m).ToList();
+        Assert.Equal([" c", " b11"], tokens.Select(t => t.Text));
+        var vectors = GradientVectors.FromRecords(m, [records[1], records[0]], World.MlpHook, new GradientVectorOptions()).Select(v => v.Vector!).ToList();
+        var ids = cases.First(c => c.Target == 3 && c.Token == " Paris").TokenId;
+        int london = m.Tokenizer.Encode(" London")[0];
+        var plan = new SteerPlan
+        {
+            Hook = World.MlpHook, Prompts = [new SteerPrompt(m.Encode("I went to", prependBos: false), [ids, london])], Vectors = vectors, Scales = scales,
+            Metrics = o.Metrics,
+        };
+        var alone = SteerSweep.Collect(m, plan).Best();
+        var bin = paris.Single(c => c.Level == "0.1-0.2");
+        Assert.Equal(11, bin.Partner);
+        Assert.Equal(Math.Max(bin.Baseline[0], alone.Where(b => b.Metric == SteerMetric.WeightedCosine).Max(b => b.Best)), bin.Best[0], 6);
+        double spearman = alone.Where(b => b.Metric == SteerMetric.Spearman).MaxBy(b => Math.Abs(b.Best))!.Best;
+        Assert.Equal(Math.Abs(spearman) > Math.Abs(bin.Baseline[1]) ? spearman : bin.Baseline[1], bin.Best[1], 6);
+    }
+
+    [Fact]
+    public void TheTokenCliSkipsSitesTheCodeSkips()
+    {
+        using var dir = new Fixtures.TempDir();
+        var (code, stdout, stderr) = Run("experiment", "token", "--model", _w.Model, "--sample", _w.Sample, "--records", _w.Records, "--sentences", _w.Sentences,
+            "--scales", "2", "--format", "csv", "--out", dir.File("out"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("0/3 targets, 0 cases from 0 gradient vectors (skipped: 1 SAEs not at attn_out/mlp_out", stdout);
+        var manifest = JsonNode.Parse(File.ReadAllText(dir.File("out/manifest.json")))!;
+        Assert.Equal(1, (int)manifest["results"]!["skipped"]!["saes_not_att_or_mlp"]!);
+        Assert.Contains("baseline", (string)manifest["options"]!["readings"]!["best_of_scale"]!);
+        Assert.NotEmpty(manifest["notes"]!.AsArray());   // no regression could be fitted on no cases, and it says so
+        (code, stdout, stderr) = Run("experiment", "token", "--model", _w.Model, "--sample", _w.SampleMlp, "--records", _w.Records, "--sentences", _w.Sentences,
+            "--scales", "2", "--metrics", "weighted_cosine", "--format", "csv", "--out", dir.File("mlp"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("2/3 targets", stdout);
+        Assert.Equal(1 + 5 * 7, File.ReadAllLines(dir.File("mlp/cases.csv")).Length);
     }
 }

@@ -1,0 +1,111 @@
+using PolyEngine.Backward;
+using PolyEngine.Formats;
+using PolyEngine.Interventions;
+using PolyEngine.Stats;
+
+namespace PolyEngine.Experiments;
+
+/// <summary>How <see cref="TokenExperiment"/> runs; the defaults follow the authors' code.</summary>
+public sealed record TokenExperimentOptions
+{
+    /// <summary>n_top_tokens: T_f's tokens tested per target, and gradient vectors per feature.</summary>
+    public int TopTokens { get; init; } = 5;
+    public double Ratio { get; init; } = 0.5;
+    public int SentencesPerToken { get; init; } = 3;
+    public IReadOnlyList<float> Scales { get; init; } = SteerGrids.PaperScales;
+    public IReadOnlyList<SteerMetric> Metrics { get; init; } = [SteerMetric.WeightedCosine, SteerMetric.Overlap, SteerMetric.Spearman, SteerMetric.Kendall];
+    /// <summary>The code's token loop starts its best at the baseline.</summary>
+    public BestStart Start { get; init; } = BestStart.Baseline;
+    public ulong Seed { get; init; } = 50;
+    public GradientRecipe Recipe { get; init; } = GradientRecipe.TransformerLens;
+    /// <summary>The TL recipe's position threshold (0.8 in the code).</summary>
+    public float GradientRatio { get; init; } = 0.8f;
+    public int RowsBudget { get; init; } = SteerPlan.DefaultRowsBudget;
+}
+
+/// <summary>What ran and what did not (counted, never fatal), for the manifest.</summary>
+public sealed record TokenExperimentReport(int Targets, int TargetsRun, int SitesSkipped, int TokensWithoutSentences, int TargetsWithoutRecords,
+    int FeaturesWithoutVectors, int Vectors);
+
+/// <summary>
+/// The paper's token-locus experiment (Fig. 4) as the authors' code runs it: only attention- and MLP-output SAEs (the code
+/// filters out the others). Each feature's gradient vectors come from its activation records: for each of its top tokens,
+/// the record where that token is strongest, through <see cref="GradientVectors"/> at the SAE's hook (the TL recipe by
+/// default). Per target and test token: <c>self</c> is the target's vector for that token; each bin pools every vector of
+/// every sampled partner in it (the case's partner is the bin's first, its interference and similarity the partners'
+/// means); <c>rand</c> is a seeded Gaussian. The best is over the level's vectors × scales, starting at the baseline.
+/// </summary>
+public static class TokenExperiment
+{
+    public static (List<FeatureCase> Cases, TokenExperimentReport Report) Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath,
+        IReadOnlyDictionary<string, string[]> sentences, TokenExperimentOptions o, Action<int, int>? progress = null, CancellationToken cancel = default)
+    {
+        if (o.TopTokens < 1 || o.SentencesPerToken < 1) throw new PolyEngineException("--top-tokens and --sentences-per-token must be positive");
+        var cases = new List<FeatureCase>();
+        int all = samples.Sum(s => s.Targets.Count), done = 0, run = 0, sitesSkipped = 0, noSentences = 0, noRecords = 0, noVectors = 0, made = 0;
+        foreach (var sample in samples)
+        {
+            if (sample.Hook.Point is not (HookPoint.AttnOut or HookPoint.MlpOut)) { sitesSkipped++; done += sample.Targets.Count; continue; }
+            var config = SaeConfig.Load(sample.Folder);
+            config.CheckAgainst(model.Spec);
+            if (config.Hook != sample.Hook || config.DSae != sample.DSae)
+                throw new PolyEngineException($"--sample: SAE '{sample.Name}' was sampled at {sample.Hook} with d_sae {sample.DSae}, but {sample.Folder} is at {config.Hook} with {config.DSae}; is the sample for another SAE?");
+            var cache = new Dictionary<int, Dictionary<string, float[]>?>();
+            Dictionary<string, float[]>? VectorsOf(int feature)
+            {
+                if (cache.TryGetValue(feature, out var v)) return v;
+                var records = ExperimentInputs.Records(recordsPath, sample.Name, feature);
+                v = records is null ? null : Vectors(model, records, sample.Hook, o);
+                if (v is { Count: 0 }) noVectors++;
+                made += v?.Count ?? 0;
+                return cache[feature] = v;
+            }
+            foreach (var target in sample.Targets)
+            {
+                cancel.ThrowIfCancellationRequested();
+                progress?.Invoke(done++, all);
+                var records = ExperimentInputs.Records(recordsPath, sample.Name, target.Feature);
+                if (records is null) { noRecords++; continue; }
+                var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
+                var own = VectorsOf(target.Feature)!;
+                var bins = new List<Level>();
+                for (int b = 0; b < target.Bins.Count; b++)
+                {
+                    var partners = target.Bins[b].Where(p => VectorsOf(p.Feature) is { Count: > 0 }).ToList();
+                    if (partners.Count == 0) continue;
+                    bins.Add(new(Scans.InterferenceBins.Keys[b], partners[0].Feature, partners.Average(p => p.Interference), partners.Average(p => p.Similarity),
+                        [.. partners.SelectMany(p => VectorsOf(p.Feature)!.Values)]));
+                }
+                var random = new Level(FeatureExperiment.Random, -1, double.NaN, double.NaN, [FeatureExperiment.RandomVector(o.Seed, sample.Name, target.Feature, config.DIn)]);
+                var testPrompts = FeatureExperiment.Prompts(model, tokens, sentences, o.SentencesPerToken, ref noSentences);
+                bool any = false;
+                foreach (var token in tokens)
+                {
+                    var prompts = testPrompts.Where(p => p.Token == token).ToList();
+                    if (prompts.Count == 0) continue;
+                    var levels = new List<Level>();
+                    if (own.TryGetValue(token.Text, out var self)) levels.Add(new(FeatureExperiment.Self, target.Feature, 1, 1, [self]));
+                    levels.AddRange(bins);
+                    levels.Add(random);
+                    cases.AddRange(LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget));
+                    any = true;
+                }
+                if (any) run++;
+            }
+        }
+        progress?.Invoke(all, all);
+        return (cases, new TokenExperimentReport(all, run, sitesSkipped, noSentences, noRecords, noVectors, made));
+    }
+
+    /// <summary>A feature's gradient vectors, one per top token: from the record where that token is strongest.</summary>
+    static Dictionary<string, float[]> Vectors(Model model, IReadOnlyList<ActivationRecord> records, HookName hook, TokenExperimentOptions o)
+    {
+        var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
+        var chosen = tokens.Select(t => records.MaxBy(r => r.Tokens.Select((s, i) => s == t.Text && double.IsFinite(r.Values[i]) ? r.Values[i] : double.NegativeInfinity).Max())!).ToList();
+        var vectors = GradientVectors.FromRecords(model, chosen, hook, new GradientVectorOptions { Recipe = o.Recipe, Ratio = o.GradientRatio });
+        var result = new Dictionary<string, float[]>();
+        for (int i = 0; i < tokens.Count; i++)
+            if (vectors[i].Vector is { } v) result[tokens[i].Text] = v;
+        return result;
+    }
+}
