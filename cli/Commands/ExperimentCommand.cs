@@ -43,6 +43,8 @@ static class ExperimentCommand
         public readonly Option<string> Format = new("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         public readonly Option<string> Output = new("--out", "-o") { Description = "Output folder (created): cases, levels and regressions tables, manifest.json", Required = true };
         public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+        public readonly Option<string> Shard = new("--shard") { Description = "Run shard i of n of the sample's targets (i/n; target k runs in shard k mod n)", DefaultValueFactory = _ => "0/1" };
+        public readonly Option<double> CheckpointEvery = Common.CheckpointEvery();
         public readonly Option<string> Device = Common.Device();
         public readonly Option<int> Threads = Common.Threads();
 
@@ -54,7 +56,7 @@ static class ExperimentCommand
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { Model, Sample, Records, Sentences, Saes, TopTokens, Ratio, PerToken, Scales, Metrics, Start, Seed, Budget, Format, Output, Overwrite, Device, Threads })
+            foreach (var o in new Option[] { Model, Sample, Records, Sentences, Saes, TopTokens, Ratio, PerToken, Scales, Metrics, Start, Seed, Budget, Format, Output, Overwrite, Shard, CheckpointEvery, Device, Threads })
                 c.Options.Add(o);
         }
 
@@ -74,19 +76,26 @@ static class ExperimentCommand
             return samples.Where(s => wanted.Contains(s.Name)).ToList();
         }
 
-        /// <summary>Checks, opens the output, runs <paramref name="run"/> with progress and writes the tables and manifest.</summary>
+        /// <summary>Checks, opens the output, runs the experiment's per-target work (<paramref name="target"/>) through
+        /// <see cref="ExperimentDriver"/> — one shard, checkpointed, with progress — and writes the tables and manifest.</summary>
         public int Run(Io io, ParseResult r, string tool, IReadOnlyList<SaeSample> samples, IReadOnlyList<SteerMetric> metrics, JsonObject options,
-            Func<Model, IReadOnlyDictionary<string, string[]>, Action<int, int>, (List<FeatureCase> Cases, JsonObject Results, string Line)> run)
+            Func<PolyEngine.Model, IReadOnlyDictionary<string, string[]>, Func<SaeSample, SampleTarget, TargetOutcome>> target)
         {
             if (!(r.GetValue(Ratio) > 0 && r.GetValue(Ratio) <= 1)) throw new PolyEngineException($"--ratio {r.GetValue(Ratio)}: give a number in (0, 1]");
+            var shard = r.GetValue(Shard)!.Split('/');
+            if (shard.Length != 2 || !int.TryParse(shard[0], out int shardIndex) || !int.TryParse(shard[1], out int shards))
+                throw new PolyEngineException($"--shard {r.GetValue(Shard)}: give i/n, e.g. 0/4");
+            var work = ExperimentDriver.Work(samples, shardIndex, shards);
             string outDir = r.GetValue(Output)!;
             var fmt = TableWriter.ParseFormat(r.GetValue(Format)!);
+            var every = Common.Interval(r.GetValue(CheckpointEvery));
             var sents = ExperimentInputs.TokenSentences(r.GetValue(Sentences)!);
             using var folder = Common.OpenScanOutput(io, outDir);
             using var backend = Devices.Create(r.GetValue(Device)!, r.GetValue(Threads), out string note);
             using var m = PolyEngine.Model.Load(r.GetValue(Model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
             options["saes"] = new JsonArray(samples.Select(s => (JsonNode)s.Name).ToArray());
+            options["shard"] = $"{shardIndex}/{shards}";
             options["format"] = fmt.ToString().ToLowerInvariant();
             var keyInputs = new JsonObject();
             RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
@@ -97,13 +106,13 @@ static class ExperimentCommand
             Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(Overwrite), $"format={fmt}", ExperimentWriter.PlannedFiles(fmt));
             if (folder.AlreadyComplete) return 0;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var (cases, results, line) = new ProgressDisplay(io).Run(tool, job => run(m, sents, (done, total) =>
+            var result = new ProgressDisplay(io).Run(tool, job => ExperimentDriver.Run(work, target(m, sents), folder.Checkpoint(every), (done, total) =>
             {
                 double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                 job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done}/{total} targets", rate > 0 ? (total - done) / rate : null));
-            }));
-            results["cases"] = cases.Count;
-            results["seconds"] = clock.Elapsed.TotalSeconds;
+            }, done => job.Say($"resuming: {done} targets were run by an earlier run")));
+            var results = new JsonObject { ["targets"] = work.Count, ["cases"] = result.Cases.Count, ["seconds"] = result.Seconds };
+            foreach (var (k, v) in result.Counts.OrderBy(x => x.Key, StringComparer.Ordinal)) results[k] = v;
             var manifest = new JsonObject
             {
                 ["tool"] = $"polyengine {tool}", ["version"] = typeof(PolyEngine.Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
@@ -115,10 +124,11 @@ static class ExperimentCommand
                 ["options"] = options,
                 ["results"] = results,
             };
-            var written = ExperimentWriter.Write(outDir, cases, metrics, fmt, manifest);
+            var written = ExperimentWriter.Write(outDir, result.Cases, metrics, fmt, manifest);
             folder.Complete(written);
-            io.Out.WriteLine($"{line} in {clock.Elapsed.TotalSeconds:F1} s");
-            foreach (var l in ExperimentSummary.Levels(cases, metrics).Where(l => l.Metric == metrics[0]))
+            string counts = string.Join(", ", result.Counts.Where(x => x.Key != "targets_run" && x.Value > 0).OrderBy(x => x.Key, StringComparer.Ordinal).Select(x => $"{x.Key.Replace('_', ' ')} {x.Value}"));
+            io.Out.WriteLine($"{result.Counts.GetValueOrDefault("targets_run")}/{work.Count} targets run, {result.Cases.Count:N0} cases in {result.Seconds:F1} s{(counts.Length > 0 ? $" ({counts})" : "")}");
+            foreach (var l in ExperimentSummary.Levels(result.Cases, metrics).Where(l => l.Metric == metrics[0]))
                 io.Out.WriteLine($"  {l.Level,-8} {l.Metric.Name()} relative change: positive-only mean {l.Positive.Mean:+0.000;-0.000} ({l.FractionPositive:P0} positive), all {l.All.Mean:+0.000;-0.000} ± {l.All.StdErr:0.000}");
             io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
             return 0;
@@ -164,22 +174,7 @@ static class ExperimentCommand
                 ["partners"] = o.Partners == 1 ? "the first sampled partner per bin, as the code" : $"{o.Partners} partners per bin",
                 ["prompts"] = "sentences without BOS; metrics at the last token; targets T_f with the token under test first",
             };
-            return s.Run(io, r, "experiment feature", samples, o.Metrics, options, (m, sents, progress) =>
-            {
-                var (cases, report) = FeatureExperiment.Run(m, samples, r.GetValue(s.Records)!, sents, o, progress);
-                var results = new JsonObject
-                {
-                    ["targets"] = report.Targets, ["targets_run"] = report.TargetsRun,
-                    ["skipped"] = new JsonObject
-                    {
-                        ["targets_without_records"] = report.TargetsWithoutRecords, ["targets_without_tokens"] = report.TargetsWithoutTokens,
-                        ["tokens_without_sentences"] = report.TokensWithoutSentences,
-                        ["targets_denoised"] = new JsonArray(report.Denoised.Select(x => (JsonNode)x).ToArray()),
-                    },
-                };
-                return (cases, results, $"{report.TargetsRun}/{report.Targets} targets, {cases.Count:N0} cases (skipped: {report.TargetsWithoutRecords} without records, " +
-                    $"{report.TargetsWithoutTokens} without tokens, {report.TokensWithoutSentences} tokens without sentences, {report.Denoised.Count} denoised)");
-            });
+            return s.Run(io, r, "experiment feature", samples, o.Metrics, options, (m, sents) => FeatureExperiment.Target(m, r.GetValue(s.Records)!, sents, o));
         });
         return cmd;
     }
@@ -214,21 +209,7 @@ static class ExperimentCommand
                 ["best_of_scale"] = $"over each level's vectors × scales, starting at {o.Start.ToString().ToLowerInvariant()} (the authors' token loop: baseline)",
                 ["bins"] = "every vector of every sampled partner; the case's partner is the bin's first, interference and similarity the partners' means",
             };
-            return s.Run(io, r, "experiment token", samples, o.Metrics, options, (m, sents, progress) =>
-            {
-                var (cases, report) = TokenExperiment.Run(m, samples, r.GetValue(s.Records)!, sents, o, progress);
-                var results = new JsonObject
-                {
-                    ["targets"] = report.Targets, ["targets_run"] = report.TargetsRun, ["gradient_vectors"] = report.Vectors,
-                    ["skipped"] = new JsonObject
-                    {
-                        ["saes_not_att_or_mlp"] = report.SitesSkipped, ["targets_without_records"] = report.TargetsWithoutRecords,
-                        ["features_without_vectors"] = report.FeaturesWithoutVectors, ["tokens_without_sentences"] = report.TokensWithoutSentences,
-                    },
-                };
-                return (cases, results, $"{report.TargetsRun}/{report.Targets} targets, {cases.Count:N0} cases from {report.Vectors} gradient vectors " +
-                    $"(skipped: {report.SitesSkipped} SAEs not at attn_out/mlp_out, {report.TargetsWithoutRecords} targets without records, {report.TokensWithoutSentences} tokens without sentences)");
-            });
+            return s.Run(io, r, "experiment token", samples, o.Metrics, options, (m, sents) => TokenExperiment.Target(m, r.GetValue(s.Records)!, sents, o));
         });
         return cmd;
     }

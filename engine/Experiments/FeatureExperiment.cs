@@ -30,10 +30,6 @@ public sealed record FeatureExperimentOptions
 public sealed record FeatureCase(string Sae, HookName Hook, double Tau, int Target, string Level, int Partner, double Interference, double Similarity,
     string Token, int TokenId, int Sentence, double[] Baseline, double[] Best, float[] BestScale, double[] Delta, double[] Relative);
 
-/// <summary>What ran and what did not (counted, never fatal), for the manifest.</summary>
-public sealed record FeatureExperimentReport(int Targets, int TargetsRun, int TokensWithoutSentences, int TargetsWithoutRecords, int TargetsWithoutTokens,
-    IReadOnlyList<int> Denoised);
-
 /// <summary>
 /// The paper's feature-locus experiment (Fig. 3) as the authors' code runs it: per sampled target f of an SAE, its token set
 /// T_f from its activation records, the first sentences of each token, and the levels <c>self</c> (f's unit decoder
@@ -47,50 +43,59 @@ public static class FeatureExperiment
 {
     public const string Self = "self", Random = "rand";
 
-    public static (List<FeatureCase> Cases, FeatureExperimentReport Report) Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath,
-        IReadOnlyDictionary<string, string[]> sentences, FeatureExperimentOptions o, Action<int, int>? progress = null, CancellationToken cancel = default)
+    /// <summary>Every target of <paramref name="samples"/> (or <paramref name="work"/>, a shard of them) through
+    /// <see cref="ExperimentDriver"/>. Counts: targets_run, targets_without_records, targets_without_tokens,
+    /// tokens_without_sentences, targets_denoised.</summary>
+    public static ExperimentResult Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath, IReadOnlyDictionary<string, string[]> sentences,
+        FeatureExperimentOptions o, Action<int, int>? progress = null, Scans.ScanCheckpoint? checkpoint = null,
+        IReadOnlyList<(SaeSample, SampleTarget)>? work = null, CancellationToken cancel = default) =>
+        ExperimentDriver.Run(work ?? ExperimentDriver.Work(samples), Target(model, recordsPath, sentences, o), checkpoint, progress, cancel: cancel);
+
+    /// <summary>One target's cases (the decoder of each SAE read once).</summary>
+    public static Func<SaeSample, SampleTarget, TargetOutcome> Target(Model model, string recordsPath, IReadOnlyDictionary<string, string[]> sentences, FeatureExperimentOptions o)
     {
         if (o.TopTokens < 1 || o.SentencesPerToken < 1 || o.Partners < 1) throw new PolyEngineException("--top-tokens, --sentences-per-token and --partners must be positive");
         if (o.Denoise is double dn && !(dn >= 0)) throw new PolyEngineException($"--denoise {dn}: give a non-negative threshold");
-        var cases = new List<FeatureCase>();
-        int all = samples.Sum(s => s.Targets.Count), done = 0, run = 0, noSentences = 0, noRecords = 0, noTokens = 0;
-        var denoised = new List<int>();
-        foreach (var sample in samples)
+        var decoders = new Dictionary<string, (float[] Decoder, int DIn)>();
+        return (sample, target) =>
         {
-            var config = SaeConfig.Load(sample.Folder);
-            config.CheckAgainst(model.Spec);
-            if (config.Hook != sample.Hook || config.DSae != sample.DSae)
-                throw new PolyEngineException($"--sample: SAE '{sample.Name}' was sampled at {sample.Hook} with d_sae {sample.DSae}, but {sample.Folder} is at {config.Hook} with {config.DSae}; is the sample for another SAE?");
-            var decoder = SparseAutoencoder.ReadDecoder(config);   // [d_sae, d_in]
-            float[] Row(int f) => decoder.AsSpan(f * config.DIn, config.DIn).ToArray();
-            foreach (var target in sample.Targets)
+            if (!decoders.TryGetValue(sample.Name, out var dec))
+                decoders[sample.Name] = dec = (SparseAutoencoder.ReadDecoder(CheckedConfig(model, sample)), sample.Hook.WidthFor(model.Spec));
+            float[] Row(int f) => dec.Decoder.AsSpan(f * dec.DIn, dec.DIn).ToArray();
+            var records = ExperimentInputs.Records(recordsPath, sample.Name, target.Feature);
+            if (records is null) return Counted("targets_without_records");
+            var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
+            if (tokens.Count == 0) return Counted("targets_without_tokens");
+            int noSentences = 0;
+            var prompts = Prompts(model, tokens, sentences, o.SentencesPerToken, ref noSentences);
+            if (prompts.Count == 0) return new([], new Dictionary<string, int> { ["tokens_without_sentences"] = noSentences });
+            // The levels: self, the partners of each bin, rand.
+            var levels = new List<Level> { new(Self, target.Feature, 1, 1, [Row(target.Feature)]) };
+            for (int b = 0; b < target.Bins.Count; b++)
+                foreach (var p in target.Bins[b].Take(o.Partners))
+                    levels.Add(new(Scans.InterferenceBins.Keys[b], p.Feature, p.Interference, p.Similarity, [Row(p.Feature)]));
+            levels.Add(new(Random, -1, double.NaN, double.NaN, [RandomVector(o.Seed, sample.Name, target.Feature, dec.DIn)]));
+            var mine = LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget);
+            if (o.Denoise is double threshold)
             {
-                cancel.ThrowIfCancellationRequested();
-                progress?.Invoke(done++, all);
-                var records = ExperimentInputs.Records(recordsPath, sample.Name, target.Feature);
-                if (records is null) { noRecords++; continue; }
-                var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
-                if (tokens.Count == 0) { noTokens++; continue; }
-                var prompts = Prompts(model, tokens, sentences, o.SentencesPerToken, ref noSentences);
-                if (prompts.Count == 0) continue;
-                // The levels: self, the partners of each bin, rand.
-                var levels = new List<Level> { new(Self, target.Feature, 1, 1, [Row(target.Feature)]) };
-                for (int b = 0; b < target.Bins.Count; b++)
-                    foreach (var p in target.Bins[b].Take(o.Partners))
-                        levels.Add(new(Scans.InterferenceBins.Keys[b], p.Feature, p.Interference, p.Similarity, [Row(p.Feature)]));
-                levels.Add(new(Random, -1, double.NaN, double.NaN, [RandomVector(o.Seed, sample.Name, target.Feature, config.DIn)]));
-                var mine = LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget);
-                if (o.Denoise is double threshold)
-                {
-                    var own = mine.Where(c => c.Level == Self).Select(c => c.Relative[0]).Where(double.IsFinite).ToList();
-                    if (own.Count == 0 || own.Average() < threshold) { denoised.Add(target.Feature); continue; }
-                }
-                cases.AddRange(mine);
-                run++;
+                var own = mine.Where(c => c.Level == Self).Select(c => c.Relative[0]).Where(double.IsFinite).ToList();
+                if (own.Count == 0 || own.Average() < threshold)
+                    return new([], new Dictionary<string, int> { ["targets_denoised"] = 1, ["tokens_without_sentences"] = noSentences });
             }
-        }
-        progress?.Invoke(all, all);
-        return (cases, new FeatureExperimentReport(all, run, noSentences, noRecords, noTokens, denoised));
+            return new(mine, new Dictionary<string, int> { ["targets_run"] = 1, ["tokens_without_sentences"] = noSentences });
+        };
+    }
+
+    internal static TargetOutcome Counted(string what) => new([], new Dictionary<string, int> { [what] = 1 });
+
+    /// <summary>The SAE of a sample, checked against the model and against what the sample says it is.</summary>
+    internal static SaeConfig CheckedConfig(Model model, SaeSample sample)
+    {
+        var config = SaeConfig.Load(sample.Folder);
+        config.CheckAgainst(model.Spec);
+        if (config.Hook != sample.Hook || config.DSae != sample.DSae)
+            throw new PolyEngineException($"--sample: SAE '{sample.Name}' was sampled at {sample.Hook} with d_sae {sample.DSae}, but {sample.Folder} is at {config.Hook} with {config.DSae}; is the sample for another SAE?");
+        return config;
     }
 
     /// <summary>The test prompts of T_f: each token's first sentences, without BOS; the metrics' targets are T_f with the

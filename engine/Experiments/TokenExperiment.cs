@@ -23,10 +23,6 @@ public sealed record TokenExperimentOptions
     public int RowsBudget { get; init; } = SteerPlan.DefaultRowsBudget;
 }
 
-/// <summary>What ran and what did not (counted, never fatal), for the manifest.</summary>
-public sealed record TokenExperimentReport(int Targets, int TargetsRun, int SitesSkipped, int TokensWithoutSentences, int TargetsWithoutRecords,
-    int FeaturesWithoutVectors, int Vectors);
-
 /// <summary>
 /// The paper's token-locus experiment (Fig. 4) as the authors' code runs it: only attention- and MLP-output SAEs (the code
 /// filters out the others). Each feature's gradient vectors come from its activation records: for each of its top tokens,
@@ -37,64 +33,63 @@ public sealed record TokenExperimentReport(int Targets, int TargetsRun, int Site
 /// </summary>
 public static class TokenExperiment
 {
-    public static (List<FeatureCase> Cases, TokenExperimentReport Report) Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath,
-        IReadOnlyDictionary<string, string[]> sentences, TokenExperimentOptions o, Action<int, int>? progress = null, CancellationToken cancel = default)
+    /// <summary>Every target through <see cref="ExperimentDriver"/>. Counts: targets_run, targets_at_other_sites,
+    /// targets_without_records, tokens_without_sentences, gradient_vectors, features_without_vectors.</summary>
+    public static ExperimentResult Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath, IReadOnlyDictionary<string, string[]> sentences,
+        TokenExperimentOptions o, Action<int, int>? progress = null, Scans.ScanCheckpoint? checkpoint = null,
+        IReadOnlyList<(SaeSample, SampleTarget)>? work = null, CancellationToken cancel = default) =>
+        ExperimentDriver.Run(work ?? ExperimentDriver.Work(samples), Target(model, recordsPath, sentences, o), checkpoint, progress, cancel: cancel);
+
+    /// <summary>One target's cases (each feature's gradient vectors made once per run).</summary>
+    public static Func<SaeSample, SampleTarget, TargetOutcome> Target(Model model, string recordsPath, IReadOnlyDictionary<string, string[]> sentences, TokenExperimentOptions o)
     {
         if (o.TopTokens < 1 || o.SentencesPerToken < 1) throw new PolyEngineException("--top-tokens and --sentences-per-token must be positive");
-        var cases = new List<FeatureCase>();
-        int all = samples.Sum(s => s.Targets.Count), done = 0, run = 0, sitesSkipped = 0, noSentences = 0, noRecords = 0, noVectors = 0, made = 0;
-        foreach (var sample in samples)
+        var cache = new Dictionary<(string, int), Dictionary<string, float[]>?>();
+        var checkedSaes = new HashSet<string>();
+        return (sample, target) =>
         {
-            if (sample.Hook.Point is not (HookPoint.AttnOut or HookPoint.MlpOut)) { sitesSkipped++; done += sample.Targets.Count; continue; }
-            var config = SaeConfig.Load(sample.Folder);
-            config.CheckAgainst(model.Spec);
-            if (config.Hook != sample.Hook || config.DSae != sample.DSae)
-                throw new PolyEngineException($"--sample: SAE '{sample.Name}' was sampled at {sample.Hook} with d_sae {sample.DSae}, but {sample.Folder} is at {config.Hook} with {config.DSae}; is the sample for another SAE?");
-            var cache = new Dictionary<int, Dictionary<string, float[]>?>();
+            if (sample.Hook.Point is not (HookPoint.AttnOut or HookPoint.MlpOut)) return FeatureExperiment.Counted("targets_at_other_sites");
+            if (checkedSaes.Add(sample.Name)) FeatureExperiment.CheckedConfig(model, sample);
+            var counts = new Dictionary<string, int>();
             Dictionary<string, float[]>? VectorsOf(int feature)
             {
-                if (cache.TryGetValue(feature, out var v)) return v;
+                if (cache.TryGetValue((sample.Name, feature), out var v)) return v;
                 var records = ExperimentInputs.Records(recordsPath, sample.Name, feature);
                 v = records is null ? null : Vectors(model, records, sample.Hook, o);
-                if (v is { Count: 0 }) noVectors++;
-                made += v?.Count ?? 0;
-                return cache[feature] = v;
+                if (v is { Count: 0 }) counts["features_without_vectors"] = counts.GetValueOrDefault("features_without_vectors") + 1;
+                counts["gradient_vectors"] = counts.GetValueOrDefault("gradient_vectors") + (v?.Count ?? 0);
+                return cache[(sample.Name, feature)] = v;
             }
-            foreach (var target in sample.Targets)
+            var records = ExperimentInputs.Records(recordsPath, sample.Name, target.Feature);
+            if (records is null) return FeatureExperiment.Counted("targets_without_records");
+            var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
+            var own = VectorsOf(target.Feature)!;
+            var bins = new List<Level>();
+            for (int b = 0; b < target.Bins.Count; b++)
             {
-                cancel.ThrowIfCancellationRequested();
-                progress?.Invoke(done++, all);
-                var records = ExperimentInputs.Records(recordsPath, sample.Name, target.Feature);
-                if (records is null) { noRecords++; continue; }
-                var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
-                var own = VectorsOf(target.Feature)!;
-                var bins = new List<Level>();
-                for (int b = 0; b < target.Bins.Count; b++)
-                {
-                    var partners = target.Bins[b].Where(p => VectorsOf(p.Feature) is { Count: > 0 }).ToList();
-                    if (partners.Count == 0) continue;
-                    bins.Add(new(Scans.InterferenceBins.Keys[b], partners[0].Feature, partners.Average(p => p.Interference), partners.Average(p => p.Similarity),
-                        [.. partners.SelectMany(p => VectorsOf(p.Feature)!.Values)]));
-                }
-                var random = new Level(FeatureExperiment.Random, -1, double.NaN, double.NaN, [FeatureExperiment.RandomVector(o.Seed, sample.Name, target.Feature, config.DIn)]);
-                var testPrompts = FeatureExperiment.Prompts(model, tokens, sentences, o.SentencesPerToken, ref noSentences);
-                bool any = false;
-                foreach (var token in tokens)
-                {
-                    var prompts = testPrompts.Where(p => p.Token == token).ToList();
-                    if (prompts.Count == 0) continue;
-                    var levels = new List<Level>();
-                    if (own.TryGetValue(token.Text, out var self)) levels.Add(new(FeatureExperiment.Self, target.Feature, 1, 1, [self]));
-                    levels.AddRange(bins);
-                    levels.Add(random);
-                    cases.AddRange(LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget));
-                    any = true;
-                }
-                if (any) run++;
+                var partners = target.Bins[b].Where(p => VectorsOf(p.Feature) is { Count: > 0 }).ToList();
+                if (partners.Count == 0) continue;
+                bins.Add(new(Scans.InterferenceBins.Keys[b], partners[0].Feature, partners.Average(p => p.Interference), partners.Average(p => p.Similarity),
+                    [.. partners.SelectMany(p => VectorsOf(p.Feature)!.Values)]));
             }
-        }
-        progress?.Invoke(all, all);
-        return (cases, new TokenExperimentReport(all, run, sitesSkipped, noSentences, noRecords, noVectors, made));
+            var random = new Level(FeatureExperiment.Random, -1, double.NaN, double.NaN, [FeatureExperiment.RandomVector(o.Seed, sample.Name, target.Feature, sample.Hook.WidthFor(model.Spec))]);
+            int noSentences = 0;
+            var testPrompts = FeatureExperiment.Prompts(model, tokens, sentences, o.SentencesPerToken, ref noSentences);
+            counts["tokens_without_sentences"] = noSentences;
+            var cases = new List<FeatureCase>();
+            foreach (var token in tokens)
+            {
+                var prompts = testPrompts.Where(p => p.Token == token).ToList();
+                if (prompts.Count == 0) continue;
+                var levels = new List<Level>();
+                if (own.TryGetValue(token.Text, out var self)) levels.Add(new(FeatureExperiment.Self, target.Feature, 1, 1, [self]));
+                levels.AddRange(bins);
+                levels.Add(random);
+                cases.AddRange(LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget));
+            }
+            if (cases.Count > 0) counts["targets_run"] = 1;
+            return new(cases, counts);
+        };
     }
 
     /// <summary>A feature's gradient vectors, one per top token: from the record where that token is strongest.</summary>

@@ -100,8 +100,8 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
         float[] scales = [-4, 2, 8];
         var o = new FeatureExperimentOptions { Scales = scales };
-        var (cases, report) = FeatureExperiment.Run(m, samples, _w.Records, sentences, o);
-        Assert.Equal((3, 2, 1, 1), (report.Targets, report.TargetsRun, report.TargetsWithoutRecords, report.TokensWithoutSentences));
+        var (cases, counts, _) = FeatureExperiment.Run(m, samples, _w.Records, sentences, o);
+        Assert.Equal((2, 1, 1), (counts["targets_run"], counts["targets_without_records"], counts["tokens_without_sentences"]));
         // Target 3: T_f = Paris (3 of its 4 sentences), London (1); target 7: red (1), blue (in T_f: 0.8 ≥ 0.5·1.0, but it has
         // no sentences: counted, not run).
         Assert.Equal((3 + 1 + 1) * 7, cases.Count);   // × (self, five bins, rand)
@@ -151,8 +151,8 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         var (code, stdout, stderr) = Run("experiment", "feature", "--model", _w.Model, "--sample", _w.Sample, "--records", _w.Records, "--sentences", _w.Sentences,
             "--scales", "-2,2", "--format", "csv", "--out", dir.File("out"));
         Assert.True(code == 0, stderr);
-        Assert.Contains("2/3 targets, 35 cases", stdout);
-        Assert.Contains("1 without records", stdout);
+        Assert.Contains("2/3 targets run, 35 cases", stdout);
+        Assert.Contains("targets without records 1", stdout);
         var cases = File.ReadAllLines(dir.File("out/cases.csv"));
         Assert.Equal(36, cases.Length);
         Assert.StartsWith("sae,hook,tau,target,level,partner,interference,similarity,token,token_id,sentence,weighted_cosine_baseline,weighted_cosine_best,weighted_cosine_best_scale", cases[0]);
@@ -160,7 +160,7 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         Assert.Equal(1 + 7 * 4, levels.Length);   // levels × metrics
         Assert.True(File.Exists(dir.File("out/regressions.csv")));
         var manifest = JsonNode.Parse(File.ReadAllText(dir.File("out/manifest.json")))!;
-        Assert.Equal(1, (int)manifest["results"]!["skipped"]!["targets_without_records"]!);
+        Assert.Equal(1, (int)manifest["results"]!["targets_without_records"]!);
         Assert.Contains("zero", (string)manifest["options"]!["readings"]!["best_of_scale"]!);
     }
 
@@ -199,9 +199,9 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
         float[] scales = [-3, 5];
         var o = new TokenExperimentOptions { Scales = scales, Metrics = [SteerMetric.WeightedCosine, SteerMetric.Spearman] };
-        var (cases, report) = TokenExperiment.Run(m, samples, _w.Records, sentences, o);
-        Assert.Equal((3, 2, 0, 1), (report.Targets, report.TargetsRun, report.SitesSkipped, report.TargetsWithoutRecords));
-        Assert.Equal(2 + 2 + 2 * 10, report.Vectors);   // targets 3 and 7: two top tokens each; ten partners: two each (" c" at 1.5, " b…" at 1.0)
+        var (cases, counts, _) = TokenExperiment.Run(m, samples, _w.Records, sentences, o);
+        Assert.Equal((2, 0, 1), (counts["targets_run"], counts.GetValueOrDefault("targets_at_other_sites"), counts["targets_without_records"]));
+        Assert.Equal(2 + 2 + 2 * 10, counts["gradient_vectors"]);   // targets 3 and 7: two top tokens each; ten partners: two each (" c" at 1.5, " b…" at 1.0)
         var paris = cases.Where(c => c.Target == 3 && c.Token == " Paris" && c.Sentence == 0).ToList();
         Assert.Equal(["self", .. PolyEngine.Scans.InterferenceBins.Keys, "rand"], paris.Select(c => c.Level));
         Assert.All(cases, c => Assert.True(c.Best[0] >= c.Baseline[0]));   // from the baseline: never below it
@@ -233,15 +233,48 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         var (code, stdout, stderr) = Run("experiment", "token", "--model", _w.Model, "--sample", _w.Sample, "--records", _w.Records, "--sentences", _w.Sentences,
             "--scales", "2", "--format", "csv", "--out", dir.File("out"));
         Assert.True(code == 0, stderr);
-        Assert.Contains("0/3 targets, 0 cases from 0 gradient vectors (skipped: 1 SAEs not at attn_out/mlp_out", stdout);
+        Assert.Contains("0/3 targets run, 0 cases", stdout);
+        Assert.Contains("targets at other sites 3", stdout);
         var manifest = JsonNode.Parse(File.ReadAllText(dir.File("out/manifest.json")))!;
-        Assert.Equal(1, (int)manifest["results"]!["skipped"]!["saes_not_att_or_mlp"]!);
+        Assert.Equal(3, (int)manifest["results"]!["targets_at_other_sites"]!);
         Assert.Contains("baseline", (string)manifest["options"]!["readings"]!["best_of_scale"]!);
         Assert.NotEmpty(manifest["notes"]!.AsArray());   // no regression could be fitted on no cases, and it says so
         (code, stdout, stderr) = Run("experiment", "token", "--model", _w.Model, "--sample", _w.SampleMlp, "--records", _w.Records, "--sentences", _w.Sentences,
             "--scales", "2", "--metrics", "weighted_cosine", "--format", "csv", "--out", dir.File("mlp"));
         Assert.True(code == 0, stderr);
-        Assert.Contains("2/3 targets", stdout);
+        Assert.Contains("2/3 targets run", stdout);
         Assert.Equal(1 + 5 * 7, File.ReadAllLines(dir.File("mlp/cases.csv")).Length);
+    }
+
+    [Fact]
+    public void ShardsPartitionTheTargetsAndAKilledRunResumes()
+    {
+        using var dir = new Fixtures.TempDir();
+        using var m = Model.Load(_w.Model);
+        var samples = FeatureSample.Load(_w.Sample);
+        var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
+        var o = new FeatureExperimentOptions { Scales = [2], Metrics = [SteerMetric.WeightedCosine] };
+        var whole = FeatureExperiment.Run(m, samples, _w.Records, sentences, o);
+        // Shards: each target once, and their cases together are the whole run's.
+        var shards = Enumerable.Range(0, 2).Select(i => FeatureExperiment.Run(m, samples, _w.Records, sentences, o, work: ExperimentDriver.Work(samples, i, 2))).ToList();
+        Assert.Equal(whole.Cases.Count, shards.Sum(x => x.Cases.Count));
+        Assert.Equal(whole.Cases.Select(c => (c.Target, c.Level, c.Token, c.Sentence, c.Best[0])).Order(),
+            shards.SelectMany(x => x.Cases).Select(c => (c.Target, c.Level, c.Token, c.Sentence, c.Best[0])).Order());
+        // Killed after its first target, then rerun: the same cases and counts.
+        var checkpoint = new PolyEngine.Scans.ScanCheckpoint { Path = dir.File("checkpoint.safetensors"), RunKey = "fx", Every = TimeSpan.Zero };
+        using var cancel = new CancellationTokenSource();
+        Assert.ThrowsAny<OperationCanceledException>(() => FeatureExperiment.Run(m, samples, _w.Records, sentences, o, (done, _) => { if (done == 1) cancel.Cancel(); }, checkpoint, cancel: cancel.Token));
+        var resumed = FeatureExperiment.Run(m, samples, _w.Records, sentences, o, checkpoint: checkpoint);
+        Assert.Equal(whole.Counts.OrderBy(x => x.Key), resumed.Counts.OrderBy(x => x.Key));
+        Assert.Equal(whole.Cases.Count, resumed.Cases.Count);
+        for (int i = 0; i < whole.Cases.Count; i++)
+        {
+            var (a, b) = (whole.Cases[i], resumed.Cases[i]);
+            Assert.Equal((a.Sae, a.Hook, a.Target, a.Level, a.Partner, a.Token, a.TokenId, a.Sentence), (b.Sae, b.Hook, b.Target, b.Level, b.Partner, b.Token, b.TokenId, b.Sentence));
+            Assert.Equal(a.Best, b.Best);
+            Assert.Equal(a.Relative, b.Relative);
+            Assert.Equal(a.Interference, b.Interference);   // NaN (rand) survives the checkpoint too
+        }
+        Assert.Contains("--shard 2/2", Assert.Throws<PolyEngineException>(() => ExperimentDriver.Work(samples, 2, 2)).Message);
     }
 }

@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using PolyEngine.Scans;
+
+namespace PolyEngine.Experiments;
+
+/// <summary>One target's outcome: its cases, and what it counted (targets run, inputs skipped and why).</summary>
+public sealed record TargetOutcome(IReadOnlyList<FeatureCase> Cases, IReadOnlyDictionary<string, int> Counts);
+
+/// <summary>An experiment's cases and counts, and the seconds it took (resumed runs included).</summary>
+public sealed record ExperimentResult(List<FeatureCase> Cases, Dictionary<string, int> Counts, double Seconds);
+
+/// <summary>
+/// Runs an experiment target by target — the case list of the sample's targets in order, or one shard of it (target
+/// i of n when i ≡ shard mod n) — and survives being killed: after each target the cases and counts so far go to a
+/// <see cref="ScanCheckpoint"/>, and a rerun under the same run key continues after the last saved target.
+/// </summary>
+public static class ExperimentDriver
+{
+    static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, IncludeFields = false };
+
+    /// <summary>The sample's (SAE, target) list in run order, or shard <paramref name="shard"/> of <paramref name="shards"/>.</summary>
+    public static List<(SaeSample Sae, SampleTarget Target)> Work(IReadOnlyList<SaeSample> samples, int shard = 0, int shards = 1)
+    {
+        if (shards < 1 || shard < 0 || shard >= shards) throw new PolyEngineException($"--shard {shard}/{shards}: give i/n with 0 ≤ i < n");
+        return [.. samples.SelectMany(s => s.Targets.Select(t => (s, t))).Where((_, i) => i % shards == shard)];
+    }
+
+    public static ExperimentResult Run(IReadOnlyList<(SaeSample Sae, SampleTarget Target)> work, Func<SaeSample, SampleTarget, TargetOutcome> one,
+        ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null, Action<int>? resumed = null, CancellationToken cancel = default)
+    {
+        var cases = new List<FeatureCase>();
+        var counts = new Dictionary<string, int>();
+        int first = 0;
+        double secondsBefore = 0;
+        if (checkpoint?.Open() is var (done, file))
+            using (file)
+            {
+                first = (int)done;
+                cases.AddRange(JsonSerializer.Deserialize<List<FeatureCase>>(file.Metadata["cases"], Json)!);
+                foreach (var (k, v) in JsonSerializer.Deserialize<Dictionary<string, int>>(file.Metadata["counts"], Json)!) counts[k] = v;
+                secondsBefore = ScanCheckpoint.SecondsIn(file);
+                resumed?.Invoke(first);
+            }
+        var clock = Stopwatch.StartNew();
+        for (int i = first; i < work.Count; i++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            progress?.Invoke(i, work.Count);
+            var outcome = one(work[i].Sae, work[i].Target);
+            cases.AddRange(outcome.Cases);
+            foreach (var (k, v) in outcome.Counts) counts[k] = counts.GetValueOrDefault(k) + v;
+            checkpoint?.MaybeSave(i + 1, w =>
+            {
+                w.AddMetadata("cases", JsonSerializer.Serialize(cases, Json));
+                w.AddMetadata("counts", JsonSerializer.Serialize(counts, Json));
+                ScanCheckpoint.AddSeconds(w, secondsBefore + clock.Elapsed.TotalSeconds);
+            });
+        }
+        progress?.Invoke(work.Count, work.Count);
+        return new ExperimentResult(cases, counts, secondsBefore + clock.Elapsed.TotalSeconds);
+    }
+}
