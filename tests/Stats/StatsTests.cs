@@ -137,4 +137,34 @@ public class StatsTests
         Assert.Equal(new BestOfScale(-0.3, 0), BestOfScale.Of(falling, byMagnitude: true, BestStart.Zero));
         Assert.Equal(new BestOfScale(2, 0), BestOfScale.Of([2.0, 2.0], byMagnitude: false));
     }
+
+    static bool SamePartition(int[] a, int[] b) =>
+        a.Length == b.Length && Enumerable.Range(0, a.Length).All(i => Enumerable.Range(0, a.Length).All(j => (a[i] == a[j]) == (b[i] == b[j])));
+
+    [Fact]
+    public void AverageLinkageMatchesScipy()
+    {
+        var c = Ref.GetProperty("clusters");
+        var rows = c.GetProperty("unit").EnumerateArray().Select(Doubles).ToArray();
+        int n = rows.Length, dim = rows[0].Length;
+        var unit = rows.SelectMany(r => r.Select(x => (float)x)).ToArray();
+        var labels = Clustering.Cluster(unit, n, dim, c.GetProperty("cutoff").GetDouble(), ClusterMethod.AverageLinkage);
+        var expected = c.GetProperty("labels").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+        Assert.True(SamePartition(expected, labels), $"partition differs: scipy {string.Join(",", expected)} vs {string.Join(",", labels)}");
+        Assert.Equal(6, labels.Distinct().Count());
+        Assert.Equal(0, labels[0]);   // labels in order of each cluster's lowest member
+
+        // The pairwise threshold: connected components of the pairs within the cut, by brute force here.
+        var th = Clustering.Cluster(unit, n, dim, 0.25, ClusterMethod.PairwiseThreshold);
+        var comp = Enumerable.Range(0, n).ToArray();
+        bool changed = true;
+        while (changed)
+        {
+            changed = false;
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < n; j++)
+                    if (1 - Enumerable.Range(0, dim).Sum(k => (double)unit[i * dim + k] * unit[j * dim + k]) <= 0.25 && comp[j] > comp[i]) { comp[j] = comp[i]; changed = true; }
+        }
+        Assert.True(SamePartition(comp, th));
+    }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/stats-reference/reference.json: seeded synthetic data and what SciPy and statsmodels compute on
 it — means with SE and 95 % CIs, Welch's t-tests (scipy.stats.ttest_ind(equal_var=False)) and the paper's OLS models A and
-B (statsmodels OLS, classical standard errors; B's response is the relative change, the paper's eq. 2). StatsTests compares engine/Stats with it.
+B (statsmodels OLS, classical standard errors; B's response is the relative change, the paper's eq. 2), and
+average-linkage clusters (scipy.cluster.hierarchy.linkage + fcluster). StatsTests compares engine/Stats with it.
 Run (Debian python3-scipy, python3-statsmodels):  python3 tests/Stats/make_reference.py
 """
 import json, os
@@ -56,6 +57,18 @@ def fit(y, cols, names):
 
 out["A"] = fit(steered, [interference, similarity, baseline, dummy["mlp"], dummy["res"]], ["interference", "similarity", "baseline", "type[mlp]", "type[res]"])
 out["B"] = fit((steered - baseline) / baseline, [interference, similarity, dummy["mlp"], dummy["res"]], ["interference", "similarity", "type[mlp]", "type[res]"])
+
+# Average-linkage clusters of unit vectors on cosine distance, cut at 0.4 (scipy.cluster.hierarchy).
+from scipy.cluster.hierarchy import linkage, fcluster
+from scipy.spatial.distance import pdist
+centres = rng.normal(0, 1, (6, 8))
+members = np.concatenate([centres[i] + rng.normal(0, 0.35, (7, 8)) for i in range(6)])[rng.permutation(42)]
+unit = members / np.linalg.norm(members, axis=1, keepdims=True)
+unit = np.round(unit, 6).astype(np.float32)
+unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+Z = linkage(pdist(unit.astype(np.float64), "cosine"), method="average")
+out["clusters"] = {"unit": unit.astype(float).tolist(), "cutoff": 0.4, "labels": fcluster(Z, 0.4, criterion="distance").tolist(),
+                   "heights": sorted(Z[:, 2].tolist())}
 
 path = os.path.join(os.path.dirname(__file__), "..", "fixtures", "stats-reference", "reference.json")
 with open(path, "w") as f:
