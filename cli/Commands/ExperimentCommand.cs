@@ -17,6 +17,7 @@ static class ExperimentCommand
         var cmd = new Command("experiment", "The paper's experiments end to end, from the interference scan's sample to tables of test cases and their statistics.");
         cmd.Subcommands.Add(Feature(io));
         cmd.Subcommands.Add(Token(io));
+        cmd.Subcommands.Add(NeuronExperimentCommand.Create(io));
         return cmd;
     }
 
