@@ -18,6 +18,7 @@ static class ExperimentCommand
         cmd.Subcommands.Add(Feature(io));
         cmd.Subcommands.Add(Token(io));
         cmd.Subcommands.Add(NeuronExperimentCommand.Create(io));
+        cmd.Subcommands.Add(Prompt(io));
         return cmd;
     }
 
@@ -49,16 +50,24 @@ static class ExperimentCommand
         public readonly Option<string> Device = Common.Device();
         public readonly Option<int> Threads = Common.Threads();
 
-        public Shared(string startDefault, string startNote) => Start = new("--best-start")
+        readonly bool _steering;
+
+        /// <param name="steering">False for the prompt locus, which has no scales, best-of-scale or random vectors.</param>
+        public Shared(string startDefault, string startNote, bool steering = true)
         {
-            Description = $"Where best-of-scale starts: zero, baseline or none (the best scale only); {startNote}",
-            DefaultValueFactory = _ => startDefault,
-        };
+            _steering = steering;
+            Start = new("--best-start")
+            {
+                Description = $"Where best-of-scale starts: zero, baseline or none (the best scale only); {startNote}",
+                DefaultValueFactory = _ => startDefault,
+            };
+        }
 
         public void AddTo(Command c)
         {
-            foreach (var o in new Option[] { Model, Sample, Records, Sentences, Saes, TopTokens, Ratio, PerToken, Scales, Metrics, Start, Seed, Budget, Format, Output, Overwrite, Shard, CheckpointEvery, Device, Threads })
-                c.Options.Add(o);
+            Option[] steering = _steering ? [Scales, Start, Seed, Budget] : [];
+            Option[] all = [Model, Sample, Records, Sentences, Saes, TopTokens, Ratio, PerToken, Metrics, .. steering, Format, Output, Overwrite, Shard, CheckpointEvery, Device, Threads];
+            foreach (var o in all) c.Options.Add(o);
         }
 
         public BestStart ParseStart(ParseResult r) => r.GetValue(Start) switch
@@ -211,6 +220,42 @@ static class ExperimentCommand
                 ["bins"] = "every vector of every sampled partner; the case's partner is the bin's first, interference and similarity the partners' means",
             };
             return s.Run(io, r, "experiment token", samples, o.Metrics, options, (m, sents) => TokenExperiment.Target(m, r.GetValue(s.Records)!, sents, o));
+        });
+        return cmd;
+    }
+
+    static Command Prompt(Io io)
+    {
+        var s = new Shared("none", "", steering: false);
+        var partners = new Option<int>("--partners") { Description = "Partners per bin (the first sampled one by default)", DefaultValueFactory = _ => 1 };
+        var window = new Option<int>("--window") { Description = "The snippet: tokens either side of the strongest token of the feature's strongest record", DefaultValueFactory = _ => 5 };
+        var cmd = new Command("prompt", Common.WithExamples(
+            "The feature-level prompt injection (the paper's Fig. 5): per sampled target and test sentence, the sentence with a feature's activation " +
+            "snippet (±--window tokens around its strongest token, wrapped in **) in front — the target's own (self) and the first partner of each bin " +
+            "(0.0-0.1 is the random baseline) — against the plain sentence; the same tables as experiment feature.",
+            "polyengine experiment prompt --model gpt2 --sample scan/sample.json --records feats/contexts.parquet --sentences token_sentences.json --out fig5/"))
+        { partners, window };
+        s.AddTo(cmd);
+        cmd.SetAction(r =>
+        {
+            var samples = s.LoadSamples(r);
+            var o = new PromptExperimentOptions
+            {
+                TopTokens = r.GetValue(s.TopTokens), Ratio = r.GetValue(s.Ratio), SentencesPerToken = r.GetValue(s.PerToken), Partners = r.GetValue(partners),
+                Window = r.GetValue(window), Metrics = SteerMetrics.Parse(r.GetValue(s.Metrics)),
+            };
+            var options = new JsonObject
+            {
+                ["top_tokens"] = o.TopTokens, ["ratio"] = o.Ratio, ["sentences_per_token"] = o.SentencesPerToken, ["partners"] = o.Partners, ["window"] = o.Window,
+                ["metrics"] = new JsonArray(o.Metrics.Select(x => (JsonNode)x.Name()).ToArray()),
+                ["readings"] = new JsonObject
+                {
+                    ["snippet"] = $"the strongest record's tokens within ±{o.Window} of its strongest token, joined, wrapped in ** (the authors hand-tuned theirs; not released)",
+                    ["prompt"] = "snippet + \" \" + sentence, without BOS; metrics at the last token against the plain sentence's",
+                    ["baseline_level"] = "the 0.0-0.1 bin plays the random baseline, as in the paper",
+                },
+            };
+            return s.Run(io, r, "experiment prompt", samples, o.Metrics, options, (m, sents) => PromptExperiment.Target(m, r.GetValue(s.Records)!, sents, o));
         });
         return cmd;
     }

@@ -53,14 +53,7 @@ public static class SteerSweep
             var group = plan.Prompts.Skip(p0).Take(groupSize).ToArray();
             int n = group.Length, seq = group.Max(p => p.Ids.Length);
             var order = group.Select(p => ranks ? similarity.Order(p.Targets[0]) : null).ToArray();   // the rank metrics' similarity orders
-            // weights [n, 2, vocab]: per prompt the max cosine to its targets and the target indicator.
-            var weights = new float[(long)n * 2 * vocab];
-            for (int i = 0; i < n; i++)
-            {
-                similarity.MaxCosine(group[i].Targets).CopyTo(weights, (long)i * 2 * vocab);
-                foreach (int t in group[i].Targets.Distinct()) weights[((long)i * 2 + 1) * vocab + t] = 1f;
-            }
-            using var weightBuffer = b.Upload(weights);
+            using var weightBuffer = b.Upload(Weights(similarity, group, vocab));
             using var reference = b.Allocate((long)n * vocab);
             using var state = model.Run(group.Select(p => p.Ids).ToArray(), new RunOptions { StopAt = plan.Hook, KeepKv = false, Logits = LogitsMode.None }).State!;
             // Edited from the group's first edited position q0 on: the edited passes run positions [q0, seq) only, over the
@@ -152,6 +145,51 @@ public static class SteerSweep
         {
             foreach (var buf in _k.Concat(_v)) buf?.Dispose();
         }
+    }
+
+    /// <summary>weights [n, 2, vocab]: per prompt the max cosine to its targets and the target indicator.</summary>
+    static float[] Weights(TokenSimilarity similarity, IReadOnlyList<SteerPrompt> group, int vocab)
+    {
+        var weights = new float[(long)group.Count * 2 * vocab];
+        for (int i = 0; i < group.Count; i++)
+        {
+            similarity.MaxCosine(group[i].Targets).CopyTo(weights, (long)i * 2 * vocab);
+            foreach (int t in group[i].Targets.Distinct()) weights[((long)i * 2 + 1) * vocab + t] = 1f;
+        }
+        return weights;
+    }
+
+    /// <summary>The metrics of prompts as they are, with no edit: each prompt's row as a sweep's baseline row (item −1), in
+    /// groups right-padded and read at each prompt's last real token — what the prompt locus measures, where the text
+    /// itself is the intervention. KL is against the prompt itself (0).</summary>
+    public static IReadOnlyList<SteerRow> Baselines(Model model, IReadOnlyList<SteerPrompt> prompts, IReadOnlyList<SteerMetric> metrics, bool centerEmbeddings = false,
+        int groupSize = 32)
+    {
+        var plan = new SteerPlan { Hook = new HookName(HookPoint.Embed), Prompts = prompts, Metrics = metrics, CenterEmbeddings = centerEmbeddings, Vectors = [[1f]] };
+        var similarity = new TokenSimilarity(model.W_E, centerEmbeddings);
+        var b = model.Backend;
+        int vocab = model.Spec.DVocab;
+        bool ranks = metrics.Any(m => m.NeedsRanks());
+        var rows = new List<SteerRow>();
+        for (int p0 = 0; p0 < prompts.Count; p0 += groupSize)
+        {
+            var group = prompts.Skip(p0).Take(groupSize).ToArray();
+            int n = group.Length;
+            var order = group.Select(p => ranks ? similarity.Order(p.Targets[0]) : null).ToArray();
+            using var weightBuffer = b.Upload(Weights(similarity, group, vocab));
+            using var reference = b.Allocate((long)n * vocab);
+            model.Run(group.Select(p => p.Ids).ToArray(), new RunOptions
+            {
+                Logits = LogitsMode.None,
+                LastLogits = logits =>
+                {
+                    b.Copy(logits, reference);
+                    var measure = Measure(b, logits, n, vocab, Enumerable.Range(0, n).ToArray(), weightBuffer, reference, plan, order);
+                    for (int i = 0; i < n; i++) rows.Add(measure(i, i, -1, 0f) with { Prompt = p0 + i });
+                },
+            });
+        }
+        return rows;
     }
 
     /// <summary>Runs the whole plan and keeps every row (the library's one-call form; the CLI streams instead).</summary>

@@ -277,4 +277,42 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         }
         Assert.Contains("--shard 2/2", Assert.Throws<PolyEngineException>(() => ExperimentDriver.Work(samples, 2, 2)).Message);
     }
+
+    [Fact]
+    public void ThePromptLocusPrependsEachLevelsSnippet()
+    {
+        using var m = Model.Load(_w.Model);
+        var records = ActivationRecords.Load(Path.Combine(_w.Records, "3.json"));
+        Assert.Equal("**Paris is nice**", PromptExperiment.Snippet(records, 5));   // record 0 holds the strongest value (2.0)
+        Assert.Equal("**Paris is**", PromptExperiment.Snippet(records, 1));
+        var samples = FeatureSample.Load(_w.Sample);
+        var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
+        var o = new PromptExperimentOptions { Metrics = [SteerMetric.WeightedCosine, SteerMetric.Overlap] };
+        var (cases, counts, _) = PromptExperiment.Run(m, samples, _w.Records, sentences, o);
+        Assert.Equal(2, counts["targets_run"]);
+        Assert.Equal((3 + 1 + 1) * 6, cases.Count);   // tests × (self + five bins); no random level
+        var c = cases.Single(x => x.Target == 3 && x.Level == "0.3-0.4" && x.Token == " London");
+        Assert.Equal(13, c.Partner);
+        string snippet = PromptExperiment.Snippet(ActivationRecords.Load(Path.Combine(_w.Records, "13.json")), 5)!;
+        int[] targets = [m.Tokenizer.Encode(" London")[0], m.Tokenizer.Encode(" Paris")[0]];
+        var weights = WeightedCosineWeights(m, targets);
+        double Weighted(string text)
+        {
+            var logits = m.Run([m.Encode(text, prependBos: false)], new RunOptions { Logits = LogitsMode.LastPosition }).Logits!.Data;
+            double max = logits.Max(x => (double)x), z = logits.Sum(x => Math.Exp(x - max));
+            return Enumerable.Range(0, logits.Length).Sum(t => Math.Exp(logits[t] - max) / z * weights[t]);
+        }
+        Assert.Equal(Weighted("She lives in"), c.Baseline[0], 5);
+        Assert.Equal(Weighted(snippet + " She lives in"), c.Best[0], 5);
+        Assert.True(float.IsNaN(c.BestScale[0]));
+        // Baselines() equals a sweep's baseline rows.
+        var prompts = new[] { new SteerPrompt(m.Encode("I went to", prependBos: false), targets), new SteerPrompt(m.Encode("The capital of a big country is", prependBos: false), targets) };
+        var sweep = SteerSweep.Collect(m, new SteerPlan { Hook = World.Hook, Prompts = prompts, Vectors = [new float[64].Select((_, i) => (float)i).ToArray()], Scales = [1], Metrics = o.Metrics });
+        var alone = SteerSweep.Baselines(m, prompts, o.Metrics);
+        Assert.Equal(sweep.Rows.Where(r => r.IsBaseline).Select(r => r.Metrics), alone.Select(r => r.Metrics), (a, b) => a.Zip(b).All(x => Math.Abs(x.First - x.Second) < 1e-6));
+        var (code, stdout, stderr) = Run("experiment", "prompt", "--model", _w.Model, "--sample", _w.Sample, "--records", _w.Records, "--sentences", _w.Sentences,
+            "--format", "csv", "--out", Path.Combine(_w.Root, "prompt-out-" + Guid.NewGuid().ToString("N")[..6]));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("2/3 targets run, 30 cases", stdout);
+    }
 }
