@@ -30,6 +30,7 @@ static class InjectCommand
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (created): trials and summary tables, manifest.json. Resumable: rerun with the same --out to continue", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+        var shard = new Option<string>("--shard") { Description = "Run shard i of n of the (type, sentence) units (i/n; unit k runs in shard k mod n)", DefaultValueFactory = _ => "0/1" };
         var checkpointEvery = Common.CheckpointEvery();
         var device = Common.Device();
         var threads = Common.Threads();
@@ -39,7 +40,7 @@ static class InjectCommand
             "the plain sentence; success rates and Welch's t against random per type and category.",
             "polyengine inject --model gpt2 --type-map gpt2_token_id_to_type.json --token-sets union_location.json --sentences type_sentences.json --types location --out inject/",
             "polyengine inject --model ./toy --type-map types.json --token-sets sets.json --sentences s.json --trials 10 --max-sentences 5 --format csv --out inj/"))
-        { model, typeMap, tokenSets, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, checkpointEvery, device, threads };
+        { model, typeMap, tokenSets, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
@@ -49,6 +50,9 @@ static class InjectCommand
             var sents = InjectionInputs.Sentences(r.GetValue(sentences)!);
             var typeList = r.GetValue(types) is string t ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : sets.Keys.ToArray();
             bool prependBos = Bos.Parse(r.GetValue(bos)) ?? true;
+            var parts = r.GetValue(shard)!.Split('/');
+            if (parts.Length != 2 || !int.TryParse(parts[0], out int shardIndex) || !int.TryParse(parts[1], out int shards))
+                throw new PolyEngineException($"--shard {r.GetValue(shard)}: give i/n, e.g. 0/4");
             using var folder = Common.OpenScanOutput(io, outDir);
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
@@ -57,7 +61,7 @@ static class InjectCommand
             {
                 Types = typeList, TypeOfId = InjectionInputs.TypeMap(r.GetValue(typeMap)!, m), TokenSets = sets, Sentences = sents,
                 Trials = r.GetValue(trials), Tokens = r.GetValue(tokens), Top = r.GetValue(top), MaxSentences = r.GetValue(maxSentences),
-                PrependBos = prependBos, Seed = r.GetValue(seed),
+                PrependBos = prependBos, Seed = r.GetValue(seed), Shard = (shardIndex, shards),
             };
             plan.Validate();
             if (plan.Top > m.Spec.DVocab) throw new PolyEngineException($"--top {plan.Top} is more than the model's {m.Spec.DVocab} tokens");
@@ -67,6 +71,7 @@ static class InjectCommand
             {
                 ["types"] = new JsonArray(typeList.Select(x => (JsonNode)x).ToArray()), ["trials"] = plan.Trials, ["tokens"] = plan.Tokens, ["top"] = plan.Top,
                 ["max_sentences"] = plan.MaxSentences, ["prepend_bos"] = prependBos, ["seed"] = plan.Seed, ["format"] = fmt.ToString().ToLowerInvariant(),
+                ["shard"] = $"{shardIndex}/{shards}",
                 ["statistic"] = "Welch's t (unequal variances), two-sided, of per-trial count_increase / prob_increase against the random category",
             };
             var keyInputs = new JsonObject();
@@ -77,7 +82,7 @@ static class InjectCommand
             Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}", InjectionWriter.PlannedFiles(fmt));
             if (folder.AlreadyComplete) return 0;
             var units = plan.Units();
-            io.Out.WriteLine($"inject: {typeList.Length} types, {units.Count} sentences × 4 categories × {plan.Trials} trials = {units.Count * 4L * plan.Trials:N0} trials " +
+            io.Out.WriteLine($"inject{(shards > 1 ? $" (shard {shardIndex}/{shards})" : "")}: {typeList.Length} types, {units.Count} sentences × 4 categories × {plan.Trials} trials = {units.Count * 4L * plan.Trials:N0} trials " +
                              $"({plan.Tokens} tokens each, top-{plan.Top})");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = new ProgressDisplay(io).Run("inject", job =>

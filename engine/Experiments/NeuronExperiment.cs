@@ -83,6 +83,7 @@ public static class NeuronExperiment
         if (o.AlignTop < 1 || o.ClustersPerNeuron < 1 || o.FeaturesPerCluster < 1 || o.SimilarTokens < 1 || o.SentencesPerToken < 1 || o.Top < 1)
             throw new PolyEngineException("--align-top, --clusters-per-neuron, --features-per-cluster, --similar, --sentences-per-token and --top must be positive");
         if (!(o.ClusterCutoff > 0 && o.ClusterCutoff < 2)) throw new PolyEngineException($"--cluster-cutoff {o.ClusterCutoff}: give a cosine distance in (0, 2)");
+        if (!(o.AlignMin >= 0 && o.AlignMin < 1)) throw new PolyEngineException($"--align-min {o.AlignMin}: give a value in [0, 1) (a unit row's coordinates are at most 1)");
         var config = SaeConfig.Load(sae);
         config.CheckAgainst(model.Spec);
         if (explanations.Features != config.DSae) throw new PolyEngineException($"--explanations: read for {explanations.Features} features, but the SAE has {config.DSae}");

@@ -161,6 +161,12 @@ public class InjectionTests : IClassFixture<InjectionTests.FullVocabModel>
         Assert.Contains("Welch", manifest);
         var again = Run(args);
         Assert.Contains("already holds this run", again.Out);
+        // Shards split the units; each trial is the same in its shard as in the whole run (its own seed).
+        var shard1 = Run([.. args.Take(args.Length - 2), "--shard", "1/2", "--out", dir.File("s1")]);
+        Assert.True(shard1.Code == 0, shard1.Err);
+        Assert.Contains("(shard 1/2): 2 types, 1 sentences", shard1.Out);
+        var whole = File.ReadAllLines(dir.File("out/trials.csv")).Skip(1).Where(l => l.Split(',')[2] == "1").ToList();
+        Assert.Equal(whole, File.ReadAllLines(dir.File("s1/trials.csv")).Skip(1));
     }
 
     public static TheoryData<string, string> BadInputs() => new()
