@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json.Nodes;
+using PolyEngine.Experiments;
 using PolyEngine.Interventions;
 using PolyEngine.Output;
 using PolyEngine.Scans;
@@ -16,9 +17,14 @@ static class InjectCommand
         var typeMap = new Option<string>("--type-map") { Description = "Token types: {\"<token id>\": \"<type>\"}, or {\"<decoded string>\": \"<type>\"}", Required = true };
         var tokenSets = new Option<string>("--token-sets")
         {
-            Description = "Union token sets: {\"<type>\": {\"target\"|\"high_interference\"|\"medium_interference\"|\"random\": [strings]}}",
-            Required = true,
+            Description = "Union token sets: {\"<type>\": {\"target\"|\"high_interference\"|\"medium_interference\"|\"random\": [strings]}}; without it they are built from --sae, --explanations and --records",
         };
+        var saes = new Option<string?>("--sae") { Description = "Building the sets: comma-separated SAE folders (their decoders give the interference)" };
+        var explanations = new Option<string?>("--explanations") { Description = "Building the sets: each SAE's explanations with embeddings, comma-separated in --sae's order (the similarity)" };
+        var records = new Option<string?>("--records") { Description = "Building the sets: a features run's contexts.parquet over those SAEs (named by their folders)" };
+        var setHigh = new Option<double>("--set-high") { Description = "Building the sets: max interference at or above this is high, below it medium (0.5; the GPT-2 notebook used 0.3)", DefaultValueFactory = _ => 0.5 };
+        var setInterference = new Option<double>("--set-interference") { Description = "Building the sets: a pair interferes above this decoder cosine", DefaultValueFactory = _ => 0.2 };
+        var setSimilarity = new Option<double>("--set-similarity") { Description = "Building the sets: … and below this explanation similarity", DefaultValueFactory = _ => 0.3 };
         var sentences = new Option<string>("--sentences") { Description = "Type sentences: {\"<type>\": [\"sentence\", ...]} (the first --max-sentences of each run)", Required = true };
         var types = new Option<string?>("--types") { Description = "Comma-separated types to run (default: every type of --token-sets)" };
         var trials = new Option<int>("--trials") { Description = "Trials per sentence and category", DefaultValueFactory = _ => 100 };
@@ -40,15 +46,20 @@ static class InjectCommand
             "the plain sentence; success rates and Welch's t against random per type and category.",
             "polyengine inject --model gpt2 --type-map gpt2_token_id_to_type.json --token-sets union_location.json --sentences type_sentences.json --types location --out inject/",
             "polyengine inject --model ./toy --type-map types.json --token-sets sets.json --sentences s.json --trials 10 --max-sentences 5 --format csv --out inj/"))
-        { model, typeMap, tokenSets, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
+        { model, typeMap, tokenSets, saes, explanations, records, setHigh, setInterference, setSimilarity, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
             var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
             var every = Common.Interval(r.GetValue(checkpointEvery));
-            var sets = InjectionInputs.TokenSets(r.GetValue(tokenSets)!);
+            bool build = r.GetValue(tokenSets) is null;
+            if (build && (r.GetValue(saes) is null || r.GetValue(explanations) is null || r.GetValue(records) is null || r.GetValue(types) is null))
+                throw new PolyEngineException("give --token-sets, or build the sets from your own outputs with --types, --sae, --explanations and --records");
+            var setOptions = new TokenSetOptions { High = r.GetValue(setHigh), InterferenceMin = r.GetValue(setInterference), SimilarityMax = r.GetValue(setSimilarity) };
+            if (build) setOptions.Validate();
+            var given = build ? null : InjectionInputs.TokenSets(r.GetValue(tokenSets)!);
             var sents = InjectionInputs.Sentences(r.GetValue(sentences)!);
-            var typeList = r.GetValue(types) is string t ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : sets.Keys.ToArray();
+            var typeList = r.GetValue(types) is string t ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : given!.Keys.ToArray();
             bool prependBos = Bos.Parse(r.GetValue(bos)) ?? true;
             var parts = r.GetValue(shard)!.Split('/');
             if (parts.Length != 2 || !int.TryParse(parts[0], out int shardIndex) || !int.TryParse(parts[1], out int shards))
@@ -57,9 +68,12 @@ static class InjectCommand
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
+            var typeOfId = InjectionInputs.TypeMap(r.GetValue(typeMap)!, m);
+            var setCounts = new Dictionary<string, int>();
+            var sets = given ?? BuildSets(io, m, typeList, typeOfId, r.GetValue(saes)!, r.GetValue(explanations)!, r.GetValue(records)!, setOptions, setCounts);
             var plan = new InjectionPlan
             {
-                Types = typeList, TypeOfId = InjectionInputs.TypeMap(r.GetValue(typeMap)!, m), TokenSets = sets, Sentences = sents,
+                Types = typeList, TypeOfId = typeOfId, TokenSets = sets, Sentences = sents,
                 Trials = r.GetValue(trials), Tokens = r.GetValue(tokens), Top = r.GetValue(top), MaxSentences = r.GetValue(maxSentences),
                 PrependBos = prependBos, Seed = r.GetValue(seed), Shard = (shardIndex, shards),
             };
@@ -77,7 +91,12 @@ static class InjectCommand
             var keyInputs = new JsonObject();
             RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
             RunKey.AddFile(keyInputs, "type_map", r.GetValue(typeMap));
-            RunKey.AddFile(keyInputs, "token_sets", r.GetValue(tokenSets));
+            if (!build) RunKey.AddFile(keyInputs, "token_sets", r.GetValue(tokenSets));
+            else
+            {
+                keyInputs["token_sets_built"] = TokenSetsJson(sets).ToJsonString();   // what the built sets hold is what the run depends on
+                options["token_set_options"] = new JsonObject { ["high"] = setOptions.High, ["interference"] = setOptions.InterferenceMin, ["similarity"] = setOptions.SimilarityMax, ["ratio"] = setOptions.Ratio, ["top_unique"] = setOptions.TopUnique, ["tokens_per_feature"] = setOptions.TokensPerFeature };
+            }
             RunKey.AddFile(keyInputs, "sentences", r.GetValue(sentences));
             Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}", InjectionWriter.PlannedFiles(fmt));
             if (folder.AlreadyComplete) return 0;
@@ -101,7 +120,12 @@ static class InjectCommand
                 },
                 ["options"] = options,
             };
-            var written = InjectionWriter.Write(outDir, result, fmt, manifest);
+            if (build)
+            {
+                manifest["token_sets"] = new JsonObject(setCounts.Select(x => new KeyValuePair<string, JsonNode?>(x.Key, x.Value)));
+                Formats.AtomicFile.WriteText(Path.Combine(outDir, "token_sets.json"), TokenSetsJson(sets).ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+            }
+            var written = InjectionWriter.Write(outDir, result, fmt, manifest).Concat(build ? ["token_sets.json"] : Array.Empty<string>()).ToList();
             folder.Complete(written);
             io.Out.WriteLine($"{result.Trials.Count:N0} trials in {result.Seconds:F1} s");
             foreach (var s in result.Summary())
@@ -112,4 +136,37 @@ static class InjectCommand
         });
         return cmd;
     }
+
+    /// <summary>The token sets of each type built from the SAEs' decoders, explanations and records (§3.3(b) steps 2–4).</summary>
+    static Dictionary<string, Dictionary<InjectionCategory, string[]>> BuildSets(Io io, Model m, IReadOnlyList<string> types, IReadOnlyDictionary<int, string> typeOfId,
+        string saeList, string explanationList, string records, TokenSetOptions o, Dictionary<string, int> counts)
+    {
+        var folders = saeList.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var files = explanationList.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (files.Length != folders.Length) throw new PolyEngineException($"--explanations: {files.Length} files for {folders.Length} SAEs; give one per --sae, in its order");
+        var inputs = folders.Select((folder, i) =>
+        {
+            var config = SaeConfig.Load(folder);
+            config.CheckAgainst(m.Spec);
+            string name = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
+            return new TokenSetSae(name, SparseAutoencoder.ReadDecoder(config), config.DIn, Formats.Explanations.Load(files[i], config.DSae, strict: false),
+                Formats.ActivationRecords.LoadAll(records, folders.Length == 1 ? null : name));
+        }).ToList();
+        var sets = new Dictionary<string, Dictionary<InjectionCategory, string[]>>();
+        foreach (var type in types)
+        {
+            sets[type] = InjectionTokenSets.Build(m, type, typeOfId, inputs, o, counts);
+            io.Out.WriteLine($"token sets of {type}: " + string.Join(", ", sets[type].Select(x => $"{InjectionInputs.Name(x.Key)} {x.Value.Length}")));
+        }
+        return sets;
+    }
+
+    /// <summary>The sets in the authors' union-file layout.</summary>
+    static JsonObject TokenSetsJson(IReadOnlyDictionary<string, Dictionary<InjectionCategory, string[]>> sets) => new(sets.Select(t => new KeyValuePair<string, JsonNode?>(t.Key, new JsonObject
+    {
+        ["target"] = Strings(t.Value[InjectionCategory.Target]), ["high_interference"] = Strings(t.Value[InjectionCategory.High]),
+        ["medium_interference"] = Strings(t.Value[InjectionCategory.Medium]), ["random"] = Strings(t.Value[InjectionCategory.Random]),
+    })));
+
+    static JsonArray Strings(string[] values) => new(values.Select(v => (JsonNode)v).ToArray());
 }

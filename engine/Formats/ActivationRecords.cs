@@ -77,19 +77,36 @@ public static class ActivationRecords
         [JsonPropertyName("token_activations")] public float[] TokenActivations { get; set; } = [];
     }
 
-    static IReadOnlyList<ActivationRecord> FromContexts(string path, int? feature, string? sae)
+    /// <summary>Every feature's records in a features run's <c>contexts.parquet</c> (of the SAE named <paramref name="sae"/>
+    /// when the table holds several), by feature, each feature's by rank.</summary>
+    public static Dictionary<int, List<ActivationRecord>> LoadAll(string path, string? sae)
     {
-        if (feature is null) throw new PolyEngineException($"--records {path}: a contexts table holds many features; give --feature N");
-        IList<ContextColumns> rows;
+        if (!File.Exists(path)) throw new PolyEngineException($"--records {path}: file not found; give a features run's contexts.parquet");
+        var rows = ReadContexts(path);
+        var saes = rows.Select(r => r.Sae).Distinct().ToList();
+        if (sae is null && saes.Count > 1) throw new PolyEngineException($"--records {path}: holds the contexts of {saes.Count} SAEs ({string.Join(", ", saes)}); name one");
+        if (sae is not null && !saes.Contains(sae)) throw new PolyEngineException($"--records {path}: has no contexts of SAE '{sae}' (it has {string.Join(", ", saes)})");
+        return rows.Where(r => sae is null || r.Sae == sae).GroupBy(r => r.Feature).ToDictionary(g => g.Key,
+            g => g.OrderBy(r => r.Rank).Select(r => new ActivationRecord($"feature {r.Feature}, context rank {r.Rank}", r.TokenStrings, r.Tokens, r.TokenActivations, r.MaxPosition)).ToList());
+    }
+
+    static IList<ContextColumns> ReadContexts(string path)
+    {
         try
         {
             using var fs = File.OpenRead(path);
-            rows = ParquetSerializer.DeserializeAsync<ContextColumns>(fs).GetAwaiter().GetResult().Data;
+            return ParquetSerializer.DeserializeAsync<ContextColumns>(fs).GetAwaiter().GetResult().Data;
         }
         catch (Exception e) when (e is not PolyEngineException)
         {
             throw new PolyEngineException($"--records {path}: not a features run's contexts table ({e.Message.Split('\n')[0]})");
         }
+    }
+
+    static IReadOnlyList<ActivationRecord> FromContexts(string path, int? feature, string? sae)
+    {
+        if (feature is null) throw new PolyEngineException($"--records {path}: a contexts table holds many features; give --feature N");
+        var rows = ReadContexts(path);
         var saes = rows.Select(r => r.Sae).Distinct().ToList();
         if (sae is null && saes.Count > 1)
             throw new PolyEngineException($"--records {path}: holds the contexts of {saes.Count} SAEs ({string.Join(", ", saes)}); pick one with --records-sae");

@@ -1,3 +1,5 @@
+using PolyEngine.Experiments;
+using PolyEngine.Formats;
 using PolyEngine.Interventions;
 using PolyEngine.Models;
 using PolyEngine.Scans;
@@ -199,5 +201,44 @@ public class InjectionTests : IClassFixture<InjectionTests.FullVocabModel>
         Assert.Contains(expected, stderr);
         Assert.Single(stderr.Trim().Split('\n'));
         Assert.False(File.Exists(dir.File("out/trials.parquet")));
+    }
+
+    [Fact]
+    public void TokenSetsBuiltFromDecodersExplanationsAndRecords()
+    {
+        using var dir = new Fixtures.TempDir();
+        using var m = Model.Load(_gpt2);
+        int Id(string t) => m.Tokenizer.Encode(t)[0];
+        var typeOfId = new Dictionary<int, string> { [Id(" Paris")] = "location", [Id(" London")] = "location" };
+        // Decoder rows [6, 4] and explanation embeddings [6, 3], chosen so that:
+        // f0 is a target (" Paris"); f1 interferes at 0.8 with low similarity (high); f2 at 0.3 (medium); f3 at 0.8 but its
+        // explanation is similar (out); f4 is a target itself (" London"); f5 barely overlaps (out).
+        float s91 = MathF.Sqrt(1 - 0.09f);
+        float[] decoder = [1, 0, 0, 0, 0.8f, 0.6f, 0, 0, 0.3f, 0, s91, 0, 0.8f, 0, 0, 0.6f, 0, 0, 0, 1, 0.1f, MathF.Sqrt(0.99f), 0, 0];
+        float[][] emb = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.9f, MathF.Sqrt(0.19f), 0], [1, 0, 0], [0, 1, 0]];
+        File.WriteAllLines(dir.File("e.jsonl"), emb.Select((e, i) => $"{{\"index\": {i}, \"description\": \"f{i}\", \"embedding\": [{string.Join(",", e.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))}]}}"));
+        ActivationRecord Rec(params string[] tokens) => new("r", tokens, [.. tokens.Select(Id)], [.. tokens.Select((_, i) => 1f - 0.1f * i)], 0);
+        var records = new Dictionary<int, List<ActivationRecord>>
+        {
+            [0] = [Rec(" Paris", " is")], [1] = [Rec(" int", " float")], [2] = [Rec(" happy", " int")], [3] = [Rec(" cat")], [4] = [Rec(" London")], [5] = [Rec(" dog")],
+        };
+        var sae = new TokenSetSae("s", decoder, 4, PolyEngine.Formats.Explanations.Load(dir.File("e.jsonl"), 6, strict: true), records);
+        var counts = new Dictionary<string, int>();
+        var sets = InjectionTokenSets.Build(m, "location", typeOfId, [sae], new TokenSetOptions(), counts);
+        Assert.Equal(2, counts["s:location:target_features"]);
+        Assert.Equal(2, counts["s:location:interference_features"]);
+        Assert.Equal([" float"], sets[InjectionCategory.High]);    // " int" was in both high and medium: removed from both
+        Assert.Equal([" happy"], sets[InjectionCategory.Medium]);
+        Assert.Equal([" Paris", " London"], sets[InjectionCategory.Target].Order().Reverse());
+        var random = sets[InjectionCategory.Random].ToHashSet();
+        Assert.DoesNotContain(" int", random);                    // taken before the removal
+        Assert.DoesNotContain(" Paris", random);
+        Assert.Contains(" cat", random);
+        Assert.DoesNotContain(random, string.IsNullOrWhiteSpace);
+        Assert.Contains("--set-high 0.1 must be above", Assert.Throws<PolyEngineException>(() =>
+            InjectionTokenSets.Build(m, "location", typeOfId, [sae], new TokenSetOptions { High = 0.1 }, counts)).Message);
+        var (code, _, stderr) = Run("inject", "--model", _gpt2, "--type-map", dir.File("e.jsonl"), "--sentences", dir.File("e.jsonl"), "--out", dir.File("o"));
+        Assert.NotEqual(0, code);
+        Assert.Contains("give --token-sets, or build the sets", stderr);
     }
 }
