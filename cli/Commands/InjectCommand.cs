@@ -116,7 +116,7 @@ static class InjectCommand
                 ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
                 ["inputs"] = new JsonObject
                 {
-                    ["type_map"] = Path.GetFullPath(r.GetValue(typeMap)!), ["token_sets"] = Path.GetFullPath(r.GetValue(tokenSets)!), ["sentences"] = Path.GetFullPath(r.GetValue(sentences)!),
+                    ["type_map"] = Path.GetFullPath(r.GetValue(typeMap)!), ["token_sets"] = build ? "built: token_sets.json" : Path.GetFullPath(r.GetValue(tokenSets)!), ["sentences"] = Path.GetFullPath(r.GetValue(sentences)!),
                 },
                 ["options"] = options,
             };

@@ -38,7 +38,7 @@ public static class ExperimentDriver
             using (file)
             {
                 first = (int)done;
-                cases.AddRange(JsonSerializer.Deserialize<List<FeatureCase>>(file.Metadata["cases"], Json)!);
+                cases.AddRange(JsonSerializer.Deserialize<List<FeatureCase>>(file.Bytes("cases"), Json)!);
                 foreach (var (k, v) in JsonSerializer.Deserialize<Dictionary<string, int>>(file.Metadata["counts"], Json)!) counts[k] = v;
                 secondsBefore = ScanCheckpoint.SecondsIn(file);
                 resumed?.Invoke(first);
@@ -53,7 +53,8 @@ public static class ExperimentDriver
             foreach (var (k, v) in outcome.Counts) counts[k] = counts.GetValueOrDefault(k) + v;
             checkpoint?.MaybeSave(i + 1, w =>
             {
-                w.AddMetadata("cases", JsonSerializer.Serialize(cases, Json));
+                var json = JsonSerializer.SerializeToUtf8Bytes(cases, Json);   // a tensor, not metadata: the header is capped at 100 MiB
+                w.AddRaw("cases", Formats.SafeTensorDType.U8, [json.Length], json, json.Length);
                 w.AddMetadata("counts", JsonSerializer.Serialize(counts, Json));
                 ScanCheckpoint.AddSeconds(w, secondsBefore + clock.Elapsed.TotalSeconds);
             });

@@ -34,7 +34,8 @@ public sealed record TokenExperimentOptions
 public static class TokenExperiment
 {
     /// <summary>Every target through <see cref="ExperimentDriver"/>. Counts: targets_run, targets_at_other_sites,
-    /// targets_without_records, tokens_without_sentences, gradient_vectors, features_without_vectors.</summary>
+    /// targets_without_records, targets_without_tokens, targets_without_cases (no test sentence, or no vector),
+    /// tokens_without_sentences, target_vectors, partners_without_vectors (per target that samples them).</summary>
     public static ExperimentResult Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath, IReadOnlyDictionary<string, string[]> sentences,
         TokenExperimentOptions o, Action<int, int>? progress = null, Scans.ScanCheckpoint? checkpoint = null,
         IReadOnlyList<(SaeSample, SampleTarget)>? work = null, CancellationToken cancel = default) =>
@@ -51,23 +52,26 @@ public static class TokenExperiment
             if (sample.Hook.Point is not (HookPoint.AttnOut or HookPoint.MlpOut)) return FeatureExperiment.Counted("targets_at_other_sites");
             if (checkedSaes.Add(sample.Name)) FeatureExperiment.CheckedConfig(model, sample);
             var counts = new Dictionary<string, int>();
+            void Count(string what, int n = 1) => counts[what] = counts.GetValueOrDefault(what) + n;
+            // Vectors are made once per feature and run; what a target counts depends on the target alone, so shards and
+            // resumed runs add up to the same counts as one uninterrupted run.
             Dictionary<string, float[]>? VectorsOf(int feature)
             {
                 if (cache.TryGetValue((sample.Name, feature), out var v)) return v;
                 var records = ExperimentInputs.Records(recordsPath, sample.Name, feature);
-                v = records is null ? null : Vectors(model, records, sample.Hook, o);
-                if (v is { Count: 0 }) counts["features_without_vectors"] = counts.GetValueOrDefault("features_without_vectors") + 1;
-                counts["gradient_vectors"] = counts.GetValueOrDefault("gradient_vectors") + (v?.Count ?? 0);
-                return cache[(sample.Name, feature)] = v;
+                return cache[(sample.Name, feature)] = records is null ? null : Vectors(model, records, sample.Hook, o);
             }
             var records = ExperimentInputs.Records(recordsPath, sample.Name, target.Feature);
             if (records is null) return FeatureExperiment.Counted("targets_without_records");
             var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();
+            if (tokens.Count == 0) return FeatureExperiment.Counted("targets_without_tokens");
             var own = VectorsOf(target.Feature)!;
+            Count("target_vectors", own.Count);
             var bins = new List<Level>();
             for (int b = 0; b < target.Bins.Count; b++)
             {
                 var partners = target.Bins[b].Where(p => VectorsOf(p.Feature) is { Count: > 0 }).ToList();
+                Count("partners_without_vectors", target.Bins[b].Count - partners.Count);
                 if (partners.Count == 0) continue;
                 bins.Add(new(Scans.InterferenceBins.Keys[b], partners[0].Feature, partners.Average(p => p.Interference), partners.Average(p => p.Similarity),
                     [.. partners.SelectMany(p => VectorsOf(p.Feature)!.Values)]));
@@ -87,12 +91,14 @@ public static class TokenExperiment
                 levels.Add(random);
                 cases.AddRange(LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget));
             }
-            if (cases.Count > 0) counts["targets_run"] = 1;
+            Count(cases.Count > 0 ? "targets_run" : "targets_without_cases");
             return new(cases, counts);
         };
     }
 
-    /// <summary>A feature's gradient vectors, one per top token: from the record where that token is strongest.</summary>
+    /// <summary>A feature's gradient vectors, one per top token: from the record where that token is strongest, by the
+    /// recipe (the TL one takes that record's positions ≥ 0.8 of the record's max), as the authors' code does — so two top
+    /// tokens strongest in the same record get the same vector.</summary>
     static Dictionary<string, float[]> Vectors(Model model, IReadOnlyList<ActivationRecord> records, HookName hook, TokenExperimentOptions o)
     {
         var tokens = TopTokens.Of(records, model, 5, o.Ratio).Take(o.TopTokens).ToList();

@@ -55,7 +55,9 @@ public static class ActivationRecords
                 catch (InvalidOperationException) { throw new PolyEngineException($"{where}: \"tokens\" must be strings and \"values\" numbers"); }
                 if (tokens.Length != values.Length || tokens.Length == 0)
                     throw new PolyEngineException($"{where} has {tokens.Length} tokens and {values.Length} values; they must be as many, and at least one");
-                int max = r.TryGetProperty("maxValueTokenIndex", out var m) && m.ValueKind == JsonValueKind.Number ? m.GetInt32() : ArgMax(values);
+                int max = !r.TryGetProperty("maxValueTokenIndex", out var m) || m.ValueKind == JsonValueKind.Null ? ArgMax(values)
+                    : m.ValueKind == JsonValueKind.Number && m.TryGetInt32(out int at) ? at
+                    : throw new PolyEngineException($"{where}: maxValueTokenIndex {m} is not a token index");
                 if (max < 0 || max >= tokens.Length) throw new PolyEngineException($"{where}: maxValueTokenIndex {max} is outside its {tokens.Length} tokens");
                 records.Add(new ActivationRecord($"record {i}", tokens, null, values, max));
                 i++;
@@ -87,7 +89,18 @@ public static class ActivationRecords
         if (sae is null && saes.Count > 1) throw new PolyEngineException($"--records {path}: holds the contexts of {saes.Count} SAEs ({string.Join(", ", saes)}); name one");
         if (sae is not null && !saes.Contains(sae)) throw new PolyEngineException($"--records {path}: has no contexts of SAE '{sae}' (it has {string.Join(", ", saes)})");
         return rows.Where(r => sae is null || r.Sae == sae).GroupBy(r => r.Feature).ToDictionary(g => g.Key,
-            g => g.OrderBy(r => r.Rank).Select(r => new ActivationRecord($"feature {r.Feature}, context rank {r.Rank}", r.TokenStrings, r.Tokens, r.TokenActivations, r.MaxPosition)).ToList());
+            g => g.OrderBy(r => r.Rank).Select(r => Record(path, r, $"feature {r.Feature}, context rank {r.Rank}")).ToList());
+    }
+
+    /// <summary>A contexts row as a record, checked: as many token strings (when present) and activations as ids, and the
+    /// max position among them.</summary>
+    static ActivationRecord Record(string path, ContextColumns r, string source)
+    {
+        int n = r.Tokens.Length;
+        if (r.TokenActivations.Length != n || (r.TokenStrings.Length != n && r.TokenStrings.Length != 0) || n == 0 || r.MaxPosition < 0 || r.MaxPosition >= n)
+            throw new PolyEngineException($"--records {path}: feature {r.Feature}, rank {r.Rank} has {n} tokens, {r.TokenActivations.Length} activations, " +
+                $"{r.TokenStrings.Length} token strings and max position {r.MaxPosition}; the table is damaged — rerun polyengine features");
+        return new ActivationRecord(source, r.TokenStrings.Length == n ? r.TokenStrings : [.. r.Tokens.Select(t => $"<{t}>")], r.Tokens, r.TokenActivations, r.MaxPosition);
     }
 
     static IList<ContextColumns> ReadContexts(string path)
@@ -114,7 +127,7 @@ public static class ActivationRecords
             throw new PolyEngineException($"--records-sae {sae}: {path} holds {string.Join(", ", saes)}");
         var mine = rows.Where(r => r.Feature == feature && (sae is null || r.Sae == sae)).OrderBy(r => r.Rank).ToList();
         if (mine.Count == 0) throw new PolyEngineException($"--feature {feature}: {path} has no contexts for it (it never fired in that run)");
-        return mine.Select(r => new ActivationRecord($"context rank {r.Rank}", r.TokenStrings, r.Tokens, r.TokenActivations, r.MaxPosition)).ToList();
+        return mine.Select(r => Record(path, r, $"context rank {r.Rank}")).ToList();
     }
 
     static int ArgMax(float[] v)

@@ -18,15 +18,19 @@ public enum BestStart
 /// </summary>
 public readonly record struct BestOfScale(double Value, int Index)
 {
+    /// <remarks>NaN values never win; a NaN baseline under <see cref="BestStart.Baseline"/> starts from nothing, as
+    /// <see cref="BestStart.None"/>. With no winner the value is the start (NaN under None).</remarks>
     public static BestOfScale Of(IReadOnlyList<double> values, bool byMagnitude, BestStart start = BestStart.None, double baseline = double.NaN)
     {
-        if (start == BestStart.Baseline && double.IsNaN(baseline)) throw new ArgumentException("BestStart.Baseline needs the baseline");
         double best = start switch { BestStart.Zero => 0, BestStart.Baseline => baseline, _ => double.NaN };
+        bool open = double.IsNaN(best);   // nothing to beat yet
         int index = -1;
         for (int i = 0; i < values.Count; i++)
         {
             double v = values[i];
-            bool better = index < 0 && start == BestStart.None || (byMagnitude ? Math.Abs(v) > Math.Abs(best) : v > best);
+            if (double.IsNaN(v)) continue;
+            bool better = open || (byMagnitude ? Math.Abs(v) > Math.Abs(best) : v > best);
+            open = false;
             if (better) { best = v; index = i; }
         }
         return new(best, index);

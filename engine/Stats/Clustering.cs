@@ -14,7 +14,8 @@ public enum ClusterMethod
 /// Clusters of unit vectors (explanation embeddings) by cosine distance 1 − cos. Average linkage runs the nearest-neighbour
 /// chain algorithm on a condensed float distance matrix, O(n²) time and n(n − 1)/2 floats of memory, and keeps the
 /// merges at average distance ≤ the cutoff; the pairwise threshold is a union–find over the pairs within it, O(n²)
-/// time and O(n) memory. Labels are 0.. in order of each cluster's lowest member.
+/// time and O(n) memory. Labels are 0.. in order of each cluster's lowest member. Distances are float32 (SciPy's are
+/// float64), so a merge within about 1e-6 of the cut may fall on the other side of it.
 /// </summary>
 public static class Clustering
 {

@@ -9,7 +9,7 @@ public sealed record RegressionRow(double Baseline, double Steered, double Inter
 /// reference level, as treatment coding does):
 /// <list type="bullet">
 /// <item>Model A: c(Õ) ~ interference + similarity + c(O) + dummies — the steered value, controlling for the baseline.</item>
-/// <item>Model B: Δc = (c(Õ) − c(O)) / c(O) (the paper's eq. 2) ~ interference + similarity + dummies; rows with c(O) = 0 have
+/// <item>Model B: Δc = (c(Õ) − c(O)) / |c(O)| (the paper's eq. 2, with |·| so a negative baseline keeps the change's sign; the cases' relative column) ~ interference + similarity + dummies; rows with c(O) = 0 have
 /// no Δc and are an error (drop them first).</item>
 /// </list>
 /// </summary>
@@ -19,7 +19,7 @@ public static class PaperModels
         Fit(rows, r => r.Steered, withBaseline: true);
 
     public static OlsFit ModelB(IReadOnlyList<RegressionRow> rows) =>
-        Fit(rows, r => (r.Steered - r.Baseline) / r.Baseline, withBaseline: false);
+        Fit(rows, r => (r.Steered - r.Baseline) / Math.Abs(r.Baseline), withBaseline: false);
 
     static OlsFit Fit(IReadOnlyList<RegressionRow> rows, Func<RegressionRow, double> response, bool withBaseline)
     {

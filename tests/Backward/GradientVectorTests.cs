@@ -116,6 +116,13 @@ public class GradientVectorTests : IClassFixture<GradientVectorTests.FullVocabMo
         Assert.Equal([0f, 1f, 2f, 3f], records[0].Values);
         Assert.Equal(3, records[0].MaxValueTokenIndex);
         Assert.Contains("give --feature N", Assert.Throws<PolyEngineException>(() => ActivationRecords.Load(dir.File("contexts.parquet"))).Message);
+        Assert.Equal([2, 4], ActivationRecords.LoadAll(dir.File("contexts.parquet"), null).Keys.Order());
+        var damaged = Row(5, 0, [1, 2, 3]);
+        damaged.MaxPosition = 7;
+        TableWriter.Write(dir.File("damaged.parquet"), [damaged], TableFormat.Parquet);
+        Assert.Contains("feature 5, rank 0 has 3 tokens, 3 activations, 3 token strings and max position 7", Assert.Throws<PolyEngineException>(() => ActivationRecords.Load(dir.File("damaged.parquet"), 5)).Message);
+        File.WriteAllText(dir.File("np.json"), """{"activations": [{"tokens": [" a", " b"], "values": [1, 2], "maxValueTokenIndex": 1.5}]}""");
+        Assert.Contains("maxValueTokenIndex 1.5 is not a token index", Assert.Throws<PolyEngineException>(() => ActivationRecords.Load(dir.File("np.json"))).Message);
         Assert.Contains("no contexts for it", Assert.Throws<PolyEngineException>(() => ActivationRecords.Load(dir.File("contexts.parquet"), 9)).Message);
     }
 

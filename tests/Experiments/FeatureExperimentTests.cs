@@ -201,7 +201,12 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         var o = new TokenExperimentOptions { Scales = scales, Metrics = [SteerMetric.WeightedCosine, SteerMetric.Spearman] };
         var (cases, counts, _) = TokenExperiment.Run(m, samples, _w.Records, sentences, o);
         Assert.Equal((2, 0, 1), (counts["targets_run"], counts.GetValueOrDefault("targets_at_other_sites"), counts["targets_without_records"]));
-        Assert.Equal(2 + 2 + 2 * 10, counts["gradient_vectors"]);   // targets 3 and 7: two top tokens each; ten partners: two each (" c" at 1.5, " b…" at 1.0)
+        Assert.Equal(2 + 2, counts["target_vectors"]);   // targets 3 and 7: a vector per top token
+        Assert.Equal(0, counts.GetValueOrDefault("partners_without_vectors"));
+        // Shards add up to the whole run, counts included.
+        var shards = Enumerable.Range(0, 2).Select(i => TokenExperiment.Run(m, samples, _w.Records, sentences, o, work: ExperimentDriver.Work(samples, i, 2))).ToList();
+        Assert.Equal(cases.Count, shards.Sum(x => x.Cases.Count));
+        foreach (var (k, v) in counts) Assert.Equal(v, shards.Sum(x => x.Counts.GetValueOrDefault(k)));
         var paris = cases.Where(c => c.Target == 3 && c.Token == " Paris" && c.Sentence == 0).ToList();
         Assert.Equal(["self", .. PolyEngine.Scans.InterferenceBins.Keys, "rand"], paris.Select(c => c.Level));
         Assert.All(cases, c => Assert.True(c.Best[0] >= c.Baseline[0]));   // from the baseline: never below it

@@ -203,6 +203,26 @@ public class InjectionTests : IClassFixture<InjectionTests.FullVocabModel>
         Assert.False(File.Exists(dir.File("out/trials.parquet")));
     }
 
+    /// <summary>Six features over the first 4 of 64 coordinates and 3-wide explanation embeddings, chosen so that f0 is a
+    /// target (" Paris"); f1 interferes at 0.8 with low similarity (high); f2 at 0.3 (medium); f3 at 0.8 but its explanation
+    /// is similar (out); f4 is a target itself (" London"); f5 barely overlaps (out).</summary>
+    static (float[] Decoder, string Explanations, Dictionary<int, List<ActivationRecord>> Records) Scenario(Model m, string dir)
+    {
+        int Id(string t) => m.Tokenizer.Encode(t)[0];
+        float s91 = MathF.Sqrt(1 - 0.09f);
+        float[][] rows = [[1, 0, 0, 0], [0.8f, 0.6f, 0, 0], [0.3f, 0, s91, 0], [0.8f, 0, 0, 0.6f], [0, 0, 0, 1], [0.1f, MathF.Sqrt(0.99f), 0, 0]];
+        var decoder = rows.SelectMany(r => r.Concat(new float[60])).ToArray();   // [6, 64]
+        float[][] emb = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.9f, MathF.Sqrt(0.19f), 0], [1, 0, 0], [0, 1, 0]];
+        string path = Path.Combine(dir, "e.jsonl");
+        File.WriteAllLines(path, emb.Select((e, i) => $"{{\"index\": {i}, \"description\": \"f{i}\", \"embedding\": [{string.Join(",", e.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))}]}}"));
+        ActivationRecord Rec(params string[] tokens) => new("r", tokens, [.. tokens.Select(Id)], [.. tokens.Select((_, i) => 1f - 0.1f * i)], 0);
+        var records = new Dictionary<int, List<ActivationRecord>>
+        {
+            [0] = [Rec(" Paris", " is")], [1] = [Rec(" int", " float")], [2] = [Rec(" happy", " int")], [3] = [Rec(" cat")], [4] = [Rec(" London")], [5] = [Rec(" dog")],
+        };
+        return (decoder, path, records);
+    }
+
     [Fact]
     public void TokenSetsBuiltFromDecodersExplanationsAndRecords()
     {
@@ -210,19 +230,8 @@ public class InjectionTests : IClassFixture<InjectionTests.FullVocabModel>
         using var m = Model.Load(_gpt2);
         int Id(string t) => m.Tokenizer.Encode(t)[0];
         var typeOfId = new Dictionary<int, string> { [Id(" Paris")] = "location", [Id(" London")] = "location" };
-        // Decoder rows [6, 4] and explanation embeddings [6, 3], chosen so that:
-        // f0 is a target (" Paris"); f1 interferes at 0.8 with low similarity (high); f2 at 0.3 (medium); f3 at 0.8 but its
-        // explanation is similar (out); f4 is a target itself (" London"); f5 barely overlaps (out).
-        float s91 = MathF.Sqrt(1 - 0.09f);
-        float[] decoder = [1, 0, 0, 0, 0.8f, 0.6f, 0, 0, 0.3f, 0, s91, 0, 0.8f, 0, 0, 0.6f, 0, 0, 0, 1, 0.1f, MathF.Sqrt(0.99f), 0, 0];
-        float[][] emb = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.9f, MathF.Sqrt(0.19f), 0], [1, 0, 0], [0, 1, 0]];
-        File.WriteAllLines(dir.File("e.jsonl"), emb.Select((e, i) => $"{{\"index\": {i}, \"description\": \"f{i}\", \"embedding\": [{string.Join(",", e.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))}]}}"));
-        ActivationRecord Rec(params string[] tokens) => new("r", tokens, [.. tokens.Select(Id)], [.. tokens.Select((_, i) => 1f - 0.1f * i)], 0);
-        var records = new Dictionary<int, List<ActivationRecord>>
-        {
-            [0] = [Rec(" Paris", " is")], [1] = [Rec(" int", " float")], [2] = [Rec(" happy", " int")], [3] = [Rec(" cat")], [4] = [Rec(" London")], [5] = [Rec(" dog")],
-        };
-        var sae = new TokenSetSae("s", decoder, 4, PolyEngine.Formats.Explanations.Load(dir.File("e.jsonl"), 6, strict: true), records);
+        var (decoder, explanations, records) = Scenario(m, dir.Path);
+        var sae = new TokenSetSae("s", decoder, 64, PolyEngine.Formats.Explanations.Load(explanations, 6, strict: true), records);
         var counts = new Dictionary<string, int>();
         var sets = InjectionTokenSets.Build(m, "location", typeOfId, [sae], new TokenSetOptions(), counts);
         Assert.Equal(2, counts["s:location:target_features"]);
@@ -237,8 +246,47 @@ public class InjectionTests : IClassFixture<InjectionTests.FullVocabModel>
         Assert.DoesNotContain(random, string.IsNullOrWhiteSpace);
         Assert.Contains("--set-high 0.1 must be above", Assert.Throws<PolyEngineException>(() =>
             InjectionTokenSets.Build(m, "location", typeOfId, [sae], new TokenSetOptions { High = 0.1 }, counts)).Message);
-        var (code, _, stderr) = Run("inject", "--model", _gpt2, "--type-map", dir.File("e.jsonl"), "--sentences", dir.File("e.jsonl"), "--out", dir.File("o"));
+        var (code, _, stderr) = Run("inject", "--model", _gpt2, "--type-map", explanations, "--sentences", explanations, "--out", dir.File("o"));
         Assert.NotEqual(0, code);
         Assert.Contains("give --token-sets, or build the sets", stderr);
+    }
+
+    [Fact]
+    public void TheCliBuildsTheSetsWhenNoneAreGiven()
+    {
+        using var dir = new Fixtures.TempDir();
+        using (var m = Model.Load(_gpt2))
+        {
+            var (decoder, _, records) = Scenario(m, dir.Path);
+            // The SAE on disk: a toy SAE of the same shape with the scenario's decoder.
+            string folder = dir.File("saeA");
+            ToySae.Write(folder, HookName.Parse("blocks.1.hook_resid_post"), 64, 6, SaeArchitecture.Standard, 8);
+            string weights = Path.Combine(folder, "sae_weights.safetensors");
+            var tensors = new List<(string Name, float[] Data, long[] Shape)>();
+            using (var f = SafeTensorsFile.Open(weights))
+                foreach (var t in f.Tensors) tensors.Add((t.Name, t.Name == "W_dec" ? decoder : f.ReadFloat32(t.Name), t.Shape));
+            var w = new SafeTensorsWriter();
+            foreach (var (name, data, shape) in tensors) w.Add(name, data, shape);
+            w.Save(weights);
+            var rows = records.Select(x => new PolyEngine.Output.ContextRow
+            {
+                Sae = "saeA", Feature = x.Key, Rank = 0, Tokens = x.Value[0].Ids!, TokenStrings = x.Value[0].Tokens, TokenActivations = x.Value[0].Values, MaxPosition = 0,
+            }).ToList();
+            PolyEngine.Output.TableWriter.Write(dir.File("contexts.parquet"), rows, PolyEngine.Output.TableFormat.Parquet);
+            File.WriteAllText(dir.File("types.json"), $$"""{"{{m.Tokenizer.Encode(" Paris")[0]}}": "location", "{{m.Tokenizer.Encode(" London")[0]}}": "location"}""");
+        }
+        File.WriteAllText(dir.File("sentences.json"), """{"location": ["We flew to"]}""");
+        var (code, stdout, stderr) = Run("inject", "--model", _gpt2, "--type-map", dir.File("types.json"), "--types", "location", "--sae", dir.File("saeA"),
+            "--explanations", dir.File("e.jsonl"), "--records", dir.File("contexts.parquet"), "--sentences", dir.File("sentences.json"),
+            "--trials", "2", "--tokens", "2", "--format", "csv", "--out", dir.File("out"));
+        Assert.True(code == 0, stderr);
+        Assert.Contains("token sets of location: target 2, high 1, medium 1,", stdout);
+        var sets = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("out/token_sets.json")))!["location"]!;
+        Assert.Equal(["target", "high_interference", "medium_interference", "random"], sets.AsObject().Select(x => x.Key));
+        Assert.Equal(" float", (string)sets["high_interference"]![0]!);
+        var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("out/manifest.json")))!;
+        Assert.Equal("built: token_sets.json", (string)manifest["inputs"]!["token_sets"]!);
+        Assert.Equal(2, (int)manifest["token_sets"]!["saeA:location:target_features"]!);
+        Assert.Equal(9, File.ReadAllLines(dir.File("out/trials.csv")).Length);   // 1 sentence × 4 categories × 2 trials
     }
 }

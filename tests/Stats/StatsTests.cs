@@ -136,6 +136,10 @@ public class StatsTests
         // Correlations by magnitude; the first of equal values wins.
         Assert.Equal(new BestOfScale(-0.3, 0), BestOfScale.Of(falling, byMagnitude: true, BestStart.Zero));
         Assert.Equal(new BestOfScale(2, 0), BestOfScale.Of([2.0, 2.0], byMagnitude: false));
+        // NaN never wins; a NaN baseline starts from nothing.
+        Assert.Equal(new BestOfScale(1, 1), BestOfScale.Of([double.NaN, 1.0, double.NaN], byMagnitude: false));
+        Assert.Equal(new BestOfScale(-0.1, 1), BestOfScale.Of(falling, byMagnitude: false, BestStart.Baseline, double.NaN));
+        Assert.True(double.IsNaN(BestOfScale.Of([double.NaN], byMagnitude: true).Value));
     }
 
     static bool SamePartition(int[] a, int[] b) =>

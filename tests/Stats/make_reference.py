@@ -56,7 +56,7 @@ def fit(y, cols, names):
 
 
 out["A"] = fit(steered, [interference, similarity, baseline, dummy["mlp"], dummy["res"]], ["interference", "similarity", "baseline", "type[mlp]", "type[res]"])
-out["B"] = fit((steered - baseline) / baseline, [interference, similarity, dummy["mlp"], dummy["res"]], ["interference", "similarity", "type[mlp]", "type[res]"])
+out["B"] = fit((steered - baseline) / np.abs(baseline), [interference, similarity, dummy["mlp"], dummy["res"]], ["interference", "similarity", "type[mlp]", "type[res]"])
 
 # Average-linkage clusters of unit vectors on cosine distance, cut at 0.4 (scipy.cluster.hierarchy).
 from scipy.cluster.hierarchy import linkage, fcluster
