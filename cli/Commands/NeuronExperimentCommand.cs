@@ -34,6 +34,8 @@ static class NeuronExperimentCommand
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (created): cases, neurons and buckets tables, manifest.json", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+        var shard = new Option<string>("--shard") { Description = "Run shard i of n of the sampled (neuron, feature) units (i/n)", DefaultValueFactory = _ => "0/1" };
+        var checkpointEvery = Common.CheckpointEvery();
         var device = Common.Device();
         var threads = Common.Threads();
         var cmd = new Command("neuron", Common.WithExamples(
@@ -41,11 +43,15 @@ static class NeuronExperimentCommand
             "explanation; a coordinate's polysemanticity degree is its number of aligned clusters. Per degree bucket one neuron, its clusters' " +
             "features; the neuron scaled by each factor, the top-10 weighted cosine of the feature's test tokens tracked for masking and amplifying.",
             "polyengine experiment neuron --model EleutherAI/pythia-70m-deduped --sae saes/3-res --explanations res3.jsonl.gz --records feats/contexts.parquet --sentences t.json --out fig6/"))
-        { model, sae, saeName, explanations, records, sentences, alignTop, alignMin, cutoff, clusters, perNeuron, perCluster, similar, perToken, top, factors, seed, format, output, overwrite, device, threads };
+        { model, sae, saeName, explanations, records, sentences, alignTop, alignMin, cutoff, clusters, perNeuron, perCluster, similar, perToken, top, factors, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
             var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
+            var every = Common.Interval(r.GetValue(checkpointEvery));
+            var parts = r.GetValue(shard)!.Split('/');
+            if (parts.Length != 2 || !int.TryParse(parts[0], out int shardIndex) || !int.TryParse(parts[1], out int shards))
+                throw new PolyEngineException($"--shard {r.GetValue(shard)}: give i/n, e.g. 0/4");
             var o = new NeuronExperimentOptions
             {
                 AlignTop = r.GetValue(alignTop), AlignMin = r.GetValue(alignMin), ClusterCutoff = r.GetValue(cutoff),
@@ -67,7 +73,7 @@ static class NeuronExperimentCommand
                 ["sae_name"] = name, ["align_top"] = o.AlignTop, ["align_min"] = o.AlignMin, ["cluster_cutoff"] = o.ClusterCutoff, ["clusters"] = r.GetValue(clusters),
                 ["clusters_per_neuron"] = o.ClustersPerNeuron, ["features_per_cluster"] = o.FeaturesPerCluster, ["similar"] = o.SimilarTokens,
                 ["sentences_per_token"] = o.SentencesPerToken, ["top"] = o.Top, ["factors"] = new JsonArray(o.Factors.Select(x => (JsonNode)x).ToArray()),
-                ["seed"] = o.Seed, ["format"] = fmt.ToString().ToLowerInvariant(),
+                ["seed"] = o.Seed, ["format"] = fmt.ToString().ToLowerInvariant(), ["shard"] = $"{shardIndex}/{shards}",
                 ["readings"] = new JsonObject
                 {
                     ["weights"] = "unprocessed HF weights (the authors' notebook used TransformerLens's processing, so its coordinates were mean-centred)",
@@ -86,14 +92,12 @@ static class NeuronExperimentCommand
             Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}", NeuronExperimentWriter.PlannedFiles(fmt));
             if (folder.AlreadyComplete) return 0;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            NeuronConnectivity[] connectivity = [];
-            var (cases, counts) = new ProgressDisplay(io).Run("experiment neuron", job =>
-            {
-                var result = NeuronExperiment.Run(m, r.GetValue(sae)!, name, expl, r.GetValue(records)!, sents, o, out var c,
-                    (done, total) => job.Report(new ProgressDisplay.Status(done / (double)total, $"{done}/{total} buckets", null)));
-                connectivity = c;
-                return result;
-            });
+            var plan = NeuronExperiment.Plan(m, r.GetValue(sae)!, expl, o);
+            var result = new ProgressDisplay(io).Run("experiment neuron", job =>
+                NeuronExperiment.Run(m, plan, name, r.GetValue(records)!, sents, o, (shardIndex, shards), folder.Checkpoint(every),
+                    (done, total) => job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done}/{total} (neuron, feature) units", null)),
+                    done => job.Say($"resuming: {done} units were measured by an earlier run")));
+            var (cases, counts, connectivity) = (result.Cases, result.Counts, plan.Connectivity);
             var results = new JsonObject { ["cases"] = cases.Count, ["seconds"] = clock.Elapsed.TotalSeconds };
             foreach (var (k, v) in counts.OrderBy(x => x.Key, StringComparer.Ordinal)) results[k] = v;
             var manifest = new JsonObject

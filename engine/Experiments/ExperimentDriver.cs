@@ -5,10 +5,17 @@ using PolyEngine.Scans;
 
 namespace PolyEngine.Experiments;
 
-/// <summary>One target's outcome: its cases, and what it counted (targets run, inputs skipped and why).</summary>
+/// <summary>One unit's outcome (a target, or a sampled neuron and feature): its cases, and what it counted (units run,
+/// inputs skipped and why).</summary>
+public sealed record Outcome<TCase>(IReadOnlyList<TCase> Cases, IReadOnlyDictionary<string, int> Counts);
+
+/// <summary>One target's outcome in the steering and prompt experiments.</summary>
 public sealed record TargetOutcome(IReadOnlyList<FeatureCase> Cases, IReadOnlyDictionary<string, int> Counts);
 
 /// <summary>An experiment's cases and counts, and the seconds it took (resumed runs included).</summary>
+public sealed record ExperimentResult<TCase>(List<TCase> Cases, Dictionary<string, int> Counts, double Seconds);
+
+/// <summary>The steering and prompt experiments' result.</summary>
 public sealed record ExperimentResult(List<FeatureCase> Cases, Dictionary<string, int> Counts, double Seconds);
 
 /// <summary>
@@ -30,7 +37,16 @@ public static class ExperimentDriver
     public static ExperimentResult Run(IReadOnlyList<(SaeSample Sae, SampleTarget Target)> work, Func<SaeSample, SampleTarget, TargetOutcome> one,
         ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null, Action<int>? resumed = null, CancellationToken cancel = default)
     {
-        var cases = new List<FeatureCase>();
+        var r = Run(work, w => { var o = one(w.Sae, w.Target); return new Outcome<FeatureCase>(o.Cases, o.Counts); }, checkpoint, progress, resumed, cancel);
+        return new ExperimentResult(r.Cases, r.Counts, r.Seconds);
+    }
+
+    /// <summary>The units of <paramref name="work"/> in order through <paramref name="one"/>, checkpointed after each and
+    /// resumed after the last saved one; the cases are kept as JSON in a tensor of the checkpoint.</summary>
+    public static ExperimentResult<TCase> Run<TWork, TCase>(IReadOnlyList<TWork> work, Func<TWork, Outcome<TCase>> one,
+        ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null, Action<int>? resumed = null, CancellationToken cancel = default)
+    {
+        var cases = new List<TCase>();
         var counts = new Dictionary<string, int>();
         int first = 0;
         double secondsBefore = 0;
@@ -38,7 +54,7 @@ public static class ExperimentDriver
             using (file)
             {
                 first = (int)done;
-                cases.AddRange(JsonSerializer.Deserialize<List<FeatureCase>>(file.Bytes("cases"), Json)!);
+                cases.AddRange(JsonSerializer.Deserialize<List<TCase>>(file.Bytes("cases"), Json)!);
                 foreach (var (k, v) in JsonSerializer.Deserialize<Dictionary<string, int>>(file.Metadata["counts"], Json)!) counts[k] = v;
                 secondsBefore = ScanCheckpoint.SecondsIn(file);
                 resumed?.Invoke(first);
@@ -48,7 +64,7 @@ public static class ExperimentDriver
         {
             cancel.ThrowIfCancellationRequested();
             progress?.Invoke(i, work.Count);
-            var outcome = one(work[i].Sae, work[i].Target);
+            var outcome = one(work[i]);
             cases.AddRange(outcome.Cases);
             foreach (var (k, v) in outcome.Counts) counts[k] = counts.GetValueOrDefault(k) + v;
             checkpoint?.MaybeSave(i + 1, w =>
@@ -60,6 +76,6 @@ public static class ExperimentDriver
             });
         }
         progress?.Invoke(work.Count, work.Count);
-        return new ExperimentResult(cases, counts, secondsBefore + clock.Elapsed.TotalSeconds);
+        return new ExperimentResult<TCase>(cases, counts, secondsBefore + clock.Elapsed.TotalSeconds);
     }
 }

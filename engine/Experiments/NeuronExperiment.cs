@@ -34,6 +34,13 @@ public static class DegreeBuckets
     public static int Of(int degree) => Array.FindIndex(All, b => degree >= b.Low && degree <= b.High);
 }
 
+/// <summary>One measured unit: a sampled neuron (its bucket and degree), one of its clusters and one feature of it.</summary>
+public sealed record NeuronUnit(string Bucket, int Neuron, int Degree, int Cluster, int Feature);
+
+/// <summary>What <see cref="NeuronExperiment.Plan"/> decided: the SAE's hook, every coordinate's connectivity, the units to
+/// measure, and the counts of the clustering (features clustered, clusters, empty buckets).</summary>
+public sealed record NeuronPlan(HookName Hook, NeuronConnectivity[] Connectivity, IReadOnlyList<NeuronUnit> Units, Dictionary<string, int> Counts);
+
 /// <summary>A neuron's connectivity: the clusters its aligned features belong to, and those features per cluster.</summary>
 public sealed record NeuronConnectivity(int Neuron, int Degree, IReadOnlyDictionary<int, List<int>> FeaturesByCluster);
 
@@ -77,8 +84,9 @@ public static class NeuronExperiment
         return [.. byNeuron.Select((c, i) => new NeuronConnectivity(i, c.Count, c))];
     }
 
-    public static (List<NeuronCase> Cases, Dictionary<string, int> Counts) Run(Model model, string sae, string saeName, Explanations explanations, string recordsPath,
-        IReadOnlyDictionary<string, string[]> sentences, NeuronExperimentOptions o, out NeuronConnectivity[] connectivity, Action<int, int>? progress = null)
+    /// <summary>Clusters the features, connects the neurons and draws the units (per degree bucket one neuron, its clusters
+    /// and their features) — everything before the measurements, deterministic from the seed.</summary>
+    public static NeuronPlan Plan(Model model, string sae, Explanations explanations, NeuronExperimentOptions o)
     {
         if (o.AlignTop < 1 || o.ClustersPerNeuron < 1 || o.FeaturesPerCluster < 1 || o.SimilarTokens < 1 || o.SentencesPerToken < 1 || o.Top < 1)
             throw new PolyEngineException("--align-top, --clusters-per-neuron, --features-per-cluster, --similar, --sentences-per-token and --top must be positive");
@@ -91,26 +99,22 @@ public static class NeuronExperiment
         var decoder = SparseAutoencoder.ReadDecoder(config);
         // Cluster the features that have an explanation embedding.
         var counts = new Dictionary<string, int>();
-        var embedded = Enumerable.Range(0, dSae).Where(explanations.Has).ToList();
-        var unit = new float[(long)embedded.Count * explanations.Dim];
+        var unit = new float[(long)dSae * explanations.Dim];
         var kept = new List<int>();
-        foreach (int f in embedded)
-            if (explanations.UnitMean(f, unit.AsSpan(kept.Count * explanations.Dim, explanations.Dim))) kept.Add(f);
+        for (int f = 0; f < dSae; f++)
+            if (explanations.Has(f) && explanations.UnitMean(f, unit.AsSpan(kept.Count * explanations.Dim, explanations.Dim))) kept.Add(f);
         counts["features_clustered"] = kept.Count;
         counts["features_without_explanations"] = dSae - kept.Count;
         var labels = Clustering.Cluster(unit.AsSpan(0, kept.Count * explanations.Dim).ToArray(), kept.Count, explanations.Dim, o.ClusterCutoff, o.Clusters);
         var clusterOf = Enumerable.Repeat(-1, dSae).ToArray();
         for (int k = 0; k < kept.Count; k++) clusterOf[kept[k]] = labels[k];
         counts["clusters"] = labels.Length == 0 ? 0 : labels.Max() + 1;
-        connectivity = Connectivity(decoder, dSae, dIn, clusterOf, o);
-
-        var similarity = new TokenSimilarity(model.W_E);
-        var cases = new List<NeuronCase>();
+        var connectivity = Connectivity(decoder, dSae, dIn, clusterOf, o);
+        var units = new List<NeuronUnit>();
         var rng = new Rng(o.Seed);
         int Pick(int n) => (int)(rng.NextU64() % (ulong)n);
         for (int b = 0; b < DegreeBuckets.All.Length; b++)
         {
-            progress?.Invoke(b, DegreeBuckets.All.Length);
             var inBucket = connectivity.Where(c => DegreeBuckets.Of(c.Degree) == b).ToList();
             if (inBucket.Count == 0) { counts["empty_buckets"] = counts.GetValueOrDefault("empty_buckets") + 1; continue; }
             var neuron = inBucket[Pick(inBucket.Count)];
@@ -120,12 +124,30 @@ public static class NeuronExperiment
             {
                 var features = neuron.FeaturesByCluster[cluster].Distinct().Order().ToList();
                 Shuffle(features, Pick);
-                foreach (int f in features.Take(o.FeaturesPerCluster))
-                    cases.AddRange(Measure(model, config.Hook, saeName, DegreeBuckets.All[b].Name, neuron, cluster, f, recordsPath, sentences, similarity, o, counts));
+                units.AddRange(features.Take(o.FeaturesPerCluster).Select(f => new NeuronUnit(DegreeBuckets.All[b].Name, neuron.Neuron, neuron.Degree, cluster, f)));
             }
         }
-        progress?.Invoke(DegreeBuckets.All.Length, DegreeBuckets.All.Length);
-        return (cases, counts);
+        return new NeuronPlan(config.Hook, connectivity, units, counts);
+    }
+
+    /// <summary>Measures the plan's units (or shard <paramref name="shard"/> of them: unit k when k ≡ index mod count)
+    /// through <see cref="ExperimentDriver"/>, checkpointed and resumable; the plan's counts are added to the result's.</summary>
+    public static ExperimentResult<NeuronCase> Run(Model model, NeuronPlan plan, string saeName, string recordsPath, IReadOnlyDictionary<string, string[]> sentences,
+        NeuronExperimentOptions o, (int Index, int Count) shard = default, Scans.ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null,
+        Action<int>? resumed = null, CancellationToken cancel = default)
+    {
+        if (shard.Count == 0) shard = (0, 1);
+        if (shard.Count < 1 || shard.Index < 0 || shard.Index >= shard.Count) throw new PolyEngineException($"--shard {shard.Index}/{shard.Count}: give i/n with 0 ≤ i < n");
+        var similarity = new TokenSimilarity(model.W_E);
+        var work = plan.Units.Where((_, k) => k % shard.Count == shard.Index).ToList();
+        var result = ExperimentDriver.Run(work, u =>
+        {
+            var counts = new Dictionary<string, int>();
+            var cases = Measure(model, plan.Hook, saeName, u, recordsPath, sentences, similarity, o, counts).ToList();
+            return new Outcome<NeuronCase>(cases, counts);
+        }, checkpoint, progress, resumed, cancel);
+        foreach (var (k, v) in plan.Counts) result.Counts[k] = v;
+        return result;
     }
 
     static void Shuffle(List<int> list, Func<int, int> pick)
@@ -133,9 +155,10 @@ public static class NeuronExperiment
         for (int i = list.Count - 1; i > 0; i--) { int j = pick(i + 1); (list[i], list[j]) = (list[j], list[i]); }
     }
 
-    static IEnumerable<NeuronCase> Measure(Model model, HookName hook, string sae, string bucket, NeuronConnectivity neuron, int cluster, int feature, string recordsPath,
+    static IEnumerable<NeuronCase> Measure(Model model, HookName hook, string sae, NeuronUnit u, string recordsPath,
         IReadOnlyDictionary<string, string[]> sentences, TokenSimilarity similarity, NeuronExperimentOptions o, Dictionary<string, int> counts)
     {
+        int feature = u.Feature;
         void Count(string what) => counts[what] = counts.GetValueOrDefault(what) + 1;
         var records = ExperimentInputs.Records(recordsPath, sae, feature);
         if (records is null) { Count("features_without_records"); yield break; }
@@ -147,7 +170,7 @@ public static class NeuronExperiment
         var prompts = list.Take(o.SentencesPerToken).Select(s => new SteerPrompt(model.Encode(s, prependBos: false), targets)).ToList();
         var plan = new SteerPlan
         {
-            Hook = hook, Prompts = prompts, Neurons = [neuron.Neuron], Factors = o.Factors, Metrics = [SteerMetric.WeightedCosine], TopK = o.Top, RowsBudget = o.RowsBudget,
+            Hook = hook, Prompts = prompts, Neurons = [u.Neuron], Factors = o.Factors, Metrics = [SteerMetric.WeightedCosine], TopK = o.Top, RowsBudget = o.RowsBudget,
         };
         var weights = similarity.MaxCosine(targets);
         double TopWeighted(SteerRow r) => Enumerable.Range(0, r.TopIds!.Length).Sum(j => (double)r.TopProbabilities![j] * weights[r.TopIds[j]]);
@@ -167,7 +190,7 @@ public static class NeuronExperiment
                 }
                 return new(absDrop, raw > 0 ? pctDrop : double.NaN, absUp, raw > 0 ? pctUp : double.NaN);
             }
-            yield return new NeuronCase(sae, hook, bucket, neuron.Neuron, neuron.Degree, cluster, feature, token.Text, token.Id, byPrompt.Key, raw,
+            yield return new NeuronCase(sae, hook, u.Bucket, u.Neuron, u.Degree, u.Cluster, feature, token.Text, token.Id, byPrompt.Key, raw,
                 Track(edits.Where(e => e.Amount < 1)), Track(edits.Where(e => e.Amount > 1)));
         }
         Count("features_run");

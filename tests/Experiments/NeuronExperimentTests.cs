@@ -60,7 +60,9 @@ public class NeuronExperimentTests : IClassFixture<FeatureExperimentTests.World>
         var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
         float[] factors = [0, 0.5f, 1, 3];
         var o = new NeuronExperimentOptions { Factors = factors, AlignMin = 0.15, ClusterCutoff = 0.3, SentencesPerToken = 1 };
-        var (cases, counts) = NeuronExperiment.Run(m, _w.Sae, "sae", expl, _records, sentences, o, out var connectivity);
+        var plan = NeuronExperiment.Plan(m, _w.Sae, expl, o);
+        var (cases, counts, _) = NeuronExperiment.Run(m, plan, "sae", _records, sentences, o);
+        var connectivity = plan.Connectivity;
         Assert.Equal(64, connectivity.Length);
         Assert.NotEmpty(cases);
         Assert.Equal(counts["features_run"], cases.Count);   // one sentence per token
@@ -112,5 +114,27 @@ public class NeuronExperimentTests : IClassFixture<FeatureExperimentTests.World>
             "--sentences", _w.Sentences, "--clusters", "ward", "--out", dir.File("bad"));
         Assert.NotEqual(0, bad.Code);
         Assert.Contains("--clusters ward: choose average or threshold", bad.Err);
+    }
+
+    [Fact]
+    public void ShardsAndAResumedRunGiveTheWholeRunsCases()
+    {
+        using var dir = new Fixtures.TempDir();
+        using var m = Model.Load(_w.Model);
+        var expl = Explanations.Load(_explanations, 32, strict: false);
+        var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
+        var o = new NeuronExperimentOptions { Factors = [0, 2], AlignMin = 0.15, SentencesPerToken = 1 };
+        var plan = NeuronExperiment.Plan(m, _w.Sae, expl, o);
+        Assert.True(plan.Units.Count >= 2);
+        var whole = NeuronExperiment.Run(m, plan, "sae", _records, sentences, o);
+        var halves = Enumerable.Range(0, 2).Select(i => NeuronExperiment.Run(m, plan, "sae", _records, sentences, o, (i, 2))).ToList();
+        Assert.Equal(whole.Cases.Select(c => (c.Neuron, c.Feature, c.Sentence, c.Baseline)).Order(), halves.SelectMany(h => h.Cases).Select(c => (c.Neuron, c.Feature, c.Sentence, c.Baseline)).Order());
+        var checkpoint = new PolyEngine.Scans.ScanCheckpoint { Path = dir.File("checkpoint.safetensors"), RunKey = "n", Every = TimeSpan.Zero };
+        using var cancel = new CancellationTokenSource();
+        Assert.ThrowsAny<OperationCanceledException>(() => NeuronExperiment.Run(m, plan, "sae", _records, sentences, o, checkpoint: checkpoint,
+            progress: (done, _) => { if (done == 1) cancel.Cancel(); }, cancel: cancel.Token));
+        var resumed = NeuronExperiment.Run(m, plan, "sae", _records, sentences, o, checkpoint: checkpoint);
+        Assert.Equal(whole.Cases, resumed.Cases);
+        Assert.Equal(whole.Counts.OrderBy(x => x.Key), resumed.Counts.OrderBy(x => x.Key));
     }
 }
