@@ -2,15 +2,43 @@ using System.Globalization;
 
 namespace PolyEngine.Output.Report;
 
-/// <summary>The report's figures, drawn with ScottPlot and saved as PNG and SVG.</summary>
+/// <summary>The report's figures, drawn with ScottPlot and saved as PNG and SVG. Text uses DejaVu Sans shipped inside the
+/// engine (Output/Report/Fonts, with its licence), so a machine without system fonts still labels its figures.</summary>
 static class Figures
 {
+    const string Font = "PolyEngine DejaVu Sans";
+    static readonly Lazy<bool> FontReady = new(() =>
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "polyengine-fonts");
+        string path = Path.Combine(dir, "DejaVuSans-2.37.ttf");
+        if (!File.Exists(path))
+        {
+            Directory.CreateDirectory(dir);
+            using var src = typeof(Figures).Assembly.GetManifestResourceStream("PolyEngine.DejaVuSans.ttf")
+                ?? throw new InvalidOperationException("the DejaVu Sans resource is missing from the PolyEngine assembly");
+            string tmp = path + $".{Environment.ProcessId}.tmp";
+            using (var dst = File.Create(tmp)) src.CopyTo(dst);
+            File.Move(tmp, path, overwrite: true);
+        }
+        ScottPlot.Fonts.AddFontFile(Font, path, bold: false, italic: false);
+        ScottPlot.Fonts.AddFontFile(Font, path, bold: true, italic: false);   // titles: the regular face (no bold file shipped)
+        return true;
+    });
+
+    static ScottPlot.Plot NewPlot()
+    {
+        _ = FontReady.Value;
+        var plot = new ScottPlot.Plot();
+        plot.Font.Set(Font);
+        return plot;
+    }
+
     /// <summary>Per level, two bars: the conditional-positive mean of the relative change (the paper's figures) and the
     /// unconditional mean, each with its 95 % CI; <paramref name="path"/> gets .png and .svg.</summary>
     public static void LevelBars(string path, string title, IReadOnlyList<Dictionary<string, string>> rows)
     {
         double D(Dictionary<string, string> r, string c) => double.TryParse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : double.NaN;
-        var plot = new ScottPlot.Plot();
+        var plot = NewPlot();
         var positive = new List<ScottPlot.Bar>();
         var all = new List<ScottPlot.Bar>();
         for (int i = 0; i < rows.Count; i++)
