@@ -52,6 +52,29 @@ public class ReportTests : IClassFixture<FeatureExperimentTests.World>
         Assert.Contains("has no manifest.json", bad.Err);
     }
 
+    [Fact]
+    public void ANeuronRunGetsItsBucketBoxes()
+    {
+        using var dir = new Fixtures.TempDir();
+        Directory.CreateDirectory(dir.File("records"));
+        for (int f = 0; f < 32; f++)
+            File.WriteAllText(dir.File($"records/{f}.json"), f % 2 == 0
+                ? """{"activations": [{"tokens": [" Paris", " is"], "values": [1.0, 0.1]}]}"""
+                : """{"activations": [{"tokens": [" sky", " red"], "values": [0.2, 1.0]}]}""");
+        PolyEngine.Toys.ToyExplanations.Write(dir.File("e.jsonl"), 32, dim: 16, topics: 4, seed: 3);
+        var (code, _, stderr) = Run("experiment", "neuron", "--model", _w.Model, "--sae", _w.Sae, "--explanations", dir.File("e.jsonl"), "--records", dir.File("records"),
+            "--sentences", _w.Sentences, "--factors", "0,3", "--align-min", "0.15", "--sentences-per-token", "1", "--out", dir.File("fig6"));
+        Assert.True(code == 0, stderr);
+        (code, _, stderr) = Run("report", dir.File("fig6"), "--out", dir.File("report"));
+        Assert.True(code == 0, stderr);
+        Assert.True(File.Exists(dir.File("report/figures/fig1-neuron.png")) && File.Exists(dir.File("report/figures/fig1-neuron.svg")));
+        var buckets = JsonNode.Parse(File.ReadAllText(dir.File("report/summary.json")))!["runs"]![0]!["buckets"]!.AsArray();
+        Assert.NotEmpty(buckets);
+        Assert.All(buckets, b => Assert.True((double)b!["min"]! <= (double)b["median"]! && (double)b["median"]! <= (double)b["max"]!));
+        Assert.All(buckets.Where(b => (string)b!["direction"]! == "mask"), b => Assert.True((double)b!["max"]! <= 0));   // drops, as negative changes
+        Assert.Contains("Masking vs amplifying", File.ReadAllText(dir.File("report/index.html")));
+    }
+
     [Theory]
     [InlineData("0.0004", "target", "***")]
     [InlineData("0.004", "high", "**")]

@@ -69,4 +69,51 @@ static class Figures
         plot.SavePng(path + ".png", 900, 420);
         plot.SaveSvg(path + ".svg", 900, 420);
     }
+
+    /// <summary>Per degree bucket two boxes (min, quartiles, median, max): the largest drop of the top-10 weighted cosine
+    /// under masking (as a negative change) and its largest increase under amplifying. Returns the boxes' numbers.</summary>
+    public static System.Text.Json.Nodes.JsonArray NeuronBoxes(string path, IReadOnlyList<Dictionary<string, string>> rows)
+    {
+        double D(Dictionary<string, string> r, string c) => double.TryParse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : double.NaN;
+        var order = Experiments.DegreeBuckets.All.Select(b => b.Name).ToList();
+        var buckets = rows.Select(r => r["bucket"]).Distinct().OrderBy(b => order.IndexOf(b)).ToList();
+        var plot = NewPlot();
+        var mask = new List<ScottPlot.Box>();
+        var amplify = new List<ScottPlot.Box>();
+        var numbers = new System.Text.Json.Nodes.JsonArray();
+        for (int i = 0; i < buckets.Count; i++)
+        {
+            var mine = rows.Where(r => r["bucket"] == buckets[i]).ToList();
+            foreach (var (direction, values, boxes, x) in new[]
+            {
+                ("mask", mine.Select(r => -D(r, "mask_max_abs_drop")), mask, 3.0 * i),
+                ("amplify", mine.Select(r => D(r, "amplify_max_abs_increase")), amplify, 3.0 * i + 1),
+            })
+            {
+                var v = values.Where(double.IsFinite).Order().ToArray();
+                if (v.Length == 0) continue;
+                double Q(double p) => MathNet.Numerics.Statistics.SortedArrayStatistics.Quantile(v, p);
+                boxes.Add(new ScottPlot.Box { Position = x, WhiskerMin = v[0], BoxMin = Q(0.25), BoxMiddle = Q(0.5), BoxMax = Q(0.75), WhiskerMax = v[^1] });
+                numbers.Add(new System.Text.Json.Nodes.JsonObject
+                {
+                    ["bucket"] = buckets[i], ["direction"] = direction, ["cases"] = v.Length,
+                    ["min"] = v[0], ["q1"] = Q(0.25), ["median"] = Q(0.5), ["q3"] = Q(0.75), ["max"] = v[^1],
+                });
+            }
+        }
+        var b1 = plot.Add.Boxes(mask);
+        b1.LegendText = "masking (factor < 1): largest drop";
+        b1.FillColor = ScottPlot.Colors.SteelBlue;
+        var b2 = plot.Add.Boxes(amplify);
+        b2.LegendText = "amplifying (factor > 1): largest increase";
+        b2.FillColor = ScottPlot.Colors.Orange;
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. buckets.Select((b, i) => new ScottPlot.Tick(3 * i + 0.5, b))]);
+        plot.Title("neurons: change of the top-10 weighted cosine per polysemanticity bucket");
+        plot.XLabel("clusters aligned with the neuron");
+        plot.YLabel("change in weighted cosine");
+        plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
+        plot.SavePng(path + ".png", 900, 420);
+        plot.SaveSvg(path + ".svg", 900, 420);
+        return numbers;
+    }
 }

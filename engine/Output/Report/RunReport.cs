@@ -43,6 +43,8 @@ public static class RunReport
                 Experiment(run, outDir, html, entry, ref figure);
             else if (tool == "polyengine inject")
                 Injection(run, html, entry);
+            else if (tool == "polyengine experiment neuron")
+                Neuron(run, outDir, html, entry, ref figure);
             else
                 html.Append("<p class=\"note\">This kind of run is not reported yet; its tables are in the folder.</p>");
         }
@@ -73,8 +75,8 @@ public static class RunReport
 
     static void Experiment(string run, string outDir, StringBuilder html, JsonObject entry, ref int figure)
     {
-        var levels = Tables.Read(run, "levels");
-        var regressions = Tables.Read(run, "regressions");
+        var levels = Tables.Read<Tables.LevelColumns>(run, "levels");
+        var regressions = Tables.Read<Tables.RegressionColumns>(run, "regressions");
         if (levels is null) { html.Append("<p class=\"note\">The levels table is missing.</p>"); return; }
         if (levels.Rows.Count == 0) { html.Append("<p class=\"note\">The run has no cases: nothing to show.</p>"); entry["levels"] = new JsonArray(); return; }
         entry["levels"] = levels.ToJson();
@@ -95,7 +97,7 @@ public static class RunReport
 
     static void Injection(string run, StringBuilder html, JsonObject entry)
     {
-        var summary = Tables.Read(run, "summary");
+        var summary = Tables.Read<InjectionSummaryRow>(run, "summary");
         if (summary is null) { html.Append("<p class=\"note\">The summary table is missing.</p>"); return; }
         entry["summary"] = summary.ToJson();
         var sb = new StringBuilder("<table><tr><th>type</th><th>category</th><th>trials</th><th>count rate</th><th>prob rate</th></tr>");
@@ -103,6 +105,22 @@ public static class RunReport
             sb.Append($"<tr><td>{Esc(r["type"])}</td><td>{Esc(r["category"])}</td><td>{Esc(r["trials"])}</td>" +
                       $"<td>{Percent(r["count_rate"])}{Stars(r["p_value"], r["category"])}</td><td>{Percent(r["prob_rate"])}{Stars(r["prob_p_value"], r["category"])}</td></tr>");
         html.Append("<h3>Success rates (stars: Welch's t against random, p &lt; 0.05 *, 0.01 **, 0.001 ***)</h3>").Append(sb).Append("</table>");
+    }
+
+    static void Neuron(string run, string outDir, StringBuilder html, JsonObject entry, ref int figure)
+    {
+        var cases = Tables.Read<Tables.NeuronCaseColumns>(run, "cases");
+        if (cases is null) { html.Append("<p class=\"note\">The cases table is missing.</p>"); return; }
+        if (cases.Rows.Count == 0) { html.Append("<p class=\"note\">The run has no cases: nothing to show.</p>"); entry["buckets"] = new JsonArray(); return; }
+        var buckets = Figures.NeuronBoxes(Path.Combine(outDir, "figures", $"fig{++figure}-neuron"), cases.Rows);
+        entry["buckets"] = buckets;
+        html.Append("<h3>Masking vs amplifying per polysemanticity bucket</h3>")
+            .Append($"<img alt=\"neuron buckets\" src=\"data:image/png;base64,{Convert.ToBase64String(File.ReadAllBytes(Path.Combine(outDir, "figures", $"fig{figure}-neuron.png")))}\">");
+        var sb = new StringBuilder("<table><tr><th>bucket</th><th>direction</th><th>cases</th><th>min</th><th>q1</th><th>median</th><th>q3</th><th>max</th></tr>");
+        foreach (var b in buckets.Select(x => x!.AsObject()))
+            sb.Append($"<tr><td>{Esc((string)b["bucket"]!)}</td><td>{Esc((string)b["direction"]!)}</td><td>{(int)b["cases"]!}</td>" +
+                string.Concat(new[] { "min", "q1", "median", "q3", "max" }.Select(k => $"<td>{((double)b[k]!).ToString("G4", CultureInfo.InvariantCulture)}</td>")) + "</tr>");
+        html.Append(sb).Append("</table>");
     }
 
     /// <summary>The paper's stars for a p-value (none for the random category itself).</summary>

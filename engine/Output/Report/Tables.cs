@@ -36,13 +36,14 @@ sealed class Table(IReadOnlyList<string> columns, List<Dictionary<string, string
 
 static class Tables
 {
-    /// <summary>The table <paramref name="name"/> of a run folder (.parquet or .csv), or null when it has none.</summary>
-    public static Table? Read(string run, string name)
+    /// <summary>The table <paramref name="name"/> of a run folder (.parquet, read into <typeparamref name="T"/>'s columns, or
+    /// .csv), or null when it has none.</summary>
+    public static Table? Read<T>(string run, string name) where T : class, new()
     {
         string parquet = Path.Combine(run, name + ".parquet"), csv = Path.Combine(run, name + ".csv");
         try
         {
-            if (File.Exists(parquet)) return ReadParquet(parquet);
+            if (File.Exists(parquet)) return ReadParquet<T>(parquet);
             if (File.Exists(csv)) return ReadCsv(csv);
         }
         catch (Exception e) when (e is not PolyEngineException)
@@ -53,7 +54,7 @@ static class Tables
     }
 
     /// <summary>The columns the report reads of each table kind (a Parquet table is read into these by name).</summary>
-    sealed class LevelColumns
+    public sealed class LevelColumns
     {
         [JsonPropertyName("level")] public string Level { get; set; } = "";
         [JsonPropertyName("metric")] public string Metric { get; set; } = "";
@@ -70,7 +71,7 @@ static class Tables
         [JsonPropertyName("ci95_high")] public double Ci95High { get; set; }
     }
 
-    sealed class RegressionColumns
+    public sealed class RegressionColumns
     {
         [JsonPropertyName("model")] public string Model { get; set; } = "";
         [JsonPropertyName("metric")] public string Metric { get; set; } = "";
@@ -89,13 +90,16 @@ static class Tables
         [JsonPropertyName("ci99_high")] public double Ci99High { get; set; }
     }
 
-    static Table ReadParquet(string path) => Path.GetFileNameWithoutExtension(path) switch
+    /// <summary>The neuron experiment's cases columns the report reads.</summary>
+    public sealed class NeuronCaseColumns
     {
-        "levels" => ReadParquet<LevelColumns>(path),
-        "regressions" => ReadParquet<RegressionColumns>(path),
-        "summary" => ReadParquet<InjectionSummaryRow>(path),
-        var n => throw new PolyEngineException($"report: the {n} table is not read by the report"),
-    };
+        [JsonPropertyName("bucket")] public string Bucket { get; set; } = "";
+        [JsonPropertyName("neuron")] public int Neuron { get; set; }
+        [JsonPropertyName("feature")] public int Feature { get; set; }
+        [JsonPropertyName("baseline")] public double Baseline { get; set; }
+        [JsonPropertyName("mask_max_abs_drop")] public double MaskMaxAbsDrop { get; set; }
+        [JsonPropertyName("amplify_max_abs_increase")] public double AmplifyMaxAbsIncrease { get; set; }
+    }
 
     static Table ReadParquet<T>(string path) where T : class, new()
     {
