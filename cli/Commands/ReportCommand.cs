@@ -12,7 +12,7 @@ static class ReportCommand
         var output = new Option<string>("--out", "-o") { Description = "Output folder (created): index.html, summary.json and figures/ (PNG and SVG)", Required = true };
         var cmd = new Command("report", Common.WithExamples(
             "One self-contained HTML page from run folders: per experiment the levels figure (conditional-positive and unconditional means with 95 % CIs), " +
-            "the level and regression tables; per injection run the success rates with the paper's stars; every run's facts. Every number shown is in summary.json.",
+            "the level and regression tables; per neuron run the masking/amplifying box plots per bucket; per injection run the success rates with the paper's stars; every run's facts. Every number shown is in summary.json.",
             "polyengine report fig3/ fig4/ inject/ --out report/"))
         { runs, output };
         cmd.SetAction(r =>

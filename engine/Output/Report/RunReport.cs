@@ -9,8 +9,9 @@ namespace PolyEngine.Output.Report;
 /// <summary>
 /// <c>polyengine report</c>: run folders in, one self-contained HTML page out (figures embedded as PNG, also written beside
 /// it as PNG and SVG), with <c>summary.json</c> holding every number the page shows. A folder is recognised by its
-/// manifest's <c>tool</c>. So far: the steering and prompt experiments (levels figure, level and regression tables) and
-/// the token-type injection (success rates with the paper's stars); other kinds are listed as not reported yet.
+/// manifest's <c>tool</c>. So far: the steering and prompt experiments (levels figure, level and regression tables), the
+/// neuron experiment (bucket box plots) and the token-type injection (success rates with the paper's stars); other kinds
+/// are listed as not reported yet.
 /// </summary>
 public static class RunReport
 {
