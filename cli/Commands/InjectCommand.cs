@@ -137,7 +137,7 @@ static class InjectCommand
         return cmd;
     }
 
-    /// <summary>The token sets of each type built from the SAEs' decoders, explanations and records (§3.3(b) steps 2–4).</summary>
+    /// <summary>The token sets of each type built from the SAEs' decoders, explanations and records (docs/METHOD.md §5.3).</summary>
     static Dictionary<string, Dictionary<InjectionCategory, string[]>> BuildSets(Io io, Model m, IReadOnlyList<string> types, IReadOnlyDictionary<int, string> typeOfId,
         string saeList, string explanationList, string records, TokenSetOptions o, Dictionary<string, int> counts)
     {

@@ -29,7 +29,7 @@ public sealed record TokenSetSae(string Name, float[] Decoder, int DIn, Explanat
 
 /// <summary>
 /// The token sets of a type built from PolyEngine's own outputs, as the authors' <c>get_target_type_and_interference_feature_tokens</c>
-/// and their notebook do (the paper's §3.3(b), steps 2–4):
+/// and their notebook do (docs/METHOD.md §5.3):
 /// <list type="number">
 /// <item>target features: those whose top-100 unique tokens at r = 0.8 include a token of the type;</item>
 /// <item>interference features: features with decoder cosine I &gt; 0.2 and explanation similarity S &lt; 0.3 to some target

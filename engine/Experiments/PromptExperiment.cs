@@ -16,7 +16,7 @@ public sealed record PromptExperimentOptions
 }
 
 /// <summary>
-/// The paper's feature-level prompt injection (Fig. 5), made deterministic as PAPER's authors could not (their snippets
+/// The paper's feature-level prompt injection (Fig. 5), made deterministic where the authors' was not (their snippets
 /// were hand-tuned and the code is not released): a feature's snippet is its strongest record's tokens within ±window of
 /// the strongest one, joined and wrapped in <c>**</c> (App. K.2), and prepended to the test sentence with a space. Levels:
 /// <c>self</c> (the target's own snippet) and the first sampled partner of each bin; the 0.0–0.1 bin is the random

@@ -1,6 +1,6 @@
 namespace PolyEngine.Stats;
 
-/// <summary>Where a best-of-scale search starts (PAPER's two loops disagree; the experiments say which ran).</summary>
+/// <summary>Where a best-of-scale search starts (the authors' two loops disagree; the experiments say which ran).</summary>
 public enum BestStart
 {
     /// <summary>Only the steered values compete (the best scale, however bad).</summary>
