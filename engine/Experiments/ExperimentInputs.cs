@@ -6,6 +6,9 @@ namespace PolyEngine.Experiments;
 /// <summary>The experiments' other inputs: test sentences keyed by token string, and each feature's activation records.</summary>
 public static class ExperimentInputs
 {
+    static readonly object CacheLock = new();
+    static ((string Path, DateTime Written, string Sae) Key, Dictionary<int, List<ActivationRecord>> Table)? _cached;
+
     /// <summary><c>{"&lt;token string&gt;": ["sentence", ...]}</c>.</summary>
     public static Dictionary<string, string[]> TokenSentences(string path)
     {
@@ -24,12 +27,19 @@ public static class ExperimentInputs
     /// <summary>A feature's activation records: from a features run's <c>contexts.parquet</c> (the rows of that SAE and
     /// feature), or from a folder of Neuronpedia exports named <c>&lt;feature&gt;.json</c> (in a sub-folder named after the SAE
     /// when there is one). Null when the folder has no file for the feature.</summary>
+    /// <remarks>A contexts table is read once per (file, SAE) and kept while the next calls ask for the same one: an
+    /// experiment asks for thousands of features of it.</remarks>
     public static IReadOnlyList<ActivationRecord>? Records(string path, string sae, int feature)
     {
         if (path.EndsWith(".parquet", StringComparison.OrdinalIgnoreCase))
         {
-            try { return ActivationRecords.Load(path, feature, sae); }
-            catch (PolyEngineException e) when (e.Message.Contains("has no contexts for it")) { return null; }
+            if (!File.Exists(path)) throw new PolyEngineException($"--records {path}: file not found; give a features run's contexts.parquet");
+            var key = (Path.GetFullPath(path), File.GetLastWriteTimeUtc(path), sae);
+            lock (CacheLock)
+            {
+                if (_cached is not { } c || c.Key != key) _cached = c = (key, ActivationRecords.LoadAll(path, sae));
+                return c.Table.GetValueOrDefault(feature);
+            }
         }
         if (!Directory.Exists(path)) throw new PolyEngineException($"--records {path}: give a features run's contexts.parquet or a folder of Neuronpedia exports (<feature>.json)");
         string folder = Directory.Exists(Path.Combine(path, sae)) ? Path.Combine(path, sae) : path;

@@ -204,7 +204,7 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         Assert.Equal(2 + 2, counts["target_vectors"]);   // targets 3 and 7: a vector per top token
         Assert.Equal(0, counts.GetValueOrDefault("partners_without_vectors"));
         // Shards add up to the whole run, counts included.
-        var shards = Enumerable.Range(0, 2).Select(i => TokenExperiment.Run(m, samples, _w.Records, sentences, o, work: ExperimentDriver.Work(samples, i, 2))).ToList();
+        var shards = Enumerable.Range(0, 2).Select(i => TokenExperiment.Run(m, samples, _w.Records, sentences, o, work: ExperimentDriver.Work(samples, new Shard(i, 2)))).ToList();
         Assert.Equal(cases.Count, shards.Sum(x => x.Cases.Count));
         foreach (var (k, v) in counts) Assert.Equal(v, shards.Sum(x => x.Counts.GetValueOrDefault(k)));
         var paris = cases.Where(c => c.Target == 3 && c.Token == " Paris" && c.Sentence == 0).ToList();
@@ -261,7 +261,7 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         var o = new FeatureExperimentOptions { Scales = [2], Metrics = [SteerMetric.WeightedCosine] };
         var whole = FeatureExperiment.Run(m, samples, _w.Records, sentences, o);
         // Shards: each target once, and their cases together are the whole run's.
-        var shards = Enumerable.Range(0, 2).Select(i => FeatureExperiment.Run(m, samples, _w.Records, sentences, o, work: ExperimentDriver.Work(samples, i, 2))).ToList();
+        var shards = Enumerable.Range(0, 2).Select(i => FeatureExperiment.Run(m, samples, _w.Records, sentences, o, work: ExperimentDriver.Work(samples, new Shard(i, 2)))).ToList();
         Assert.Equal(whole.Cases.Count, shards.Sum(x => x.Cases.Count));
         Assert.Equal(whole.Cases.Select(c => (c.Target, c.Level, c.Token, c.Sentence, c.Best[0])).Order(),
             shards.SelectMany(x => x.Cases).Select(c => (c.Target, c.Level, c.Token, c.Sentence, c.Best[0])).Order());
@@ -280,7 +280,7 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
             Assert.Equal(a.Relative, b.Relative);
             Assert.Equal(a.Interference, b.Interference);   // NaN (rand) survives the checkpoint too
         }
-        Assert.Contains("--shard 2/2", Assert.Throws<PolyEngineException>(() => ExperimentDriver.Work(samples, 2, 2)).Message);
+        Assert.Contains("--shard 2/2", Assert.Throws<PolyEngineException>(() => ExperimentDriver.Work(samples, new Shard(2, 2))).Message);
     }
 
     [Fact]
@@ -319,5 +319,31 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
             "--format", "csv", "--out", Path.Combine(_w.Root, "prompt-out-" + Guid.NewGuid().ToString("N")[..6]));
         Assert.True(code == 0, stderr);
         Assert.Contains("2/3 targets run, 30 cases", stdout);
+    }
+
+    [Fact]
+    public void AContextsTableServesAsTheRecords()
+    {
+        using var dir = new Fixtures.TempDir();
+        using var m = Model.Load(_w.Model);
+        var rows = new List<PolyEngine.Output.ContextRow>();
+        foreach (var file in Directory.GetFiles(_w.Records, "*.json"))
+        {
+            int feature = int.Parse(Path.GetFileNameWithoutExtension(file));
+            foreach (var (r, rank) in ActivationRecords.Load(file).Select((r, i) => (r, i)))
+                rows.Add(new PolyEngine.Output.ContextRow
+                {
+                    Sae = "sae", Feature = feature, Rank = rank, Tokens = [.. r.Tokens.Select(t => m.Tokenizer.Encode(t)[0])], TokenStrings = r.Tokens,
+                    TokenActivations = r.Values, MaxPosition = r.MaxValueTokenIndex,
+                });
+        }
+        PolyEngine.Output.TableWriter.Write(dir.File("contexts.parquet"), rows, PolyEngine.Output.TableFormat.Parquet);
+        var samples = FeatureSample.Load(_w.Sample);
+        var sentences = ExperimentInputs.TokenSentences(_w.Sentences);
+        var o = new FeatureExperimentOptions { Scales = [2], Metrics = [SteerMetric.WeightedCosine] };
+        var fromFolder = FeatureExperiment.Run(m, samples, _w.Records, sentences, o);
+        var fromTable = FeatureExperiment.Run(m, samples, dir.File("contexts.parquet"), sentences, o);
+        Assert.Equal(fromFolder.Counts.OrderBy(x => x.Key), fromTable.Counts.OrderBy(x => x.Key));
+        Assert.Equal(fromFolder.Cases.Select(c => (c.Target, c.Level, c.Token, c.Sentence)), fromTable.Cases.Select(c => (c.Target, c.Level, c.Token, c.Sentence)));
     }
 }
