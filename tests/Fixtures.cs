@@ -36,3 +36,13 @@ static class Compare
         Xunit.Assert.True(bad == 0, $"{what}: {bad} of {expected.Length} values differ by more than {atol} (max {max:g3}):{first}");
     }
 }
+
+/// <summary>A 2-layer GPT-2 toy with the full 50257-token vocabulary, so real text tokenises into it (a class fixture:
+/// written once per test class).</summary>
+public sealed class FullVocabGpt2 : IDisposable
+{
+    readonly Fixtures.TempDir _dir = new();
+    public FullVocabGpt2() => PolyEngine.Toys.ToyModels.Write(PolyEngine.Toys.ToyModels.Preset(PolyEngine.Models.ModelFamily.Gpt2, "tiny"), 3, _dir.Path);
+    public string Path => _dir.Path;
+    public void Dispose() => _dir.Dispose();
+}

@@ -92,10 +92,8 @@ static class ExperimentCommand
             Func<PolyEngine.Model, IReadOnlyDictionary<string, string[]>, Func<SaeSample, SampleTarget, TargetOutcome>> target)
         {
             if (!(r.GetValue(Ratio) > 0 && r.GetValue(Ratio) <= 1)) throw new PolyEngineException($"--ratio {r.GetValue(Ratio)}: give a number in (0, 1]");
-            var shard = r.GetValue(Shard)!.Split('/');
-            if (shard.Length != 2 || !int.TryParse(shard[0], out int shardIndex) || !int.TryParse(shard[1], out int shards))
-                throw new PolyEngineException($"--shard {r.GetValue(Shard)}: give i/n, e.g. 0/4");
-            var work = ExperimentDriver.Work(samples, shardIndex, shards);
+            var shard = PolyEngine.Shard.Parse(r.GetValue(Shard)!);
+            var work = ExperimentDriver.Work(samples, shard);
             string outDir = r.GetValue(Output)!;
             var fmt = TableWriter.ParseFormat(r.GetValue(Format)!);
             var every = Common.Interval(r.GetValue(CheckpointEvery));
@@ -105,10 +103,10 @@ static class ExperimentCommand
             using var m = PolyEngine.Model.Load(r.GetValue(Model)!, backend);
             io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
             options["saes"] = new JsonArray(samples.Select(s => (JsonNode)s.Name).ToArray());
-            options["shard"] = $"{shardIndex}/{shards}";
+            options["shard"] = shard.ToString();
             options["format"] = fmt.ToString().ToLowerInvariant();
             var keyInputs = new JsonObject();
-            RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
+            RunKey.AddModel(keyInputs, m);
             RunKey.AddFile(keyInputs, "sample", r.GetValue(Sample));
             RunKey.AddFile(keyInputs, "sentences", r.GetValue(Sentences));
             if (File.Exists(r.GetValue(Records))) RunKey.AddFile(keyInputs, "records", r.GetValue(Records));
@@ -123,17 +121,15 @@ static class ExperimentCommand
             }, done => job.Say($"resuming: {done} targets were run by an earlier run")));
             var results = new JsonObject { ["targets"] = work.Count, ["cases"] = result.Cases.Count, ["seconds"] = result.Seconds };
             foreach (var (k, v) in result.Counts.OrderBy(x => x.Key, StringComparer.Ordinal)) results[k] = v;
-            var manifest = new JsonObject
+            var manifest = ScanManifest.Header($"polyengine {tool}", m, note, new JsonObject
             {
-                ["tool"] = $"polyengine {tool}", ["version"] = typeof(PolyEngine.Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
-                ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
                 ["inputs"] = new JsonObject
                 {
                     ["sample"] = Path.GetFullPath(r.GetValue(Sample)!), ["records"] = Path.GetFullPath(r.GetValue(Records)!), ["sentences"] = Path.GetFullPath(r.GetValue(Sentences)!),
                 },
                 ["options"] = options,
                 ["results"] = results,
-            };
+            });
             var written = ExperimentWriter.Write(outDir, result.Cases, metrics, fmt, manifest);
             folder.Complete(written);
             string counts = string.Join(", ", result.Counts.Where(x => x.Key != "targets_run" && x.Value > 0).OrderBy(x => x.Key, StringComparer.Ordinal).Select(x => $"{x.Key.Replace('_', ' ')} {x.Value}"));

@@ -61,9 +61,7 @@ static class InjectCommand
             var sents = InjectionInputs.Sentences(r.GetValue(sentences)!);
             var typeList = r.GetValue(types) is string t ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : given!.Keys.ToArray();
             bool prependBos = Bos.Parse(r.GetValue(bos)) ?? true;
-            var parts = r.GetValue(shard)!.Split('/');
-            if (parts.Length != 2 || !int.TryParse(parts[0], out int shardIndex) || !int.TryParse(parts[1], out int shards))
-                throw new PolyEngineException($"--shard {r.GetValue(shard)}: give i/n, e.g. 0/4");
+            var part = Shard.Parse(r.GetValue(shard)!);
             using var folder = Common.OpenScanOutput(io, outDir);
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
@@ -75,7 +73,7 @@ static class InjectCommand
             {
                 Types = typeList, TypeOfId = typeOfId, TokenSets = sets, Sentences = sents,
                 Trials = r.GetValue(trials), Tokens = r.GetValue(tokens), Top = r.GetValue(top), MaxSentences = r.GetValue(maxSentences),
-                PrependBos = prependBos, Seed = r.GetValue(seed), Shard = (shardIndex, shards),
+                PrependBos = prependBos, Seed = r.GetValue(seed), Shard = part,
             };
             plan.Validate();
             if (plan.Top > m.Spec.DVocab) throw new PolyEngineException($"--top {plan.Top} is more than the model's {m.Spec.DVocab} tokens");
@@ -85,11 +83,11 @@ static class InjectCommand
             {
                 ["types"] = new JsonArray(typeList.Select(x => (JsonNode)x).ToArray()), ["trials"] = plan.Trials, ["tokens"] = plan.Tokens, ["top"] = plan.Top,
                 ["max_sentences"] = plan.MaxSentences, ["prepend_bos"] = prependBos, ["seed"] = plan.Seed, ["format"] = fmt.ToString().ToLowerInvariant(),
-                ["shard"] = $"{shardIndex}/{shards}",
+                ["shard"] = part.ToString(),
                 ["statistic"] = "Welch's t (unequal variances), two-sided, of per-trial count_increase / prob_increase against the random category",
             };
             var keyInputs = new JsonObject();
-            RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
+            RunKey.AddModel(keyInputs, m);
             RunKey.AddFile(keyInputs, "type_map", r.GetValue(typeMap));
             if (!build) RunKey.AddFile(keyInputs, "token_sets", r.GetValue(tokenSets));
             else
@@ -101,7 +99,7 @@ static class InjectCommand
             Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}", InjectionWriter.PlannedFiles(fmt));
             if (folder.AlreadyComplete) return 0;
             var units = plan.Units();
-            io.Out.WriteLine($"inject{(shards > 1 ? $" (shard {shardIndex}/{shards})" : "")}: {typeList.Length} types, {units.Count} sentences × 4 categories × {plan.Trials} trials = {units.Count * 4L * plan.Trials:N0} trials " +
+            io.Out.WriteLine($"inject{(part.Count > 1 ? $" (shard {part})" : "")}: {typeList.Length} types, {units.Count} sentences × 4 categories × {plan.Trials} trials = {units.Count * 4L * plan.Trials:N0} trials " +
                              $"({plan.Tokens} tokens each, top-{plan.Top})");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = new ProgressDisplay(io).Run("inject", job =>
@@ -110,16 +108,14 @@ static class InjectCommand
                     double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                     job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done:N0}/{total:N0} sentences", rate > 0 ? (total - done) / rate : null));
                 }, done => job.Say($"resuming: {done:N0} sentences were run by an earlier run")));
-            var manifest = new JsonObject
+            var manifest = ScanManifest.Header("polyengine inject", m, note, new JsonObject
             {
-                ["tool"] = "polyengine inject", ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
-                ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
                 ["inputs"] = new JsonObject
                 {
                     ["type_map"] = Path.GetFullPath(r.GetValue(typeMap)!), ["token_sets"] = build ? "built: token_sets.json" : Path.GetFullPath(r.GetValue(tokenSets)!), ["sentences"] = Path.GetFullPath(r.GetValue(sentences)!),
                 },
                 ["options"] = options,
-            };
+            });
             if (build)
             {
                 manifest["token_sets"] = new JsonObject(setCounts.Select(x => new KeyValuePair<string, JsonNode?>(x.Key, x.Value)));

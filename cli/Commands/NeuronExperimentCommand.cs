@@ -49,9 +49,7 @@ static class NeuronExperimentCommand
             string outDir = r.GetValue(output)!;
             var fmt = TableWriter.ParseFormat(r.GetValue(format)!);
             var every = Common.Interval(r.GetValue(checkpointEvery));
-            var parts = r.GetValue(shard)!.Split('/');
-            if (parts.Length != 2 || !int.TryParse(parts[0], out int shardIndex) || !int.TryParse(parts[1], out int shards))
-                throw new PolyEngineException($"--shard {r.GetValue(shard)}: give i/n, e.g. 0/4");
+            var part = Shard.Parse(r.GetValue(shard)!);
             var o = new NeuronExperimentOptions
             {
                 AlignTop = r.GetValue(alignTop), AlignMin = r.GetValue(alignMin), ClusterCutoff = r.GetValue(cutoff),
@@ -73,7 +71,7 @@ static class NeuronExperimentCommand
                 ["sae_name"] = name, ["align_top"] = o.AlignTop, ["align_min"] = o.AlignMin, ["cluster_cutoff"] = o.ClusterCutoff, ["clusters"] = r.GetValue(clusters),
                 ["clusters_per_neuron"] = o.ClustersPerNeuron, ["features_per_cluster"] = o.FeaturesPerCluster, ["similar"] = o.SimilarTokens,
                 ["sentences_per_token"] = o.SentencesPerToken, ["top"] = o.Top, ["factors"] = new JsonArray(o.Factors.Select(x => (JsonNode)x).ToArray()),
-                ["seed"] = o.Seed, ["format"] = fmt.ToString().ToLowerInvariant(), ["shard"] = $"{shardIndex}/{shards}",
+                ["seed"] = o.Seed, ["format"] = fmt.ToString().ToLowerInvariant(), ["shard"] = part.ToString(),
                 ["readings"] = new JsonObject
                 {
                     ["weights"] = "unprocessed HF weights (the authors' notebook used TransformerLens's processing, so its coordinates were mean-centred)",
@@ -83,7 +81,7 @@ static class NeuronExperimentCommand
                 },
             };
             var keyInputs = new JsonObject();
-            RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
+            RunKey.AddModel(keyInputs, m);
             RunKey.AddFolder(keyInputs, "sae", r.GetValue(sae)!, "cfg.json", "*.safetensors");
             RunKey.AddFile(keyInputs, "explanations", r.GetValue(explanations));
             RunKey.AddFile(keyInputs, "sentences", r.GetValue(sentences));
@@ -94,16 +92,14 @@ static class NeuronExperimentCommand
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var plan = NeuronExperiment.Plan(m, r.GetValue(sae)!, expl, o);
             var result = new ProgressDisplay(io).Run("experiment neuron", job =>
-                NeuronExperiment.Run(m, plan, name, r.GetValue(records)!, sents, o, (shardIndex, shards), folder.Checkpoint(every),
+                NeuronExperiment.Run(m, plan, name, r.GetValue(records)!, sents, o, part, folder.Checkpoint(every),
                     (done, total) => job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done}/{total} (neuron, feature) units", null)),
                     done => job.Say($"resuming: {done} units were measured by an earlier run")));
             var (cases, counts, connectivity) = (result.Cases, result.Counts, plan.Connectivity);
             var results = new JsonObject { ["cases"] = cases.Count, ["seconds"] = clock.Elapsed.TotalSeconds };
             foreach (var (k, v) in counts.OrderBy(x => x.Key, StringComparer.Ordinal)) results[k] = v;
-            var manifest = new JsonObject
+            var manifest = ScanManifest.Header("polyengine experiment neuron", m, note, new JsonObject
             {
-                ["tool"] = "polyengine experiment neuron", ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
-                ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
                 ["inputs"] = new JsonObject
                 {
                     ["sae"] = Path.GetFullPath(r.GetValue(sae)!), ["explanations"] = Path.GetFullPath(r.GetValue(explanations)!),
@@ -111,7 +107,7 @@ static class NeuronExperimentCommand
                 },
                 ["options"] = options,
                 ["results"] = results,
-            };
+            });
             var written = NeuronExperimentWriter.Write(outDir, cases, connectivity, fmt, manifest);
             folder.Complete(written);
             io.Out.WriteLine($"{counts.GetValueOrDefault("clusters")} clusters of {counts.GetValueOrDefault("features_clustered")} features; {cases.Count} cases from " +

@@ -83,7 +83,7 @@ static class SteerCommand
             var vectorSources = new List<SteerVectorSource>();
             HookName? saeHook = null;
             var keyInputs = new JsonObject();
-            RunKey.AddFolder(keyInputs, "model", m.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
+            RunKey.AddModel(keyInputs, m);
             if (r.GetValue(vectors) is string vectorFile)
             {
                 var loaded = Formats.VectorFile.Load(vectorFile);
@@ -160,17 +160,15 @@ static class SteerCommand
                     job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done:N0}/{total:N0} interventions, {rate:N0}/s",
                         rate > 0 ? (total - done) / rate : null));
                 }, prompts => job.Say($"resuming: {prompts:N0} prompts were swept by an earlier run")));
-            var manifest = new JsonObject
+            var manifest = ScanManifest.Header("polyengine steer", m, note, new JsonObject
             {
-                ["tool"] = "polyengine steer", ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(), ["created_utc"] = DateTime.UtcNow.ToString("O"),
-                ["device"] = note, ["model"] = new JsonObject { ["folder"] = m.Folder, ["config_sha256"] = ScanManifest.Sha256(Path.Combine(m.Folder, "config.json")) },
                 ["inputs"] = new JsonObject
                 {
                     ["prompts"] = Path.GetFullPath(r.GetValue(prompts)!), ["vectors"] = r.GetValue(vectors) is string vf ? Path.GetFullPath(vf) : null,
                     ["sae"] = r.GetValue(sae) is string sf ? Path.GetFullPath(sf) : null,
                 },
                 ["options"] = options,
-            };
+            });
             var written = SteerWriter.Write(outDir, result, plan.NeuronLocus ? null : vectorSources, fmt, manifest);
             folder.Complete(written);
             io.Out.WriteLine($"{plan.Interventions:N0} interventions in {result.Seconds:F1} s: {result.InterventionsPerSecond:N0} interventions/s");

@@ -27,12 +27,9 @@ public static class ExperimentDriver
 {
     static readonly JsonSerializerOptions Json = new() { NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals, IncludeFields = false };
 
-    /// <summary>The sample's (SAE, target) list in run order, or shard <paramref name="shard"/> of <paramref name="shards"/>.</summary>
-    public static List<(SaeSample Sae, SampleTarget Target)> Work(IReadOnlyList<SaeSample> samples, int shard = 0, int shards = 1)
-    {
-        if (shards < 1 || shard < 0 || shard >= shards) throw new PolyEngineException($"--shard {shard}/{shards}: give i/n with 0 ≤ i < n");
-        return [.. samples.SelectMany(s => s.Targets.Select(t => (s, t))).Where((_, i) => i % shards == shard)];
-    }
+    /// <summary>The sample's (SAE, target) list in run order, or one shard of it.</summary>
+    public static List<(SaeSample Sae, SampleTarget Target)> Work(IReadOnlyList<SaeSample> samples, Shard? shard = null) =>
+        [.. (shard ?? Shard.All).Of(samples.SelectMany(s => s.Targets.Select(t => (s, t))))];
 
     public static ExperimentResult Run(IReadOnlyList<(SaeSample Sae, SampleTarget Target)> work, Func<SaeSample, SampleTarget, TargetOutcome> one,
         ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null, Action<int>? resumed = null, CancellationToken cancel = default)

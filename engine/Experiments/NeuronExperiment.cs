@@ -130,16 +130,14 @@ public static class NeuronExperiment
         return new NeuronPlan(config.Hook, connectivity, units, counts);
     }
 
-    /// <summary>Measures the plan's units (or shard <paramref name="shard"/> of them: unit k when k ≡ index mod count)
+    /// <summary>Measures the plan's units (or one shard of them)
     /// through <see cref="ExperimentDriver"/>, checkpointed and resumable; the plan's counts are added to the result's.</summary>
     public static ExperimentResult<NeuronCase> Run(Model model, NeuronPlan plan, string saeName, string recordsPath, IReadOnlyDictionary<string, string[]> sentences,
-        NeuronExperimentOptions o, (int Index, int Count) shard = default, Scans.ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null,
+        NeuronExperimentOptions o, Shard? shard = null, Scans.ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null,
         Action<int>? resumed = null, CancellationToken cancel = default)
     {
-        if (shard.Count == 0) shard = (0, 1);
-        if (shard.Count < 1 || shard.Index < 0 || shard.Index >= shard.Count) throw new PolyEngineException($"--shard {shard.Index}/{shard.Count}: give i/n with 0 ≤ i < n");
+        var work = (shard ?? Shard.All).Of(plan.Units).ToList();
         var similarity = new TokenSimilarity(model.W_E);
-        var work = plan.Units.Where((_, k) => k % shard.Count == shard.Index).ToList();
         var result = ExperimentDriver.Run(work, u =>
         {
             var counts = new Dictionary<string, int>();

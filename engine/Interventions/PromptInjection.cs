@@ -22,14 +22,13 @@ public sealed record InjectionPlan
     public ulong Seed { get; init; } = 43;
     /// <summary>Prompts per forward pass.</summary>
     public int Batch { get; init; } = 64;
-    /// <summary>Run shard <c>Shard.Index</c> of <c>Shard.Count</c>: the units (type, sentence) k with k ≡ index mod count.</summary>
-    public (int Index, int Count) Shard { get; init; } = (0, 1);
+    /// <summary>The shard of the (type, sentence) units this run takes (all by default).</summary>
+    public Shard Shard { get; init; } = Shard.All;
 
     /// <summary>One (type, sentence) of the run: every trial of every category for that sentence. Types without
     /// sentences have none (<see cref="Skipped"/> says so).</summary>
     public IReadOnlyList<(string Type, int Sentence)> Units() =>
-        [.. Types.SelectMany(t => Enumerable.Range(0, Math.Min(MaxSentences, Sentences.GetValueOrDefault(t)?.Length ?? 0)).Select(s => (t, s)))
-            .Where((_, k) => k % Shard.Count == Shard.Index)];
+        [.. Shard.Of(Types.SelectMany(t => Enumerable.Range(0, Math.Min(MaxSentences, Sentences.GetValueOrDefault(t)?.Length ?? 0)).Select(s => (t, s))))];
 
     /// <summary>The types that run no trial, and why (stated in the manifest).</summary>
     public IReadOnlyList<string> Skipped() =>
@@ -40,7 +39,7 @@ public sealed record InjectionPlan
         if (Trials < 1 || Tokens < 1 || Top < 1 || MaxSentences < 1 || Batch < 1)
             throw new PolyEngineException($"--trials, --tokens, --top and --max-sentences must be positive, got {Trials}, {Tokens}, {Top} and {MaxSentences}");
         if (Types.Count == 0) throw new PolyEngineException("no types to inject; give --types or a --token-sets file with types");
-        if (Shard.Count < 1 || Shard.Index < 0 || Shard.Index >= Shard.Count) throw new PolyEngineException($"--shard {Shard.Index}/{Shard.Count}: give i/n with 0 ≤ i < n");
+        Shard.Checked();
         foreach (var t in Types)
         {
             if (!TokenSets.TryGetValue(t, out var sets)) throw new PolyEngineException($"type '{t}' has no token sets in --token-sets (it has {string.Join(", ", TokenSets.Keys)})");

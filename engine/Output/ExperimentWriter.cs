@@ -25,7 +25,7 @@ public static class ExperimentWriter
         TableWriter.WriteColumns(Path.Combine(outDir, files[1]), Levels([]), [Levels(levels)], format);
         TableWriter.WriteColumns(Path.Combine(outDir, files[2]), Regressions([]), [Regressions(regressions)], format);
         manifest["notes"] = new JsonArray(notes.Select(n => (JsonNode)n).ToArray());
-        Formats.AtomicFile.WriteText(Path.Combine(outDir, files[3]), manifest.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        ScanManifest.Save(outDir, manifest);
         return files;
 
         ColumnTable Cases(IReadOnlyList<FeatureCase> rows)

@@ -65,7 +65,7 @@ public static class InjectionWriter
             ["trials"] = trials.Count, ["seconds"] = result.Seconds, ["trials_per_second"] = trials.Count / Math.Max(result.Seconds, 1e-9),
             ["skipped"] = new JsonArray(result.Plan.Skipped().Select(s => (JsonNode)s).ToArray()),
         };
-        Formats.AtomicFile.WriteText(Path.Combine(outDir, files[2]), manifest.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        ScanManifest.Save(outDir, manifest);
         return files;
     }
 }

@@ -52,7 +52,7 @@ public static class NeuronExperimentWriter
             }
         TableColumn[] bucketColumns = [bName, bDirection, bCases, .. means.SelectMany(m => new TableColumn[] { m.Mean, m.Se })];
         TableWriter.WriteColumns(Path.Combine(outDir, files[2]), new ColumnTable(bucketColumns), [new ColumnTable(bucketColumns)], format);
-        Formats.AtomicFile.WriteText(Path.Combine(outDir, files[3]), manifest.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        ScanManifest.Save(outDir, manifest);
         return files;
     }
 }

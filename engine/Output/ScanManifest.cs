@@ -9,28 +9,46 @@ namespace PolyEngine.Output;
 /// cfgs, corpus files), options, and results (counts, timings).</summary>
 public static class ScanManifest
 {
-    public static JsonObject Build(string tool, Model model, IReadOnlyList<SparseAutoencoder> saes, IReadOnlyList<string> names, string corpusPath,
-        IReadOnlyList<string> corpusFiles, string device, JsonObject options, JsonObject results) => new()
+    /// <summary>What every manifest starts with — tool, version, time, device and the model (folder, config hash) — then
+    /// the entries of <paramref name="rest"/> (moved over, in order).</summary>
+    public static JsonObject Header(string tool, Model model, string device, JsonObject? rest = null)
     {
-        ["tool"] = tool,
-        ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(),
-        ["created_utc"] = DateTime.UtcNow.ToString("O"),
-        ["device"] = device,
-        ["model"] = new JsonObject { ["folder"] = model.Folder, ["config_sha256"] = Sha256(Path.Combine(model.Folder, "config.json")) },
-        ["saes"] = new JsonArray(saes.Select((s, i) => (JsonNode)new JsonObject
+        var m = new JsonObject
+        {
+            ["tool"] = tool,
+            ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(),
+            ["created_utc"] = DateTime.UtcNow.ToString("O"),
+            ["device"] = device,
+            ["model"] = new JsonObject { ["folder"] = model.Folder, ["config_sha256"] = Sha256(Path.Combine(model.Folder, "config.json")) },
+        };
+        foreach (var key in rest?.Select(x => x.Key).ToList() ?? [])
+        {
+            var value = rest![key];
+            rest.Remove(key);
+            m[key] = value;
+        }
+        return m;
+    }
+
+    public static JsonObject Build(string tool, Model model, IReadOnlyList<SparseAutoencoder> saes, IReadOnlyList<string> names, string corpusPath,
+        IReadOnlyList<string> corpusFiles, string device, JsonObject options, JsonObject results)
+    {
+        var m = Header(tool, model, device);
+        m["saes"] = new JsonArray(saes.Select((s, i) => (JsonNode)new JsonObject
         {
             ["name"] = names[i], ["folder"] = s.Config.Folder, ["format"] = s.Config.Format, ["hook"] = s.Config.Hook.ToString(),
             ["d_sae"] = s.Config.DSae, ["architecture"] = s.Config.Architecture.ToString(), ["processing"] = s.Processing,
             ["cfg_sha256"] = Sha256(Path.Combine(s.Config.Folder, "cfg.json")),
-        }).ToArray()),
-        ["corpus"] = new JsonObject
+        }).ToArray());
+        m["corpus"] = new JsonObject
         {
             ["path"] = corpusPath,
             ["files"] = new JsonArray(corpusFiles.Select(f => (JsonNode)new JsonObject { ["file"] = f, ["bytes"] = FileLinks.Length(f), ["sha256"] = Sha256(f) }).ToArray()),
-        },
-        ["options"] = options,
-        ["results"] = results,
-    };
+        };
+        m["options"] = options;
+        m["results"] = results;
+        return m;
+    }
 
     public static void Save(string outDir, JsonObject manifest) =>
         AtomicFile.WriteText(Path.Combine(outDir, "manifest.json"), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");

@@ -103,8 +103,7 @@ public static class SteerWriter
             ["prompts"] = plan.Prompts.Count, ["rows"] = result.Rows.Count, ["interventions"] = plan.Interventions,
             ["seconds"] = result.Seconds, ["interventions_per_second"] = result.InterventionsPerSecond,
         };
-        AtomicFile.WriteText(Path.Combine(outDir, "manifest.json"),
-            manifest.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n");
+        ScanManifest.Save(outDir, manifest);
         return PlannedFiles(format, plan.NeuronLocus);
     }
 }

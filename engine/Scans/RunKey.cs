@@ -40,6 +40,10 @@ public sealed class RunKey
             inputs[$"{prefix}/{Path.GetFileName(file)}"] = FileHash.Xxh128(file);
     }
 
+    /// <summary>The model's files a run depends on (config, weights, tokenizer), as input "model".</summary>
+    public static void AddModel(JsonObject inputs, Model model) =>
+        AddFolder(inputs, "model", model.Folder, "config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json", "vocab.json", "merges.txt");
+
     /// <summary>Adds one file (when it exists) as <paramref name="name"/>.</summary>
     public static void AddFile(JsonObject inputs, string name, string? path)
     {

@@ -29,15 +29,8 @@ public static class Clustering
     static double Distance(float[] u, int dim, int a, int b) =>
         1 - System.Numerics.Tensors.TensorPrimitives.Dot(u.AsSpan(a * dim, dim), u.AsSpan(b * dim, dim));
 
-    static int[] Threshold(float[] u, int n, int dim, double cutoff)
-    {
-        var parent = Enumerable.Range(0, n).ToArray();
-        int Find(int x) { while (parent[x] != x) x = parent[x] = parent[parent[x]]; return x; }
-        for (int a = 0; a < n; a++)
-            for (int b = a + 1; b < n; b++)
-                if (Distance(u, dim, a, b) <= cutoff) { int ra = Find(a), rb = Find(b); if (ra != rb) parent[Math.Max(ra, rb)] = Math.Min(ra, rb); }
-        return Labels(Enumerable.Range(0, n).Select(Find).ToArray());
-    }
+    static int[] Threshold(float[] u, int n, int dim, double cutoff) =>
+        Components(n, Enumerable.Range(0, n).SelectMany(a => Enumerable.Range(a + 1, n - a - 1).Where(b => Distance(u, dim, a, b) <= cutoff).Select(b => (a, b))));
 
     static int[] AverageLinkage(float[] u, int n, int dim, double cutoff)
     {
@@ -81,16 +74,17 @@ public static class Clustering
         }
         // Average linkage is reducible, so the merges' heights form a monotone dendrogram whatever order the chain found
         // them in: the flat clusters at the cut are the unions of the merges at or below it.
-        var parent = Enumerable.Range(0, n).ToArray();
-        int Find(int v) { while (parent[v] != v) v = parent[v] = parent[parent[v]]; return v; }
-        foreach (var (x, y, h) in merges)
-            if (h <= cutoff) { int rx = Find(x), ry = Find(y); if (rx != ry) parent[Math.Max(rx, ry)] = Math.Min(rx, ry); }
-        return Labels(Enumerable.Range(0, n).Select(Find).ToArray());
+        return Components(n, merges.Where(m => m.Height <= cutoff).Select(m => (m.X, m.Y)));
     }
 
-    static int[] Labels(int[] roots)
+    /// <summary>The connected components of <paramref name="n"/> items joined by <paramref name="pairs"/> (union–find),
+    /// labelled 0.. in order of each component's lowest member.</summary>
+    static int[] Components(int n, IEnumerable<(int A, int B)> pairs)
     {
+        var parent = Enumerable.Range(0, n).ToArray();
+        int Find(int v) { while (parent[v] != v) v = parent[v] = parent[parent[v]]; return v; }
+        foreach (var (a, b) in pairs) { int ra = Find(a), rb = Find(b); if (ra != rb) parent[Math.Max(ra, rb)] = Math.Min(ra, rb); }
         var map = new Dictionary<int, int>();
-        return [.. roots.Select(r => map.TryGetValue(r, out int l) ? l : map[r] = map.Count)];
+        return [.. Enumerable.Range(0, n).Select(Find).Select(r => map.TryGetValue(r, out int l) ? l : map[r] = map.Count)];
     }
 }

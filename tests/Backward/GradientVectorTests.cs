@@ -13,19 +13,10 @@ namespace PolyEngine.Tests.Backward;
 /// the sub-token mapping of a Neuronpedia record against the tokenizer's own prefix counts, contexts tables, the
 /// TransformerLens degenerate objective, the CLI (whose vectors steer reads) and one-line bad inputs.
 /// </summary>
-public class GradientVectorTests : IClassFixture<GradientVectorTests.FullVocabModel>
+public class GradientVectorTests : IClassFixture<FullVocabGpt2>
 {
-    /// <summary>A 2-layer GPT-2 toy with the full 50257-token vocabulary, so real text tokenises into it.</summary>
-    public sealed class FullVocabModel : IDisposable
-    {
-        readonly Fixtures.TempDir _dir = new();
-        public FullVocabModel() => ToyModels.Write(ToyModels.Preset(ModelFamily.Gpt2, "tiny"), 3, _dir.Path);
-        public string Path => _dir.Path;
-        public void Dispose() => _dir.Dispose();
-    }
-
     readonly string _gpt2;
-    public GradientVectorTests(FullVocabModel toy) => _gpt2 = toy.Path;
+    public GradientVectorTests(FullVocabGpt2 toy) => _gpt2 = toy.Path;
 
     static readonly HookName Mlp1 = HookName.Parse("blocks.1.hook_mlp_out");
 

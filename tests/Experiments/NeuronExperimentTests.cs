@@ -127,7 +127,7 @@ public class NeuronExperimentTests : IClassFixture<FeatureExperimentTests.World>
         var plan = NeuronExperiment.Plan(m, _w.Sae, expl, o);
         Assert.True(plan.Units.Count >= 2);
         var whole = NeuronExperiment.Run(m, plan, "sae", _records, sentences, o);
-        var halves = Enumerable.Range(0, 2).Select(i => NeuronExperiment.Run(m, plan, "sae", _records, sentences, o, (i, 2))).ToList();
+        var halves = Enumerable.Range(0, 2).Select(i => NeuronExperiment.Run(m, plan, "sae", _records, sentences, o, new Shard(i, 2))).ToList();
         Assert.Equal(whole.Cases.Select(c => (c.Neuron, c.Feature, c.Sentence, c.Baseline)).Order(), halves.SelectMany(h => h.Cases).Select(c => (c.Neuron, c.Feature, c.Sentence, c.Baseline)).Order());
         var checkpoint = new PolyEngine.Scans.ScanCheckpoint { Path = dir.File("checkpoint.safetensors"), RunKey = "n", Every = TimeSpan.Zero };
         using var cancel = new CancellationTokenSource();

@@ -15,19 +15,10 @@ namespace PolyEngine.Tests.Interventions;
 /// count and mass among the top-k computed directly), per-trial seeds, sampling with and without replacement, the summary's
 /// Welch tests, resuming, the CLI's tables, and bad inputs as one line or counted skips.
 /// </summary>
-public class InjectionTests : IClassFixture<InjectionTests.FullVocabModel>
+public class InjectionTests : IClassFixture<FullVocabGpt2>
 {
-    /// <summary>A 2-layer GPT-2 toy with the full vocabulary, so text tokenises into it.</summary>
-    public sealed class FullVocabModel : IDisposable
-    {
-        readonly Fixtures.TempDir _dir = new();
-        public FullVocabModel() => ToyModels.Write(ToyModels.Preset(ModelFamily.Gpt2, "tiny"), 5, _dir.Path);
-        public string Path => _dir.Path;
-        public void Dispose() => _dir.Dispose();
-    }
-
     readonly string _gpt2;
-    public InjectionTests(FullVocabModel toy) => _gpt2 = toy.Path;
+    public InjectionTests(FullVocabGpt2 toy) => _gpt2 = toy.Path;
 
     static readonly string[] Places = [" Paris", " London", " Rome", " Berlin", " Madrid"];
 
