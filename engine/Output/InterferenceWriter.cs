@@ -12,7 +12,9 @@ namespace PolyEngine.Output;
 /// i &lt; j (negatives in no bin), and the cumulative fraction of all pairs below the bin's top, negatives included (the
 /// paper's App. F statistic, "x % of pairs &lt; 0.1");</item>
 /// <item><c>histogram</c>: <c>sae, lo, hi, pairs</c> — 2,000 bins of 0.001 over [-1, 1];</item>
-/// <item>with explanations: <c>bins_unrelated</c> (<c>sae, tau, bin, lo, hi, pairs, fraction, fraction_of_bin</c>: the
+/// <item>with explanations: <c>similarity</c> (<c>sae, tau, pairs_below, fraction_below</c>: every pair whose explanation
+/// similarity is below τ, whatever its cosine — App. F's "x % of pairs &lt; 0.15"), <c>similarity_histogram</c> (<c>sae, lo,
+/// hi, pairs</c>: every pair's similarity in the 2,000 bins), <c>bins_unrelated</c> (<c>sae, tau, bin, lo, hi, pairs, fraction, fraction_of_bin</c>: the
 /// bin's pairs whose explanation similarity is below τ), <c>targets</c> (<c>sae, tau, target, bin, partners</c>: each
 /// qualified target's unrelated-partner count per bin) and <c>qualified</c> (<c>sae, tau, target, bin, partner, cosine,
 /// similarity</c>: its strongest partners per bin, strongest first);</item>
@@ -63,6 +65,19 @@ public static class InterferenceWriter
         });
         if (semantic)
         {
+            Table("similarity", SimilarityTable, r =>
+            {
+                var t = SimilarityTable();
+                for (int ti = 0; ti < r.Taus.Length; ti++)
+                    Fill(t, r.Name, Tau(r.Taus[ti]), r.SimilarityBelow![ti], (double)r.SimilarityBelow[ti] / r.Pairs);
+                return t;
+            });
+            Table("similarity_histogram", HistogramTable, r =>
+            {
+                var t = HistogramTable();
+                for (int i = 0; i < InterferenceBins.FineCount; i++) Fill(t, r.Name, InterferenceBins.FineLo(i), InterferenceBins.FineHi(i), r.SimilarityFine![i]);
+                return t;
+            });
             Table("bins_unrelated", UnrelatedTable, r =>
             {
                 var t = UnrelatedTable();
@@ -116,7 +131,7 @@ public static class InterferenceWriter
         return written;
     }
 
-    static readonly string[] Tables = ["bins", "histogram", "bins_unrelated", "targets", "qualified", "partners"];
+    static readonly string[] Tables = ["bins", "histogram", "similarity", "similarity_histogram", "bins_unrelated", "targets", "qualified", "partners"];
 
     /// <summary>Every file an interference run in <paramref name="format"/> may write (what its run folder plans, so an
     /// --overwrite later removes them all, even after a kill).</summary>
@@ -136,6 +151,9 @@ public static class InterferenceWriter
         new TableColumn<long>("pairs"), new TableColumn<double>("fraction"), new TableColumn<double>("fraction_below_hi"));
 
     static ColumnTable HistogramTable() => new(new TextColumn("sae"), new TableColumn<double>("lo"), new TableColumn<double>("hi"), new TableColumn<long>("pairs"));
+
+    static ColumnTable SimilarityTable() => new(new TextColumn("sae"), new TableColumn<double>("tau"), new TableColumn<long>("pairs_below"),
+        new TableColumn<double>("fraction_below"));
 
     static ColumnTable UnrelatedTable() => new(new TextColumn("sae"), new TableColumn<double>("tau"), new TextColumn("bin"), new TableColumn<double>("lo"),
         new TableColumn<double>("hi"), new TableColumn<long>("pairs"), new TableColumn<double>("fraction"), new TableColumn<double>("fraction_of_bin"));

@@ -27,6 +27,9 @@ public sealed class InterferenceResult
     public required long[] Bins { get; init; }
     /// <summary>[τ, bin] unrelated pairs, or null without explanations.</summary>
     public long[]? Unrelated { get; init; }
+    /// <summary>Pairs per fine bin of explanation similarity, and per τ the pairs below it (every pair; null without explanations).</summary>
+    public long[]? SimilarityFine { get; init; }
+    public long[]? SimilarityBelow { get; init; }
     /// <summary>Qualified targets per τ.</summary>
     public required int[] Qualified { get; init; }
 
@@ -108,6 +111,7 @@ public sealed class InterferenceResult
             Name = inp.Name, Folder = inp.Config.Folder, Hook = inp.Config.Hook.ToString(), DSae = inp.Config.DSae, DIn = inp.Config.DIn,
             Features = n, NotActive = inp.NotActive, WithoutExplanation = inp.WithoutExplanation, DeadRows = inp.DeadRows,
             Taus = options.Taus, Semantic = st.PartnerCounts is not null, Fine = st.Fine, Bins = st.Bins, Unrelated = st.Unrelated,
+            SimilarityFine = st.SimilarityFine, SimilarityBelow = st.SimilarityBelow,
             Qualified = qualified,
             TargetTau = [.. tTau], TargetFeature = [.. tFeature], TargetBin = [.. tBin], TargetPartners = [.. tPartners],
             QTau = [.. qTau], QTarget = [.. qTarget], QBin = [.. qBin], QPartner = [.. qPartner],
@@ -134,6 +138,8 @@ public sealed class InterferenceResult
         if (SampleJson is not null) w.AddMetadata("result.sample", SampleJson);
         w.Add("fine", Fine, Fine.Length).Add("bins", Bins, Bins.Length).Add("qualified", Qualified, Qualified.Length);
         if (Unrelated is not null) w.Add("unrelated", Unrelated, Unrelated.Length);
+        if (SimilarityFine is not null) w.Add("similarity_fine", SimilarityFine, SimilarityFine.Length);
+        if (SimilarityBelow is not null) w.Add("similarity_below", SimilarityBelow, SimilarityBelow.Length);
         for (int i = 0; i < IntArrays.Length; i++) w.Add(IntArrays[i], Ints[i], Ints[i].Length);
         for (int i = 0; i < FloatArrays.Length; i++) w.Add(FloatArrays[i], Floats[i], Floats[i].Length);
     }
@@ -153,6 +159,8 @@ public sealed class InterferenceResult
             Semantic = m["result.semantic"] == "1",
             Fine = file.ReadInt64("fine"), Bins = file.ReadInt64("bins"), Qualified = I("qualified"),
             Unrelated = file.Contains("unrelated") ? file.ReadInt64("unrelated") : null,
+            SimilarityFine = file.Contains("similarity_fine") ? file.ReadInt64("similarity_fine") : null,
+            SimilarityBelow = file.Contains("similarity_below") ? file.ReadInt64("similarity_below") : null,
             TargetTau = ints[0], TargetFeature = ints[1], TargetBin = ints[2], TargetPartners = ints[3],
             QTau = ints[4], QTarget = ints[5], QBin = ints[6], QPartner = ints[7], TopA = ints[8], TopB = ints[9],
             QCosine = floats[0], QSimilarity = floats[1], QLogit = floats[2], QJaccard = floats[3],

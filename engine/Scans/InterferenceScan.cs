@@ -47,6 +47,8 @@ public sealed class InterferenceState
         if (semantic)
         {
             Unrelated = new long[taus * InterferenceBins.Count];
+            SimilarityFine = new long[InterferenceBins.FineCount];
+            SimilarityBelow = new long[taus];
             PartnerCounts = new int[checked(taus * n * InterferenceBins.Count)];
             Partners = new TopHeaps<float>(taus * n * InterferenceBins.Count, partnersPerBin);
         }
@@ -61,6 +63,11 @@ public sealed class InterferenceState
     public long[] Bins { get; private set; }
     /// <summary>[τ, bin]: pairs in the bin whose explanation similarity is below τ (null without explanations).</summary>
     public long[]? Unrelated { get; private set; }
+    /// <summary>Pairs per fine bin of their explanation similarity, every pair whatever its cosine (null without explanations).</summary>
+    public long[]? SimilarityFine { get; private set; }
+    /// <summary>[τ]: pairs whose explanation similarity is below τ, every pair whatever its cosine (the paper's App. F
+    /// "x % of pairs &lt; 0.15"; null without explanations).</summary>
+    public long[]? SimilarityBelow { get; private set; }
     /// <summary>[τ, feature, bin]: unrelated partners of the feature in the bin (null without explanations).</summary>
     public int[]? PartnerCounts { get; private set; }
     /// <summary>Owner (τ·n + feature)·5 + bin: the strongest unrelated partners (compact indices) by cosine.</summary>
@@ -87,6 +94,8 @@ public sealed class InterferenceState
     {
         w.Add(prefix + "fine", Fine, Fine.Length).Add(prefix + "bins", Bins, Bins.Length).Add(prefix + "tiles_done", [TilesDone], 1);
         if (Unrelated is not null) w.Add(prefix + "unrelated", Unrelated, Unrelated.Length);
+        if (SimilarityFine is not null) w.Add(prefix + "similarity_fine", SimilarityFine, SimilarityFine.Length);
+        if (SimilarityBelow is not null) w.Add(prefix + "similarity_below", SimilarityBelow, SimilarityBelow.Length);
         if (PartnerCounts is not null) w.Add(prefix + "partner_counts", PartnerCounts, PartnerCounts.Length);
         foreach (var (name, heaps) in new[] { ("partners", Partners), ("top", Top) })
         {
@@ -100,6 +109,8 @@ public sealed class InterferenceState
     {
         long[] Longs(string name, long[] like)
         {
+            if (!f.Contains(prefix + name))
+                throw new PolyEngineException($"{f.Path}: checkpoint has no '{prefix}{name}' (an older version wrote it); delete it or use --overwrite");
             var v = f.ReadInt64(prefix + name);
             if (v.Length != like.Length) throw new PolyEngineException($"{f.Path}: checkpoint tensor '{prefix}{name}' does not match the scan; delete it or use --overwrite");
             return v;
@@ -109,6 +120,8 @@ public sealed class InterferenceState
         Bins = Longs("bins", Bins);
         TilesDone = f.ReadInt64(prefix + "tiles_done")[0];
         if (Unrelated is not null) Unrelated = Longs("unrelated", Unrelated);
+        if (SimilarityFine is not null) SimilarityFine = Longs("similarity_fine", SimilarityFine);
+        if (SimilarityBelow is not null) SimilarityBelow = Longs("similarity_below", SimilarityBelow);
         if (PartnerCounts is not null)
         {
             var counts = Ints("partner_counts");
@@ -210,7 +223,9 @@ public static class InterferenceScan
         var locals = new long[chunks][];
         Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, ch =>
         {
-            var local = new long[InterferenceBins.FineCount + InterferenceBins.Count + nt * InterferenceBins.Count];
+            // [fine | bins | unrelated τ×bin | similarity fine | similarity below τ] (the last three with explanations only)
+            var local = new long[sim is null ? InterferenceBins.FineCount + InterferenceBins.Count
+                : InterferenceBins.FineCount + InterferenceBins.Count + nt * InterferenceBins.Count + InterferenceBins.FineCount + nt];
             for (int r = (int)((long)rows * ch / chunks), end = (int)((long)rows * (ch + 1) / chunks); r < end; r++)
             {
                 int a = r0 + r, cStart = Math.Max(0, a + 1 - c0);
@@ -224,8 +239,13 @@ public static class InterferenceScan
         {
             for (int i = 0; i < InterferenceBins.FineCount; i++) s.Fine[i] += local[i];
             for (int i = 0; i < InterferenceBins.Count; i++) s.Bins[i] += local[InterferenceBins.FineCount + i];
-            if (s.Unrelated is not null)
-                for (int i = 0; i < nt * InterferenceBins.Count; i++) s.Unrelated[i] += local[InterferenceBins.FineCount + InterferenceBins.Count + i];
+            if (s.Unrelated is null) continue;
+            int o = InterferenceBins.FineCount + InterferenceBins.Count;
+            for (int i = 0; i < nt * InterferenceBins.Count; i++) s.Unrelated[i] += local[o + i];
+            o += nt * InterferenceBins.Count;
+            for (int i = 0; i < InterferenceBins.FineCount; i++) s.SimilarityFine![i] += local[o + i];
+            o += InterferenceBins.FineCount;
+            for (int t = 0; t < nt; t++) s.SimilarityBelow![t] += local[o + t];
         }
     }
 
@@ -239,9 +259,17 @@ public static class InterferenceScan
             int bin = InterferenceBins.Of(v);
             local[InterferenceBins.FineOf(v)]++;
             if (bin >= 0) local[Fine + bin]++;
-            if (bin >= 0 && semantic)
+            if (semantic)
+            {
+                int o = Fine + Bins + taus.Length * Bins;
+                local[o + InterferenceBins.FineOf(InterferenceBins.Clamp(sim[c]))]++;
                 for (int t = 0; t < taus.Length; t++)
-                    if (sim[c] < taus[t]) local[Fine + Bins + t * Bins + bin]++;
+                    if (sim[c] < taus[t])
+                    {
+                        local[o + Fine + t]++;
+                        if (bin >= 0) local[Fine + Bins + t * Bins + bin]++;
+                    }
+            }
             Pair(v, bin, semantic ? sim[c] : 0f, target, partner0 + c, taus, s);
         }
     }

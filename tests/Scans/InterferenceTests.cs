@@ -40,6 +40,7 @@ public class InterferenceTests
     {
         public long[] Fine = new long[InterferenceBins.FineCount], Bins = new long[5];
         public long[] Unrelated = new long[Taus.Length * 5];
+        public long[] SimilarityFine = new long[InterferenceBins.FineCount], SimilarityBelow = new long[Taus.Length];
         public List<(int Partner, float Cos)>[,,] Lists;   // [τ, a, bin]
         public (int, int)[] TopPairs = [];
         public float[,] Cos;
@@ -70,6 +71,11 @@ public class InterferenceTests
                     {
                         Fine[Math.Min(1999, (int)Math.Floor((c + 1.0) * 1000))]++;
                         if (bin >= 0) Bins[bin]++;
+                        if (embed is not null)
+                        {
+                            SimilarityFine[Math.Clamp((int)Math.Floor((Math.Clamp(sim[a, b], -1, 1) + 1.0) * 1000), 0, 1999)]++;
+                            for (int t = 0; t < Taus.Length; t++) if (sim[a, b] < Taus[t]) SimilarityBelow[t]++;
+                        }
                     }
                     if (bin < 0 || embed is null) continue;
                     for (int t = 0; t < Taus.Length; t++)
@@ -108,8 +114,10 @@ public class InterferenceTests
     {
         Assert.Equal(r.Bins, res.Bins);
         Assert.Equal(r.Fine, res.Fine);
-        if (!res.Semantic) return;
+        if (!res.Semantic) { Assert.Null(res.SimilarityFine); return; }
         Assert.Equal(r.Unrelated, res.Unrelated);
+        Assert.Equal(r.SimilarityFine, res.SimilarityFine);
+        Assert.Equal(r.SimilarityBelow, res.SimilarityBelow);
         int n = res.Features, row = 0, target = 0;
         for (int t = 0; t < Taus.Length; t++)
         {
@@ -179,6 +187,8 @@ public class InterferenceTests
         var r1 = Scan(unit, d, embed, e, tile: 157, partners: 4, topN: 0, threads: 1);
         Assert.Equal(reference.Bins, r1.Bins);
         Assert.Equal(reference.Unrelated, r1.Unrelated);
+        Assert.Equal(reference.SimilarityBelow, r1.SimilarityBelow);
+        Assert.Equal(reference.SimilarityBelow[0], r1.SimilarityFine!.Take(1400).Sum());   // τ 0.4 is a fine-bin edge; no similarity lies on it
         for (int t = 0; t < Taus.Length; t++) Assert.Equal(Enumerable.Range(0, n).Count(a => reference.Qualified(t, a)), r1.Qualified[t]);
         Assert.Equal(Enumerable.Range(0, r1.QTau.Length).Select(i => (r1.QTau[i], r1.QTarget[i], r1.QBin[i], r1.QPartner[i])),
             Enumerable.Range(0, Taus.Length).SelectMany(t => Enumerable.Range(0, n).Where(a => reference.Qualified(t, a))
@@ -300,6 +310,8 @@ public class InterferenceTests
         Assert.Equal(a.Fine, b.Fine);
         Assert.Equal(a.Bins, b.Bins);
         Assert.Equal(a.Unrelated, b.Unrelated);
+        Assert.Equal(a.SimilarityFine, b.SimilarityFine);
+        Assert.Equal(a.SimilarityBelow, b.SimilarityBelow);
         Assert.Equal(a.Qualified, b.Qualified);
         Assert.Equal(a.TargetPartners, b.TargetPartners);
         Assert.Equal(a.QPartner, b.QPartner);
