@@ -103,5 +103,30 @@ public sealed class CoactivationLookup : IDisposable
         return union == 0 ? double.NaN : ab / union;
     }
 
+    /// <summary>The distribution of Jaccard over every pair that fired together at least once: pairs per bin of log10
+    /// Jaccard, <paramref name="bins"/> equal bins over [<paramref name="log10Min"/>, 0] (lower values in the first), and the
+    /// pairs that never fired together. Reads the triangle a row at a time.</summary>
+    public (long[] Histogram, long Never) JaccardLog10Histogram(int bins, double log10Min)
+    {
+        var histogram = new long[bins];
+        long never = 0;
+        int f = _marginals.Length;
+        var row = new uint[Math.Max(1, f - 1)];
+        for (int a = 0; a < f - 1; a++)
+        {
+            int len = f - a - 1;
+            _file.CopyU32(_pairs.Name, CoactivationCounter.Index(a, a + 1, f), row.AsSpan(0, len));
+            for (int k = 0; k < len; k++)
+            {
+                long ab = row[k];
+                if (ab == 0) { never++; continue; }
+                double j = ab / (double)(_marginals[a] + _marginals[a + 1 + k] - ab);
+                int bin = (int)Math.Floor((Math.Log10(j) - log10Min) / -log10Min * bins);
+                histogram[Math.Clamp(bin, 0, bins - 1)]++;
+            }
+        }
+        return (histogram, never);
+    }
+
     public void Dispose() => _file.Dispose();
 }

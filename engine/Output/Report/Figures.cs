@@ -33,6 +33,92 @@ static class Figures
         return plot;
     }
 
+    /// <summary>Saves both renderings of <paramref name="plot"/> at <paramref name="stem"/>.png and .svg.</summary>
+    static void Save(ScottPlot.Plot plot, string stem, int width = 900, int height = 420)
+    {
+        plot.SavePng(stem + ".png", width, height);
+        plot.SaveSvg(stem + ".svg", width, height);
+    }
+
+    static readonly ScottPlot.Color[] Palette = [ScottPlot.Colors.SteelBlue, ScottPlot.Colors.Orange, ScottPlot.Colors.ForestGreen, ScottPlot.Colors.Crimson,
+        ScottPlot.Colors.MediumPurple, ScottPlot.Colors.SaddleBrown, ScottPlot.Colors.HotPink, ScottPlot.Colors.Gray, ScottPlot.Colors.Olive, ScottPlot.Colors.Teal];
+
+    /// <summary>One cumulative-distribution line per series — the fraction of pairs at or below each histogram bin's top —
+    /// with a dashed line at each of <paramref name="edges"/>; the x range is where the distributions move, edges included.</summary>
+    public static void Cdf(string stem, string title, string xLabel, IReadOnlyList<(string Name, double[] Hi, long[] Counts)> series, double[] edges)
+    {
+        var plot = NewPlot();
+        double xMin = edges.Min(), xMax = edges.Max();
+        for (int s = 0; s < series.Count; s++)
+        {
+            var (name, hi, counts) = series[s];
+            double total = Math.Max(1, counts.Sum()), sum = 0;
+            var ys = new double[counts.Length];
+            for (int i = 0; i < counts.Length; i++) ys[i] = (sum += counts[i]) / total;
+            int first = Array.FindIndex(ys, y => y > 0.001), last = Array.FindIndex(ys, y => y >= 0.999);
+            if (first >= 0) xMin = Math.Min(xMin, hi[first] - 0.02);
+            if (last >= 0) xMax = Math.Max(xMax, hi[last] + 0.02);
+            var line = plot.Add.ScatterLine(hi, ys, Palette[s % Palette.Length]);
+            line.LegendText = name;
+            line.LineWidth = 2;
+        }
+        foreach (var e in edges)
+        {
+            var v = plot.Add.VerticalLine(e, 1, ScottPlot.Colors.Gray, ScottPlot.LinePattern.Dashed);
+            v.Text = e.ToString("0.0##", CultureInfo.InvariantCulture);
+        }
+        plot.Axes.SetLimits(xMin, xMax, 0, 1.02);
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel("fraction of pairs at or below");
+        plot.ShowLegend(ScottPlot.Alignment.LowerRight);
+        Save(plot, stem);
+    }
+
+    /// <summary>One line per series over bin centres (a histogram drawn as lines, so several SAEs share one figure).</summary>
+    public static void Lines(string stem, string title, string xLabel, string yLabel, IReadOnlyList<(string Name, double[] X, double[] Y)> series)
+    {
+        var plot = NewPlot();
+        for (int s = 0; s < series.Count; s++)
+        {
+            var line = plot.Add.ScatterLine(series[s].X, series[s].Y, Palette[s % Palette.Length]);
+            line.LegendText = series[s].Name;
+            line.LineWidth = 2;
+        }
+        plot.Title(title);
+        plot.XLabel(xLabel);
+        plot.YLabel(yLabel);
+        plot.ShowLegend(ScottPlot.Alignment.UpperRight);
+        Save(plot, stem);
+    }
+
+    /// <summary>A forest plot of regression coefficients: per row its estimate and the 90, 95 and 99 % intervals (thick to
+    /// thin), a line at zero.</summary>
+    public static void Coefficients(string stem, string title, IReadOnlyList<(string Label, double Estimate, (double Lo, double Hi)[] Intervals)> rows)
+    {
+        var plot = NewPlot();
+        float[] widths = [7, 4, 1.5f];   // 90, 95, 99 %
+        for (int i = 0; i < rows.Count; i++)
+        {
+            double y = rows.Count - 1 - i;
+            for (int k = 0; k < rows[i].Intervals.Length; k++)
+            {
+                var (lo, hi) = rows[i].Intervals[k];
+                if (!double.IsFinite(lo) || !double.IsFinite(hi)) continue;
+                var l = plot.Add.Line(lo, y, hi, y);
+                l.LineWidth = widths[k];
+                l.LineColor = ScottPlot.Colors.SteelBlue.WithAlpha(0.45 + 0.2 * k);
+            }
+            if (double.IsFinite(rows[i].Estimate)) plot.Add.Marker(rows[i].Estimate, y, ScottPlot.MarkerShape.FilledCircle, 9, ScottPlot.Colors.Black);
+        }
+        plot.Add.VerticalLine(0, 1, ScottPlot.Colors.Gray, ScottPlot.LinePattern.Dashed);
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual([.. rows.Select((r, i) => new ScottPlot.Tick(rows.Count - 1 - i, r.Label))]);
+        plot.Axes.SetLimitsY(-0.7, rows.Count - 0.3);
+        plot.Title(title);
+        plot.XLabel("coefficient (dot), 90 / 95 / 99 % intervals (thick to thin)");
+        Save(plot, stem, 900, 120 + 34 * rows.Count);
+    }
+
     /// <summary>Per level, two bars: the conditional-positive mean of the relative change (the paper's figures) and the
     /// unconditional mean, each with its 95 % CI; <paramref name="path"/> gets .png and .svg.</summary>
     public static void LevelBars(string path, string title, IReadOnlyList<Dictionary<string, string>> rows)
@@ -66,8 +152,7 @@ static class Figures
         plot.Title(title);
         plot.YLabel("relative change (mean, 95 % CI)");
         plot.ShowLegend(ScottPlot.Alignment.UpperRight);
-        plot.SavePng(path + ".png", 900, 420);
-        plot.SaveSvg(path + ".svg", 900, 420);
+        Save(plot, path);
     }
 
     /// <summary>Per degree bucket two boxes (min, quartiles, median, max): the largest drop of the top-10 weighted cosine
@@ -112,8 +197,7 @@ static class Figures
         plot.XLabel("clusters aligned with the neuron");
         plot.YLabel("change in weighted cosine");
         plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
-        plot.SavePng(path + ".png", 900, 420);
-        plot.SaveSvg(path + ".svg", 900, 420);
+        Save(plot, path);
         return numbers;
     }
 }

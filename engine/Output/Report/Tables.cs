@@ -2,7 +2,8 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
-using System.Text.Json.Serialization;
+using Parquet;
+using Parquet.Schema;
 
 namespace PolyEngine.Output.Report;
 
@@ -36,97 +37,139 @@ sealed class Table(IReadOnlyList<string> columns, List<Dictionary<string, string
 
 static class Tables
 {
-    /// <summary>The table <paramref name="name"/> of a run folder (.parquet, read into <typeparamref name="T"/>'s columns, or
-    /// .csv), or null when it has none.</summary>
-    public static Table? Read<T>(string run, string name) where T : class, new()
+    /// <summary>The table <paramref name="name"/> of a run folder (.parquet or .csv, whichever the run wrote) read whole, or
+    /// null when the run has none; a one-line error when it lacks one of <paramref name="required"/> or cannot be read.</summary>
+    public static Table? Read(string run, string name, params string[] required)
+    {
+        var columns = Columns(run, name, required);
+        return columns is null ? null : new Table(columns, [.. Rows(run, name, required)]);
+    }
+
+    /// <summary>The rows of a table one at a time (a Parquet row group is read at a time), for tables too big to hold as
+    /// text; every scalar column, list columns left out. Empty when the run has no such table.</summary>
+    public static IEnumerable<Dictionary<string, string>> Rows(string run, string name, params string[] required)
     {
         string parquet = Path.Combine(run, name + ".parquet"), csv = Path.Combine(run, name + ".csv");
+        if (Columns(run, name, required) is null) yield break;
+        var rows = File.Exists(parquet) ? ParquetRows(parquet) : CsvRows(csv);
+        using var e = rows.GetEnumerator();
+        while (true)
+        {
+            try { if (!e.MoveNext()) yield break; }
+            catch (Exception x) when (x is not PolyEngineException) { throw Unreadable(run, name, x); }
+            yield return e.Current;
+        }
+    }
+
+    /// <summary>Whether the run wrote the table (as .parquet or .csv).</summary>
+    public static bool Exists(string run, string name) => File.Exists(Path.Combine(run, name + ".parquet")) || File.Exists(Path.Combine(run, name + ".csv"));
+
+    /// <summary>The table's column names, or null when the run has no such table; checks <paramref name="required"/>.</summary>
+    static List<string>? Columns(string run, string name, string[] required)
+    {
+        string parquet = Path.Combine(run, name + ".parquet"), csv = Path.Combine(run, name + ".csv");
+        List<string> columns;
         try
         {
-            if (File.Exists(parquet)) return ReadParquet<T>(parquet);
-            if (File.Exists(csv)) return ReadCsv(csv);
+            if (File.Exists(parquet))
+            {
+                using var fs = File.OpenRead(parquet);
+                var reader = ParquetReader.CreateAsync(fs).GetAwaiter().GetResult();
+                try { columns = [.. reader.Schema.GetDataFields().Where(f => f.MaxRepetitionLevel == 0).Select(f => f.Name)]; }
+                finally { reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
+            }
+            else if (File.Exists(csv))
+            {
+                using var r = new StreamReader(csv);
+                columns = Split(r.ReadLine() ?? "");
+            }
+            else return null;
         }
-        catch (Exception e) when (e is not PolyEngineException)
-        {
-            throw new PolyEngineException($"report: {Path.Combine(run, name)} cannot be read ({e.Message.Split('\n')[0]}); rerun the command that wrote it");
-        }
-        return null;
+        catch (Exception e) when (e is not PolyEngineException) { throw Unreadable(run, name, e); }
+        foreach (var c in required)
+            if (!columns.Contains(c))
+                throw new PolyEngineException($"report: {Path.Combine(run, name)} has no column '{c}' (an older PolyEngine wrote it?); rerun the command that wrote it");
+        return columns;
     }
 
-    /// <summary>The columns the report reads of each table kind (a Parquet table is read into these by name).</summary>
-    public sealed class LevelColumns
-    {
-        [JsonPropertyName("level")] public string Level { get; set; } = "";
-        [JsonPropertyName("metric")] public string Metric { get; set; } = "";
-        [JsonPropertyName("cases")] public int Cases { get; set; }
-        [JsonPropertyName("positive_cases")] public int PositiveCases { get; set; }
-        [JsonPropertyName("fraction_positive")] public double FractionPositive { get; set; }
-        [JsonPropertyName("positive_mean")] public double PositiveMean { get; set; }
-        [JsonPropertyName("positive_se")] public double PositiveSe { get; set; }
-        [JsonPropertyName("positive_ci95_low")] public double PositiveCi95Low { get; set; }
-        [JsonPropertyName("positive_ci95_high")] public double PositiveCi95High { get; set; }
-        [JsonPropertyName("mean")] public double Mean { get; set; }
-        [JsonPropertyName("se")] public double Se { get; set; }
-        [JsonPropertyName("ci95_low")] public double Ci95Low { get; set; }
-        [JsonPropertyName("ci95_high")] public double Ci95High { get; set; }
-    }
+    static PolyEngineException Unreadable(string run, string name, Exception e) =>
+        new($"report: {Path.Combine(run, name)} cannot be read ({e.Message.Split('\n')[0]}); rerun the command that wrote it");
 
-    public sealed class RegressionColumns
-    {
-        [JsonPropertyName("model")] public string Model { get; set; } = "";
-        [JsonPropertyName("metric")] public string Metric { get; set; } = "";
-        [JsonPropertyName("term")] public string Term { get; set; } = "";
-        [JsonPropertyName("n")] public int N { get; set; }
-        [JsonPropertyName("r_squared")] public double RSquared { get; set; }
-        [JsonPropertyName("coefficient")] public double Coefficient { get; set; }
-        [JsonPropertyName("se")] public double Se { get; set; }
-        [JsonPropertyName("t")] public double T { get; set; }
-        [JsonPropertyName("p")] public double P { get; set; }
-        [JsonPropertyName("ci90_low")] public double Ci90Low { get; set; }
-        [JsonPropertyName("ci90_high")] public double Ci90High { get; set; }
-        [JsonPropertyName("ci95_low")] public double Ci95Low { get; set; }
-        [JsonPropertyName("ci95_high")] public double Ci95High { get; set; }
-        [JsonPropertyName("ci99_low")] public double Ci99Low { get; set; }
-        [JsonPropertyName("ci99_high")] public double Ci99High { get; set; }
-    }
-
-    /// <summary>The neuron experiment's cases columns the report reads.</summary>
-    public sealed class NeuronCaseColumns
-    {
-        [JsonPropertyName("bucket")] public string Bucket { get; set; } = "";
-        [JsonPropertyName("neuron")] public int Neuron { get; set; }
-        [JsonPropertyName("feature")] public int Feature { get; set; }
-        [JsonPropertyName("baseline")] public double Baseline { get; set; }
-        [JsonPropertyName("mask_max_abs_drop")] public double MaskMaxAbsDrop { get; set; }
-        [JsonPropertyName("amplify_max_abs_increase")] public double AmplifyMaxAbsIncrease { get; set; }
-    }
-
-    static Table ReadParquet<T>(string path) where T : class, new()
+    static IEnumerable<Dictionary<string, string>> ParquetRows(string path)
     {
         using var fs = File.OpenRead(path);
-        var data = Parquet.Serialization.ParquetSerializer.DeserializeAsync<T>(fs).GetAwaiter().GetResult().Data;
-        var props = typeof(T).GetProperties();
-        var columns = props.Select(p => p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false).OfType<JsonPropertyNameAttribute>().First().Name).ToList();
-        var rows = data.Select(row => props.Select((p, k) => (columns[k], Text(p.GetValue(row)))).ToDictionary(x => x.Item1, x => x.Item2)).ToList();
-        return new Table(columns, rows);
+        var reader = ParquetReader.CreateAsync(fs).GetAwaiter().GetResult();
+        try
+        {
+            var fields = reader.Schema.GetDataFields().Where(f => f.MaxRepetitionLevel == 0).ToArray();
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                string[][] cells;
+                int n;
+                using (var rg = reader.OpenRowGroupReader(g))
+                {
+                    n = checked((int)rg.RowCount);
+                    cells = [.. fields.Select(f => Cells(rg, f, n))];
+                }
+                for (int i = 0; i < n; i++)
+                {
+                    var row = new Dictionary<string, string>(fields.Length);
+                    for (int c = 0; c < fields.Length; c++) row[fields[c].Name] = cells[c][i];
+                    yield return row;
+                }
+            }
+        }
+        finally { reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
     }
 
-    static string Text(object? v) => v switch
+    /// <summary>A scalar column chunk as text cells (numbers in invariant round-trip form, nulls empty).</summary>
+    static string[] Cells(ParquetRowGroupReader rg, DataField f, int n)
     {
-        null => "",
+        var t = Nullable.GetUnderlyingType(f.ClrType) ?? f.ClrType;
+        if (t == typeof(string) || t == typeof(ReadOnlyMemory<char>))
+        {
+            var v = new string[n];
+            rg.ReadAsync(f, v, null).AsTask().GetAwaiter().GetResult();
+            return [.. v.Select(x => x ?? "")];
+        }
+        return t == typeof(double) ? Of<double>(rg, f, n) : t == typeof(float) ? Of<float>(rg, f, n) : t == typeof(long) ? Of<long>(rg, f, n)
+            : t == typeof(int) ? Of<int>(rg, f, n) : t == typeof(bool) ? Of<bool>(rg, f, n) : t == typeof(short) ? Of<short>(rg, f, n)
+            : t == typeof(byte) ? Of<byte>(rg, f, n) : t == typeof(uint) ? Of<uint>(rg, f, n) : t == typeof(ulong) ? Of<ulong>(rg, f, n)
+            : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
+    }
+
+    static string[] Of<T>(ParquetRowGroupReader rg, DataField f, int n) where T : struct
+    {
+        if (f.IsNullable)
+        {
+            var v = new T?[n];
+            rg.ReadAsync(f, v.AsMemory(), null).AsTask().GetAwaiter().GetResult();
+            return [.. v.Select(x => x is { } y ? Text(y) : "")];
+        }
+        var w = new T[n];
+        rg.ReadAsync(f, w.AsMemory(), null).AsTask().GetAwaiter().GetResult();
+        return [.. w.Select(x => Text(x))];
+    }
+
+    static string Text(object v) => v switch
+    {
         double d => d.ToString("R", CultureInfo.InvariantCulture),
         float f => f.ToString("R", CultureInfo.InvariantCulture),
+        bool b => b ? "true" : "false",
         IFormattable x => x.ToString(null, CultureInfo.InvariantCulture),
         _ => v.ToString() ?? "",
     };
 
-    static Table ReadCsv(string path)
+    static IEnumerable<Dictionary<string, string>> CsvRows(string path)
     {
-        var lines = File.ReadAllLines(path);
-        if (lines.Length == 0) return new Table([], []);
-        var columns = Split(lines[0]);
-        var rows = lines.Skip(1).Where(l => l.Length > 0).Select(Split).Select(cells => columns.Select((c, k) => (c, k < cells.Count ? cells[k] : "")).ToDictionary(x => x.c, x => x.Item2)).ToList();
-        return new Table(columns, rows);
+        using var r = new StreamReader(path);
+        var columns = Split(r.ReadLine() ?? "");
+        for (string? line; (line = r.ReadLine()) is not null;)
+        {
+            if (line.Length == 0) continue;
+            var cells = Split(line);
+            yield return columns.Select((c, k) => (c, k < cells.Count ? cells[k] : "")).ToDictionary(x => x.c, x => x.Item2);
+        }
     }
 
     /// <summary>One CSV line's cells (double-quoted cells may hold commas and doubled quotes).</summary>
