@@ -8,25 +8,107 @@ using PolyEngine.Toys;
 
 namespace PolyEngine.Cli.Commands;
 
+/// <summary>
+/// <c>polyengine demo</c>, the README's main command: the paper in miniature on toy models with the real file formats.
+/// It builds the toys (first use), runs both model families with hooks, then the whole pipeline as the verbs a researcher
+/// would type — features, co-activation, interference with toy explanations and the seeded sample, the feature-locus and
+/// token-locus experiments, token-type injection — and the report over all of them; each step is printed as its command
+/// line, so the same can be rerun by hand.
+/// </summary>
 static class DemoCommand
 {
     public static Command Create(Io io)
     {
-        var cache = new Option<string>("--cache") { Description = "Folder for the generated toy models (default: ~/.cache/polyengine/toys)" };
+        var cache = new Option<string>("--cache") { Description = "Folder for the generated toy models and data (default: ~/.cache/polyengine/toys)" };
+        var output = new Option<string>("--out", "-o") { Description = "Folder for the runs and the report (default: ~/.cache/polyengine/demo); the report is <out>/report/index.html" };
         var cmd = new Command("demo", Common.WithExamples(
-            "The built-in default job: build toy GPT-2 and Pythia models, a toy SAE, a toy corpus and toy explanations (first use), run " +
-            "the models with hooks, count SAE feature co-activations over the corpus, scan the SAE's decoder interference, steer with a sampled target's direction, its " +
-            "partners and a random one, show what came out.",
-            "polyengine demo")) { cache };
-        cmd.SetAction(r => Run(io, r.GetValue(cache) ?? DefaultCache()));
+            "The built-in default job, the paper in miniature (about a minute on two cores): build toy GPT-2 and Pythia models, a toy SAE, corpus and " +
+            "explanations (first use); run the models with hooks; then the pipeline as its commands — features, co-activation, interference with the " +
+            "seeded sample, the feature-locus and token-locus experiments, token-type injection — and one HTML report over all of them. The toys have " +
+            "random weights: the numbers show the machinery, not the paper's findings.",
+            "polyengine demo",
+            "polyengine demo --out demo/")) { cache, output };
+        cmd.SetAction(r => Run(io, r.GetValue(cache) ?? CacheFolder("toys"), r.GetValue(output) ?? CacheFolder("demo")));
         return cmd;
     }
 
-    static string DefaultCache() => Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "polyengine", "toys");
+    static string CacheFolder(string name) => Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "polyengine", name);
 
-    static int Run(Io io, string cacheDir)
+    static int Run(Io io, string cacheDir, string outDir)
     {
-        io.Out.WriteLine("PolyEngine demo: toy models with the real file formats, run on the CPU backend.");
+        var total = System.Diagnostics.Stopwatch.StartNew();
+        io.Out.WriteLine("PolyEngine demo: toy models with the real file formats (random weights: the machinery, not the paper's findings).");
+        string inputs = Path.Combine(outDir, "inputs");
+        try { Directory.CreateDirectory(inputs); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new PolyEngineException($"--out {outDir}: cannot create the folder ({e.Message.Split('\n')[0]}); give a folder you can write to");
+        }
+        Common.CheckWritable(Path.Combine(inputs, "types.json"), "--out");
+        string gpt2Dir = Path.Combine(cacheDir, "gpt2-tiny-seed0"), saeDir = Path.Combine(cacheDir, "gpt2-tiny-sae-mlp-out");
+        string corpus = Path.Combine(cacheDir, "toy-corpus.jsonl"), explanations = Path.Combine(cacheDir, "gpt2-tiny-sae-mlp-out-explanations.jsonl");
+        Forward(io, cacheDir);
+        var hook = HookName.Parse("blocks.1.hook_mlp_out");   // an MLP-output SAE: the token locus runs on attention and MLP outputs only
+        if (!File.Exists(Path.Combine(saeDir, "sae_weights.safetensors"))) ToySae.Write(saeDir, hook, 64, 256, SaeArchitecture.TopK, 0, k: 8, contextSize: 64);
+        if (!File.Exists(corpus)) ToyCorpus.Write(corpus, 40, 6, 0);
+        if (!File.Exists(explanations)) ToyExplanations.Write(explanations, 256, seed: 0);
+        string tokenSentences = Path.Combine(inputs, "token-sentences.json"), types = Path.Combine(inputs, "types.json"), typeSentences = Path.Combine(inputs, "type-sentences.json");
+        ToyCorpus.WriteTokenSentences(tokenSentences, 3, seed: 0);
+        ToyCorpus.WriteTypes(types, typeSentences, 4, seed: 0);
+        io.Out.WriteLine();
+        io.Out.WriteLine($"The pipeline on a toy TopK SAE (d_sae 256, k 8) at {hook}; every run goes under {Path.GetFullPath(outDir)}:");
+
+        string Run(string name) => Path.Combine(outDir, name);
+        string[] steering = ["--model", gpt2Dir, "--sample", Path.Combine(Run("interference"), "sample.json"), "--records", Path.Combine(Run("features"), "contexts.parquet"),
+            "--sentences", tokenSentences, "--scales", "-8,-4,-2,2,4,8", "--metrics", "weighted_cosine,overlap", "--top-tokens", "3", "--sentences-per-token", "2"];
+        (string What, string[] Args)[] steps =
+        [
+            ("feature statistics and top contexts", ["features", "--model", gpt2Dir, "--sae", saeDir, "--corpus", corpus, "--overwrite", "--out", Run("features")]),
+            ("exact co-activation counts", ["coactivate", "--model", gpt2Dir, "--sae", saeDir, "--corpus", corpus, "--overwrite", "--out", Run("coactivation")]),
+            ("decoder interference, unrelated pairs, the seeded sample", ["interference", "--sae", saeDir, "--explanations", explanations, "--sample", "3", "--overwrite", "--out", Run("interference")]),
+            ("feature locus (Fig. 3)", ["experiment", "feature", .. steering, "--overwrite", "--out", Run("experiment-feature")]),
+            ("token locus (Fig. 4)", ["experiment", "token", .. steering, "--overwrite", "--out", Run("experiment-token")]),
+            // A random toy decoder rarely reaches the paper's 0.2 / 0.5 cut-offs: lower ones give every type a high and a medium set.
+            ("token-type injection (Table 1)", ["inject", "--model", gpt2Dir, "--type-map", types, "--sentences", typeSentences, "--sae", saeDir, "--explanations", explanations,
+                "--records", Path.Combine(Run("features"), "contexts.parquet"), "--types", "object,verb,tail", "--set-interference", "0.1", "--set-high", "0.28", "--trials", "8", "--tokens", "5", "--overwrite", "--out", Run("inject")]),
+            ("the report", ["report", Run("features"), Run("coactivation"), Run("interference"), Run("experiment-feature"), Run("experiment-token"), Run("inject"), "--out", Run("report")]),
+        ];
+        foreach (var (what, args) in steps)
+        {
+            io.Out.WriteLine();
+            io.Out.WriteLine($"{what}:");
+            io.Out.WriteLine("  $ polyengine " + string.Join(" ", args.Select(Quote)));
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            var stdout = new StringWriter();
+            var stderr = new StringWriter();
+            int code = Program.Run(args, stdout, stderr);
+            foreach (var line in stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(Shown)) io.Out.WriteLine("  " + line.TrimEnd());
+            if (code != 0)
+            {
+                io.Err.Write(stderr.ToString());
+                return code;
+            }
+            io.Out.WriteLine($"  ({sw.Elapsed.TotalSeconds:F1} s)");
+        }
+        io.Out.WriteLine();
+        io.Out.WriteLine($"Done in {total.Elapsed.TotalSeconds:F0} s. Open the report: {Path.GetFullPath(Path.Combine(outDir, "report", "index.html"))}");
+        io.Out.WriteLine("  (every number on it is in summary.json beside it; the runs' tables open in pandas, polars or DuckDB)");
+        io.Out.WriteLine();
+        io.Out.WriteLine("On real weights (nothing is downloaded; use a folder or the HuggingFace cache):");
+        io.Out.WriteLine("  huggingface-cli download gpt2 config.json model.safetensors");
+        io.Out.WriteLine("  polyengine run --model gpt2 --prompt \"The dog\" --hooks \"blocks.*.hook_resid_post\" --out acts.safetensors");
+        io.Out.WriteLine("  polyengine bench forward --model gpt2 --batch 8 --seq 128");
+        return 0;
+    }
+
+    /// <summary>A step's output lines worth showing in the demo (its results, not the device and model lines every verb prints).</summary>
+    static bool Shown(string line) => !line.StartsWith("device:") && !line.StartsWith("model:") && !line.StartsWith("context:") && !line.StartsWith("BOS");
+
+    static string Quote(string arg) => arg.Length > 0 && arg.All(c => char.IsLetterOrDigit(c) || "-_./,:=~+".Contains(c)) ? arg : $"'{arg.Replace("'", "'\\''")}'";
+
+    /// <summary>Both toy families with hooks: shapes, norms, the top next tokens.</summary>
+    static void Forward(Io io, string cacheDir)
+    {
         using var backend = Devices.Create("auto", 0, out string note);
         io.Out.WriteLine($"device: {note}");
         foreach (var (family, name) in new[] { (ModelFamily.Gpt2, "gpt2-tiny"), (ModelFamily.GptNeoX, "neox-tiny") })
@@ -54,114 +136,8 @@ static class DemoCommand
                 double norm = Math.Sqrt(t.Data.Sum(v => (double)v * v) / (t.Shape[0] * t.Shape[1]));
                 io.Out.WriteLine($"  {h,-34} {t.ShapeText,-16} mean L2 norm per position {norm:F3}");
             }
-            io.Out.WriteLine($"  top next tokens (random weights, so no meaning): " + string.Join(", ", Enumerable.Range(0, 3).Select(j => result.Top!.At(0, j))
+            io.Out.WriteLine($"  top next tokens: " + string.Join(", ", Enumerable.Range(0, 3).Select(j => result.Top!.At(0, j))
                 .Select(t => $"{System.Text.Json.JsonSerializer.Serialize(model.Tokenizer.Decode([t.Id]), Common.Json)} p={t.Probability:F4}")));
         }
-        // SAE + corpus → exact feature co-activation counts.
-        string gpt2Dir = Path.Combine(cacheDir, "gpt2-tiny-seed0"), saeDir = Path.Combine(cacheDir, "gpt2-tiny-sae-topk"), corpusPath = Path.Combine(cacheDir, "toy-corpus.jsonl");
-        var hook = HookName.Parse("blocks.1.hook_resid_post");
-        if (!File.Exists(Path.Combine(saeDir, "sae_weights.safetensors"))) ToySae.Write(saeDir, hook, 64, 256, SaeArchitecture.TopK, 0, k: 8, contextSize: 64);
-        if (!File.Exists(corpusPath)) Toys.ToyCorpus.Write(corpusPath, 40, 6, 0);
-        using (var model = Model.Load(gpt2Dir, backend))
-        using (var sae = SparseAutoencoder.Load(saeDir, backend))
-        {
-            var result = Scans.CoactivationScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, () => model.Tokenizer), new Scans.CoactivationOptions());
-            var counter = result.Counters[0].Counter;
-            io.Out.WriteLine();
-            io.Out.WriteLine($"co-activation: toy TopK SAE (d_sae 256, k 8) at {hook} over {result.Tokens:N0} tokens of a toy corpus, {result.Seconds:F1} s");
-            foreach (var p in Output.CoactivationWriter.Rows("demo", counter, 1).OrderByDescending(p => p.CountAB).ThenBy(p => p.FeatureA).Take(3))
-                io.Out.WriteLine($"  features {p.FeatureA,3} & {p.FeatureB,3}: together in {p.CountAB} tokens (alone {p.CountA} and {p.CountB}), jaccard {p.Jaccard:F2}, lift {p.Lift:F2}");
-            var (stats, tokens, _, _) = Scans.FeatureScan.Run(model, [sae], Formats.Corpus.Open(corpusPath, () => model.Tokenizer), new Scans.FeatureScanOptions { TopK = 1 });
-            var st = stats[0];
-            int busiest = Enumerable.Range(0, st.FireCounts.Length).MaxBy(j => st.FireCounts[j]);
-            var ctx = st.TopContexts(busiest)[0];
-            io.Out.WriteLine($"features: {st.FireCounts.Count(c => c == 0)} of 256 never fired; the busiest, {busiest}, fired on {100.0 * st.FireCounts[busiest] / tokens:F0} % " +
-                             $"of tokens, most strongly ({ctx.Activation:F2}) at \"{model.Tokenizer.Decode([ctx.Tokens[ctx.Position]])}\" in " +
-                             $"\"…{model.Tokenizer.Decode(ctx.Tokens.Take(ctx.Position + 1).Skip(Math.Max(0, ctx.Position - 7))).Trim()}\"");
-            io.Out.WriteLine($"  the same with files: polyengine coactivate (or features) --model {gpt2Dir} --sae {saeDir} --corpus {corpusPath} --out coact/");
-        }
-        // The same SAE's decoder geometry: the paper's interference bins and qualified targets, against toy explanations.
-        string explanationsPath = Path.Combine(cacheDir, "gpt2-tiny-sae-topk-explanations.jsonl");
-        if (!File.Exists(explanationsPath)) Toys.ToyExplanations.Write(explanationsPath, 256, seed: 0);
-        System.Text.Json.Nodes.JsonNode? target;
-        {
-            var inp = Scans.InterferenceInputs.Load(new Scans.InterferenceSource(saeDir, explanationsPath), "demo", strict: false);
-            var options = new Scans.InterferenceOptions();
-            var sw = System.Diagnostics.Stopwatch.StartNew();
-            var st = Scans.InterferenceScan.Run(backend, inp.Unit, inp.D, inp.Embed, inp.EmbedDim, options);
-            var r = Scans.InterferenceResult.From(inp, st, options, null, null, new Scans.InterferenceSampleOptions(1, 1, 0));
-            io.Out.WriteLine();
-            io.Out.WriteLine($"interference: decoder cosines of all {r.Pairs:N0} pairs of the {r.Features} features with a toy explanation, {sw.Elapsed.TotalMilliseconds:F0} ms");
-            io.Out.WriteLine("  " + string.Join(", ", Enumerable.Range(0, Scans.InterferenceBins.Count)
-                .Select(b => $"{Scans.InterferenceBins.Keys[b]}: {100.0 * r.Bins[b] / r.Pairs:F1} %")) + $", negative: {100.0 * (r.Pairs - r.Bins.Sum()) / r.Pairs:F1} %");
-            io.Out.WriteLine("  qualified targets (an unrelated partner in every bin): " + string.Join(", ", r.Taus.Select((t, i) => $"τ {t}: {r.Qualified[i]}")));
-            target = System.Text.Json.Nodes.JsonNode.Parse(r.SampleJson!)!["taus"]![2]!["targets"]!.AsArray().FirstOrDefault();
-            if (target is not null)
-                io.Out.WriteLine($"  a sampled target under τ 0.2: feature {target["feature"]} (\"{target["explanation"]}\"), partners " +
-                    string.Join(", ", Scans.InterferenceBins.Keys.Select(k => target["bins"]![k]!["partners"]!.AsArray().FirstOrDefault() is { } p
-                        ? $"{p["feature"]} (cos {(double)p["cosine"]!:F2})" : "-")));
-            io.Out.WriteLine($"  the same with files: polyengine interference --sae {saeDir} --explanations {explanationsPath} --sample 10 --out interf/");
-        }
-        if (target is not null) Steer(io, backend, gpt2Dir, saeDir, target, Path.Combine(cacheDir, "steer-prompts.jsonl"));
-        io.Out.WriteLine();
-        io.Out.WriteLine("On real weights (nothing is downloaded; use a folder or the HuggingFace cache):");
-        io.Out.WriteLine("  huggingface-cli download gpt2 config.json model.safetensors");
-        io.Out.WriteLine("  polyengine run --model gpt2 --prompt \"The dog\" --hooks \"blocks.*.hook_resid_post\" --out acts.safetensors");
-        io.Out.WriteLine("  polyengine bench forward --model gpt2 --batch 8 --seq 128");
-        return 0;
-    }
-
-    /// <summary>The paper's feature locus on the toy model: the sampled target's own decoder direction, its first partner in
-    /// each interference bin and a random direction, each added over the paper's 32 scales at the SAE's hook on a few
-    /// prompts; per level, the best change in weighted cosine and overlap towards the target's tokens (the three tokens its
-    /// direction promotes most through the unembedding), averaged over the prompts.</summary>
-    static void Steer(Io io, Kernels.IBackend backend, string modelDir, string saeDir, System.Text.Json.Nodes.JsonNode target, string promptsPath)
-    {
-        using var model = Model.Load(modelDir, backend);
-        var config = SaeConfig.Load(saeDir);
-        var decoder = SparseAutoencoder.ReadDecoder(config);   // [d_sae, d_in]
-        float[] Row(int f) => decoder.AsSpan(f * config.DIn, config.DIn).ToArray();
-        int self = (int)target["feature"]!;
-        var features = new List<int> { self };
-        var levels = new List<(string Level, float[] Vector)> { ($"self (feature {self})", Row(self)) };
-        foreach (var bin in Scans.InterferenceBins.Keys)
-            if (target["bins"]![bin]!["partners"]!.AsArray().FirstOrDefault() is { } p)
-            {
-                features.Add((int)p["feature"]!);
-                levels.Add(($"partner {features[^1]} in bin {bin}", Row(features[^1])));
-            }
-        levels.Add(("random direction", new Rng(0).Normals([1, config.DIn], 1f)));   // steer --random 1 --seed 0
-        // The target's tokens: the logit lens of its unit decoder direction.
-        var unit = Row(self);
-        System.Numerics.Tensors.TensorPrimitives.Divide(unit, System.Numerics.Tensors.TensorPrimitives.Norm(unit), unit);
-        var wU = model.W_U.Data;   // [d_model, d_vocab]
-        var lens = new float[model.Spec.DVocab];
-        for (int i = 0; i < unit.Length; i++)
-            for (int t = 0; t < lens.Length; t++) lens[t] += unit[i] * wU[(long)i * lens.Length + t];
-        var targets = Enumerable.Range(0, lens.Length).OrderByDescending(t => lens[t]).Take(3).ToArray();
-        string[] texts = ["The quick brown fox", "Once upon a time there was", "In the beginning", "She said that the"];
-        var plan = new Interventions.SteerPlan
-        {
-            Hook = config.Hook,
-            Prompts = texts.Select(x => new Interventions.SteerPrompt(model.Encode(x, prependBos: false), targets)).ToArray(),
-            Vectors = levels.Select(l => l.Vector).ToArray(),
-        };
-        Interventions.PromptFile.Write(promptsPath, plan.Prompts);
-        var sweep = Interventions.SteerSweep.Collect(model, plan);
-        var best = sweep.Best();
-        io.Out.WriteLine();
-        io.Out.WriteLine($"steering: {levels.Count} directions × {plan.Scales.Count} scales added at {config.Hook} on {texts.Length} prompts " +
-                         $"({sweep.Plan.Interventions:N0} interventions, {sweep.InterventionsPerSecond:N0}/s); target tokens " +
-                         string.Join(" ", targets.Select(t => System.Text.Json.JsonSerializer.Serialize(model.Tokenizer.Decode([t]), Common.Json))) +
-                         " (random toy weights: the paper's ordering need not show)");
-        for (int i = 0; i < levels.Count; i++)
-        {
-            var wc = best.Where(b => b.Item == i && b.Metric == Interventions.SteerMetric.WeightedCosine).ToArray();
-            var ov = best.Where(b => b.Item == i && b.Metric == Interventions.SteerMetric.Overlap).ToArray();
-            io.Out.WriteLine($"  {levels[i].Level,-30} best Δ weighted cosine {wc.Average(b => b.Delta):+0.0000;-0.0000} " +
-                             $"({100 * wc.Average(b => b.RelativeDelta):+0.0;-0.0} %), best Δ overlap {ov.Average(b => b.Delta):+0.0000;-0.0000}");
-        }
-        io.Out.WriteLine($"  the same with files: polyengine steer --model {modelDir} --sae {saeDir} --features {string.Join(",", features)} --random 1 " +
-                         $"--prompts {promptsPath} --out steer/");
     }
 }
