@@ -226,28 +226,6 @@ public class CliTests
     }
 
     [Fact]
-    public void DemoBuildsToysAndRunsThem()
-    {
-        using var cache = new Fixtures.TempDir();
-        var (code, stdout, stderr) = Run("demo", "--cache", cache.Path);
-        Assert.True(code == 0, stderr);
-        Assert.Contains("gpt2-tiny: GPT2LMHeadModel", stdout);
-        Assert.Contains("neox-tiny: GPTNeoXForCausalLM", stdout);
-        Assert.Contains("blocks.1.hook_resid_post", stdout);
-        Assert.Contains("On real weights", stdout);
-        Assert.Contains("co-activation: toy TopK SAE", stdout);
-        Assert.Contains("together in", stdout);
-        Assert.Contains("the busiest", stdout);
-        Assert.Contains("interference: decoder cosines of all", stdout);
-        Assert.Contains("qualified targets (an unrelated partner in every bin): τ 0.4:", stdout);
-        Assert.Contains("steering: 7 directions × 32 scales added at blocks.1.hook_resid_post on 4 prompts (896 interventions", stdout);
-        Assert.Contains("self (feature ", stdout);
-        Assert.Contains("random direction", stdout);
-        Assert.True(File.Exists(Path.Combine(cache.Path, "steer-prompts.jsonl")));   // the printed steer command's prompts
-        Assert.True(File.Exists(Path.Combine(cache.Path, "neox-tiny-seed0", "tokenizer.json")));
-    }
-
-    [Fact]
     public void EveryVerbHasHelpWithExamples()
     {
         foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"], ["bench", "coactivate"], ["features"],
