@@ -121,6 +121,7 @@ static class ExperimentCommand
             }, done => job.Say($"resuming: {done} targets were run by an earlier run")));
             var results = new JsonObject { ["targets"] = work.Count, ["cases"] = result.Cases.Count, ["seconds"] = result.Seconds };
             foreach (var (k, v) in result.Counts.OrderBy(x => x.Key, StringComparer.Ordinal)) results[k] = v;
+            if (result.Counts.TryGetValue("interventions", out int n)) results["interventions_per_second"] = n / Math.Max(result.Seconds, 1e-9);
             var manifest = ScanManifest.Header($"polyengine {tool}", m, note, new JsonObject
             {
                 ["inputs"] = new JsonObject

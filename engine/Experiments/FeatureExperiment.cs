@@ -45,7 +45,7 @@ public static class FeatureExperiment
 
     /// <summary>Every target of <paramref name="samples"/> (or <paramref name="work"/>, a shard of them) through
     /// <see cref="ExperimentDriver"/>. Counts: targets_run, targets_without_records, targets_without_tokens,
-    /// tokens_without_sentences, targets_denoised.</summary>
+    /// tokens_without_sentences, targets_denoised, interventions (the edited forward rows).</summary>
     public static ExperimentResult Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath, IReadOnlyDictionary<string, string[]> sentences,
         FeatureExperimentOptions o, Action<int, int>? progress = null, Scans.ScanCheckpoint? checkpoint = null,
         IReadOnlyList<(SaeSample, SampleTarget)>? work = null, CancellationToken cancel = default) =>
@@ -75,14 +75,14 @@ public static class FeatureExperiment
                 foreach (var p in target.Bins[b].Take(o.Partners))
                     levels.Add(new(Scans.InterferenceBins.Keys[b], p.Feature, p.Interference, p.Similarity, [Row(p.Feature)]));
             levels.Add(new(Random, -1, double.NaN, double.NaN, [RandomVector(o.Seed, sample.Name, target.Feature, dec.DIn)]));
-            var mine = LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget);
+            var (mine, interventions) = LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget);
             if (o.Denoise is double threshold)
             {
                 var own = mine.Where(c => c.Level == Self).Select(c => c.Relative[0]).Where(double.IsFinite).ToList();
                 if (own.Count == 0 || own.Average() < threshold)
-                    return new([], new Dictionary<string, int> { ["targets_denoised"] = 1, ["tokens_without_sentences"] = noSentences });
+                    return new([], new Dictionary<string, int> { ["targets_denoised"] = 1, ["tokens_without_sentences"] = noSentences, ["interventions"] = interventions });
             }
-            return new(mine, new Dictionary<string, int> { ["targets_run"] = 1, ["tokens_without_sentences"] = noSentences });
+            return new(mine, new Dictionary<string, int> { ["targets_run"] = 1, ["tokens_without_sentences"] = noSentences, ["interventions"] = interventions });
         };
     }
 

@@ -14,11 +14,11 @@ public sealed record TestPrompt(TopToken Token, int Sentence, SteerPrompt Prompt
 /// <summary>
 /// The sweep behind every steering experiment: all (prompt, level vector, scale) of one target through one
 /// <see cref="SteerSweep"/>, then per prompt and level, per metric, the best over the level's vectors × scales by
-/// <see cref="BestOfScale"/> from the given start.
+/// <see cref="BestOfScale"/> from the given start. Returns the cases and the interventions run (every edited forward row).
 /// </summary>
 public static class LevelSweep
 {
-    public static List<FeatureCase> Run(Model model, SaeSample sample, SampleTarget target, IReadOnlyList<TestPrompt> prompts, IReadOnlyList<Level> levels,
+    public static (List<FeatureCase> Cases, int Interventions) Run(Model model, SaeSample sample, SampleTarget target, IReadOnlyList<TestPrompt> prompts, IReadOnlyList<Level> levels,
         IReadOnlyList<float> scales, IReadOnlyList<SteerMetric> metrics, BestStart start, int rowsBudget)
     {
         var itemLevel = levels.SelectMany((l, i) => l.Vectors.Select(_ => i)).ToArray();
@@ -28,6 +28,7 @@ public static class LevelSweep
             Metrics = metrics, RowsBudget = rowsBudget,
         };
         var rows = SteerSweep.Collect(model, plan).Rows;
+        int interventions = checked((int)plan.Interventions);
         var cases = new List<FeatureCase>();
         int m = metrics.Count;
         foreach (var byPrompt in rows.GroupBy(r => r.Prompt))
@@ -54,6 +55,6 @@ public static class LevelSweep
                     token.Text, token.Id, sentence, b, best, scale, delta, rel));
             }
         }
-        return cases;
+        return (cases, interventions);
     }
 }

@@ -87,6 +87,7 @@ public static class PromptExperiment
                 }
             }
             counts["targets_run"] = 1;
+            counts["interventions"] = tests.Count * levels.Count;   // the injected prompts
             return new(cases, counts);
         };
     }

@@ -35,7 +35,7 @@ public static class TokenExperiment
 {
     /// <summary>Every target through <see cref="ExperimentDriver"/>. Counts: targets_run, targets_at_other_sites,
     /// targets_without_records, targets_without_tokens, targets_without_cases (no test sentence, or no vector),
-    /// tokens_without_sentences, target_vectors, partners_without_vectors (per target that samples them).</summary>
+    /// tokens_without_sentences, target_vectors, partners_without_vectors (per target that samples them), interventions.</summary>
     public static ExperimentResult Run(Model model, IReadOnlyList<SaeSample> samples, string recordsPath, IReadOnlyDictionary<string, string[]> sentences,
         TokenExperimentOptions o, Action<int, int>? progress = null, Scans.ScanCheckpoint? checkpoint = null,
         IReadOnlyList<(SaeSample, SampleTarget)>? work = null, CancellationToken cancel = default) =>
@@ -89,7 +89,9 @@ public static class TokenExperiment
                 if (own.TryGetValue(token.Text, out var self)) levels.Add(new(FeatureExperiment.Self, target.Feature, 1, 1, [self]));
                 levels.AddRange(bins);
                 levels.Add(random);
-                cases.AddRange(LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget));
+                var (mine, interventions) = LevelSweep.Run(model, sample, target, prompts, levels, o.Scales, o.Metrics, o.Start, o.RowsBudget);
+                cases.AddRange(mine);
+                Count("interventions", interventions);
             }
             Count(cases.Count > 0 ? "targets_run" : "targets_without_cases");
             return new(cases, counts);

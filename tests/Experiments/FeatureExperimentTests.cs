@@ -105,6 +105,7 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
         // Target 3: T_f = Paris (3 of its 4 sentences), London (1); target 7: red (1), blue (in T_f: 0.8 ≥ 0.5·1.0, but it has
         // no sentences: counted, not run).
         Assert.Equal((3 + 1 + 1) * 7, cases.Count);   // × (self, five bins, rand)
+        Assert.Equal(cases.Count * scales.Length, counts["interventions"]);   // each case's prompt and level steered at every scale
         Assert.Equal(["self", .. PolyEngine.Scans.InterferenceBins.Keys, "rand"], cases.Where(c => c.Target == 3 && c.Token == " Paris" && c.Sentence == 0).Select(c => c.Level));
 
         // One case by hand: target 3, level 0.2-0.3 (partner 12), " Paris", sentence 1, weighted cosine over the whole vocabulary.

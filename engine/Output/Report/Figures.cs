@@ -1,4 +1,5 @@
 using System.Globalization;
+using static PolyEngine.Output.Report.ReportPage;
 
 namespace PolyEngine.Output.Report;
 
@@ -123,7 +124,6 @@ static class Figures
     /// unconditional mean, each with its 95 % CI; <paramref name="path"/> gets .png and .svg.</summary>
     public static void LevelBars(string path, string title, IReadOnlyList<Dictionary<string, string>> rows)
     {
-        double D(Dictionary<string, string> r, string c) => double.TryParse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : double.NaN;
         var plot = NewPlot();
         var positive = new List<ScottPlot.Bar>();
         var all = new List<ScottPlot.Bar>();
@@ -159,7 +159,6 @@ static class Figures
     /// under masking (as a negative change) and its largest increase under amplifying. Returns the boxes' numbers.</summary>
     public static System.Text.Json.Nodes.JsonArray NeuronBoxes(string path, IReadOnlyList<Dictionary<string, string>> rows)
     {
-        double D(Dictionary<string, string> r, string c) => double.TryParse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : double.NaN;
         var order = Experiments.DegreeBuckets.All.Select(b => b.Name).ToList();
         var buckets = rows.Select(r => r["bucket"]).Distinct().OrderBy(b => order.IndexOf(b)).ToList();
         var plot = NewPlot();

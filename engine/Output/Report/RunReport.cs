@@ -20,7 +20,8 @@ public static class RunReport
 {
     const string Style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}" +
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}" +
-        "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:90%}.note{color:#a33}.facts td{text-align:left}";
+        "table{display:block;overflow-x:auto;max-width:100%}img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:90%}" +
+        ".note{color:#a33}.facts td,.facts th{text-align:left}details{margin:.5em 0}summary{cursor:pointer;color:#555}.tool{color:#555}";
 
     /// <summary>Writes <c>index.html</c>, <c>summary.json</c> and <c>figures/</c> into <paramref name="outDir"/> (created).</summary>
     public static ReportResult Write(IReadOnlyList<string> runs, string outDir, string title = "PolyEngine report")
@@ -33,11 +34,14 @@ public static class RunReport
         var notes = new List<string>();
         var summary = new JsonObject { ["title"] = title, ["version"] = Version, ["runs"] = new JsonArray() };
         page.Append($"<!doctype html><html><head><meta charset=\"utf-8\"><title>{ReportPage.Esc(title)}</title><style>{Style}</style></head><body>")
-            .Heading(1, title);
-        foreach (var run in runs)
+            .Heading(1, title)
+            .Append("<ol>" + string.Concat(runs.Select((run, i) => $"<li><a href=\"#run{i + 1}\">{ReportPage.Esc(Name(run))}</a></li>")) + "</ol>");
+        for (int i = 0; i < runs.Count; i++)
         {
+            string run = runs[i];
             var entry = new JsonObject { ["folder"] = Path.GetFullPath(run) };
             ((JsonArray)summary["runs"]!).Add(entry);
+            page.Append($"<h2 id=\"run{i + 1}\">{ReportPage.Esc(Name(run))}</h2>");
             try { Section(run, page, entry); }
             catch (PolyEngineException e)
             {
@@ -54,6 +58,9 @@ public static class RunReport
     }
 
     static string Version => typeof(Model).Assembly.GetName().Version!.ToString();
+
+    /// <summary>A run's title: its folder's name.</summary>
+    static string Name(string run) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(run)));
 
     /// <summary>The output folder exists and takes files, or a one-line error before any work.</summary>
     static void Writable(string outDir, string figures)
@@ -73,7 +80,6 @@ public static class RunReport
 
     static void Section(string run, ReportPage page, JsonObject entry)
     {
-        page.Heading(2, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(run)))).Paragraph(Path.GetFullPath(run));
         var manifestPath = Path.Combine(run, "manifest.json");
         if (!File.Exists(manifestPath)) throw new PolyEngineException($"report: {run} has no manifest.json; it is not a PolyEngine run folder, or its run did not finish");
         JsonNode manifest;
@@ -82,7 +88,7 @@ public static class RunReport
         string tool = (string?)manifest["tool"] ?? "unknown";
         entry["tool"] = tool;
         entry["facts"] = Facts(manifest);
-        page.Paragraph(tool);
+        page.Append($"<p class=\"tool\">{ReportPage.Esc(tool)}: {ReportPage.Esc(Path.GetFullPath(run))}</p>");
         if ((string?)manifest["version"] is not { } version)
             page.Note("The manifest has no version: an older PolyEngine wrote it; tables are read by column name and what is missing is said below.");
         else if (version != Version)
@@ -110,18 +116,20 @@ public static class RunReport
         ["options"] = m["options"]?.DeepClone(), ["results"] = m["results"]?.DeepClone(),
     };
 
+    /// <summary>The facts as rows of dotted names (options.readings.t_f) and values; lists of plain values joined by commas.</summary>
     static string FactsTable(JsonObject facts)
     {
-        var page = new ReportPage("");
         var rows = new List<IReadOnlyList<string>>();
-        foreach (var (k, v) in facts)
+        void Add(string name, JsonNode? v)
         {
-            if (v is null) continue;
-            if (v is JsonObject o)
-                foreach (var (k2, v2) in o) rows.Add([$"{k}.{k2}", Text(v2)]);
-            else rows.Add([k, Text(v)]);
+            if (v is null) return;
+            if (v is JsonObject o) { foreach (var (k, x) in o) Add($"{name}.{k}", x); return; }
+            if (v is JsonArray a && a.All(x => x is JsonValue)) { rows.Add([name, string.Join(", ", a.Select(Text))]); return; }
+            rows.Add([name, Text(v)]);
         }
-        return page.Append("<div class=\"facts\">").Table(["fact", "value"], rows).Append("</div>").ToString();
+        foreach (var (k, v) in facts) Add(k, v);
+        return new ReportPage("").Append("<details class=\"facts\"><summary>run facts: model, SAEs, device, options (with the code-vs-paper readings), results</summary>")
+            .Table(["fact", "value"], rows).Append("</details>").ToString();
 
         static string Text(JsonNode? v) => v is JsonValue x && x.TryGetValue(out string? s) ? s : v?.ToJsonString() ?? "";
     }
