@@ -16,7 +16,7 @@ public class ArchitectureTests
     /// <summary>The engine's floors, lowest first: the data flows files → formats → models → … → outputs.</summary>
     static readonly string[][] EngineFloors =
     [
-        ["Core"], ["Stats"], ["Formats"], ["Models"], ["Tokenization"], ["Hooks"], ["Sae"], ["Forward"], ["(root)"], ["Backward"], ["Scans"], ["Interventions"], ["Experiments"], ["Output"], ["Toys"], ["Benchmarks"],
+        ["Core"], ["Stats"], ["Formats"], ["Models"], ["Tokenization"], ["Hooks"], ["Sae"], ["Forward"], ["(root)"], ["Backward"], ["Scans"], ["Interventions"], ["Serving"], ["Experiments"], ["Output"], ["Toys"], ["Benchmarks"],
     ];
 
     /// <summary>The kernels' floors: the shared types and the backend interface, the scalar references, then the two backends,

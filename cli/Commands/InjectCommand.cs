@@ -13,7 +13,13 @@ static class InjectCommand
 {
     public static Command Create(Io io)
     {
-        var model = Common.Model();
+        var model = Common.Model(required: false);
+        var endpoint = new Option<string?>("--endpoint") { Description = "Run the trials on a served model: an OpenAI-compatible server's address (vLLM, llama.cpp, polyengine serve), e.g. http://127.0.0.1:8000" };
+        var servedModel = new Option<string?>("--served-model") { Description = "With --endpoint: the model name the server serves (GET /v1/models lists it)" };
+        var apiKeyEnv = new Option<string?>("--api-key-env") { Description = "With --endpoint: environment variable holding the server's API key" };
+        var concurrency = new Option<int>("--concurrency") { Description = "With --endpoint: requests in flight at once", DefaultValueFactory = _ => 64 };
+        var timeout = new Option<double>("--timeout") { Description = "With --endpoint: seconds one attempt may take (a queued large model can take minutes)", DefaultValueFactory = _ => 600 };
+        var retries = new Option<int>("--retries") { Description = "With --endpoint: retries of a 408, 429, 5xx or dropped connection (exponential backoff, Retry-After honoured)", DefaultValueFactory = _ => 8 };
         var typeMap = new Option<string>("--type-map") { Description = "Token types: {\"<token id>\": \"<type>\"}, or {\"<decoded string>\": \"<type>\"}", Required = true };
         var tokenSets = new Option<string>("--token-sets")
         {
@@ -43,10 +49,15 @@ static class InjectCommand
         var cmd = new Command("inject", Common.WithExamples(
             "Token-type prompt injection (the prompt locus): per type, sentence and category (target, high, medium, random), --trials trials that " +
             "prepend \"(\" + --tokens sampled token strings + \")\" to the sentence and count the type's ids among the top --top next tokens against " +
-            "the plain sentence; success rates and Welch's t against random per type and category.",
+            "the plain sentence; success rates and Welch's t against random per type and category. With --endpoint the same trials run on a served " +
+            "model through /v1/completions (max_tokens 1, logprobs --top): with --model (the served model's tokenizer) as token ids, exactly the ids " +
+            "the engine runs; without it as text, the types matched on decoded strings. Every answer goes to requests.jsonl in --out as it arrives, " +
+            "so a killed run resumes without asking again.",
             "polyengine inject --model gpt2 --type-map gpt2_token_id_to_type.json --token-sets union_location.json --sentences type_sentences.json --types location --out inject/",
-            "polyengine inject --model ./toy --type-map types.json --token-sets sets.json --sentences s.json --trials 10 --max-sentences 5 --format csv --out inj/"))
-        { model, typeMap, tokenSets, saes, explanations, records, setHigh, setInterference, setSimilarity, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
+            "polyengine inject --model ./toy --type-map types.json --token-sets sets.json --sentences s.json --trials 10 --max-sentences 5 --format csv --out inj/",
+            "polyengine inject --endpoint http://127.0.0.1:8000 --served-model meta-llama/Llama-3.1-8B-Instruct --type-map llama_string_to_type.json --token-sets inj/token_sets.json --sentences s.json --out llama/",
+            "polyengine inject --endpoint http://127.0.0.1:8000 --served-model gpt2 --model gpt2 --type-map types.json --token-sets sets.json --sentences s.json --out served/"))
+        { model, endpoint, servedModel, apiKeyEnv, concurrency, timeout, retries, typeMap, tokenSets, saes, explanations, records, setHigh, setInterference, setSimilarity, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
@@ -60,24 +71,32 @@ static class InjectCommand
             var given = build ? null : InjectionInputs.TokenSets(r.GetValue(tokenSets)!);
             var sents = InjectionInputs.Sentences(r.GetValue(sentences)!);
             var typeList = r.GetValue(types) is string t ? t.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : given!.Keys.ToArray();
-            bool prependBos = Bos.Parse(r.GetValue(bos)) ?? true;
             var part = Shard.Parse(r.GetValue(shard)!);
             using var folder = Common.OpenScanOutput(io, outDir);
-            using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
-            using var m = Model.Load(r.GetValue(model)!, backend);
-            io.Out.WriteLine($"model: {m.Folder}\ndevice: {note}");
-            var typeOfId = InjectionInputs.TypeMap(r.GetValue(typeMap)!, m);
+            using var target = r.GetValue(endpoint) is { } url
+                ? InjectTarget.Endpoint(InjectTarget.Options(url, r.GetValue(servedModel), r.GetValue(apiKeyEnv), r.GetValue(concurrency), r.GetValue(timeout), r.GetValue(retries)),
+                    r.GetValue(model), r.GetValue(device)!, r.GetValue(threads))
+                : InjectTarget.Engine(r.GetValue(model) ?? throw new PolyEngineException("give --model (the model to run), or --endpoint and --served-model for a served one"),
+                    r.GetValue(device)!, r.GetValue(threads));
+            var m = target.Model;
+            io.Out.WriteLine(m is null ? $"endpoint: {target.Description}" : $"model: {m.Folder}\ndevice: {target.Device}");
+            bool prependBos = Bos.Parse(r.GetValue(bos)) ?? m is not null;
+            if (prependBos && m is null) throw new PolyEngineException("--bos on needs the served model's tokenizer (--model): text prompts get what the server's tokenizer adds");
+            if (build && (m is null || target.Client is not null))
+                throw new PolyEngineException("building token sets needs the small model in the engine; build them with an in-engine inject run and give its token_sets.json as --token-sets");
+            var typeOfId = m is null ? new Dictionary<int, string>() : InjectionInputs.TypeMap(r.GetValue(typeMap)!, m);
+            var typeOfString = m is null ? InjectionInputs.TypeMapStrings(r.GetValue(typeMap)!) : null;
             var setCounts = new Dictionary<string, int>();
-            var sets = given ?? BuildSets(io, m, typeList, typeOfId, r.GetValue(saes)!, r.GetValue(explanations)!, r.GetValue(records)!, setOptions, setCounts);
+            var sets = given ?? BuildSets(io, m!, typeList, typeOfId, r.GetValue(saes)!, r.GetValue(explanations)!, r.GetValue(records)!, setOptions, setCounts);
             var plan = new InjectionPlan
             {
-                Types = typeList, TypeOfId = typeOfId, TokenSets = sets, Sentences = sents,
+                Types = typeList, TypeOfId = typeOfId, TypeOfString = typeOfString, TokenSets = sets, Sentences = sents,
                 Trials = r.GetValue(trials), Tokens = r.GetValue(tokens), Top = r.GetValue(top), MaxSentences = r.GetValue(maxSentences),
                 PrependBos = prependBos, Seed = r.GetValue(seed), Shard = part,
             };
             plan.Validate();
-            if (plan.Top > m.Spec.DVocab) throw new PolyEngineException($"--top {plan.Top} is more than the model's {m.Spec.DVocab} tokens");
-            io.Out.WriteLine(Common.DescribeBos(m, prependBos, "as the authors' small-model notebook"));
+            if (m is not null && plan.Top > m.Spec.DVocab) throw new PolyEngineException($"--top {plan.Top} is more than the model's {m.Spec.DVocab} tokens");
+            io.Out.WriteLine(m is null ? "bos: as the server's tokenizer adds it (prompts go as text)" : Common.DescribeBos(m, prependBos, "as the authors' small-model notebook"));
             foreach (var s in plan.Skipped()) io.Out.WriteLine($"skipped: {s}");
             var options = new JsonObject
             {
@@ -87,7 +106,8 @@ static class InjectCommand
                 ["statistic"] = "Welch's t (unequal variances), two-sided, of per-trial count_increase / prob_increase against the random category",
             };
             var keyInputs = new JsonObject();
-            RunKey.AddModel(keyInputs, m);
+            if (m is not null) RunKey.AddModel(keyInputs, m);
+            if (target.Client is not null) keyInputs["endpoint"] = target.Description;   // the server and the model it serves
             RunKey.AddFile(keyInputs, "type_map", r.GetValue(typeMap));
             if (!build) RunKey.AddFile(keyInputs, "token_sets", r.GetValue(tokenSets));
             else
@@ -96,19 +116,22 @@ static class InjectCommand
                 options["token_set_options"] = new JsonObject { ["high"] = setOptions.High, ["interference"] = setOptions.InterferenceMin, ["similarity"] = setOptions.SimilarityMax, ["ratio"] = setOptions.Ratio, ["top_unique"] = setOptions.TopUnique, ["tokens_per_feature"] = setOptions.TokensPerFeature };
             }
             RunKey.AddFile(keyInputs, "sentences", r.GetValue(sentences));
-            Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}", InjectionWriter.PlannedFiles(fmt));
+            Common.PrepareScanOutput(io, folder, outDir, new RunKey(keyInputs, (JsonObject)options.DeepClone()), r.GetValue(overwrite), $"format={fmt}",
+                [.. InjectionWriter.PlannedFiles(fmt), InjectTarget.LogFile]);
             if (folder.AlreadyComplete) return 0;
+            var trialModel = target.Trials(outDir);
+            if (target.Log is { Resumed: > 0 } log) io.Out.WriteLine($"resuming: {log.Resumed:N0} answers of an earlier run are in {InjectTarget.LogFile}");
             var units = plan.Units();
             io.Out.WriteLine($"inject{(part.Count > 1 ? $" (shard {part})" : "")}: {typeList.Length} types, {units.Count} sentences × 4 categories × {plan.Trials} trials = {units.Count * 4L * plan.Trials:N0} trials " +
                              $"({plan.Tokens} tokens each, top-{plan.Top})");
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var result = new ProgressDisplay(io).Run("inject", job =>
-                InjectionRun.Run(m, plan, folder.Checkpoint(every), (done, total) =>
+                InjectionRun.Run(trialModel, plan, folder.Checkpoint(every), (done, total) =>
                 {
                     double rate = done / Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                     job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done:N0}/{total:N0} sentences", rate > 0 ? (total - done) / rate : null));
                 }, done => job.Say($"resuming: {done:N0} sentences were run by an earlier run")));
-            var manifest = ScanManifest.Header("polyengine inject", m, note, new JsonObject
+            var manifest = ScanManifest.Header("polyengine inject", target.ManifestModel, target.Device, new JsonObject
             {
                 ["inputs"] = new JsonObject
                 {
@@ -123,7 +146,7 @@ static class InjectCommand
             }
             var written = InjectionWriter.Write(outDir, result, fmt, manifest).Concat(build ? ["token_sets.json"] : Array.Empty<string>()).ToList();
             folder.Complete(written);
-            io.Out.WriteLine($"{result.Trials.Count:N0} trials in {result.Seconds:F1} s");
+            io.Out.WriteLine($"{result.Trials.Count:N0} trials in {result.Seconds:F1} s" + (target.Log is { } l ? $" ({l.Sent:N0} requests sent, {l.FromLog:N0} answered from the log)" : ""));
             foreach (var s in result.Summary())
                 io.Out.WriteLine($"  {s.Type,-12} {InjectionInputs.Name(s.Category),-7} count {100 * s.CountRate,6:F2}%  prob {100 * s.ProbRate,6:F2}%" +
                                  (s.Category == InjectionCategory.Random ? "" : $"  vs random: t {s.Count.T:F2}, p {s.Count.P:G3}"));

@@ -29,29 +29,49 @@ public static class InjectionInputs
     }
 
     /// <summary>Token id → type for every id of the model's vocabulary that the map types.</summary>
-    public static Dictionary<int, string> TypeMap(string path, Model model)
+    public static Dictionary<int, string> TypeMap(string path, Model model) => TypeMap(path, model.Spec.DVocab, id => model.Tokenizer.Decode([id]));
+
+    /// <summary>Token id → type for every id below <paramref name="dVocab"/> that the map types (by id, or by the id's
+    /// decoded string).</summary>
+    public static Dictionary<int, string> TypeMap(string path, int dVocab, Func<int, string> decode)
     {
-        var root = Parse(path, "--type-map");
-        if (root.ValueKind != JsonValueKind.Object) throw new PolyEngineException($"--type-map {path}: expected an object {{\"<token id or string>\": \"<type>\"}}");
-        var entries = root.EnumerateObject().Select(p => (p.Name, Type: p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()!
-            : throw new PolyEngineException($"--type-map {path}: the type of '{p.Name}' is not a string"))).ToList();
-        if (entries.Count == 0) throw new PolyEngineException($"--type-map {path}: holds no tokens");
+        var entries = Entries(path);
         var map = new Dictionary<int, string>();
         if (entries.All(e => int.TryParse(e.Name, out _)))
         {
             foreach (var (name, type) in entries)
             {
                 int id = int.Parse(name);
-                if (id < 0 || id >= model.Spec.DVocab) throw new PolyEngineException($"--type-map {path}: token id {id} is outside the model's vocabulary 0..{model.Spec.DVocab - 1}; is the map for another model?");
+                if (id < 0 || id >= dVocab) throw new PolyEngineException($"--type-map {path}: token id {id} is outside the model's vocabulary 0..{dVocab - 1}; is the map for another model?");
                 map[id] = type;
             }
             return map;
         }
         var byString = entries.GroupBy(e => e.Name).ToDictionary(g => g.Key, g => g.First().Type);
-        for (int id = 0; id < model.Spec.DVocab; id++)
-            if (byString.TryGetValue(model.Tokenizer.Decode([id]), out var type)) map[id] = type;
+        for (int id = 0; id < dVocab; id++)
+            if (byString.TryGetValue(decode(id), out var type)) map[id] = type;
         if (map.Count == 0) throw new PolyEngineException($"--type-map {path}: none of its strings is a decoded token of this model; is it for another tokenizer?");
         return map;
+    }
+
+    /// <summary>Decoded string → type, for a model known only by the strings its endpoint returns (the authors'
+    /// large-model format); an id map is refused, since ids need the model's tokenizer.</summary>
+    public static Dictionary<string, string> TypeMapStrings(string path)
+    {
+        var entries = Entries(path);
+        if (entries.All(e => int.TryParse(e.Name, out _)))
+            throw new PolyEngineException($"--type-map {path}: maps token ids, which need the served model's tokenizer; give --model or --tokenizer, or a map of decoded strings");
+        return entries.GroupBy(e => e.Name).ToDictionary(g => g.Key, g => g.First().Type);
+    }
+
+    static List<(string Name, string Type)> Entries(string path)
+    {
+        var root = Parse(path, "--type-map");
+        if (root.ValueKind != JsonValueKind.Object) throw new PolyEngineException($"--type-map {path}: expected an object {{\"<token id or string>\": \"<type>\"}}");
+        var entries = root.EnumerateObject().Select(p => (p.Name, Type: p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()!
+            : throw new PolyEngineException($"--type-map {path}: the type of '{p.Name}' is not a string"))).ToList();
+        if (entries.Count == 0) throw new PolyEngineException($"--type-map {path}: holds no tokens");
+        return entries;
     }
 
     /// <summary>Type → category → token strings (in file order).</summary>

@@ -19,7 +19,7 @@ public static class InjectionRun
 {
     /// <param name="progress">Called with (units done, units in all) after each unit.</param>
     /// <param name="resumed">Called with the number of units an earlier run finished, when resuming.</param>
-    public static InjectionResult Run(Model model, InjectionPlan plan, ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null,
+    public static InjectionResult Run(ITrialModel model, InjectionPlan plan, ScanCheckpoint? checkpoint = null, Action<int, int>? progress = null,
         Action<int>? resumed = null, CancellationToken cancel = default)
     {
         plan.Validate();
@@ -53,17 +53,17 @@ public static class InjectionRun
     }
 
     /// <summary>The trials of the first units, in run order, from the checkpoint's numbers and the plan's seeds.</summary>
-    static IEnumerable<InjectionTrial> Restore(Model model, InjectionPlan plan, SafeTensorsFile f, List<(string Type, int Sentence)> units)
+    static IEnumerable<InjectionTrial> Restore(ITrialModel model, InjectionPlan plan, SafeTensorsFile f, List<(string Type, int Sentence)> units)
     {
         var (cb, ci, mb, mi) = (f.ReadInt64("count_base"), f.ReadInt64("count_injected"), f.ReadInt64("mass_base"), f.ReadInt64("mass_injected"));
         int k = 0;
         foreach (var (type, s) in units)
         {
             string sentence = plan.Sentences[type][s];
-            var baseIds = model.Encode(sentence, plan.PrependBos);
+            var baseIds = model.Encode(sentence, plan.PrependBos) ?? [];
             foreach (var c in Enum.GetValues<InjectionCategory>())
                 for (int t = 0; t < plan.Trials; t++, k++)
-                    yield return new InjectionTrial(type, c, s, t, model.Encode(PromptInjection.Prompt(PromptInjection.Sample(plan, type, s, c, t), sentence), plan.PrependBos),
+                    yield return new InjectionTrial(type, c, s, t, model.Encode(PromptInjection.Prompt(PromptInjection.Sample(plan, type, s, c, t), sentence), plan.PrependBos) ?? [],
                         baseIds, (int)cb[k], (int)ci[k], BitConverter.Int64BitsToDouble(mb[k]), BitConverter.Int64BitsToDouble(mi[k]));
         }
         if (k != cb.Length) throw new PolyEngineException($"the checkpoint holds {cb.Length} trials, but its {units.Count} units make {k}; delete it or pass --overwrite");

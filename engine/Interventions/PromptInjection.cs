@@ -8,8 +8,12 @@ public sealed record InjectionPlan
 {
     /// <summary>The target types, in run order.</summary>
     public required IReadOnlyList<string> Types { get; init; }
-    /// <summary>Token id → type (the target ids of a type are the ids of that type).</summary>
+    /// <summary>Token id → type (the target ids of a type are the ids of that type); empty when the trials run on a model
+    /// known only by its strings (<see cref="TypeOfString"/>).</summary>
     public required IReadOnlyDictionary<int, string> TypeOfId { get; init; }
+    /// <summary>Decoded token string → type, for trials whose next tokens come back as strings (an endpoint without its
+    /// tokenizer at hand); null otherwise.</summary>
+    public IReadOnlyDictionary<string, string>? TypeOfString { get; init; }
     /// <summary>Type → category → token strings.</summary>
     public required IReadOnlyDictionary<string, Dictionary<InjectionCategory, string[]>> TokenSets { get; init; }
     /// <summary>Type → sentences; the first <see cref="MaxSentences"/> of each run.</summary>
@@ -20,8 +24,6 @@ public sealed record InjectionPlan
     public int MaxSentences { get; init; } = 100;
     public bool PrependBos { get; init; } = true;
     public ulong Seed { get; init; } = 43;
-    /// <summary>Prompts per forward pass.</summary>
-    public int Batch { get; init; } = 64;
     /// <summary>The shard of the (type, sentence) units this run takes (all by default).</summary>
     public Shard Shard { get; init; } = Shard.All;
 
@@ -36,14 +38,14 @@ public sealed record InjectionPlan
 
     public void Validate()
     {
-        if (Trials < 1 || Tokens < 1 || Top < 1 || MaxSentences < 1 || Batch < 1)
+        if (Trials < 1 || Tokens < 1 || Top < 1 || MaxSentences < 1)
             throw new PolyEngineException($"--trials, --tokens, --top and --max-sentences must be positive, got {Trials}, {Tokens}, {Top} and {MaxSentences}");
         if (Types.Count == 0) throw new PolyEngineException("no types to inject; give --types or a --token-sets file with types");
         Shard.Checked();
         foreach (var t in Types)
         {
             if (!TokenSets.TryGetValue(t, out var sets)) throw new PolyEngineException($"type '{t}' has no token sets in --token-sets (it has {string.Join(", ", TokenSets.Keys)})");
-            if (!TypeOfId.Values.Contains(t)) throw new PolyEngineException($"type '{t}' has no tokens in --type-map, so no target id can rise; check the type's spelling");
+            if (!TypeOfId.Values.Contains(t) && TypeOfString?.Values.Contains(t) != true) throw new PolyEngineException($"type '{t}' has no tokens in --type-map, so no target id can rise; check the type's spelling");
             foreach (var (c, list) in sets)
                 if (list.Length == 0) throw new PolyEngineException($"the {InjectionInputs.Name(c)} token set of type '{t}' is empty; nothing can be injected from it");
         }
@@ -70,8 +72,8 @@ public sealed record InjectionSummary(string Type, InjectionCategory Category, i
 /// with replacement when the set is smaller), runs <c>"(" + "".join(tokens) + ")" + sentence</c> and the plain sentence,
 /// and compares the target-type ids among the top-<c>Top</c> next tokens at the last position: more of them
 /// (count_increase), more probability mass on them (prob_increase). Each trial draws from its own seed (seed, type,
-/// sentence, category, trial), so any trial reruns alone and the run is the same in any order or shard. Prompts run in
-/// batches, right-padded, each read at its last real token.
+/// sentence, category, trial), so any trial reruns alone and the run is the same in any order or shard. The prompts run
+/// on an <see cref="ITrialModel"/>: the engine's model in batches, or a served model through its endpoint.
 /// </summary>
 public static class PromptInjection
 {
@@ -109,53 +111,46 @@ public static class PromptInjection
 
     /// <summary>Runs units [<paramref name="firstUnit"/>, end) of the plan, handing each unit's trials to
     /// <paramref name="unitDone"/> (with the number of units done) as it finishes.</summary>
-    public static void Run(Model model, InjectionPlan plan, Action<int, IReadOnlyList<InjectionTrial>> unitDone, int firstUnit = 0, CancellationToken cancel = default)
+    public static void Run(ITrialModel model, InjectionPlan plan, Action<int, IReadOnlyList<InjectionTrial>> unitDone, int firstUnit = 0, CancellationToken cancel = default)
     {
         plan.Validate();
         var units = plan.Units();
-        var targets = plan.Types.ToDictionary(t => t, t => plan.TypeOfId.Where(x => x.Value == t).Select(x => x.Key).ToHashSet());
+        var targetIds = plan.Types.ToDictionary(t => t, t => plan.TypeOfId.Where(x => x.Value == t).Select(x => x.Key).ToHashSet());
+        var targetStrings = plan.Types.ToDictionary(t => t, t => plan.TypeOfString?.Where(x => x.Value == t).Select(x => x.Key).ToHashSet() ?? []);
         for (int u = firstUnit; u < units.Count; u++)
         {
             cancel.ThrowIfCancellationRequested();
             var (type, s) = units[u];
             string sentence = plan.Sentences[type][s];
-            var baseIds = model.Encode(sentence, plan.PrependBos);
-            var cases = new List<(InjectionCategory Category, int Trial, int[] Ids)>();
+            var prompts = new List<TrialPrompt> { new(sentence, model.Encode(sentence, plan.PrependBos)) };
+            var cases = new List<(InjectionCategory Category, int Trial)>();
             foreach (var c in Enum.GetValues<InjectionCategory>())
                 for (int t = 0; t < plan.Trials; t++)
-                    cases.Add((c, t, model.Encode(Prompt(Sample(plan, type, s, c, t), sentence), plan.PrependBos)));
-            var rows = new List<int[]> { baseIds };
-            rows.AddRange(cases.Select(x => x.Ids));
-            var scores = Score(model, rows, plan.Top, plan.Batch, targets[type]);
+                {
+                    cases.Add((c, t));
+                    string text = Prompt(Sample(plan, type, s, c, t), sentence);
+                    prompts.Add(new(text, model.Encode(text, plan.PrependBos)));
+                }
+            var scores = Score(model.Top(prompts, plan.Top, cancel), targetIds[type], targetStrings[type]);
             var (countBase, massBase) = scores[0];
-            var trials = cases.Select((x, i) => new InjectionTrial(type, x.Category, s, x.Trial, x.Ids, baseIds, countBase, scores[i + 1].Count, massBase, scores[i + 1].Mass)).ToList();
+            int[] baseIds = prompts[0].Ids ?? [];
+            var trials = cases.Select((x, i) => new InjectionTrial(type, x.Category, s, x.Trial, prompts[i + 1].Ids ?? [], baseIds, countBase, scores[i + 1].Count,
+                massBase, scores[i + 1].Mass)).ToList();
             unitDone(u + 1, trials);
         }
     }
 
-    /// <summary>Per row: how many of the top-k next tokens are targets, and their probability mass.</summary>
-    static (int Count, double Mass)[] Score(Model model, List<int[]> rows, int top, int batch, HashSet<int> targets)
-    {
-        var result = new (int, double)[rows.Count];
-        for (int start = 0; start < rows.Count; start += batch)
+    /// <summary>Per prompt: how many of its top-k next tokens are targets (by id, or by string when only the string is
+    /// known), and their probability mass.</summary>
+    static (int Count, double Mass)[] Score(IReadOnlyList<NextToken[]> top, HashSet<int> ids, HashSet<string> strings) =>
+        [.. top.Select(row =>
         {
-            var chunk = rows.Skip(start).Take(batch).ToList();
-            var r = model.Run(chunk, new RunOptions { TopLogits = top, Logits = LogitsMode.None });
-            var topRows = r.Top!;
-            for (int i = 0; i < chunk.Count; i++)
-            {
-                int count = 0;
-                double mass = 0;
-                for (int j = 0; j < topRows.K; j++)
-                {
-                    var (id, _, p) = topRows.At(i, j);
-                    if (targets.Contains(id)) { count++; mass += p; }
-                }
-                result[start + i] = (count, mass);
-            }
-        }
-        return result;
-    }
+            int count = 0;
+            double mass = 0;
+            foreach (var t in row)
+                if (t.Id >= 0 ? ids.Contains(t.Id) : t.Text is not null && strings.Contains(t.Text)) { count++; mass += t.Probability; }
+            return (count, mass);
+        })];
 
     /// <summary>The summary table: per type and category, rates and Welch's t against the type's random category.</summary>
     public static IReadOnlyList<InjectionSummary> Summarize(IReadOnlyList<InjectionTrial> trials)

@@ -11,7 +11,13 @@ public static class ScanManifest
 {
     /// <summary>What every manifest starts with — tool, version, time, device and the model (folder, config hash) — then
     /// the entries of <paramref name="rest"/> (moved over, in order).</summary>
-    public static JsonObject Header(string tool, Model model, string device, JsonObject? rest = null)
+    public static JsonObject Header(string tool, Model model, string device, JsonObject? rest = null) => Header(tool, ModelEntry(model), device, rest);
+
+    /// <summary>The manifest's <c>model</c> entry: the folder and its config's hash.</summary>
+    public static JsonObject ModelEntry(Model model) => new() { ["folder"] = model.Folder, ["config_sha256"] = Sha256(Path.Combine(model.Folder, "config.json")) };
+
+    /// <summary>The header with any <c>model</c> entry (a served model: its endpoint and name).</summary>
+    public static JsonObject Header(string tool, JsonObject model, string device, JsonObject? rest = null)
     {
         var m = new JsonObject
         {
@@ -19,7 +25,7 @@ public static class ScanManifest
             ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(),
             ["created_utc"] = DateTime.UtcNow.ToString("O"),
             ["device"] = device,
-            ["model"] = new JsonObject { ["folder"] = model.Folder, ["config_sha256"] = Sha256(Path.Combine(model.Folder, "config.json")) },
+            ["model"] = model,
         };
         foreach (var key in rest?.Select(x => x.Key).ToList() ?? [])
         {

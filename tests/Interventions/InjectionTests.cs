@@ -33,19 +33,19 @@ public class InjectionTests : IClassFixture<FullVocabGpt2>
         },
     };
 
-    InjectionPlan Plan(Model m, int trials = 3) => new()
+    internal static InjectionPlan Plan(Model m, int trials = 3) => new()
     {
         Types = ["location"],
         TypeOfId = Places.ToDictionary(p => m.Tokenizer.Encode(p)[0], _ => "location"),
         TokenSets = Sets(),
         Sentences = new Dictionary<string, string[]> { ["location"] = ["We flew to", "The capital of France is", "She lives in"] },
-        Trials = trials, Tokens = 4, Top = 20, MaxSentences = 2, Batch = 5,
+        Trials = trials, Tokens = 4, Top = 20, MaxSentences = 2,
     };
 
     static List<InjectionTrial> RunAll(Model m, InjectionPlan plan)
     {
         var all = new List<InjectionTrial>();
-        PromptInjection.Run(m, plan, (_, unit) => all.AddRange(unit));
+        PromptInjection.Run(new ModelTrials(m, batch: 5), plan, (_, unit) => all.AddRange(unit));
         return all;
     }
 
@@ -105,12 +105,13 @@ public class InjectionTests : IClassFixture<FullVocabGpt2>
         using var dir = new Fixtures.TempDir();
         using var m = Model.Load(_gpt2);
         var plan = Plan(m, trials: 2);
-        var whole = InjectionRun.Run(m, plan);
+        var trialModel = new ModelTrials(m, batch: 5);
+        var whole = InjectionRun.Run(trialModel, plan);
         var checkpoint = new ScanCheckpoint { Path = dir.File(ScanCheckpoint.FileName), RunKey = "inject", Every = TimeSpan.Zero };
         using var cancel = new CancellationTokenSource();
-        Assert.ThrowsAny<OperationCanceledException>(() => InjectionRun.Run(m, plan, checkpoint, (done, _) => { if (done == 1) cancel.Cancel(); }, cancel: cancel.Token));
+        Assert.ThrowsAny<OperationCanceledException>(() => InjectionRun.Run(trialModel, plan, checkpoint, (done, _) => { if (done == 1) cancel.Cancel(); }, cancel: cancel.Token));
         int resumedFrom = -1;
-        var resumed = InjectionRun.Run(m, plan, checkpoint, resumed: n => resumedFrom = n);
+        var resumed = InjectionRun.Run(trialModel, plan, checkpoint, resumed: n => resumedFrom = n);
         Assert.Equal(1, resumedFrom);
         Assert.Equal(whole.Trials.Count, resumed.Trials.Count);
         for (int i = 0; i < whole.Trials.Count; i++)
