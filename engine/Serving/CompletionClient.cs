@@ -119,7 +119,7 @@ public sealed class CompletionClient : ITrialModel, IDisposable
         return body.Length > 200 ? body[..200] + "…" : body;
     }
 
-    /// <summary>The first choice's first token's candidates: PolyEngine's aligned id lists when present, else OpenAI's
+    /// <summary>The first choice's first token's candidates: in id mode PolyEngine's aligned id lists when present, else OpenAI's
     /// <c>top_logprobs</c> object (keys <c>token_id:N</c> in id mode).</summary>
     NextToken[] Parse(string text, int k, bool ids)
     {
@@ -131,7 +131,7 @@ public sealed class CompletionClient : ITrialModel, IDisposable
             var lp = root?["choices"]?[0]?["logprobs"];
             if (lp is null) throw Garbage("no choices[0].logprobs", text);
             List<NextToken> top;
-            if (lp["top_token_ids"] is JsonArray topIds && lp["top_token_logprobs"] is JsonArray topLps)
+            if (ids && lp["top_token_ids"] is JsonArray topIds && lp["top_token_logprobs"] is JsonArray topLps)
             {
                 var idRow = topIds[0]!.AsArray();
                 var lpRow = topLps[0]!.AsArray();
