@@ -73,6 +73,7 @@ static class BenchCommand
         bench.Subcommands.Add(Interference(io));
         bench.Subcommands.Add(Steer(io));
         bench.Subcommands.Add(BenchGradientCommand.Create(io));
+        bench.Subcommands.Add(BenchServeCommand.Create(io));
         return bench;
     }
 
