@@ -46,7 +46,10 @@ sealed class InjectTarget : IDisposable
             t._backend = Devices.Create("cpu", threads, out _);
             t.Model = PolyEngine.Model.Load(tokenizerModel, t._backend);
         }
-        t.Client = new CompletionClient(o, t.Model is { } m ? (text, bos) => m.Encode(text, bos) : null);
+        t.Client = t.Model is { } m
+            ? new CompletionClient(o, (text, bos) => m.Encode(text, bos), decode: id => m.Tokenizer.Decode([id]))
+            : new CompletionClient(o, null);
+        t.Client.Check(t.Model?.Spec.DVocab).GetAwaiter().GetResult();
         t.Description = $"{o.Endpoint} serving \"{o.ServedModel}\"" + (t.Model is null ? " (prompts as text)" : $" (prompts as token ids of {t.Model.Folder})");
         t.Device = $"endpoint {o.Endpoint}";
         t.ManifestModel = new JsonObject

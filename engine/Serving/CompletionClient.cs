@@ -43,10 +43,13 @@ public sealed class CompletionClient : ITrialModel, IDisposable
     readonly EndpointOptions _o;
     readonly Uri _completions;
     readonly Func<string, bool, int[]>? _encode;
+    readonly Func<int, string>? _decode;
 
     /// <param name="encode">The served model's tokenizer (text, prepend BOS → ids), or null to send text.</param>
-    public CompletionClient(EndpointOptions options, Func<string, bool, int[]>? encode, HttpMessageHandler? inner = null)
+    /// <param name="decode">The same tokenizer's decoding of one id, to check the server's strings against (optional).</param>
+    public CompletionClient(EndpointOptions options, Func<string, bool, int[]>? encode, HttpMessageHandler? inner = null, Func<int, string>? decode = null)
     {
+        _decode = decode;
         if (options.Concurrency < 1) throw new PolyEngineException($"--concurrency {options.Concurrency}: give at least 1");
         if (options.Endpoint.Scheme is not ("http" or "https")) throw new PolyEngineException($"--endpoint {options.Endpoint}: give an http:// or https:// address");
         _o = options;
@@ -97,7 +100,7 @@ public sealed class CompletionClient : ITrialModel, IDisposable
             catch (Polly.Timeout.TimeoutRejectedException) { throw new PolyEngineException($"{_completions}: no answer within {_o.AttemptTimeout.TotalSeconds:F0} s, {_o.MaxRetries + 1} times; is the server overloaded?"); }
             using (response)
             {
-                string text = await response.Content.ReadAsStringAsync(cancel);
+                string text = await Text(response, cancel);
                 if (response.StatusCode == HttpStatusCode.Unauthorized)
                     throw new PolyEngineException($"{_completions}: the API key was refused (401); set --api-key-env to the variable holding the server's key");
                 if (!response.IsSuccessStatusCode)
@@ -106,6 +109,46 @@ public sealed class CompletionClient : ITrialModel, IDisposable
             }
         }
         finally { _slots.Release(); }
+    }
+
+    static readonly UTF8Encoding StrictUtf8 = new(false, throwOnInvalidBytes: true);
+
+    /// <summary>The body as text; a one-line error when it is not UTF-8 (JSON must be).</summary>
+    async Task<string> Text(HttpResponseMessage response, CancellationToken cancel)
+    {
+        var bytes = await response.Content.ReadAsByteArrayAsync(cancel);
+        try { return StrictUtf8.GetString(bytes); }
+        catch (DecoderFallbackException e)
+        {
+            throw new PolyEngineException($"{_completions}: the answer is not valid UTF-8 (byte {e.Index} of {bytes.Length}); the server sent broken text, so no token string can be trusted");
+        }
+    }
+
+    /// <summary>Checks the server before the run: it serves <see cref="EndpointOptions.ServedModel"/>, and when it says its
+    /// vocabulary size (PolyEngine's <c>d_vocab</c>) that it is <paramref name="dVocab"/>, the tokenizer's. A server
+    /// without <c>/v1/models</c> is let through: the first completion will tell.</summary>
+    public async Task Check(int? dVocab, CancellationToken cancel = default)
+    {
+        var models = new Uri(_completions, "models");
+        HttpResponseMessage response;
+        try { response = await _http.GetAsync(models, cancel); }
+        catch (HttpRequestException e) { throw Unreachable(e); }
+        using (response)
+        {
+            if (response.StatusCode == HttpStatusCode.Unauthorized)
+                throw new PolyEngineException($"{models}: the API key was refused (401); set --api-key-env to the variable holding the server's key");
+            if (!response.IsSuccessStatusCode) return;
+            JsonNode? list;
+            try { list = JsonNode.Parse(await Text(response, cancel))?["data"]; }
+            catch (JsonException) { return; }
+            if (list is not JsonArray data) return;
+            var served = data.Select(x => (string?)x?["id"]).Where(x => x is not null).ToList();
+            var mine = data.FirstOrDefault(x => (string?)x?["id"] == _o.ServedModel);
+            if (mine is null)
+                throw new PolyEngineException($"{_o.Endpoint}: does not serve \"{_o.ServedModel}\" (it serves {string.Join(", ", served.Select(x => $"\"{x}\""))}); fix --served-model");
+            if (dVocab is int v && mine["d_vocab"] is JsonValue dv && (int)dv != v)
+                throw new PolyEngineException($"{_o.Endpoint}: \"{_o.ServedModel}\" has a vocabulary of {(int)dv} tokens, --model's tokenizer {v}; give --model the served model's own folder");
+        }
     }
 
     PolyEngineException Unreachable(HttpRequestException e) => e.InnerException is AuthenticationException a
@@ -136,6 +179,14 @@ public sealed class CompletionClient : ITrialModel, IDisposable
                 var idRow = topIds[0]!.AsArray();
                 var lpRow = topLps[0]!.AsArray();
                 top = [.. idRow.Select((x, j) => new NextToken((int)x!, null, MathF.Exp((float)(double)lpRow[j]!)))];
+                // PolyEngine's server also says what each id decodes to: it must be what the tokenizer says, or the ids mean other tokens.
+                if (_decode is not null && lp["top_token_strings"] is JsonArray strings && strings.Count > 0 && strings[0] is JsonArray row)
+                    for (int j = 0; j < Math.Min(3, Math.Min(row.Count, top.Count)); j++)
+                    {
+                        string mine = _decode(top[j].Id), theirs = (string?)row[j] ?? "";
+                        if (mine != theirs)
+                            throw new PolyEngineException($"{_completions}: the server's token {top[j].Id} is \"{theirs}\", not \"{mine}\" as --model's tokenizer decodes it; give --model the served model's own folder");
+                    }
             }
             else if (lp["top_logprobs"] is JsonArray tl && tl.Count > 0 && tl[0] is JsonObject first)
             {

@@ -8,8 +8,9 @@ namespace PolyEngine.Serving;
 /// <c>serve</c> verb puts it behind Kestrel; another host can put it behind its own. Text prompts are encoded as the HF
 /// tokenizer does by default (no BOS added); send token ids to control BOS. Besides OpenAI's <c>logprobs</c> object
 /// (<c>tokens</c>, <c>token_logprobs</c>, <c>top_logprobs</c> as {token: logprob}, <c>text_offset</c>) each choice carries
-/// <c>token_ids</c>, <c>top_token_ids</c> and <c>top_token_logprobs</c>, aligned lists that keep every candidate even when
-/// two decode to the same string.
+/// <c>token_ids</c>, <c>top_token_ids</c>, <c>top_token_logprobs</c> and <c>top_token_strings</c>, aligned lists that keep
+/// every candidate even when two decode to the same string (and say what each id decodes to, so a client can check its
+/// tokenizer is the served model's).
 /// </summary>
 public sealed class CompletionService : IAsyncDisposable
 {
@@ -97,6 +98,7 @@ public sealed class CompletionService : IAsyncDisposable
                 ["token_ids"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)t.Id)]),
                 ["top_token_ids"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)new JsonArray([.. t.TopIds.Select(x => (JsonNode)x)]))]),
                 ["top_token_logprobs"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)new JsonArray([.. t.TopLogprobs.Select(x => (JsonNode)(double)x)]))]),
+                ["top_token_strings"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)new JsonArray([.. t.TopIds.Select(x => (JsonNode)_model.Tokenizer.Decode([x]))]))]),
             };
         }
         return choice;

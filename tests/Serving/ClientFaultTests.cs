@@ -24,7 +24,7 @@ public class ClientFaultTests
         protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancel)
         {
             int i = Interlocked.Increment(ref Requests) - 1;
-            string body = await request.Content!.ReadAsStringAsync(cancel);
+            string body = request.Content is null ? "" : await request.Content.ReadAsStringAsync(cancel);
             lock (Bodies) Bodies.Add(body);
             return steps[Math.Min(i, steps.Length - 1)](request);
         }
@@ -50,7 +50,7 @@ public class ClientFaultTests
     {
         Endpoint = new Uri("http://served.test:8000"), ServedModel = "big", MaxRetries = retries, FirstRetryDelay = TimeSpan.FromMilliseconds(1),
         AttemptTimeout = TimeSpan.FromSeconds(30),
-    }, ids ? (text, _) => [.. text.Select(c => (int)c)] : null, script);
+    }, ids ? (text, _) => [.. text.Select(c => (int)c)] : null, script, ids ? id => $"<{id}>" : null);
 
     static readonly TrialPrompt Prompt = new("ab", [97, 98]);
 
@@ -101,6 +101,32 @@ public class ClientFaultTests
         Assert.Contains(message, e.Message);
         Assert.DoesNotContain('\n', e.Message);
         Assert.Equal(requests, script.Requests);
+    }
+
+    /// <summary>The checks that the served model is the one the tokenizer is for: its name, its vocabulary size, and the
+    /// strings it gives its ids; and a body that is not UTF-8.</summary>
+    [Fact]
+    public async Task AMismatchedServerOrTokenizerIsSaid()
+    {
+        var models = new Script(_ => Json(HttpStatusCode.OK, """{"object": "list", "data": [{"id": "small", "d_vocab": 100}, {"id": "big", "d_vocab": 50257}]}"""));
+        using (var client = Client(models)) await client.Check(50257);
+        using (var client = Client(models))
+            Assert.Contains("has a vocabulary of 50257 tokens, --model's tokenizer 50304", (await Assert.ThrowsAsync<PolyEngineException>(() => client.Check(50304))).Message);
+        var other = new Script(_ => Json(HttpStatusCode.OK, """{"data": [{"id": "small"}]}"""));
+        using (var client = Client(other))
+            Assert.Contains("does not serve \"big\" (it serves \"small\")", (await Assert.ThrowsAsync<PolyEngineException>(() => client.Check(null))).Message);
+        var noList = new Script(_ => new HttpResponseMessage(HttpStatusCode.NotFound));
+        using (var client = Client(noList)) await client.Check(5);   // a server without /v1/models: the completions will tell
+
+        // The server's strings for its ids are not the tokenizer's (the test tokenizer decodes id i as "<i>").
+        var strings = new Script(_ => Json(HttpStatusCode.OK,
+            """{"choices": [{"logprobs": {"top_token_ids": [[10, 11, 12]], "top_token_logprobs": [[-1, -2, -3]], "top_token_strings": [["<10>", "x", "<12>"]]}}]}"""));
+        using (var client = Client(strings))
+            Assert.Contains("the server's token 11 is \"x\", not \"<11>\"", (await Assert.ThrowsAsync<PolyEngineException>(() => client.TopAsync(Prompt, 3))).Message);
+
+        var broken = new Script(_ => new HttpResponseMessage(HttpStatusCode.OK) { Content = new ByteArrayContent([(byte)'{', 0xC3, 0x28, (byte)'}']) });
+        using (var client = Client(broken))
+            Assert.Contains("not valid UTF-8 (byte 1 of 4)", (await Assert.ThrowsAsync<PolyEngineException>(() => client.TopAsync(Prompt, 3))).Message);
     }
 
     [Fact]

@@ -164,7 +164,7 @@ public class ServerLoadAndRestartTests(FullVocabGpt2 toy, ITestOutputHelper outp
 
             var wrongModel = Run(["inject", "--endpoint", url, "--served-model", "other", "--model", toy.Path, .. common, "--out", dir.File("wrong")]);
             Assert.NotEqual(0, wrongModel.Code);
-            Assert.Contains("is not served here", wrongModel.Err);
+            Assert.Contains("does not serve \"other\" (it serves \"toy-gpt2\"); fix --served-model", wrongModel.Err);
 
             // Killed mid-run (the server goes away and the client has no retries left), then rerun: the log answers what was
             // asked before, and the tables are the uninterrupted run's.
