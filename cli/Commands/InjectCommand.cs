@@ -19,6 +19,7 @@ static class InjectCommand
         var apiKeyEnv = new Option<string?>("--api-key-env") { Description = "With --endpoint: environment variable holding the server's API key" };
         var concurrency = new Option<int>("--concurrency") { Description = "With --endpoint: requests in flight at once", DefaultValueFactory = _ => 64 };
         var timeout = new Option<double>("--timeout") { Description = "With --endpoint: seconds one attempt may take (a queued large model can take minutes)", DefaultValueFactory = _ => 600 };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "With --endpoint: a folder with the served model's tokenizer.json (byte-level BPE as GPT-2's), to send token ids without its weights" };
         var retries = new Option<int>("--retries") { Description = "With --endpoint: retries of a 408, 429, 5xx or dropped connection (exponential backoff, Retry-After honoured)", DefaultValueFactory = _ => 8 };
         var typeMap = new Option<string>("--type-map") { Description = "Token types: {\"<token id>\": \"<type>\"}, or {\"<decoded string>\": \"<type>\"}", Required = true };
         var tokenSets = new Option<string>("--token-sets")
@@ -50,14 +51,14 @@ static class InjectCommand
             "Token-type prompt injection (the prompt locus): per type, sentence and category (target, high, medium, random), --trials trials that " +
             "prepend \"(\" + --tokens sampled token strings + \")\" to the sentence and count the type's ids among the top --top next tokens against " +
             "the plain sentence; success rates and Welch's t against random per type and category. With --endpoint the same trials run on a served " +
-            "model through /v1/completions (max_tokens 1, logprobs --top): with --model (the served model's tokenizer) as token ids, exactly the ids " +
-            "the engine runs; without it as text, the types matched on decoded strings. Every answer goes to requests.jsonl in --out as it arrives, " +
+            "model through /v1/completions (max_tokens 1, logprobs --top): with --model or --tokenizer (the served model's tokenizer) as token ids, " +
+            "exactly the ids the engine runs; without them as text, the types matched on decoded strings. Every answer goes to requests.jsonl in --out as it arrives, " +
             "so a killed run resumes without asking again.",
             "polyengine inject --model gpt2 --type-map gpt2_token_id_to_type.json --token-sets union_location.json --sentences type_sentences.json --types location --out inject/",
             "polyengine inject --model ./toy --type-map types.json --token-sets sets.json --sentences s.json --trials 10 --max-sentences 5 --format csv --out inj/",
             "polyengine inject --endpoint http://127.0.0.1:8000 --served-model meta-llama/Llama-3.1-8B-Instruct --type-map llama_string_to_type.json --token-sets inj/token_sets.json --sentences s.json --out llama/",
             "polyengine inject --endpoint http://127.0.0.1:8000 --served-model gpt2 --model gpt2 --type-map types.json --token-sets sets.json --sentences s.json --out served/"))
-        { model, endpoint, servedModel, apiKeyEnv, concurrency, timeout, retries, typeMap, tokenSets, saes, explanations, records, setHigh, setInterference, setSimilarity, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
+        { model, endpoint, servedModel, tokenizer, apiKeyEnv, concurrency, timeout, retries, typeMap, tokenSets, saes, explanations, records, setHigh, setInterference, setSimilarity, sentences, types, trials, tokens, top, maxSentences, bos, seed, format, output, overwrite, shard, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
@@ -75,17 +76,20 @@ static class InjectCommand
             using var folder = Common.OpenScanOutput(io, outDir);
             using var target = r.GetValue(endpoint) is { } url
                 ? InjectTarget.Endpoint(InjectTarget.Options(url, r.GetValue(servedModel), r.GetValue(apiKeyEnv), r.GetValue(concurrency), r.GetValue(timeout), r.GetValue(retries)),
-                    r.GetValue(model), r.GetValue(device)!, r.GetValue(threads))
+                    r.GetValue(model), r.GetValue(tokenizer), r.GetValue(threads))
                 : InjectTarget.Engine(r.GetValue(model) ?? throw new PolyEngineException("give --model (the model to run), or --endpoint and --served-model for a served one"),
                     r.GetValue(device)!, r.GetValue(threads));
+            if (r.GetValue(tokenizer) is not null && target.Client is null) throw new PolyEngineException("--tokenizer goes with --endpoint; an in-engine run uses --model's own tokenizer");
             var m = target.Model;
-            io.Out.WriteLine(m is null ? $"endpoint: {target.Description}" : $"model: {m.Folder}\ndevice: {target.Device}");
-            bool prependBos = Bos.Parse(r.GetValue(bos)) ?? m is not null;
-            if (prependBos && m is null) throw new PolyEngineException("--bos on needs the served model's tokenizer (--model): text prompts get what the server's tokenizer adds");
+            var tok = target.Tokenizer;
+            io.Out.WriteLine(target.Client is not null ? $"endpoint: {target.Description}" : $"model: {m!.Folder}\ndevice: {target.Device}");
+            bool prependBos = Bos.Parse(r.GetValue(bos)) ?? tok?.BosId is not null;
+            if (prependBos && tok is null) throw new PolyEngineException("--bos on needs the served model's tokenizer (--model or --tokenizer): text prompts get what the server's tokenizer adds");
+            if (prependBos && tok!.BosId is null) throw new PolyEngineException($"--bos on: the tokenizer of {tok.Folder} names no BOS token; pass --bos off");
             if (build && (m is null || target.Client is not null))
                 throw new PolyEngineException("building token sets needs the small model in the engine; build them with an in-engine inject run and give its token_sets.json as --token-sets");
-            var typeOfId = m is null ? new Dictionary<int, string>() : InjectionInputs.TypeMap(r.GetValue(typeMap)!, m);
-            var typeOfString = m is null ? InjectionInputs.TypeMapStrings(r.GetValue(typeMap)!) : null;
+            var typeOfId = tok is null ? new Dictionary<int, string>() : InjectionInputs.TypeMap(r.GetValue(typeMap)!, tok.DVocab, tok.Decode);
+            var typeOfString = tok is null ? InjectionInputs.TypeMapStrings(r.GetValue(typeMap)!) : null;
             var setCounts = new Dictionary<string, int>();
             var sets = given ?? BuildSets(io, m!, typeList, typeOfId, r.GetValue(saes)!, r.GetValue(explanations)!, r.GetValue(records)!, setOptions, setCounts);
             var plan = new InjectionPlan
@@ -95,8 +99,9 @@ static class InjectCommand
                 PrependBos = prependBos, Seed = r.GetValue(seed), Shard = part,
             };
             plan.Validate();
-            if (m is not null && plan.Top > m.Spec.DVocab) throw new PolyEngineException($"--top {plan.Top} is more than the model's {m.Spec.DVocab} tokens");
-            io.Out.WriteLine(m is null ? "bos: as the server's tokenizer adds it (prompts go as text)" : Common.DescribeBos(m, prependBos, "as the authors' small-model notebook"));
+            if (tok is not null && plan.Top > tok.DVocab) throw new PolyEngineException($"--top {plan.Top} is more than the model's {tok.DVocab} tokens");
+            io.Out.WriteLine(tok is null ? "bos: as the server's tokenizer adds it (prompts go as text)"
+                : prependBos ? $"bos: prepended, token {tok.BosId} (as the authors' small-model notebook)" : "bos: none (--bos off)");
             foreach (var s in plan.Skipped()) io.Out.WriteLine($"skipped: {s}");
             var options = new JsonObject
             {
@@ -107,6 +112,7 @@ static class InjectCommand
             };
             var keyInputs = new JsonObject();
             if (m is not null) RunKey.AddModel(keyInputs, m);
+            else if (tok is not null) RunKey.AddFile(keyInputs, "tokenizer", Path.Combine(tok.Folder, "tokenizer.json"));
             if (target.Client is not null) keyInputs["endpoint"] = target.Description;   // the server and the model it serves
             RunKey.AddFile(keyInputs, "type_map", r.GetValue(typeMap));
             if (!build) RunKey.AddFile(keyInputs, "token_sets", r.GetValue(tokenSets));

@@ -9,6 +9,9 @@ namespace PolyEngine.Cli.Commands;
 /// the manifest and run key say about it.</summary>
 sealed class InjectTarget : IDisposable
 {
+    /// <summary>The tokenizer the trials' ids come from: the model's, or a folder's tokenizer.json (then BOS is its id).</summary>
+    public sealed record TokenizerInfo(string Folder, Func<string, bool, int[]> Encode, Func<int, string> Decode, int DVocab, int? BosId);
+
     /// <summary>The endpoint's answers, appended as they arrive (in --out).</summary>
     public const string LogFile = "requests.jsonl";
 
@@ -16,6 +19,7 @@ sealed class InjectTarget : IDisposable
     Func<string, ITrialModel> _trials = _ => throw new InvalidOperationException();
 
     public Model? Model { get; private set; }
+    public TokenizerInfo? Tokenizer { get; private set; }
     public CompletionClient? Client { get; private set; }
     public TrialLog? Log { get; private set; }
     public string Device { get; private set; } = "";
@@ -31,6 +35,7 @@ sealed class InjectTarget : IDisposable
         var t = new InjectTarget { _backend = Devices.Create(device, threads, out string note) };
         t.Device = note;
         t.Model = PolyEngine.Model.Load(model, t._backend);
+        t.Tokenizer = Of(t.Model);
         t.Description = t.Model.Folder;
         t.ManifestModel = Output.ScanManifest.ModelEntry(t.Model);
         var trials = new ModelTrials(t.Model);
@@ -38,23 +43,35 @@ sealed class InjectTarget : IDisposable
         return t;
     }
 
-    public static InjectTarget Endpoint(EndpointOptions o, string? tokenizerModel, string device, int threads)
+    static TokenizerInfo Of(Model m) => new(m.Folder, m.Encode, id => m.Tokenizer.Decode([id]), m.Spec.DVocab, m.Spec.BosTokenId);
+
+    /// <param name="tokenizerModel">The served model's folder (--model: its tokenizer and spec; loaded on the CPU, only
+    /// encoding is asked of it).</param>
+    /// <param name="tokenizerFolder">Or a folder with only its tokenizer.json (--tokenizer).</param>
+    public static InjectTarget Endpoint(EndpointOptions o, string? tokenizerModel, string? tokenizerFolder, int threads)
     {
+        if (tokenizerModel is not null && tokenizerFolder is not null) throw new PolyEngineException("give --model or --tokenizer for the served model's tokenizer, not both");
         var t = new InjectTarget();
-        if (tokenizerModel is not null)   // the served model's tokenizer, from its weights folder (loaded on the CPU: only encoding is asked of it)
+        if (tokenizerModel is not null)
         {
             t._backend = Devices.Create("cpu", threads, out _);
             t.Model = PolyEngine.Model.Load(tokenizerModel, t._backend);
+            t.Tokenizer = Of(t.Model);
         }
-        t.Client = t.Model is { } m
-            ? new CompletionClient(o, (text, bos) => m.Encode(text, bos), decode: id => m.Tokenizer.Decode([id]))
-            : new CompletionClient(o, null);
-        t.Client.Check(t.Model?.Spec.DVocab).GetAwaiter().GetResult();
-        t.Description = $"{o.Endpoint} serving \"{o.ServedModel}\"" + (t.Model is null ? " (prompts as text)" : $" (prompts as token ids of {t.Model.Folder})");
+        else if (tokenizerFolder is not null)
+        {
+            var (tok, dVocab, bos) = Tokenization.ModelTokenizer.ForFolder(tokenizerFolder);
+            t.Tokenizer = new TokenizerInfo(Path.GetFullPath(tokenizerFolder), (text, prepend) =>
+                prepend ? [bos ?? throw new PolyEngineException($"--tokenizer {tokenizerFolder}: no BOS token id (config.json or tokenizer_config.json); pass --bos off"), .. tok.Encode(text)]
+                        : tok.Encode(text), id => tok.Decode([id]), dVocab, bos);
+        }
+        t.Client = t.Tokenizer is { } k ? new CompletionClient(o, k.Encode, decode: k.Decode) : new CompletionClient(o, null);
+        t.Client.Check(t.Tokenizer?.DVocab).GetAwaiter().GetResult();
+        t.Description = $"{o.Endpoint} serving \"{o.ServedModel}\"" + (t.Tokenizer is null ? " (prompts as text)" : $" (prompts as token ids of {t.Tokenizer.Folder})");
         t.Device = $"endpoint {o.Endpoint}";
         t.ManifestModel = new JsonObject
         {
-            ["endpoint"] = o.Endpoint.ToString(), ["served_model"] = o.ServedModel, ["tokenizer"] = t.Model?.Folder,
+            ["endpoint"] = o.Endpoint.ToString(), ["served_model"] = o.ServedModel, ["tokenizer"] = t.Tokenizer?.Folder,
             ["concurrency"] = o.Concurrency, ["attempt_timeout_seconds"] = o.AttemptTimeout.TotalSeconds, ["retries"] = o.MaxRetries,
         };
         t._trials = outDir => t.Log = new TrialLog(Path.Combine(outDir, LogFile), t.Client);

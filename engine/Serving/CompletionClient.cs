@@ -125,7 +125,8 @@ public sealed class CompletionClient : ITrialModel, IDisposable
     }
 
     /// <summary>Checks the server before the run: it serves <see cref="EndpointOptions.ServedModel"/>, and when it says its
-    /// vocabulary size (PolyEngine's <c>d_vocab</c>) that it is <paramref name="dVocab"/>, the tokenizer's. A server
+    /// vocabulary size (PolyEngine's <c>d_vocab</c>) that the tokenizer's <paramref name="dVocab"/> fits it — equal, or up
+    /// to 256 short, the padding a checkpoint's embedding may have (Pythia's 50,304 rows for 50,277 tokens). A server
     /// without <c>/v1/models</c> is let through: the first completion will tell.</summary>
     public async Task Check(int? dVocab, CancellationToken cancel = default)
     {
@@ -146,8 +147,8 @@ public sealed class CompletionClient : ITrialModel, IDisposable
             var mine = data.FirstOrDefault(x => (string?)x?["id"] == _o.ServedModel);
             if (mine is null)
                 throw new PolyEngineException($"{_o.Endpoint}: does not serve \"{_o.ServedModel}\" (it serves {string.Join(", ", served.Select(x => $"\"{x}\""))}); fix --served-model");
-            if (dVocab is int v && mine["d_vocab"] is JsonValue dv && (int)dv != v)
-                throw new PolyEngineException($"{_o.Endpoint}: \"{_o.ServedModel}\" has a vocabulary of {(int)dv} tokens, --model's tokenizer {v}; give --model the served model's own folder");
+            if (dVocab is int v && mine["d_vocab"] is JsonValue dv && ((int)dv < v || (int)dv > v + 256))
+                throw new PolyEngineException($"{_o.Endpoint}: \"{_o.ServedModel}\" has a vocabulary of {(int)dv} tokens, the tokenizer {v}; give --model (or --tokenizer) the served model's own folder");
         }
     }
 

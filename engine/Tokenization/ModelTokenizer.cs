@@ -48,6 +48,50 @@ public sealed class ModelTokenizer : Formats.ITextTokenizer
         return FromTokenizerJson(fs, path);
     }
 
+    /// <summary>
+    /// A tokenizer without its model: the <c>tokenizer.json</c> of a folder (a served model's, say), with its vocabulary
+    /// size (the largest id + 1) and BOS id (<c>config.json</c>'s <c>bos_token_id</c>, else the id of
+    /// <c>tokenizer_config.json</c>'s <c>bos_token</c>; null when neither says). Only byte-level BPE with the GPT-2
+    /// pre-tokenizer — what this class encodes exactly — is accepted; another pre-tokenizer (Llama 3's split regex,
+    /// SentencePiece) is a one-line error, since its ids would be wrong.
+    /// </summary>
+    public static (ModelTokenizer Tokenizer, int DVocab, int? BosId) ForFolder(string folder)
+    {
+        string path = Path.Combine(folder, "tokenizer.json");
+        if (!File.Exists(path)) throw new PolyEngineException($"--tokenizer {folder}: no tokenizer.json; download it with the model (huggingface-cli download NAME tokenizer.json)");
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(Formats.FileLinks.ReadAllText(path)); }
+        catch (JsonException e) { throw new PolyEngineException($"--tokenizer {path}: not valid JSON ({e.Message.Split('\n')[0]})"); }
+        using var _ = doc;
+        var root = doc.RootElement;
+        var pre = root.TryGetProperty("pre_tokenizer", out var p) ? p : default;
+        bool gpt2 = pre.ValueKind == JsonValueKind.Object && pre.TryGetProperty("type", out var pt) && pt.GetString() == "ByteLevel"
+            && !(pre.TryGetProperty("add_prefix_space", out var aps) && aps.ValueKind == JsonValueKind.True)
+            && !(pre.TryGetProperty("use_regex", out var ur) && ur.ValueKind == JsonValueKind.False);
+        if (!gpt2)
+            throw new PolyEngineException($"--tokenizer {path}: its pre-tokenizer ({(pre.ValueKind == JsonValueKind.Undefined ? "none" : pre.GetRawText()[..Math.Min(80, pre.GetRawText().Length)])}) " +
+                "is not GPT-2's byte-level split, which is the only one PolyEngine encodes exactly; run without --tokenizer to send text");
+        int max = -1;
+        if (root.TryGetProperty("model", out var model) && model.TryGetProperty("vocab", out var vocab) && vocab.ValueKind == JsonValueKind.Object)
+            foreach (var v in vocab.EnumerateObject()) max = Math.Max(max, v.Value.GetInt32());
+        var added = new Dictionary<string, int>();
+        if (root.TryGetProperty("added_tokens", out var at))
+            foreach (var t in at.EnumerateArray()) { int id = t.GetProperty("id").GetInt32(); added[t.GetProperty("content").GetString()!] = id; max = Math.Max(max, id); }
+        int? bos = null;
+        string config = Path.Combine(folder, "config.json"), tokConfig = Path.Combine(folder, "tokenizer_config.json");
+        if (File.Exists(config) && JsonNode(config)?["bos_token_id"] is System.Text.Json.Nodes.JsonValue b && b.TryGetValue(out int bid)) bos = bid;
+        else if (File.Exists(tokConfig) && JsonNode(tokConfig)?["bos_token"] is System.Text.Json.Nodes.JsonNode bt
+                 && (bt is System.Text.Json.Nodes.JsonValue ? (string?)bt : (string?)bt["content"]) is { } text && added.TryGetValue(text, out int tid)) bos = tid;
+        using var fs = Formats.FileLinks.OpenRead(path);
+        return (FromTokenizerJson(fs, path), max + 1, bos);
+
+        static System.Text.Json.Nodes.JsonNode? JsonNode(string file)
+        {
+            try { return System.Text.Json.Nodes.JsonNode.Parse(Formats.FileLinks.ReadAllText(file)); }
+            catch (JsonException e) { throw new PolyEngineException($"{file}: not valid JSON ({e.Message.Split('\n')[0]})"); }
+        }
+    }
+
     /// <summary>The GPT-NeoX-20B / Pythia tokenizer.json shipped inside the engine (used by toy NeoX models).</summary>
     public static Stream OpenBuiltInNeoXTokenizerJson()
     {

@@ -111,7 +111,7 @@ public class ClientFaultTests
         var models = new Script(_ => Json(HttpStatusCode.OK, """{"object": "list", "data": [{"id": "small", "d_vocab": 100}, {"id": "big", "d_vocab": 50257}]}"""));
         using (var client = Client(models)) await client.Check(50257);
         using (var client = Client(models))
-            Assert.Contains("has a vocabulary of 50257 tokens, --model's tokenizer 50304", (await Assert.ThrowsAsync<PolyEngineException>(() => client.Check(50304))).Message);
+            Assert.Contains("has a vocabulary of 50257 tokens, the tokenizer 50304", (await Assert.ThrowsAsync<PolyEngineException>(() => client.Check(50304))).Message);
         var other = new Script(_ => Json(HttpStatusCode.OK, """{"data": [{"id": "small"}]}"""));
         using (var client = Client(other))
             Assert.Contains("does not serve \"big\" (it serves \"small\")", (await Assert.ThrowsAsync<PolyEngineException>(() => client.Check(null))).Message);

@@ -188,3 +188,63 @@ public class ServerLoadAndRestartTests(FullVocabGpt2 toy, ITestOutputHelper outp
         finally { await Stop(service, app); }
     }
 }
+
+/// <summary><c>--tokenizer DIR</c>: a served model's tokenizer.json without its weights gives the same ids as its model
+/// folder; a tokenizer PolyEngine cannot encode exactly is refused.</summary>
+public class TokenizerFolderTests
+{
+    [Fact]
+    public async Task ATokenizerFolderSendsTheModelsIds()
+    {
+        using var dir = new Fixtures.TempDir();
+        PolyEngine.Toys.ToyModels.Write(PolyEngine.Toys.ToyModels.Preset(PolyEngine.Models.ModelFamily.GptNeoX, "tiny"), 2, dir.File("neox"));
+        Directory.CreateDirectory(dir.File("tok"));
+        File.Copy(dir.File("neox/tokenizer.json"), dir.File("tok/tokenizer.json"));
+        File.WriteAllText(dir.File("tok/tokenizer_config.json"), """{"bos_token": "<|endoftext|>"}""");
+        using var model = Model.Load(dir.File("neox"));
+        var (tok, dVocab, bos) = PolyEngine.Tokenization.ModelTokenizer.ForFolder(dir.File("tok"));
+        Assert.Equal(model.Spec.BosTokenId, bos);
+        Assert.True(dVocab <= model.Spec.DVocab && dVocab > 50000, $"{dVocab}");
+        Assert.Equal(model.Encode("We flew to Paris, 1234 times!", prependBos: false), tok.Encode("We flew to Paris, 1234 times!"));
+
+        var likely = model.Run([model.Encode("We flew to", prependBos: true)], new RunOptions { TopLogits = 6, Logits = LogitsMode.None }).Top!.Ids.Skip(1).ToArray();
+        File.WriteAllText(dir.File("types.json"), new JsonObject([.. likely.Select(id => KeyValuePair.Create(id.ToString(), (JsonNode?)"location"))]).ToJsonString());
+        File.WriteAllText(dir.File("sets.json"), """{"location": {"target": [" Paris", " Rome"], "high_interference": [" int", " float"], "medium_interference": [" happy"], "random": [" the", " of", " and"]}}""");
+        File.WriteAllText(dir.File("sentences.json"), """{"location": ["We flew to", "She lives in"]}""");
+        string[] common = ["--type-map", dir.File("types.json"), "--token-sets", dir.File("sets.json"), "--sentences", dir.File("sentences.json"), "--trials", "2", "--tokens", "2",
+            "--top", "10", "--format", "csv"];
+        var service = new CompletionService(model, "neox");
+        var app = await CompletionHost.Start(service, "127.0.0.1", 0, null);
+        try
+        {
+            string url = CompletionHost.Address(app);
+            var withModel = Run(["inject", "--endpoint", url, "--served-model", "neox", "--model", dir.File("neox"), .. common, "--out", dir.File("a")]);
+            Assert.True(withModel.Code == 0, withModel.Err);
+            var withTokenizer = Run(["inject", "--endpoint", url, "--served-model", "neox", "--tokenizer", dir.File("tok"), .. common, "--out", dir.File("b")]);
+            Assert.True(withTokenizer.Code == 0, withTokenizer.Err);
+            Assert.Contains($"bos: prepended, token {bos}", withTokenizer.Out);
+            Assert.Equal(File.ReadAllLines(dir.File("a/trials.csv")), File.ReadAllLines(dir.File("b/trials.csv")));
+            var both = Run(["inject", "--endpoint", url, "--served-model", "neox", "--model", dir.File("neox"), "--tokenizer", dir.File("tok"), .. common, "--out", dir.File("c")]);
+            Assert.Contains("not both", both.Err);
+        }
+        finally
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+            await service.DisposeAsync();
+        }
+    }
+
+    [Theory]
+    [InlineData("""{"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(?i:'s|'t)"}}, {"type": "ByteLevel", "use_regex": false}]}""")]
+    [InlineData("""{"type": "ByteLevel", "add_prefix_space": true}""")]
+    [InlineData("""{"type": "Metaspace"}""")]
+    public void TokenizersItCannotEncodeExactlyAreRefused(string pre)
+    {
+        using var dir = new Fixtures.TempDir();
+        File.WriteAllText(dir.File("tokenizer.json"), $$"""{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {{pre}}}""");
+        var e = Assert.Throws<PolyEngineException>(() => PolyEngine.Tokenization.ModelTokenizer.ForFolder(dir.Path));
+        Assert.Contains("is not GPT-2's byte-level split", e.Message);
+        Assert.Contains("run without --tokenizer to send text", e.Message);
+    }
+}
