@@ -32,6 +32,7 @@ public static class Program
         root.Subcommands.Add(ExperimentCommand.Create(io));
         root.Subcommands.Add(ReportCommand.Create(io));
         root.Subcommands.Add(ServeCommand.Create(io));
+        root.Subcommands.Add(MergeCommand.Create(io));
         root.Subcommands.Add(ToyDataCommands.Corpus(io));
         root.Subcommands.Add(ToyDataCommands.Sae(io));
         root.Subcommands.Add(ToyDataCommands.Explanations(io));

@@ -13,12 +13,19 @@ static class CoactivateCommand
         var o = new ScanOptions();
         var window = new Option<string>("--window") { Description = "Unit of co-occurrence: token, N (consecutive tokens) or document", DefaultValueFactory = _ => "token" };
         var top = new Option<string>("--top") { Description = "Partners per feature in the pair table, or 'all' for every co-occurring pair", DefaultValueFactory = _ => "10" };
+        var shard = new Option<string>("--shard")
+        {
+            Description = "Count shard i of n of the corpus's documents (document k in shard k mod n): i/n, slurm (a job array's task), or k8s/n (an Indexed Job's index); " +
+                          "polyengine merge combines the shards' folders into exactly the single run's outputs",
+            DefaultValueFactory = _ => "0/1",
+        };
         var cmd = new Command("coactivate", Common.WithExamples(
             "Exact co-occurrence counts for every pair of features of each SAE over a corpus (sparse pair enumeration into " +
             "triangle-packed uint32 counters, never a dense BᵀB), with marginals, Jaccard, PMI and lift.",
             "polyengine coactivate --model gpt2 --sae saes/blocks.8.hook_resid_pre --corpus data.jsonl --out coact/",
-            "polyengine coactivate --model ./toy --sae ./toy-sae --corpus tokens.bin --window document --top all --format csv --out coact/"))
-        { model, window, top };
+            "polyengine coactivate --model ./toy --sae ./toy-sae --corpus tokens.bin --window document --top all --format csv --out coact/",
+            "polyengine coactivate --model gpt2 --sae saes/blocks.8.hook_resid_pre --corpus data/ --shard slurm --out shards/$SLURM_ARRAY_TASK_ID/"))
+        { model, window, top, shard };
         o.AddTo(cmd);
         cmd.SetAction(r =>
         {
@@ -28,6 +35,9 @@ static class CoactivateCommand
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = o.Apply(new CoactivationOptions { Window = CoactivationWindow.Parse(r.GetValue(window)!) }, r);
             var every = Common.Interval(r.GetValue(o.CheckpointEvery));
+            var part = Shard.Parse(r.GetValue(shard)!);
+            if (part.Count > 1 && options.MaxTokens is not null)
+                throw new PolyEngineException("--max-tokens with --shard: each shard would stop on its own, and the shards would not add up to one run; shard a smaller corpus instead");
             using var folder = Common.OpenScanOutput(io, outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
@@ -42,7 +52,8 @@ static class CoactivateCommand
                 long selection = saes.Max(s => CoactivationWriter.SelectionBytes(topN, s.Config.DSae));
                 MemoryInfo.Check(bytes + selection, $"the pair counters and --top {topN}'s partner heaps",
                     "give a smaller --top, or --top all (every co-occurring pair, streamed without heaps)");
-                var c = Corpus.Open(r.GetValue(o.Corpus)!, () => m.Tokenizer);
+                var c = Corpus.Open(r.GetValue(o.Corpus)!, () => m.Tokenizer).Sharded(part);
+                if (part.Count > 1) io.Out.WriteLine($"shard {part}: the corpus's documents k with k mod {part.Count} = {part.Index}");
                 var (bos, why) = SaeStream.ResolveBos(m, saes, options.PrependBos);
                 io.Out.WriteLine(Common.DescribeBos(m, bos is not null, why));
                 var (context, contextSource) = SaeStream.ContextSize(m, saes, options.ContextSize);
@@ -50,13 +61,14 @@ static class CoactivateCommand
                 options = options with { PrependBos = bos is not null };
                 var key = ScanOptions.KeyOptions("coactivate", options, bos is not null);
                 key["window"] = options.Window.ToString();
+                if (part.Count > 1) key["shard"] = part.ToString();
                 Common.PrepareScanOutput(io, folder, outDir, RunKey.ForCorpusScan(m, saes, c.Files, key), r.GetValue(o.Overwrite),
                     $"format={fmt} top={r.GetValue(top)}", CoactivationWriter.PlannedFiles(fmt));
                 if (folder.AlreadyComplete) return 0;
                 var result = new ProgressDisplay(io).Run("coactivate", job =>
                     CoactivationScan.Run(m, saes, c, options, p => job.Report(ProgressDisplay.Of(p)), folder.Checkpoint(every),
                         w => job.Say($"resuming: {w:N0} context windows were counted by an earlier run")));
-                var written = CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note);
+                var written = CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note, part);
                 folder.Complete(written);
                 io.Out.WriteLine($"{result.Tokens:N0} tokens in {result.Windows:N0} windows ({result.Documents:N0} documents), {result.Seconds:F1} s, " +
                                  $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");

@@ -26,14 +26,24 @@ public sealed class Corpus
     readonly Lazy<ITextTokenizer?> _tokenizer;   // made only when a text file needs it: token files need none
     readonly long _totalBytes;
 
+    readonly Func<ITextTokenizer?> _tokenizerFactory;
+
     Corpus(List<string> files, Func<ITextTokenizer?> tokenizer)
     {
+        _tokenizerFactory = tokenizer;
         _files = files;
         _tokenizer = new Lazy<ITextTokenizer?>(tokenizer);
         _totalBytes = Math.Max(1, files.Sum(FileLinks.Length));
     }
 
     public IReadOnlyList<string> Files => _files;
+
+    /// <summary>The documents this corpus yields: document k (numbered over the whole corpus) belongs to shard k mod n.
+    /// Windows never cross documents, so per-window results of the shards add up to the whole corpus's.</summary>
+    public Shard Shard { get; init; } = Shard.All;
+
+    /// <summary>The same corpus, limited to <paramref name="shard"/>'s documents.</summary>
+    public Corpus Sharded(Shard shard) => new(_files, _tokenizerFactory) { Shard = shard.Checked() };
 
     readonly SortedList<long, string> _fileStarts = [];   // the first document of each file read so far
 
@@ -97,7 +107,7 @@ public sealed class Corpus
             foreach (var (tokens, docInFile, start, end) in pieces)
             {
                 doc = first + docInFile;
-                yield return new CorpusPiece(tokens, doc, At(start), At(end));
+                if (doc % Shard.Count == Shard.Index) yield return new CorpusPiece(tokens, doc, At(start), At(end));
                 doc++;
             }
             bytesBefore += fileBytes;

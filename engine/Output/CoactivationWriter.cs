@@ -121,26 +121,45 @@ public static class CoactivationWriter
     /// <summary>The files a co-activation scan in <paramref name="format"/> writes.</summary>
     public static IReadOnlyList<string> PlannedFiles(TableFormat format) => [$"pairs{TableWriter.Extension(format)}", "coactivation.safetensors", "manifest.json"];
 
-    /// <summary>Writes the pair table, the triangle and the manifest; returns the names of the files written.</summary>
-    public static IReadOnlyList<string> Write(string outDir, CoactivationResult result, Model model, string corpusPath, IReadOnlyList<string> corpusFiles,
-        CoactivationOptions options, int? top, TableFormat format, string device)
+    /// <summary>The pair table and the triangle of named counters (a scan's, or the sum of its shards'); returns the pair
+    /// table's rows. The bytes depend on the counts alone.</summary>
+    public static long WriteData(string outDir, IReadOnlyList<string> names, IReadOnlyList<CoactivationCounter> counters, string window, int? top, TableFormat format)
     {
         Directory.CreateDirectory(outDir);
-        var names = SaeNames.Of(result.Counters.Select(c => c.Sae).ToList());
         long pairRows = 0;
         TableWriter.WriteColumns(Path.Combine(outDir, "pairs" + TableWriter.Extension(format)), NewGroup(),
-            PairGroups(names, result.Counters.Select(c => c.Counter).ToList(), top).Select(g => { pairRows += g.Rows; return g; }), format);
-
-        var st = new SafeTensorsWriter().AddMetadata("units", result.Counters[0].Counter.Units.ToString())
-            .AddMetadata("window", options.Window.ToString()).AddMetadata("index", "a*F - a*(a+1)/2 + (b - a - 1), a < b");
-        for (int i = 0; i < result.Counters.Count; i++)
+            PairGroups(names, counters, top).Select(g => { pairRows += g.Rows; return g; }), format);
+        var st = new SafeTensorsWriter().AddMetadata("units", counters[0].Units.ToString())
+            .AddMetadata("window", window).AddMetadata("index", "a*F - a*(a+1)/2 + (b - a - 1), a < b");
+        for (int i = 0; i < counters.Count; i++)
         {
-            var c = result.Counters[i].Counter;
+            var c = counters[i];
             st.Add($"{names[i]}.pairs", c.PairChunks, CoactivationCounter.PairCount(c.Features));
             st.Add($"{names[i]}.marginals", c.Marginals.ToArray().Select(v => (long)v).ToArray(), c.Features);
         }
         st.Save(Path.Combine(outDir, "coactivation.safetensors"));
+        return pairRows;
+    }
 
+    /// <summary>The counters a run folder's coactivation.safetensors holds, by SAE name (for merging shards).</summary>
+    public static CoactivationCounter ReadCounter(SafeTensorsFile file, string name)
+    {
+        var marginals = file.ReadInt64($"{name}.marginals");
+        var counter = new CoactivationCounter(marginals.Length);
+        if (file.Info($"{name}.pairs").ElementCount != CoactivationCounter.PairCount(marginals.Length))
+            throw new PolyEngineException($"{file.Path}: '{name}.pairs' does not hold {marginals.Length} features' pairs; the file is damaged");
+        counter.Restore((first, dst) => file.CopyU32($"{name}.pairs", first, dst), [.. marginals.Select(v => (ulong)v)],
+            ulong.Parse(file.Metadata.GetValueOrDefault("units", "0"), System.Globalization.CultureInfo.InvariantCulture));
+        return counter;
+    }
+
+    /// <summary>Writes the pair table, the triangle and the manifest (naming the shard when the scan ran one); returns the
+    /// names of the files written.</summary>
+    public static IReadOnlyList<string> Write(string outDir, CoactivationResult result, Model model, string corpusPath, IReadOnlyList<string> corpusFiles,
+        CoactivationOptions options, int? top, TableFormat format, string device, Shard? shard = null)
+    {
+        var names = SaeNames.Of(result.Counters.Select(c => c.Sae).ToList());
+        long pairRows = WriteData(outDir, names, [.. result.Counters.Select(c => c.Counter)], options.Window.ToString(), top, format);
         var manifest = ScanManifest.Build("polyengine coactivate", model, result.Counters.Select(c => c.Sae).ToList(), names, corpusPath, corpusFiles, device,
             new JsonObject
             {
@@ -155,6 +174,7 @@ public static class CoactivationWriter
                 ["counter"] = "uint32 per pair (a count is at most the number of units, refused past 2^32 - 1)",
                 ["counter_bytes"] = new JsonArray(result.Counters.Select(c => (JsonNode)JsonValue.Create(CoactivationCounter.BytesFor(c.Sae.Config.DSae))!).ToArray()),
             });
+        if (shard is { Count: > 1 } s) manifest["shard"] = s.ToString();
         ScanManifest.Save(outDir, manifest);
         return PlannedFiles(format);
     }

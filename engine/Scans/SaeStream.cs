@@ -64,7 +64,7 @@ public static class SaeStream
         int firstPos = bos is null ? 0 : 1;
         var hooks = saes.Select(s => s.Config.Hook).Distinct().ToArray();
         int? stop = hooks.All(h => h.IsBlock) ? hooks.Max(h => h.Layer) : null;
-        long tokens = 0, windows = 0, documents = 0, tokensAtStart = 0;
+        long tokens = 0, windows = 0, documents = 0, tokensAtStart = 0, lastDocument = -1;
         double fraction = 0, fractionAtStart = 0;
         var sw = Stopwatch.StartNew();
         var acts = new SparseRows[saes.Count];
@@ -102,7 +102,7 @@ public static class SaeStream
         {
             long body = w.Tokens.Length - firstPos;
             if (options.MaxTokens is long max && tokens + queued + body > max) break;
-            documents = Math.Max(documents, w.Document + 1);
+            if (w.Document != lastDocument) (documents, lastDocument) = (documents + 1, w.Document);   // documents with a window (a shard's own)
             if (windowIndex < skipWindows)
             {
                 // Counted by an earlier, interrupted run (resume): read past it without running the model.

@@ -75,6 +75,20 @@ public class ClientFaultTests
             (bool)body["return_tokens_as_token_ids"]!, (string)body["model"]!));
     }
 
+    /// <summary>A 429's Retry-After is waited out, not the (here 1 ms) backoff.</summary>
+    [Fact]
+    public async Task RetryAfterIsHonoured()
+    {
+        var script = new Script(
+            _ => new HttpResponseMessage(HttpStatusCode.TooManyRequests) { Headers = { RetryAfter = new System.Net.Http.Headers.RetryConditionHeaderValue(TimeSpan.FromSeconds(1)) } },
+            r => Answer(r));
+        using var client = Client(script);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        await client.TopAsync(Prompt, 3);
+        Assert.Equal(2, script.Requests);
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(0.95), $"retried after {clock.Elapsed.TotalMilliseconds:F0} ms, before the server's Retry-After of 1 s");
+    }
+
     [Fact]
     public async Task RetriesRunOutWithOneLine()
     {

@@ -1,0 +1,136 @@
+using System.Text.Json.Nodes;
+using PolyEngine.Formats;
+using PolyEngine.Scans;
+
+namespace PolyEngine.Output;
+
+/// <summary>The shards of one run (<c>--shard i/n</c>), checked and in shard order: each folder and its manifest.</summary>
+public sealed record ShardSet(string Tool, int Count, IReadOnlyList<(string Folder, JsonObject Manifest)> Shards)
+{
+    /// <summary>What every shard's manifest says alike: the run's identity (tool, version, inputs and their hashes, options).</summary>
+    public JsonObject Identity => ShardMerge.Identity(Shards[0].Manifest);
+}
+
+/// <summary>
+/// <c>polyengine merge</c>: the shards of a run into the outputs one machine would have written. The shards are checked
+/// first: every folder is a finished shard (its manifest names it), all of one run (same tool, version, inputs with
+/// their hashes and options), each index once and none missing — otherwise a one-line error naming the folder and what
+/// differs. Then the partial results combine exactly. Co-activation: the pair counters and marginals add, and the pair
+/// table and triangle are written from the sums, byte for byte what the single run writes. The manifest is the one
+/// output with run facts: it sums the shards' tokens, windows and seconds and lists the shards.
+/// </summary>
+public static class ShardMerge
+{
+    /// <summary>Manifest fields that differ between shards of one run (facts of each machine, not of the run).</summary>
+    static readonly string[] Volatile = ["created_utc", "device", "results", "shard"];
+
+    public static JsonObject Identity(JsonObject manifest)
+    {
+        var id = (JsonObject)manifest.DeepClone();
+        foreach (var k in Volatile) id.Remove(k);
+        return id;
+    }
+
+    public static ShardSet Check(IReadOnlyList<string> folders)
+    {
+        if (folders.Count == 0) throw new PolyEngineException("merge: give the shard folders (the --out of each --shard i/n run)");
+        var read = new List<(string Folder, JsonObject Manifest, Shard Shard)>();
+        foreach (var folder in folders)
+        {
+            string path = Path.Combine(folder, "manifest.json");
+            if (!File.Exists(path)) throw new PolyEngineException($"merge: {folder} has no manifest.json; the shard did not finish (rerun it with the same command to resume)");
+            JsonObject m;
+            try { m = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new System.Text.Json.JsonException("not an object"); }
+            catch (System.Text.Json.JsonException e) { throw new PolyEngineException($"merge: {path} is not valid JSON ({e.Message.Split('\n')[0]})"); }
+            if ((string?)m["shard"] is not { } s)
+                throw new PolyEngineException($"merge: {folder} is not a shard (its manifest names no --shard); only the outputs of --shard i/n runs merge");
+            read.Add((folder, m, Shard.Parse(s)));
+        }
+        var (first, firstManifest, firstShard) = read[0];
+        var identity = Identity(firstManifest);
+        foreach (var (folder, m, shard) in read.Skip(1))
+        {
+            if (shard.Count != firstShard.Count)
+                throw new PolyEngineException($"merge: {folder} is shard {shard} but {first} is {firstShard}: shards of one run share their count");
+            var other = Identity(m);
+            if (!JsonNode.DeepEquals(identity, other))
+            {
+                string key = identity.Select(kv => kv.Key).Concat(other.Select(kv => kv.Key)).Distinct()
+                    .First(k => !JsonNode.DeepEquals(identity[k], other[k]));
+                throw new PolyEngineException($"merge: {folder} is not a shard of the same run as {first}: its {key} differs " +
+                    $"({Short(other[key])} vs {Short(identity[key])})");
+            }
+        }
+        var twice = read.GroupBy(r => r.Shard.Index).FirstOrDefault(g => g.Count() > 1);
+        if (twice is not null)
+            throw new PolyEngineException($"merge: shard {twice.Key}/{firstShard.Count} is given twice ({string.Join(", ", twice.Select(t => t.Folder))}); give each shard once");
+        var missing = Enumerable.Range(0, firstShard.Count).Except(read.Select(r => r.Shard.Index)).ToList();
+        if (missing.Count > 0)
+            throw new PolyEngineException($"merge: shard{(missing.Count > 1 ? "s" : "")} {string.Join(", ", missing)} of {firstShard.Count} {(missing.Count > 1 ? "are" : "is")} missing; run {(missing.Count > 1 ? "them" : "it")} with --shard i/{firstShard.Count} first");
+        return new ShardSet((string?)firstManifest["tool"] ?? "unknown", firstShard.Count, [.. read.OrderBy(r => r.Shard.Index).Select(r => (r.Folder, r.Manifest))]);
+    }
+
+    static string Short(JsonNode? v)
+    {
+        string s = v?.ToJsonString() ?? "none";
+        return s.Length > 80 ? s[..80] + "…" : s;
+    }
+
+    /// <summary>The files <see cref="Merge"/> writes for a set of shards (for the output folder's plan).</summary>
+    public static IReadOnlyList<string> PlannedFiles(ShardSet set) => set.Tool switch
+    {
+        "polyengine coactivate" => CoactivationWriter.PlannedFiles(Format(set)),
+        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate runs are)"),
+    };
+
+    static TableFormat Format(ShardSet set) => TableWriter.ParseFormat((string?)set.Shards[0].Manifest["options"]?["format"] ?? "parquet");
+
+    /// <summary>Writes the merged outputs into <paramref name="outDir"/>; returns the files written.</summary>
+    public static IReadOnlyList<string> Merge(ShardSet set, string outDir)
+    {
+        _ = PlannedFiles(set);
+        return Coactivation(set, outDir);
+    }
+
+    static IReadOnlyList<string> Coactivation(ShardSet set, string outDir)
+    {
+        var first = set.Shards[0].Manifest;
+        var names = first["saes"]!.AsArray().Select(s => (string)s!["name"]!).ToList();
+        var counters = new List<CoactivationCounter>();
+        foreach (var name in names)
+        {
+            CoactivationCounter? sum = null;
+            foreach (var (folder, _) in set.Shards)
+            {
+                using var file = SafeTensorsFile.Open(Path.Combine(folder, "coactivation.safetensors"));
+                var c = CoactivationWriter.ReadCounter(file, name);
+                if (sum is null) sum = c;
+                else sum.Add(c);
+            }
+            counters.Add(sum!);
+        }
+        var options = first["options"]!;
+        int? top = options["top"] is JsonValue tv && tv.TryGetValue(out int n) ? n : null;   // "all": every co-occurring pair
+        var format = Format(set);
+        long pairRows = CoactivationWriter.WriteData(outDir, names, counters, (string)options["window"]!, top, format);
+        long Sum(string key) => set.Shards.Sum(s => (long?)s.Manifest["results"]?[key] ?? 0);
+        double seconds = set.Shards.Sum(s => (double?)s.Manifest["results"]?["seconds"] ?? 0);
+        var manifest = Identity(first);
+        manifest["created_utc"] = DateTime.UtcNow.ToString("O");
+        manifest["device"] = "merged from " + string.Join("; ", set.Shards.Select(s => (string?)s.Manifest["device"]).Distinct());
+        manifest["results"] = new JsonObject
+        {
+            ["tokens"] = Sum("tokens"), ["context_windows"] = Sum("context_windows"), ["documents"] = Sum("documents"),
+            ["seconds"] = seconds, ["tokens_per_second"] = Sum("tokens") / Math.Max(seconds, 1e-9), ["pair_rows"] = pairRows,
+            ["units"] = new JsonArray([.. counters.Select(c => (JsonNode)JsonValue.Create(c.Units)!)]),
+            ["counter"] = first["results"]?["counter"]?.DeepClone(), ["counter_bytes"] = first["results"]?["counter_bytes"]?.DeepClone(),
+        };
+        manifest["merged_from"] = new JsonArray([.. set.Shards.Select(s => (JsonNode)new JsonObject
+        {
+            ["folder"] = Path.GetFullPath(s.Folder), ["shard"] = s.Manifest["shard"]!.DeepClone(), ["device"] = s.Manifest["device"]?.DeepClone(),
+            ["seconds"] = s.Manifest["results"]?["seconds"]?.DeepClone(),
+        })]);
+        ScanManifest.Save(outDir, manifest);
+        return CoactivationWriter.PlannedFiles(format);
+    }
+}

@@ -1,0 +1,99 @@
+using PolyEngine.Tests.Experiments;
+using Xunit;
+using static PolyEngine.Tests.Cli.CliTests;
+
+namespace PolyEngine.Tests.Scans;
+
+/// <summary>
+/// Shards and merge: <c>--shard</c> from the command line or the scheduler's variables; a co-activation scan split 8 ways
+/// (run one at a time, and two at a time) merges into the single run's pair table and triangle byte for byte; a missing,
+/// duplicated or foreign shard, a folder that is no shard, and a merge into a folder holding another run are refused.
+/// </summary>
+public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureExperimentTests.World>
+{
+    [Theory]
+    [InlineData("3/8", null, null, null, null, 3, 8)]
+    [InlineData("slurm", "5", "8", null, null, 5, 8)]
+    [InlineData("slurm", "6", "8", "1", null, 5, 8)]   // an array 1..8
+    [InlineData("k8s/4", null, null, null, "2", 2, 4)]
+    public void AShardComesFromTheCommandLineOrTheScheduler(string text, string? id, string? count, string? min, string? index, int i, int n)
+    {
+        var env = new Dictionary<string, string?>
+        {
+            ["SLURM_ARRAY_TASK_ID"] = id, ["SLURM_ARRAY_TASK_COUNT"] = count, ["SLURM_ARRAY_TASK_MIN"] = min, ["JOB_COMPLETION_INDEX"] = index,
+        };
+        Assert.Equal(new Shard(i, n), Shard.Parse(text, k => env.GetValueOrDefault(k)));
+    }
+
+    [Theory]
+    [InlineData("8/8", "give i/n with 0 ≤ i < n")]
+    [InlineData("a/b", "give i/n (e.g. 0/4), slurm, or k8s/n")]
+    [InlineData("slurm", "SLURM_ARRAY_TASK_ID is not set; run this as a task of a Slurm job array")]
+    [InlineData("k8s/x", "give k8s/n")]
+    [InlineData("k8s/4", "JOB_COMPLETION_INDEX is not set")]
+    public void ABadShardIsOneLine(string text, string message) =>
+        Assert.Contains(message, Assert.Throws<PolyEngineException>(() => Shard.Parse(text, _ => null)).Message);
+
+    [Fact]
+    public void ASchedulerIndexOutOfRangeIsSaid() =>
+        Assert.Contains("shard 9 of 8, which is not one", Assert.Throws<PolyEngineException>(() => Shard.Parse("slurm",
+            k => k switch { "SLURM_ARRAY_TASK_ID" => "9", "SLURM_ARRAY_TASK_COUNT" => "8", _ => null })).Message);
+
+    [Fact]
+    public async Task EightCoactivationShardsMergeIntoTheSingleRunByteForByte()
+    {
+        using var dir = new Fixtures.TempDir();
+        PolyEngine.Toys.ToyCorpus.Write(dir.File("corpus.jsonl"), 30, 3, 4);
+        string[] scan = ["coactivate", "--model", w.Model, "--sae", w.Sae, "--corpus", dir.File("corpus.jsonl")];
+        foreach (var top in new[] { "all", "3" })
+        {
+            string single = dir.File($"single-{top}");
+            var one = Run([.. scan, "--top", top, "--out", single]);
+            Assert.True(one.Code == 0, one.Err);
+            // One at a time, then two at a time.
+            for (int k = 0; k < 8; k++)
+            {
+                var s = Run([.. scan, "--top", top, "--shard", $"{k}/8", "--out", dir.File($"seq-{top}/{k}")]);
+                Assert.True(s.Code == 0, s.Err);
+            }
+            for (int k = 0; k < 8; k += 2)
+            {
+                var pair = await Task.WhenAll(Task.Run(() => Run([.. scan, "--top", top, "--shard", $"{k}/8", "--out", dir.File($"par-{top}/{k}")])),
+                    Task.Run(() => Run([.. scan, "--top", top, "--shard", $"{k + 1}/8", "--out", dir.File($"par-{top}/{k + 1}")])));
+                Assert.All(pair, p => Assert.True(p.Code == 0, p.Err));
+            }
+            foreach (var how in new[] { "seq", "par" })
+            {
+                string merged = dir.File($"merged-{how}-{top}");
+                var m = Run(["merge", .. Enumerable.Range(0, 8).Reverse().Select(k => dir.File($"{how}-{top}/{k}")), "--out", merged]);
+                Assert.True(m.Code == 0, m.Err);
+                foreach (var file in new[] { "pairs.parquet", "coactivation.safetensors" })
+                    Assert.True(File.ReadAllBytes(Path.Combine(single, file)).SequenceEqual(File.ReadAllBytes(Path.Combine(merged, file))), $"{how} --top {top}: {file} differs");
+                var a = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(single, "manifest.json")))!["results"]!;
+                var b = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(merged, "manifest.json")))!["results"]!;
+                Assert.Equal(((long)a["tokens"]!, (long)a["context_windows"]!, (long)a["documents"]!, (long)a["pair_rows"]!),
+                    ((long)b["tokens"]!, (long)b["context_windows"]!, (long)b["documents"]!, (long)b["pair_rows"]!));
+            }
+        }
+        Assert.True(File.ReadAllBytes(dir.File("seq-all/0/pairs.parquet")).Length < File.ReadAllBytes(dir.File("single-all/pairs.parquet")).Length,
+            "a shard counts only its documents");
+
+        // Refusals, each one line naming the folder.
+        string[] Seq(params int[] k) => [.. k.Select(i => dir.File($"seq-all/{i}"))];
+        var missing = Run(["merge", .. Seq(0, 1, 2, 3, 4, 5, 7), "--out", dir.File("x1")]);
+        Assert.Contains("shard 6 of 8 is missing", missing.Err);
+        var twice = Run(["merge", .. Seq(0, 1, 2, 3, 4, 5, 6, 7, 3), "--out", dir.File("x2")]);
+        Assert.Contains("shard 3/8 is given twice", twice.Err);
+        var foreign = Run(["merge", .. Seq(0, 1, 2, 3, 4, 5, 6), dir.File("seq-3/7"), "--out", dir.File("x3")]);
+        Assert.Contains("is not a shard of the same run", foreign.Err);
+        Assert.Contains("its options differs", foreign.Err);
+        var notShard = Run(["merge", dir.File("single-all"), "--out", dir.File("x4")]);
+        Assert.Contains("is not a shard (its manifest names no --shard)", notShard.Err);
+        var into = Run(["merge", .. Seq(0, 1, 2, 3, 4, 5, 6, 7), "--out", dir.File("single-all")]);
+        Assert.NotEqual(0, into.Code);
+        Assert.Contains("--out", into.Err);
+        var maxTokens = Run([.. scan, "--shard", "1/2", "--max-tokens", "100", "--out", dir.File("x5")]);
+        Assert.Contains("--max-tokens with --shard", maxTokens.Err);
+        Assert.All(new[] { missing, twice, foreign, notShard, into, maxTokens }, r => Assert.NotEqual(0, r.Code));
+    }
+}
