@@ -46,13 +46,26 @@ public static class InjectionWriter
 
     public static IReadOnlyList<string> Write(string outDir, InjectionResult result, TableFormat format, JsonObject manifest)
     {
-        var trials = result.Trials.Select(t => new InjectionTrialRow
+        var files = WriteTables(outDir, result.Trials, format);
+        manifest["results"] = new JsonObject
+        {
+            ["trials"] = result.Trials.Count, ["seconds"] = result.Seconds, ["trials_per_second"] = result.Trials.Count / Math.Max(result.Seconds, 1e-9),
+            ["skipped"] = new JsonArray(result.Plan.Skipped().Select(s => (JsonNode)s).ToArray()),
+        };
+        ScanManifest.Save(outDir, manifest);
+        return files;
+    }
+
+    /// <summary>The trials table, and the summary computed from it; returns the planned file names (the manifest last).</summary>
+    public static IReadOnlyList<string> WriteTables(string outDir, IReadOnlyList<InjectionTrial> result, TableFormat format)
+    {
+        var trials = result.Select(t => new InjectionTrialRow
         {
             Type = t.Type, Category = InjectionInputs.Name(t.Category), Sentence = t.Sentence, Trial = t.Trial, PromptIds = t.PromptIds, BaseIds = t.BaseIds,
             CountBase = t.CountBase, CountInjected = t.CountInjected, MassBase = t.MassBase, MassInjected = t.MassInjected,
             CountIncrease = t.CountIncrease, ProbIncrease = t.ProbIncrease,
         }).ToList();
-        var summary = result.Summary().Select(s => new InjectionSummaryRow
+        var summary = PromptInjection.Summarize(result).Select(s => new InjectionSummaryRow
         {
             Type = s.Type, Category = InjectionInputs.Name(s.Category), Trials = s.Trials, CountRate = s.CountRate, ProbRate = s.ProbRate,
             WelchT = s.Count.T, PValue = s.Count.P, ProbWelchT = s.Prob.T, ProbPValue = s.Prob.P,
@@ -60,12 +73,13 @@ public static class InjectionWriter
         var files = PlannedFiles(format);
         TableWriter.Write(Path.Combine(outDir, files[0]), trials, format);
         TableWriter.Write(Path.Combine(outDir, files[1]), summary, format);
-        manifest["results"] = new JsonObject
-        {
-            ["trials"] = trials.Count, ["seconds"] = result.Seconds, ["trials_per_second"] = trials.Count / Math.Max(result.Seconds, 1e-9),
-            ["skipped"] = new JsonArray(result.Plan.Skipped().Select(s => (JsonNode)s).ToArray()),
-        };
-        ScanManifest.Save(outDir, manifest);
         return files;
     }
+
+    /// <summary>The trials of a trials table (as <see cref="WriteTables"/> wrote them).</summary>
+    public static List<InjectionTrial> ReadTrials(string path) =>
+        [.. TableReader.Read<InjectionTrialRow>(path).Select(r => new InjectionTrial(r.Type,
+            Enum.GetValues<InjectionCategory>().FirstOrDefault(c => InjectionInputs.Name(c) == r.Category, (InjectionCategory)(-1)) is var c && (int)c >= 0 ? c
+                : throw new PolyEngineException($"{path}: category '{r.Category}' is not one of target, high, medium, random"),
+            r.Sentence, r.Trial, r.PromptIds, r.BaseIds, r.CountBase, r.CountInjected, r.MassBase, r.MassInjected))];
 }

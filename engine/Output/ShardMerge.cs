@@ -15,21 +15,28 @@ public sealed record ShardSet(string Tool, int Count, IReadOnlyList<(string Fold
 /// <c>polyengine merge</c>: the shards of a run into the outputs one machine would have written. The shards are checked
 /// first: every folder is a finished shard (its manifest names it), all of one run (same tool, version, inputs with
 /// their hashes and options), each index once and none missing — otherwise a one-line error naming the folder and what
-/// differs. Then the partial results combine exactly. Co-activation: the pair counters and marginals add, and the pair
-/// table and triangle are written from the sums, byte for byte what the single run writes. The manifest is the one
-/// output with run facts: it sums the shards' tokens, windows and seconds and lists the shards.
+/// differs. Then the partial results combine exactly, byte for byte what the single run writes. Co-activation: the pair
+/// counters and marginals add, and the pair table and triangle are written from the sums. Injection: the trials
+/// concatenate in the single run's order, and the summary is computed from them. The manifest is the one output with
+/// run facts: it sums the shards' counts and seconds and lists the shards.
 /// </summary>
 public static class ShardMerge
 {
     /// <summary>Manifest fields that differ between shards of one run (facts of each machine, not of the run).</summary>
     static readonly string[] Volatile = ["created_utc", "device", "results", "shard"];
 
+    /// <summary>The manifest without what differs between shards: the shard (top-level for scans, in the options for the
+    /// case-list verbs) and the facts of each machine.</summary>
     public static JsonObject Identity(JsonObject manifest)
     {
         var id = (JsonObject)manifest.DeepClone();
         foreach (var k in Volatile) id.Remove(k);
+        (id["options"] as JsonObject)?.Remove("shard");
         return id;
     }
+
+    /// <summary>The shard a manifest names (top-level, or in its options; 0/1 is no shard).</summary>
+    static Shard? ShardOf(JsonObject m) => ((string?)m["shard"] ?? (string?)m["options"]?["shard"]) is { } s && Shard.Parse(s) is { Count: > 1 } shard ? shard : null;
 
     public static ShardSet Check(IReadOnlyList<string> folders)
     {
@@ -42,9 +49,9 @@ public static class ShardMerge
             JsonObject m;
             try { m = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new System.Text.Json.JsonException("not an object"); }
             catch (System.Text.Json.JsonException e) { throw new PolyEngineException($"merge: {path} is not valid JSON ({e.Message.Split('\n')[0]})"); }
-            if ((string?)m["shard"] is not { } s)
+            if (ShardOf(m) is not { } shard)
                 throw new PolyEngineException($"merge: {folder} is not a shard (its manifest names no --shard); only the outputs of --shard i/n runs merge");
-            read.Add((folder, m, Shard.Parse(s)));
+            read.Add((folder, m, shard));
         }
         var (first, firstManifest, firstShard) = read[0];
         var identity = Identity(firstManifest);
@@ -80,7 +87,8 @@ public static class ShardMerge
     public static IReadOnlyList<string> PlannedFiles(ShardSet set) => set.Tool switch
     {
         "polyengine coactivate" => CoactivationWriter.PlannedFiles(Format(set)),
-        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate runs are)"),
+        "polyengine inject" => [.. InjectionWriter.PlannedFiles(Format(set)), .. File.Exists(Path.Combine(set.Shards[0].Folder, "token_sets.json")) ? ["token_sets.json"] : Array.Empty<string>()],
+        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate and inject runs are)"),
     };
 
     static TableFormat Format(ShardSet set) => TableWriter.ParseFormat((string?)set.Shards[0].Manifest["options"]?["format"] ?? "parquet");
@@ -89,7 +97,47 @@ public static class ShardMerge
     public static IReadOnlyList<string> Merge(ShardSet set, string outDir)
     {
         _ = PlannedFiles(set);
-        return Coactivation(set, outDir);
+        return set.Tool == "polyengine inject" ? Injection(set, outDir) : Coactivation(set, outDir);
+    }
+
+    /// <summary>The merged manifest: the run's identity, the summed results, the shards it came from.</summary>
+    static JsonObject Manifest(ShardSet set, JsonObject results)
+    {
+        var manifest = Identity(set.Shards[0].Manifest);
+        if (manifest["options"] is JsonObject o && set.Shards[0].Manifest["options"]?["shard"] is not null) o["shard"] = "0/1";   // as one run writes it
+        manifest["created_utc"] = DateTime.UtcNow.ToString("O");
+        manifest["device"] = "merged from " + string.Join("; ", set.Shards.Select(s => (string?)s.Manifest["device"]).Distinct());
+        manifest["results"] = results;
+        manifest["merged_from"] = new JsonArray([.. set.Shards.Select(s => (JsonNode)new JsonObject
+        {
+            ["folder"] = Path.GetFullPath(s.Folder), ["shard"] = (s.Manifest["shard"] ?? s.Manifest["options"]?["shard"])!.DeepClone(),
+            ["device"] = s.Manifest["device"]?.DeepClone(), ["seconds"] = s.Manifest["results"]?["seconds"]?.DeepClone(),
+        })]);
+        return manifest;
+    }
+
+    static double Seconds(ShardSet set) => set.Shards.Sum(s => (double?)s.Manifest["results"]?["seconds"] ?? 0);
+
+    /// <summary>Injection: the shards' trials in the single run's order — (type in --types order, sentence, category,
+    /// trial) — and the summary computed from them.</summary>
+    static IReadOnlyList<string> Injection(ShardSet set, string outDir)
+    {
+        var format = Format(set);
+        string ext = TableWriter.Extension(format);
+        var types = set.Shards[0].Manifest["options"]!["types"]!.AsArray().Select(t => (string)t!).ToList();
+        var trials = set.Shards.SelectMany(s => InjectionWriter.ReadTrials(Path.Combine(s.Folder, "trials" + ext)))
+            .OrderBy(t => types.IndexOf(t.Type)).ThenBy(t => t.Sentence).ThenBy(t => t.Category).ThenBy(t => t.Trial).ToList();
+        Directory.CreateDirectory(outDir);
+        InjectionWriter.WriteTables(outDir, trials, format);
+        string sets = Path.Combine(set.Shards[0].Folder, "token_sets.json");
+        if (File.Exists(sets)) AtomicFile.WriteText(Path.Combine(outDir, "token_sets.json"), File.ReadAllText(sets));
+        double seconds = Seconds(set);
+        ScanManifest.Save(outDir, Manifest(set, new JsonObject
+        {
+            ["trials"] = trials.Count, ["seconds"] = seconds, ["trials_per_second"] = trials.Count / Math.Max(seconds, 1e-9),
+            ["skipped"] = set.Shards[0].Manifest["results"]?["skipped"]?.DeepClone(),
+        }));
+        return PlannedFiles(set);
     }
 
     static IReadOnlyList<string> Coactivation(ShardSet set, string outDir)
@@ -114,22 +162,14 @@ public static class ShardMerge
         var format = Format(set);
         long pairRows = CoactivationWriter.WriteData(outDir, names, counters, (string)options["window"]!, top, format);
         long Sum(string key) => set.Shards.Sum(s => (long?)s.Manifest["results"]?[key] ?? 0);
-        double seconds = set.Shards.Sum(s => (double?)s.Manifest["results"]?["seconds"] ?? 0);
-        var manifest = Identity(first);
-        manifest["created_utc"] = DateTime.UtcNow.ToString("O");
-        manifest["device"] = "merged from " + string.Join("; ", set.Shards.Select(s => (string?)s.Manifest["device"]).Distinct());
-        manifest["results"] = new JsonObject
+        double seconds = Seconds(set);
+        var manifest = Manifest(set, new JsonObject
         {
             ["tokens"] = Sum("tokens"), ["context_windows"] = Sum("context_windows"), ["documents"] = Sum("documents"),
             ["seconds"] = seconds, ["tokens_per_second"] = Sum("tokens") / Math.Max(seconds, 1e-9), ["pair_rows"] = pairRows,
             ["units"] = new JsonArray([.. counters.Select(c => (JsonNode)JsonValue.Create(c.Units)!)]),
             ["counter"] = first["results"]?["counter"]?.DeepClone(), ["counter_bytes"] = first["results"]?["counter_bytes"]?.DeepClone(),
-        };
-        manifest["merged_from"] = new JsonArray([.. set.Shards.Select(s => (JsonNode)new JsonObject
-        {
-            ["folder"] = Path.GetFullPath(s.Folder), ["shard"] = s.Manifest["shard"]!.DeepClone(), ["device"] = s.Manifest["device"]?.DeepClone(),
-            ["seconds"] = s.Manifest["results"]?["seconds"]?.DeepClone(),
-        })]);
+        });
         ScanManifest.Save(outDir, manifest);
         return CoactivationWriter.PlannedFiles(format);
     }

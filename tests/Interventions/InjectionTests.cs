@@ -161,6 +161,24 @@ public class InjectionTests : IClassFixture<FullVocabGpt2>
         Assert.Contains("(shard 1/2): 2 types, 1 sentences", shard1.Out);
         var whole = File.ReadAllLines(dir.File("out/trials.csv")).Skip(1).Where(l => l.Split(',')[2] == "1").ToList();
         Assert.Equal(whole, File.ReadAllLines(dir.File("s1/trials.csv")).Skip(1));
+        // merge: the shards' trials in the single run's order and the summary from them, byte for byte (CSV and Parquet).
+        var shard0 = Run([.. args.Take(args.Length - 2), "--shard", "0/2", "--out", dir.File("s0")]);
+        Assert.True(shard0.Code == 0, shard0.Err);
+        var merged = Run("merge", dir.File("s1"), dir.File("s0"), "--out", dir.File("merged"));
+        Assert.True(merged.Code == 0, merged.Err);
+        foreach (var f in new[] { "trials.csv", "summary.csv" })
+            Assert.Equal(File.ReadAllBytes(dir.File($"out/{f}")), File.ReadAllBytes(dir.File($"merged/{f}")));
+        Assert.Contains("\"shard\": \"0/1\"", File.ReadAllText(dir.File("merged/manifest.json")));
+        string[] parquet = [.. args.Select(a => a == "csv" ? "parquet" : a).Take(args.Length - 2)];
+        foreach (var (name, extra) in new[] { ("p", Array.Empty<string>()), ("p0", ["--shard", "0/2"]), ("p1", new[] { "--shard", "1/2" }) })
+        {
+            var r = Run([.. parquet, .. extra, "--out", dir.File(name)]);
+            Assert.True(r.Code == 0, r.Err);
+        }
+        Assert.True(Run("merge", dir.File("p0"), dir.File("p1"), "--out", dir.File("pm")).Code == 0);
+        foreach (var f in new[] { "trials.parquet", "summary.parquet" })
+            Assert.Equal(File.ReadAllBytes(dir.File($"p/{f}")), File.ReadAllBytes(dir.File($"pm/{f}")));
+        Assert.Contains("is not a shard of the same run", Run("merge", dir.File("s0"), dir.File("p1"), "--out", dir.File("mixed")).Err);
     }
 
     public static TheoryData<string, string> BadInputs() => new()
