@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using PolyEngine.Formats;
+using PolyEngine.Interventions;
 using PolyEngine.Scans;
 
 namespace PolyEngine.Output;
@@ -17,13 +18,15 @@ public sealed record ShardSet(string Tool, int Count, IReadOnlyList<(string Fold
 /// their hashes and options), each index once and none missing — otherwise a one-line error naming the folder and what
 /// differs. Then the partial results combine exactly, byte for byte what the single run writes. Co-activation: the pair
 /// counters and marginals add, and the pair table and triangle are written from the sums. Injection: the trials
-/// concatenate in the single run's order, and the summary is computed from them. The manifest is the one output with
+/// concatenate in the single run's order, and the summary is computed from them. The feature, token and prompt
+/// experiments: the cases concatenate in the sample's target order, and the levels and regressions are computed from
+/// them. The manifest is the one output with
 /// run facts: it sums the shards' counts and seconds and lists the shards.
 /// </summary>
 public static class ShardMerge
 {
     /// <summary>Manifest fields that differ between shards of one run (facts of each machine, not of the run).</summary>
-    static readonly string[] Volatile = ["created_utc", "device", "results", "shard"];
+    static readonly string[] Volatile = ["created_utc", "device", "results", "shard", "notes"];
 
     /// <summary>The manifest without what differs between shards: the shard (top-level for scans, in the options for the
     /// case-list verbs) and the facts of each machine.</summary>
@@ -88,7 +91,8 @@ public static class ShardMerge
     {
         "polyengine coactivate" => CoactivationWriter.PlannedFiles(Format(set)),
         "polyengine inject" => [.. InjectionWriter.PlannedFiles(Format(set)), .. File.Exists(Path.Combine(set.Shards[0].Folder, "token_sets.json")) ? ["token_sets.json"] : Array.Empty<string>()],
-        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate and inject runs are)"),
+        "polyengine experiment feature" or "polyengine experiment token" or "polyengine experiment prompt" => ExperimentWriter.PlannedFiles(Format(set)),
+        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate, inject and the feature, token and prompt experiments are)"),
     };
 
     static TableFormat Format(ShardSet set) => TableWriter.ParseFormat((string?)set.Shards[0].Manifest["options"]?["format"] ?? "parquet");
@@ -97,7 +101,58 @@ public static class ShardMerge
     public static IReadOnlyList<string> Merge(ShardSet set, string outDir)
     {
         _ = PlannedFiles(set);
-        return set.Tool == "polyengine inject" ? Injection(set, outDir) : Coactivation(set, outDir);
+        return set.Tool switch
+        {
+            "polyengine inject" => Injection(set, outDir),
+            "polyengine coactivate" => Coactivation(set, outDir),
+            _ => Experiment(set, outDir),
+        };
+    }
+
+    /// <summary>A steering experiment: the shards' cases in the single run's order — the sample's (SAE, target) work
+    /// list, each target's cases as its shard ran them — and the levels and regressions computed from them. The work
+    /// list is rebuilt from the sample the manifest names.</summary>
+    static IReadOnlyList<string> Experiment(ShardSet set, string outDir)
+    {
+        var first = set.Shards[0].Manifest;
+        var options = first["options"]!;
+        var metrics = SteerMetrics.Parse(string.Join(",", options["metrics"]!.AsArray().Select(m => (string)m!)));
+        var samples = Experiments.FeatureSample.Load((string)first["inputs"]!["sample"]!);
+        if (options["saes"] is JsonArray names) samples = [.. samples.Where(x => names.Any(n => (string?)n == x.Name))];
+        var order = new Dictionary<(string, double, int), int>();
+        foreach (var (w, k) in Experiments.ExperimentDriver.Work(samples).Select((w, k) => (w, k))) order.TryAdd((w.Sae.Name, w.Target.Tau, w.Target.Feature), k);
+        string ext = TableWriter.Extension(Format(set));
+        var cases = new List<(int Unit, int Row, Experiments.FeatureCase Case)>();
+        foreach (var (folder, _) in set.Shards)
+            foreach (var r in Report.Tables.Rows(folder, "cases", "sae", "hook", "tau", "target", "level", "partner", "interference", "similarity", "token", "token_id", "sentence"))
+            {
+                var c = Case(r, metrics);
+                if (!order.TryGetValue((c.Sae, c.Tau, c.Target), out int unit))
+                    throw new PolyEngineException($"merge: {folder}: a case of target {c.Target} (SAE {c.Sae}, τ {c.Tau}) is not in the sample {first["inputs"]!["sample"]}; was the sample changed?");
+                cases.Add((unit, cases.Count, c));
+            }
+        var merged = cases.OrderBy(x => x.Unit).ThenBy(x => x.Row).Select(x => x.Case).ToList();
+        var results = new JsonObject();
+        foreach (var key in set.Shards.SelectMany(s => s.Manifest["results"]?.AsObject().Select(kv => kv.Key) ?? []).Distinct())
+            if (key is not ("seconds" or "interventions_per_second"))
+                results[key] = set.Shards.Sum(s => s.Manifest["results"]?[key] is JsonValue v && v.TryGetValue(out long n) ? n : 0);
+        double seconds = Seconds(set);
+        results["seconds"] = seconds;
+        if (results["interventions"] is JsonValue iv) results["interventions_per_second"] = (long)iv / Math.Max(seconds, 1e-9);
+        var manifest = Manifest(set, results);
+        return ExperimentWriter.Write(outDir, merged, metrics, Format(set), manifest);
+    }
+
+    /// <summary>A cases-table row back into its case (numbers in round-trip form, so exactly).</summary>
+    static Experiments.FeatureCase Case(Dictionary<string, string> r, IReadOnlyList<Interventions.SteerMetric> metrics)
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        double D(string k) => double.Parse(r[k], System.Globalization.NumberStyles.Float, inv);
+        int I(string k) => int.Parse(r[k], inv);
+        double[] Per(string suffix) => [.. metrics.Select(m => D($"{m.Name()}_{suffix}"))];
+        return new Experiments.FeatureCase(r["sae"], HookName.Parse(r["hook"]), D("tau"), I("target"), r["level"], I("partner"), D("interference"), D("similarity"),
+            r["token"], I("token_id"), I("sentence"), Per("baseline"), Per("best"), [.. metrics.Select(m => float.Parse(r[$"{m.Name()}_best_scale"], System.Globalization.NumberStyles.Float, inv))],
+            Per("delta"), Per("relative"));
     }
 
     /// <summary>The merged manifest: the run's identity, the summed results, the shards it came from.</summary>

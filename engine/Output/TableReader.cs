@@ -23,7 +23,8 @@ public static class TableReader
                 using var fs = File.OpenRead(path);
                 return [.. ParquetSerializer.DeserializeAsync<T>(fs).GetAwaiter().GetResult().Data];
             }
-            return ReadCsv<T>(File.ReadAllText(path, Encoding.UTF8));
+            using var reader = new StreamReader(path, Encoding.UTF8);
+            return ReadCsv<T>(reader);
         }
         catch (Exception e) when (e is not PolyEngineException)
         {
@@ -31,7 +32,7 @@ public static class TableReader
         }
     }
 
-    static List<T> ReadCsv<T>(string text) where T : new()
+    static List<T> ReadCsv<T>(TextReader text) where T : new()
     {
         var records = Records(text).ToList();
         if (records.Count == 0) return [];
@@ -66,35 +67,36 @@ public static class TableReader
         throw new NotSupportedException($"a {t.Name} column");
     }
 
-    /// <summary>The CSV's records: fields split at commas outside quotes, records at line breaks outside quotes.</summary>
-    static IEnumerable<List<string>> Records(string text)
+    /// <summary>A CSV's records, streamed: fields split at commas outside quotes, records at line breaks outside quotes
+    /// (a doubled quote inside quotes is one quote); empty lines are skipped.</summary>
+    internal static IEnumerable<List<string>> Records(TextReader text)
     {
         var record = new List<string>();
         var field = new StringBuilder();
         bool quoted = false, any = false;
-        for (int i = 0; i < text.Length; i++)
+        for (int c; (c = text.Read()) >= 0;)
         {
-            char ch = text[i];
-            any = true;
+            char ch = (char)c;
             if (quoted)
             {
-                if (ch == '"' && i + 1 < text.Length && text[i + 1] == '"') { field.Append('"'); i++; }
+                if (ch == '"' && text.Peek() == '"') { field.Append('"'); text.Read(); }
                 else if (ch == '"') quoted = false;
                 else field.Append(ch);
             }
-            else if (ch == '"') quoted = true;
-            else if (ch == ',') { record.Add(field.ToString()); field.Clear(); }
+            else if (ch == '"') { quoted = true; any = true; }
+            else if (ch == ',') { record.Add(field.ToString()); field.Clear(); any = true; }
             else if (ch is '\n' or '\r')
             {
-                if (ch == '\r' && i + 1 < text.Length && text[i + 1] == '\n') i++;
+                if (ch == '\r' && text.Peek() == '\n') text.Read();
+                if (!any && field.Length == 0) continue;   // an empty line
                 record.Add(field.ToString());
                 field.Clear();
                 yield return record;
                 record = [];
                 any = false;
             }
-            else field.Append(ch);
+            else { field.Append(ch); any = true; }
         }
-        if (any) { record.Add(field.ToString()); yield return record; }
+        if (any || field.Length > 0) { record.Add(field.ToString()); yield return record; }
     }
 }

@@ -39,6 +39,32 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.Contains("shard 9 of 8, which is not one", Assert.Throws<PolyEngineException>(() => Shard.Parse("slurm",
             k => k switch { "SLURM_ARRAY_TASK_ID" => "9", "SLURM_ARRAY_TASK_COUNT" => "8", _ => null })).Message);
 
+    /// <summary>The feature- and token-locus experiments in 3 shards merge into the single run's cases, levels and
+    /// regressions, byte for byte (Parquet and CSV).</summary>
+    [Theory]
+    [InlineData("feature", "parquet")]
+    [InlineData("feature", "csv")]
+    [InlineData("token", "parquet")]
+    public void ExperimentShardsMergeIntoTheSingleRunByteForByte(string locus, string format)
+    {
+        using var dir = new Fixtures.TempDir();
+        string[] run = ["experiment", locus, "--model", w.Model, "--sample", locus == "token" ? w.SampleMlp : w.Sample, "--records", w.Records, "--sentences", w.Sentences,
+            "--scales", "-2,2", "--metrics", "weighted_cosine,overlap", "--format", format];
+        var single = Run([.. run, "--out", dir.File("single")]);
+        Assert.True(single.Code == 0, single.Err);
+        for (int k = 0; k < 3; k++)
+        {
+            var s = Run([.. run, "--shard", $"{k}/3", "--out", dir.File($"s{k}")]);
+            Assert.True(s.Code == 0, s.Err);
+        }
+        var m = Run("merge", dir.File("s2"), dir.File("s0"), dir.File("s1"), "--out", dir.File("merged"));
+        Assert.True(m.Code == 0, m.Err);
+        string ext = format == "csv" ? ".csv" : ".parquet";
+        foreach (var t in new[] { "cases", "levels", "regressions" })
+            Assert.True(File.ReadAllBytes(dir.File($"single/{t}{ext}")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}{ext}"))), $"{t}{ext} differs");
+        Assert.True(File.ReadAllBytes(dir.File($"single/cases{ext}")).Length > 200, "the run must have cases to compare");
+    }
+
     [Fact]
     public async Task EightCoactivationShardsMergeIntoTheSingleRunByteForByte()
     {

@@ -81,7 +81,7 @@ static class Tables
             else if (File.Exists(csv))
             {
                 using var r = new StreamReader(csv);
-                columns = Split(r.ReadLine() ?? "");
+                columns = TableReader.Records(r).FirstOrDefault() ?? [];
             }
             else return null;
         }
@@ -163,35 +163,11 @@ static class Tables
     static IEnumerable<Dictionary<string, string>> CsvRows(string path)
     {
         using var r = new StreamReader(path);
-        var columns = Split(r.ReadLine() ?? "");
-        for (string? line; (line = r.ReadLine()) is not null;)
+        List<string>? columns = null;
+        foreach (var cells in TableReader.Records(r))
         {
-            if (line.Length == 0) continue;
-            var cells = Split(line);
+            if (columns is null) { columns = cells; continue; }
             yield return columns.Select((c, k) => (c, k < cells.Count ? cells[k] : "")).ToDictionary(x => x.c, x => x.Item2);
         }
-    }
-
-    /// <summary>One CSV line's cells (double-quoted cells may hold commas and doubled quotes).</summary>
-    static List<string> Split(string line)
-    {
-        var cells = new List<string>();
-        var cell = new StringBuilder();
-        bool quoted = false;
-        for (int i = 0; i < line.Length; i++)
-        {
-            char ch = line[i];
-            if (quoted)
-            {
-                if (ch == '"' && i + 1 < line.Length && line[i + 1] == '"') { cell.Append('"'); i++; }
-                else if (ch == '"') quoted = false;
-                else cell.Append(ch);
-            }
-            else if (ch == '"') quoted = true;
-            else if (ch == ',') { cells.Add(cell.ToString()); cell.Clear(); }
-            else cell.Append(ch);
-        }
-        cells.Add(cell.ToString());
-        return cells;
     }
 }
