@@ -97,16 +97,18 @@ public static class ShardMerge
 
     static TableFormat Format(ShardSet set) => TableWriter.ParseFormat((string?)set.Shards[0].Manifest["options"]?["format"] ?? "parquet");
 
-    /// <summary>Writes the merged outputs into <paramref name="outDir"/>; returns the files written.</summary>
+    /// <summary>Writes the merged outputs into <paramref name="outDir"/>; returns the files written. Parquet tables with an
+    /// <c>sae</c> column (the pair table, the cases) are also written hive-partitioned by SAE (<see cref="HivePartition"/>).</summary>
     public static IReadOnlyList<string> Merge(ShardSet set, string outDir)
     {
         _ = PlannedFiles(set);
-        return set.Tool switch
+        var files = set.Tool switch
         {
             "polyengine inject" => Injection(set, outDir),
             "polyengine coactivate" => Coactivation(set, outDir),
             _ => Experiment(set, outDir),
         };
+        return [.. files, .. files.Where(f => f.EndsWith(".parquet")).SelectMany(f => HivePartition.Write(Path.Combine(outDir, f), outDir, "sae"))];
     }
 
     /// <summary>A steering experiment: the shards' cases in the single run's order — the sample's (SAE, target) work

@@ -104,6 +104,26 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.True(File.ReadAllBytes(dir.File("seq-all/0/pairs.parquet")).Length < File.ReadAllBytes(dir.File("single-all/pairs.parquet")).Length,
             "a shard counts only its documents");
 
+        // The merged pair table is also a hive-partitioned dataset that DuckDB reads as the same table.
+        Assert.True(Directory.Exists(dir.File("merged-seq-all/pairs/sae=sae")), "pairs/sae=<name>/ is written");
+        using (var db = new DuckDB.NET.Data.DuckDBConnection("Data Source=:memory:"))
+        {
+            db.Open();
+            long Scalar(string sql)
+            {
+                using var cmd = db.CreateCommand();
+                cmd.CommandText = sql;
+                return Convert.ToInt64(cmd.ExecuteScalar());
+            }
+            string hive = $"read_parquet('{dir.File("merged-seq-all/pairs")}/*/*.parquet', hive_partitioning = true)";
+            string single = $"read_parquet('{dir.File("single-all/pairs.parquet")}')";
+            Assert.Equal(Scalar($"SELECT count(*) FROM {single}"), Scalar($"SELECT count(*) FROM {hive}"));
+            Assert.True(Scalar($"SELECT count(*) FROM {single}") > 0);
+            string cols = "sae, feature_a, feature_b, count_a, count_b, count_ab, jaccard, pmi, lift";
+            Assert.Equal(0, Scalar($"SELECT count(*) FROM (SELECT {cols} FROM {single} EXCEPT SELECT {cols} FROM {hive})"));
+            Assert.Equal(0, Scalar($"SELECT count(*) FROM (SELECT {cols} FROM {hive} EXCEPT SELECT {cols} FROM {single})"));
+        }
+
         // Refusals, each one line naming the folder.
         string[] Seq(params int[] k) => [.. k.Select(i => dir.File($"seq-all/{i}"))];
         var missing = Run(["merge", .. Seq(0, 1, 2, 3, 4, 5, 7), "--out", dir.File("x1")]);

@@ -1,0 +1,107 @@
+using Parquet;
+using Parquet.Schema;
+
+namespace PolyEngine.Output;
+
+/// <summary>
+/// A Parquet table also written as a hive-partitioned dataset, <c>{table}/{column}={value}/part-{k}.parquet</c> (the
+/// partition column left out of the files, as hive layouts do), which DuckDB (<c>read_parquet('t/*/*.parquet',
+/// hive_partitioning = true)</c>), Spark and polars read as one table. Rows are read a row group at a time and each run
+/// of one value becomes a part, so memory holds one row group; a value that comes back later gets its next part number.
+/// Only tables of scalar columns are partitioned (list columns are left to the single file).
+/// </summary>
+public static class HivePartition
+{
+    /// <summary>Writes the partitions of <paramref name="parquet"/> by <paramref name="column"/> under
+    /// <paramref name="dir"/>/{table}/ (replacing what was there); returns the files written, relative to
+    /// <paramref name="dir"/>, or none when the table has list columns or no such column.</summary>
+    public static IReadOnlyList<string> Write(string parquet, string dir, string column)
+    {
+        string table = Path.GetFileNameWithoutExtension(parquet), root = Path.Combine(dir, table);
+        using var fs = File.OpenRead(parquet);
+        var reader = ParquetReader.CreateAsync(fs).GetAwaiter().GetResult();
+        try
+        {
+            var fields = reader.Schema.GetDataFields();
+            if (fields.Any(f => f.MaxRepetitionLevel > 0 || (f.IsNullable && f.ClrType != typeof(string) && f.ClrType != typeof(ReadOnlyMemory<char>))) ||
+                fields.All(f => f.Name != column))
+                return [];
+            if (Directory.Exists(root)) Directory.Delete(root, recursive: true);
+            var written = new List<string>();
+            var parts = new Dictionary<string, int>();
+            ColumnTable? current = null;
+            string? value = null;
+            void Flush()
+            {
+                if (current is null || current.Rows == 0) return;
+                int k = parts.GetValueOrDefault(value!);
+                parts[value!] = k + 1;
+                string rel = Path.Combine(table, $"{column}={Uri.EscapeDataString(value!)}", $"part-{k}.parquet");
+                Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(dir, rel))!);
+                TableWriter.WriteColumns(Path.Combine(dir, rel), Empty(fields, column), [current], TableFormat.Parquet);
+                written.Add(rel);
+                current = null;
+            }
+            for (int g = 0; g < reader.RowGroupCount; g++)
+            {
+                using var rg = reader.OpenRowGroupReader(g);
+                int n = checked((int)rg.RowCount);
+                var columns = fields.Select(f => Read(rg, f, n)).ToArray();
+                var keys = (string[])columns[Array.FindIndex(fields, f => f.Name == column)];
+                for (int r = 0; r < n; r++)
+                {
+                    if (keys[r] != value) { Flush(); value = keys[r]; }
+                    current ??= Empty(fields, column);
+                    for (int c = 0, o = 0; c < fields.Length; c++)
+                        if (fields[c].Name != column) Add(current.Columns[o++], columns[c], r);
+                }
+            }
+            Flush();
+            return written;
+        }
+        finally { reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
+    }
+
+    static ColumnTable Empty(DataField[] fields, string column) => new([.. fields.Where(f => f.Name != column).Select(NewColumn)]);
+
+    static TableColumn NewColumn(DataField f)
+    {
+        var t = f.ClrType;
+        return t == typeof(string) || t == typeof(ReadOnlyMemory<char>) ? new TextColumn(f.Name) : t == typeof(int) ? new TableColumn<int>(f.Name)
+            : t == typeof(long) ? new TableColumn<long>(f.Name) : t == typeof(float) ? new TableColumn<float>(f.Name) : t == typeof(double) ? new TableColumn<double>(f.Name)
+            : t == typeof(bool) ? new TableColumn<bool>(f.Name) : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
+    }
+
+    static Array Read(ParquetRowGroupReader rg, DataField f, int n)
+    {
+        var t = f.ClrType;
+        if (t == typeof(string) || t == typeof(ReadOnlyMemory<char>))
+        {
+            var s = new string[n];
+            rg.ReadAsync(f, s, null).AsTask().GetAwaiter().GetResult();
+            return s;
+        }
+        return t == typeof(int) ? Of<int>(rg, f, n) : t == typeof(long) ? Of<long>(rg, f, n) : t == typeof(float) ? Of<float>(rg, f, n)
+            : t == typeof(double) ? Of<double>(rg, f, n) : t == typeof(bool) ? Of<bool>(rg, f, n) : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
+    }
+
+    static T[] Of<T>(ParquetRowGroupReader rg, DataField f, int n) where T : struct
+    {
+        var v = new T[n];
+        rg.ReadAsync(f, v.AsMemory(), null).AsTask().GetAwaiter().GetResult();
+        return v;
+    }
+
+    static void Add(TableColumn column, Array values, int r)
+    {
+        switch (column)
+        {
+            case TextColumn t: t.Add(((string[])values)[r]); break;
+            case TableColumn<int> i: i.Add(((int[])values)[r]); break;
+            case TableColumn<long> l: l.Add(((long[])values)[r]); break;
+            case TableColumn<float> f: f.Add(((float[])values)[r]); break;
+            case TableColumn<double> d: d.Add(((double[])values)[r]); break;
+            case TableColumn<bool> b: b.Add(((bool[])values)[r]); break;
+        }
+    }
+}
