@@ -65,6 +65,30 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.True(File.ReadAllBytes(dir.File($"single/cases{ext}")).Length > 200, "the run must have cases to compare");
     }
 
+    /// <summary>A shard killed mid-run resumes from its checkpoint to the counts it would have had uninterrupted.</summary>
+    [Fact]
+    public void AShardKilledMidRunResumes()
+    {
+        using var dir = new Fixtures.TempDir();
+        PolyEngine.Toys.ToyCorpus.Write(dir.File("corpus.jsonl"), 30, 3, 5);
+        using var model = Model.Load(w.Model);
+        using var sae = SparseAutoencoder.Load(w.Sae, model.Backend);
+        var corpus = PolyEngine.Formats.Corpus.Open(dir.File("corpus.jsonl"), () => model.Tokenizer).Sharded(new Shard(1, 3));
+        var options = new PolyEngine.Scans.CoactivationOptions { Batch = 2 };
+        var whole = PolyEngine.Scans.CoactivationScan.Run(model, [sae], corpus, options);
+        var checkpoint = new PolyEngine.Scans.ScanCheckpoint { Path = dir.File("checkpoint.safetensors"), RunKey = "shard", Every = TimeSpan.Zero };
+        Assert.ThrowsAny<OperationCanceledException>(() => PolyEngine.Scans.CoactivationScan.Run(model, [sae], corpus, options,
+            p => { if (p.Windows >= 4) throw new OperationCanceledException("killed"); }, checkpoint));
+        long resumedFrom = -1;
+        var resumed = PolyEngine.Scans.CoactivationScan.Run(model, [sae], corpus, options, checkpoint: checkpoint, resumed: n => resumedFrom = n);
+        Assert.True(resumedFrom > 0, "the run should resume from its checkpoint");
+        var (a, b) = (whole.Counters[0].Counter, resumed.Counters[0].Counter);
+        Assert.Equal(a.Units, b.Units);
+        Assert.Equal(a.Marginals.ToArray(), b.Marginals.ToArray());
+        for (int f = 0; f < a.Features - 1; f++) Assert.Equal(a.Row(f).ToArray(), b.Row(f).ToArray());
+        Assert.Equal((whole.Tokens, whole.Windows), (resumed.Tokens, resumed.Windows));
+    }
+
     [Fact]
     public async Task EightCoactivationShardsMergeIntoTheSingleRunByteForByte()
     {
