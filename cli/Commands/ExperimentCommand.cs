@@ -45,7 +45,7 @@ static class ExperimentCommand
         public readonly Option<string> Format = new("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         public readonly Option<string> Output = new("--out", "-o") { Description = "Output folder (created): cases, levels and regressions tables, manifest.json", Required = true };
         public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
-        public readonly Option<string> Shard = new("--shard") { Description = "Run shard i of n of the sample's targets (i/n; target k runs in shard k mod n)", DefaultValueFactory = _ => "0/1" };
+        public readonly Option<string> Shard = new("--shard") { Description = "Run shard i of n of the sample's targets (target k runs in shard k mod n): i/n, slurm (a job array task) or k8s/n (an Indexed Job index); polyengine merge combines the shards", DefaultValueFactory = _ => "0/1" };
         public readonly Option<double> CheckpointEvery = Common.CheckpointEvery();
         public readonly Option<string> Device = Common.Device();
         public readonly Option<int> Threads = Common.Threads();

@@ -43,7 +43,7 @@ static class InjectCommand
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (created): trials and summary tables, manifest.json. Resumable: rerun with the same --out to continue", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
-        var shard = new Option<string>("--shard") { Description = "Run shard i of n of the (type, sentence) units (i/n; unit k runs in shard k mod n)", DefaultValueFactory = _ => "0/1" };
+        var shard = new Option<string>("--shard") { Description = "Run shard i of n of the (type, sentence) units (unit k runs in shard k mod n): i/n, slurm (a job array task) or k8s/n (an Indexed Job index); polyengine merge combines the shards", DefaultValueFactory = _ => "0/1" };
         var checkpointEvery = Common.CheckpointEvery();
         var device = Common.Device();
         var threads = Common.Threads();

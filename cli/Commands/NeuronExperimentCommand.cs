@@ -34,7 +34,7 @@ static class NeuronExperimentCommand
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var output = new Option<string>("--out", "-o") { Description = "Output folder (created): cases, neurons and buckets tables, manifest.json", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
-        var shard = new Option<string>("--shard") { Description = "Run shard i of n of the sampled (neuron, feature) units (i/n)", DefaultValueFactory = _ => "0/1" };
+        var shard = new Option<string>("--shard") { Description = "Run shard i of n of the sampled (neuron, feature) units: i/n, slurm (a job array task) or k8s/n (an Indexed Job index)", DefaultValueFactory = _ => "0/1" };
         var checkpointEvery = Common.CheckpointEvery();
         var device = Common.Device();
         var threads = Common.Threads();
