@@ -70,6 +70,8 @@ static class CoactivateCommand
                         w => job.Say($"resuming: {w:N0} context windows were counted by an earlier run")));
                 var written = CoactivationWriter.Write(outDir, result, m, r.GetValue(o.Corpus)!, c.Files, options, topN, fmt, note, part);
                 folder.Complete(written);
+                if (part.Count > 1 && result.Documents == 0)
+                    io.Err.WriteLine($"warning: shard {part} got no documents: the corpus has fewer documents than shards (a token file is one document); use fewer shards");
                 io.Out.WriteLine($"{result.Tokens:N0} tokens in {result.Windows:N0} windows ({result.Documents:N0} documents), {result.Seconds:F1} s, " +
                                  $"{result.Tokens / Math.Max(result.Seconds, 1e-9):N0} tokens/s");
                 foreach (var (s, counter) in result.Counters)

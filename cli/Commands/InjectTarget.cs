@@ -52,30 +52,43 @@ sealed class InjectTarget : IDisposable
     {
         if (tokenizerModel is not null && tokenizerFolder is not null) throw new PolyEngineException("give --model or --tokenizer for the served model's tokenizer, not both");
         var t = new InjectTarget();
+        try
+        {
+            t.OpenEndpoint(o, tokenizerModel, tokenizerFolder, threads);
+            return t;
+        }
+        catch
+        {
+            t.Dispose();   // a model loaded or a client made before the failure
+            throw;
+        }
+    }
+
+    void OpenEndpoint(EndpointOptions o, string? tokenizerModel, string? tokenizerFolder, int threads)
+    {
         if (tokenizerModel is not null)
         {
-            t._backend = Devices.Create("cpu", threads, out _);
-            t.Model = PolyEngine.Model.Load(tokenizerModel, t._backend);
-            t.Tokenizer = Of(t.Model);
+            _backend = Devices.Create("cpu", threads, out _);
+            Model = PolyEngine.Model.Load(tokenizerModel, _backend);
+            Tokenizer = Of(Model);
         }
         else if (tokenizerFolder is not null)
         {
             var (tok, dVocab, bos) = Tokenization.ModelTokenizer.ForFolder(tokenizerFolder);
-            t.Tokenizer = new TokenizerInfo(Path.GetFullPath(tokenizerFolder), (text, prepend) =>
+            Tokenizer = new TokenizerInfo(Path.GetFullPath(tokenizerFolder), (text, prepend) =>
                 prepend ? [bos ?? throw new PolyEngineException($"--tokenizer {tokenizerFolder}: no BOS token id (config.json or tokenizer_config.json); pass --bos off"), .. tok.Encode(text)]
                         : tok.Encode(text), id => tok.Decode([id]), dVocab, bos);
         }
-        t.Client = t.Tokenizer is { } k ? new CompletionClient(o, k.Encode, decode: k.Decode) : new CompletionClient(o, null);
-        t.Client.Check(t.Tokenizer?.DVocab).GetAwaiter().GetResult();
-        t.Description = $"{o.Endpoint} serving \"{o.ServedModel}\"" + (t.Tokenizer is null ? " (prompts as text)" : $" (prompts as token ids of {t.Tokenizer.Folder})");
-        t.Device = $"endpoint {o.Endpoint}";
-        t.ManifestModel = new JsonObject
+        Client = Tokenizer is { } k ? new CompletionClient(o, k.Encode, decode: k.Decode) : new CompletionClient(o, null);
+        Client.Check(Tokenizer?.DVocab).GetAwaiter().GetResult();
+        Description = $"{o.Endpoint} serving \"{o.ServedModel}\"" + (Tokenizer is null ? " (prompts as text)" : $" (prompts as token ids of {Tokenizer.Folder})");
+        Device = $"endpoint {o.Endpoint}";
+        ManifestModel = new JsonObject
         {
-            ["endpoint"] = o.Endpoint.ToString(), ["served_model"] = o.ServedModel, ["tokenizer"] = t.Tokenizer?.Folder,
+            ["endpoint"] = o.Endpoint.ToString(), ["served_model"] = o.ServedModel, ["tokenizer"] = Tokenizer?.Folder,
             ["concurrency"] = o.Concurrency, ["attempt_timeout_seconds"] = o.AttemptTimeout.TotalSeconds, ["retries"] = o.MaxRetries,
         };
-        t._trials = outDir => t.Log = new TrialLog(Path.Combine(outDir, LogFile), t.Client);
-        return t;
+        _trials = outDir => Log = new TrialLog(Path.Combine(outDir, LogFile), Client);
     }
 
     public static EndpointOptions Options(string url, string? served, string? apiKeyEnv, int concurrency, double timeout, int retries) => new()

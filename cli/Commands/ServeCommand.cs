@@ -41,6 +41,7 @@ static class ServeCommand
                 ("--max-request-mb", r.GetValue(maxBody)) })
                 if (!(v > 0)) throw new PolyEngineException($"{opt} {v}: give a positive number");
             if (r.GetValue(maxLogprobs) < 0 || r.GetValue(window) < 0) throw new PolyEngineException("--max-logprobs and --batch-window-ms must not be negative");
+            if (r.GetValue(maxContext) is int mc && mc < 2) throw new PolyEngineException($"--max-context {mc}: give at least 2 (a prompt token and one to generate)");
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);
             var limits = new ServingLimits

@@ -72,8 +72,8 @@ public static class CompletionHost
                 await Write(ctx, 500, CompletionService.Error(500, $"the server failed on this request: {e.Message.Split('\n')[0]}", null, "server_error"));
             }
         });
-        app.MapGet("/v1/models", ctx => Write(ctx, 200, service.Models()));
-        app.MapGet("/health", ctx => Write(ctx, 200, new JsonObject { ["status"] = "ok" }));
+        app.Map("/v1/models", ctx => HttpMethods.IsGet(ctx.Request.Method) ? Write(ctx, 200, service.Models()) : Write(ctx, 405, CompletionService.Error(405, "use GET /v1/models")));
+        app.Map("/health", ctx => HttpMethods.IsGet(ctx.Request.Method) ? Write(ctx, 200, new JsonObject { ["status"] = "ok" }) : Write(ctx, 405, CompletionService.Error(405, "use GET /health")));
         app.MapFallback(ctx => Write(ctx, 404, CompletionService.Error(404, $"no route {ctx.Request.Method} {ctx.Request.Path}; the routes are POST /v1/completions, GET /v1/models, GET /health", null, "not_found_error")));
         await app.StartAsync();
         return app;

@@ -59,6 +59,8 @@ public sealed record EditSpec(HookName Hook)
             if (bad >= 0) throw new PolyEngineException($"{at}: \"add\"[{bad}] is {Add[bad]}; give finite numbers");
             add = new float[width];
             for (int i = 0; i < width; i++) add[i] = Scale * Add[i];   // float32, as `out + (scale * v)`
+            int overflow = Array.FindIndex(add, v => !float.IsFinite(v));
+            if (overflow >= 0) throw new PolyEngineException($"{at}: \"scale\" × \"add\"[{overflow}] overflows float32; give a smaller scale");
         }
         else
         {

@@ -49,7 +49,8 @@ public sealed record InjectionPlan
             foreach (var (c, list) in sets)
                 if (list.Length == 0) throw new PolyEngineException($"the {InjectionInputs.Name(c)} token set of type '{t}' is empty; nothing can be injected from it");
         }
-        if (Units().Count == 0) throw new PolyEngineException($"no sentences for any of the types {string.Join(", ", Types)} in --sentences");
+        // The whole run's units: a shard may hold none (more shards than units) and still finish, with empty tables.
+        if ((this with { Shard = Shard.All }).Units().Count == 0) throw new PolyEngineException($"no sentences for any of the types {string.Join(", ", Types)} in --sentences");
     }
 }
 

@@ -6,8 +6,9 @@ namespace PolyEngine.Output;
 /// <summary>
 /// A Parquet table also written as a hive-partitioned dataset, <c>{table}/{column}={value}/part-{k}.parquet</c> (the
 /// partition column left out of the files, as hive layouts do), which DuckDB (<c>read_parquet('t/*/*.parquet',
-/// hive_partitioning = true)</c>), Spark and polars read as one table. Rows are read a row group at a time and each run
-/// of one value becomes a part, so memory holds one row group; a value that comes back later gets its next part number.
+/// hive_partitioning = true)</c>), Spark and polars read as one table. Rows are read a row group at a time; each run of
+/// one value within a row group becomes a part, so memory holds one row group, and a value that goes on (or comes back)
+/// gets its next part number.
 /// Only tables of scalar columns are partitioned (list columns are left to the single file).
 /// </summary>
 public static class HivePartition
@@ -55,6 +56,7 @@ public static class HivePartition
                     for (int c = 0, o = 0; c < fields.Length; c++)
                         if (fields[c].Name != column) Add(current.Columns[o++], columns[c], r);
                 }
+                Flush();   // a part per row group at most: memory holds one row group, and a value that goes on gets its next part
             }
             Flush();
             return written;

@@ -59,6 +59,7 @@ public sealed class CompletionClient : ITrialModel, IDisposable
         var retry = new HttpRetryStrategyOptions
         {
             MaxRetryAttempts = Math.Max(1, options.MaxRetries), Delay = options.FirstRetryDelay, BackoffType = DelayBackoffType.Exponential, UseJitter = true,
+            MaxDelay = TimeSpan.FromSeconds(30),   // a queue that stays full is retried every 30 s at most, not after minutes
             ShouldRetryAfterHeader = true,
             // Transient (408, 429, 5xx, connection failures, attempt timeouts), but not a TLS failure: retrying cannot fix it.
             ShouldHandle = args => ValueTask.FromResult(HttpClientResiliencePredicates.IsTransient(args.Outcome) && args.Outcome.Exception?.InnerException is not AuthenticationException),

@@ -71,12 +71,12 @@ public sealed record CompletionRequest
             Only(root, "echo", JsonValueKind.False, "false: the prompt is not echoed");
             Only(root, "stream", JsonValueKind.False, "false: responses are not streamed");
             if (root.TryGetProperty("n", out var n) && !(n.ValueKind == JsonValueKind.Number && n.TryGetInt32(out int nv) && nv == 1)) throw Bad("\"n\" must be 1", "n");
-            if (root.TryGetProperty("top_p", out var tp) && !(tp.ValueKind == JsonValueKind.Number && tp.GetDouble() == 1)) throw Bad("\"top_p\" must be 1 (no nucleus sampling)", "top_p");
+            if (root.TryGetProperty("top_p", out var tp) && !(tp.ValueKind == JsonValueKind.Number && tp.TryGetDouble(out double tpv) && tpv == 1)) throw Bad("\"top_p\" must be 1 (no nucleus sampling)", "top_p");
             if (root.TryGetProperty("user", out var user) && user.ValueKind != JsonValueKind.String) throw Bad("\"user\" must be a string", "user");
             var prompts = ParsePrompts(root, limits);
             int maxTokens = Int(root, "max_tokens", 16, 1, limits.MaxTokens);
             double temperature = root.TryGetProperty("temperature", out var t)
-                ? t.ValueKind == JsonValueKind.Number && t.GetDouble() is var tv && tv >= 0 && tv <= 100 && double.IsFinite(tv) ? tv : throw Bad("\"temperature\" must be a number in 0..100", "temperature")
+                ? t.ValueKind == JsonValueKind.Number && t.TryGetDouble(out double tv) && tv >= 0 && tv <= 100 ? tv : throw Bad("\"temperature\" must be a number in 0..100", "temperature")
                 : 0;
             ulong? seed = root.TryGetProperty("seed", out var s) && s.ValueKind != JsonValueKind.Null
                 ? s.ValueKind == JsonValueKind.Number && s.TryGetInt64(out long sv) ? unchecked((ulong)sv) : throw Bad("\"seed\" must be an integer", "seed")

@@ -61,7 +61,7 @@ public sealed class CompletionScheduler : IAsyncDisposable
     public Task<Generation> Submit(GenerationRequest request, CancellationToken cancel = default)
     {
         var s = new Sequence(request, cancel);
-        if (!_incoming.Writer.TryWrite(s)) throw new ObjectDisposedException(nameof(CompletionScheduler));
+        if (_stop.IsCancellationRequested || !_incoming.Writer.TryWrite(s)) throw new ObjectDisposedException(nameof(CompletionScheduler));
         return s.Done.Task;
     }
 
@@ -70,7 +70,7 @@ public sealed class CompletionScheduler : IAsyncDisposable
         var active = new List<Sequence>();
         var waiting = new Queue<Sequence>();
         var reader = _incoming.Reader;
-        while (true)
+        while (!_stop.IsCancellationRequested)
         {
             if (active.Count == 0 && waiting.Count == 0)
             {
@@ -80,21 +80,24 @@ public sealed class CompletionScheduler : IAsyncDisposable
             }
             while (reader.TryRead(out var s)) waiting.Enqueue(s);
             while (active.Count < MaxBatch && waiting.Count > 0) active.Add(waiting.Dequeue());
-            active.RemoveAll(s =>
+            try
             {
-                if (!s.Cancel.IsCancellationRequested) return false;
-                s.Done.TrySetCanceled(s.Cancel);
-                return true;
-            });
-            if (active.Count == 0) continue;
-            try { Step(active); }
+                active.RemoveAll(s =>
+                {
+                    if (!s.Cancel.IsCancellationRequested) return false;
+                    s.Done.TrySetCanceled(s.Cancel);
+                    return true;
+                });
+                if (active.Count == 0) continue;
+                Step(active);
+                active.RemoveAll(Finished);
+            }
             catch (Exception e)
             {
+                // A failed pass fails only the sequences in it; the loop goes on serving the others.
                 foreach (var s in active) s.Done.TrySetException(e);
                 active.Clear();
-                continue;
             }
-            active.RemoveAll(Finished);
         }
         foreach (var s in active.Concat(waiting)) s.Done.TrySetCanceled();
         while (reader.TryRead(out var s)) s.Done.TrySetCanceled();
@@ -165,6 +168,7 @@ public sealed class CompletionScheduler : IAsyncDisposable
         return true;
     }
 
+    /// <summary>Stops taking prompts and cancels those not finished (after the pass in flight).</summary>
     public async ValueTask DisposeAsync()
     {
         _incoming.Writer.TryComplete();

@@ -23,7 +23,8 @@ public sealed class CompletionService : IAsyncDisposable
         _model = model;
         ServedModel = servedModel;
         var l = limits ?? new ServingLimits();
-        Limits = l.MaxContext > model.Spec.NCtx ? l with { MaxContext = model.Spec.NCtx } : l;
+        // A pass asks the batch's largest logprobs of the whole vocabulary: no request may ask more than the model has.
+        Limits = l with { MaxContext = Math.Min(l.MaxContext, model.Spec.NCtx), MaxLogprobs = Math.Min(l.MaxLogprobs, model.Spec.DVocab) };
         _scheduler = new CompletionScheduler(model, maxBatch, window);
     }
 
@@ -46,7 +47,10 @@ public sealed class CompletionService : IAsyncDisposable
                 throw new ServingException(400, $"prompt {i} has {ids.Length} tokens; with max_tokens {request.MaxTokens} that is past the context limit {Limits.MaxContext}", "prompt");
             return ids;
         }).ToList();
-        // The edits checked against the model once, so a bad edit is this request's 400, never a failed batch.
+        // The edits checked against the model once, so a bad edit is this request's 400, never a failed batch. Listed
+        // positions are refused: each pass would hold [batch, seq, width] for them, for every token generated.
+        if (request.Edits.Any(e => e.Positions is not null))
+            throw new ServingException(400, "polyengine.edits: \"positions\" is not served (it costs a [batch, seq, width] edit per pass); use \"from\" (edit from a position on), or polyengine run --edits", "polyengine.edits");
         foreach (var ids in prompts)
             try { BatchEdits.Merge(spec, [request.Edits], [ids.Length]); }
             catch (PolyEngineException e) when (e is not ServingException) { throw new ServingException(400, e.Message, "polyengine.edits"); }
@@ -81,28 +85,30 @@ public sealed class CompletionService : IAsyncDisposable
         {
             string Name(int id) => request.TokensAsIds ? $"token_id:{id}" : _model.Tokenizer.Decode([id]);
             var tokens = g.Tokens.Select(t => Name(t.Id)).ToList();
-            int offset = 0;
-            var offsets = new JsonArray();
-            foreach (var t in tokens) { offsets.Add(offset); offset += t.Length; }
+            // Where each token starts in the decoded text (a token that splits a character starts where its text does).
+            var offsets = new JsonArray([.. Enumerable.Range(0, g.Tokens.Count).Select(i => (JsonNode)_model.Tokenizer.Decode([.. g.Tokens.Take(i).Select(t => t.Id)]).Length)]);
             choice["logprobs"] = new JsonObject
             {
                 ["tokens"] = new JsonArray([.. tokens.Select(t => (JsonNode)t)]),
-                ["token_logprobs"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)(double)t.Logprob)]),
+                ["token_logprobs"] = new JsonArray([.. g.Tokens.Select(t => Number(t.Logprob))]),
                 ["top_logprobs"] = new JsonArray([.. g.Tokens.Select(t =>
                 {
                     var top = new JsonObject();
-                    for (int j = 0; j < t.TopIds.Length; j++) top.TryAdd(Name(t.TopIds[j]), (double)t.TopLogprobs[j]);   // a repeated string keeps its likeliest
+                    for (int j = 0; j < t.TopIds.Length; j++) top.TryAdd(Name(t.TopIds[j]), Number(t.TopLogprobs[j]));   // a repeated string keeps its likeliest
                     return (JsonNode)top;
                 })]),
                 ["text_offset"] = offsets,
                 ["token_ids"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)t.Id)]),
                 ["top_token_ids"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)new JsonArray([.. t.TopIds.Select(x => (JsonNode)x)]))]),
-                ["top_token_logprobs"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)new JsonArray([.. t.TopLogprobs.Select(x => (JsonNode)(double)x)]))]),
+                ["top_token_logprobs"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)new JsonArray([.. t.TopLogprobs.Select(Number)]))]),
                 ["top_token_strings"] = new JsonArray([.. g.Tokens.Select(t => (JsonNode)new JsonArray([.. t.TopIds.Select(x => (JsonNode)_model.Tokenizer.Decode([x]))]))]),
             };
         }
         return choice;
     }
+
+    /// <summary>A log-probability for JSON: null when it is not finite (an edit that blew the logits up).</summary>
+    static JsonNode? Number(float v) => float.IsFinite(v) ? JsonValue.Create((double)v) : null;
 
     /// <summary><c>GET /v1/models</c>.</summary>
     public JsonObject Models() => new()

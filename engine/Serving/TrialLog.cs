@@ -23,18 +23,19 @@ public sealed class TrialLog : ITrialModel, IDisposable
         _client = client;
         if (File.Exists(path))
         {
+            // Whole lines only: a line counts when its newline was written; a torn tail (no newline, or not JSON) is cut.
+            var bytes = File.ReadAllBytes(path);
             long good = 0;
-            using (var reader = new StreamReader(path, Encoding.UTF8))
-                for (string? line; (line = reader.ReadLine()) is not null;)
-                {
-                    if (!TryParse(line, out var key, out var top)) break;   // a torn last line: ask again
-                    _answers[key] = top;
-                    good += Encoding.UTF8.GetByteCount(line) + 1;
-                }
-            using (var fs = new FileStream(path, FileMode.Open, FileAccess.Write)) fs.SetLength(good);   // cut what follows the last whole line
+            for (int start = 0, nl; start < bytes.Length && (nl = Array.IndexOf(bytes, (byte)'\n', start)) >= 0; start = nl + 1)
+            {
+                if (!TryParse(Encoding.UTF8.GetString(bytes, start, nl - start), out var key, out var top)) break;
+                _answers[key] = top;
+                good = nl + 1;
+            }
+            using (var fs = new FileStream(path, FileMode.Open, FileAccess.Write)) fs.SetLength(good);
         }
         Resumed = _answers.Count;
-        _writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
+        _writer = new StreamWriter(new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false)) { NewLine = "\n" };
     }
 
     /// <summary>Answers read back from an earlier run's log.</summary>

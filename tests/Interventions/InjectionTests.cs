@@ -179,6 +179,10 @@ public class InjectionTests : IClassFixture<FullVocabGpt2>
         foreach (var f in new[] { "trials.parquet", "summary.parquet" })
             Assert.Equal(File.ReadAllBytes(dir.File($"p/{f}")), File.ReadAllBytes(dir.File($"pm/{f}")));
         Assert.Contains("is not a shard of the same run", Run("merge", dir.File("s0"), dir.File("p1"), "--out", dir.File("mixed")).Err);
+        // More shards than units: a shard with none finishes, with empty tables.
+        var empty = Run([.. args.Take(args.Length - 2), "--shard", "2/3", "--out", dir.File("e2")]);
+        Assert.True(empty.Code == 0, empty.Err);
+        Assert.Single(File.ReadAllLines(dir.File("e2/trials.csv")));
     }
 
     public static TheoryData<string, string> BadInputs() => new()

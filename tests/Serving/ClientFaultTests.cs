@@ -184,7 +184,7 @@ public class ClientFaultTests
         using (var trials = new TrialLog(log, client))
             firstAnswers = [.. trials.Top(prompts[..4], 4)];
         Assert.Equal(4, first.Requests);
-        File.AppendAllText(log, "{\"prompt\": \"ids:4,5\", \"top\": [[1");   // a kill mid-write
+        File.AppendAllText(log, "{\"prompt\": \"ids:4,5\", \"top\": [[1, null, 0.5]]}");   // a kill before the newline: the line is not whole
         var second = new Script(r => Answer(r, 4));
         using (var client = Client(second))
         using (var trials = new TrialLog(log, client))

@@ -98,7 +98,7 @@ public class ServingTests : IClassFixture<FullVocabGpt2>, IAsyncLifetime
         [
             "",
             $$""", "polyengine": {"edits": [{"hook": "{{hook}}", "add": [{{string.Join(",", vector.Select(v => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture)))}}], "scale": 6}]}""",
-            $$""", "polyengine": {"edits": [{"hook": "{{hook}}", "coordinate": 3, "factor": 0}, {"hook": "blocks.1.hook_mlp_out", "coordinate": 7, "value": 2.5, "positions": [1]}]}""",
+            $$""", "polyengine": {"edits": [{"hook": "{{hook}}", "coordinate": 3, "factor": 0}, {"hook": "blocks.1.hook_mlp_out", "coordinate": 7, "value": 2.5, "from": 1}]}""",
         ];
         string[] texts = ["We flew to", "The capital of France is a city called", "She lives in"];
         var before = _service.Scheduler.Stats;
@@ -124,6 +124,38 @@ public class ServingTests : IClassFixture<FullVocabGpt2>, IAsyncLifetime
                     Assert.Equal(alone.Logits[j] - alone.LogSumExp[0], (float)(double)lp["top_token_logprobs"]![step]![j]!, 1e-5f);
                 }
                 ids.Add(alone.Ids[0]);
+            }
+        }
+    }
+
+    /// <summary>BatchEdits on its own (the library's): rows of different lengths with row-wise, listed-position and no
+    /// edits, merged into one batch, give each row what it gets alone.</summary>
+    [Fact]
+    public void MergedEditsGiveEachRowWhatItGetsAlone()
+    {
+        var hook = HookName.Parse("blocks.0.hook_resid_post");
+        var mlp = HookName.Parse("blocks.1.hook_mlp_out");
+        IReadOnlyList<EditSpec>[] edits =
+        [
+            [new EditSpec(hook) { Coordinate = 2, Factor = 3f, From = 1 }],
+            [],
+            [new EditSpec(mlp) { Coordinate = 5, Value = -4f, Positions = [0, 2] }, new EditSpec(hook) { Add = new Rng(2).Normals([64], 1f), Scale = 3f }],
+            [new EditSpec(mlp) { Add = new Rng(3).Normals([64], 1f), Positions = [1, 3] }],
+        ];
+        int[][] rows = [[5, 17, 300, 2, 41], [9, 12], [7, 8, 9], [100, 200, 300, 400]];
+        var merged = BatchEdits.Merge(_model.Spec, edits, [.. rows.Select(r => r.Length)]);
+        var together = _model.Run(rows, new RunOptions { TopLogits = 6, Logits = LogitsMode.None, Edits = merged }).Top!;
+        var plain = _model.Run(rows, new RunOptions { TopLogits = 6, Logits = LogitsMode.None }).Top!;
+        Assert.All(new[] { 0, 2, 3 }, b => Assert.NotEqual(plain.Logits[b * 6], together.Logits[b * 6]));   // the edits do change the edited rows
+        Assert.Equal(plain.Logits[6], together.Logits[6]);                                                   // and not the row without
+        for (int b = 0; b < rows.Length; b++)
+        {
+            var alone = _model.Run([rows[b]], new RunOptions { TopLogits = 6, Logits = LogitsMode.None,
+                Edits = [.. edits[b].Select(e => e.Resolve(_model.Spec, 1, rows[b].Length))] }).Top!;
+            for (int j = 0; j < 6; j++)
+            {
+                Assert.Equal(alone.Ids[j], together.Ids[b * 6 + j]);
+                Assert.Equal(alone.Logits[j], together.Logits[b * 6 + j], 1e-4f);
             }
         }
     }
@@ -179,6 +211,8 @@ public class ServingTests : IClassFixture<FullVocabGpt2>, IAsyncLifetime
     [InlineData("""{"model": "toy-gpt2", "prompt": "a", "polyengine": {"edits": [{"hook": "blocks.0.hook_resid_post", "add": [1, 2]}]}}""", 400, "the hook is 64 wide")]
     [InlineData("""{"model": "toy-gpt2", "prompt": "a", "polyengine": {"edits": [{"hook": "blocks.0.hook_resid_post", "coordinate": 1, "factor": 0, "rows": [0]}]}}""", 400, "\"rows\" cannot be given")]
     [InlineData("""{"model": "toy-gpt2", "prompt": "a", "polyengine": {"steer": 1}}""", 400, "unknown field \"polyengine.steer\"")]
+    [InlineData("""{"model": "toy-gpt2", "prompt": "a", "polyengine": {"edits": [{"hook": "blocks.0.hook_resid_post", "coordinate": 1, "factor": 0, "positions": [0]}]}}""", 400, "\"positions\" is not served")]
+    [InlineData("""{"model": "toy-gpt2", "prompt": "a", "temperature": 1e400}""", 400, "\"temperature\" must be a number")]
     public async Task BadRequestsAre4xxAndTheServerStaysUp(string body, int status, string message)
     {
         var (code, json) = await Post(body);

@@ -43,11 +43,14 @@ public static class RunReport
             ((JsonArray)summary["runs"]!).Add(entry);
             page.Append($"<h2 id=\"run{i + 1}\">{ReportPage.Esc(Name(run))}</h2>");
             try { Section(run, page, entry); }
-            catch (PolyEngineException e)
+            catch (Exception e) when (e is not OutOfMemoryException)
             {
-                page.Note(e.Message);
-                entry["error"] = e.Message;
-                notes.Add(e.Message);
+                // One folder that cannot be shown never stops the others: what went wrong is said on the page.
+                string message = e is PolyEngineException ? e.Message
+                    : $"report: {run} cannot be shown ({e.GetType().Name}: {e.Message.Split('\n')[0]}); its tables may be damaged or from another version";
+                page.Note(message);
+                entry["error"] = message;
+                notes.Add(message);
             }
         }
         page.Append("</body></html>\n");

@@ -28,18 +28,20 @@ static class ScanSections
         var rows = new List<IReadOnlyList<string>>();
         foreach (var sae in saes)
         {
-            var mine = bins.Rows.Where(r => r["sae"] == sae).ToList();
+            // By bin key, so a table with a bin missing shows a gap, not shifted columns.
+            var mine = bins.Rows.Where(r => r["sae"] == sae).GroupBy(r => r["bin"]).ToDictionary(g => g.Key, g => g.First());
+            double Of(string bin, string column) => mine.TryGetValue(bin, out var r) ? D(r, column) : double.NaN;
             long pairs = histogram.Rows.Where(r => r["sae"] == sae).Sum(r => (long)D(r, "pairs"));   // every pair, negatives included
-            var below = mine.Take(BinEdges.Length).Select(r => D(r, "fraction_below_hi")).ToArray();
+            var below = Scans.InterferenceBins.Keys.Take(BinEdges.Length).Select(k => Of(k, "fraction_below_hi")).ToArray();
             numbers[sae] = new JsonObject
             {
                 ["pairs"] = pairs,
-                ["fraction_in_bin"] = new JsonObject(mine.Select(r => KeyValuePair.Create(r["bin"], (JsonNode?)Json(D(r, "fraction"))))),
+                ["fraction_in_bin"] = new JsonObject(Scans.InterferenceBins.Keys.Select(k => KeyValuePair.Create(k, (JsonNode?)Json(Of(k, "fraction"))))),
                 ["fraction_below"] = new JsonObject(BinEdges.Select((e, i) => KeyValuePair.Create(Key(e), (JsonNode?)Json(below[i])))),
             };
-            rows.Add([sae, pairs.ToString("N0", CultureInfo.InvariantCulture), .. below.Select(Percent), .. mine.Select(r => Percent(D(r, "fraction")))]);
+            rows.Add([sae, pairs.ToString("N0", CultureInfo.InvariantCulture), .. below.Select(Percent), .. Scans.InterferenceBins.Keys.Select(k => Percent(Of(k, "fraction")))]);
         }
-        page.Table(["sae", "pairs", .. BinEdges.Select(e => $"< {Key(e)}"), .. bins.Rows.Take(5).Select(r => $"in {r["bin"]}")], rows);
+        page.Table(["sae", "pairs", .. BinEdges.Select(e => $"< {Key(e)}"), .. Scans.InterferenceBins.Keys.Select(k => $"in {k}")], rows);
 
         var similarity = Tables.Read(run, "similarity", "sae", "tau", "pairs_below", "fraction_below");
         var simHistogram = Tables.Read(run, "similarity_histogram", "sae", "hi", "pairs");

@@ -7,7 +7,9 @@ using Parquet.Schema;
 
 namespace PolyEngine.Output.Report;
 
-/// <summary>A table of a run folder read back as text cells (Parquet or CSV, whichever the run wrote), for the report.</summary>
+/// <summary>A table of a run folder read back as text cells (Parquet or CSV, whichever the run wrote), for the report. A
+/// column is numeric when every cell is a number in invariant round-trip form (a text column of digits stays text only
+/// if some cell is not one: " 42", a token string, is not).</summary>
 sealed class Table(IReadOnlyList<string> columns, List<Dictionary<string, string>> rows)
 {
     public IReadOnlyList<string> Columns { get; } = columns;
@@ -15,9 +17,16 @@ sealed class Table(IReadOnlyList<string> columns, List<Dictionary<string, string
 
     public IEnumerable<string> Column(string name) => Rows.Select(r => r[name]);
 
-    /// <summary>Rows as JSON objects, numbers as numbers (NaN and infinities as null: JSON has none).</summary>
+    readonly HashSet<string> _numeric = [.. columns.Where(c => rows.All(r => IsNumber(r[c])))];
+
+    /// <summary>A cell the writers wrote as a number: no spaces, invariant digits, or NaN/±Infinity.</summary>
+    static bool IsNumber(string cell) => cell is "NaN" or "Infinity" or "-Infinity" || (cell.Length > 0 && !char.IsWhiteSpace(cell[0]) && !char.IsWhiteSpace(cell[^1])
+        && double.TryParse(cell, NumberStyles.AllowLeadingSign | NumberStyles.AllowDecimalPoint | NumberStyles.AllowExponent, CultureInfo.InvariantCulture, out _));
+
+    /// <summary>Rows as JSON objects, numeric columns as numbers (NaN and infinities as null: JSON has none).</summary>
     public JsonArray ToJson() => new([.. Rows.Select(r => (JsonNode)new JsonObject(Columns.Select(c => new KeyValuePair<string, JsonNode?>(c,
-        double.TryParse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? (double.IsFinite(v) ? JsonValue.Create(v) : null) : JsonValue.Create(r[c])))))]);
+        _numeric.Contains(c) ? (double.Parse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture) is var v && double.IsFinite(v) ? JsonValue.Create(v) : null)
+            : JsonValue.Create(r[c])))))]);
 
     public string Html()
     {
@@ -28,7 +37,7 @@ sealed class Table(IReadOnlyList<string> columns, List<Dictionary<string, string
         {
             sb.Append("<tr>");
             foreach (var c in Columns)
-                sb.Append($"<td>{WebUtility.HtmlEncode(double.TryParse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && r[c].Contains('.') ? v.ToString("G4", CultureInfo.InvariantCulture) : r[c])}</td>");
+                sb.Append($"<td>{WebUtility.HtmlEncode(_numeric.Contains(c) && r[c].Contains('.') ? double.Parse(r[c], NumberStyles.Float, CultureInfo.InvariantCulture).ToString("G4", CultureInfo.InvariantCulture) : r[c])}</td>");
             sb.Append("</tr>");
         }
         return sb.Append("</table>").ToString();
