@@ -28,6 +28,12 @@ static class InterferenceCommand
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampling", DefaultValueFactory = _ => 0 };
         var tile = new Option<int>("--tile") { Description = "Features per GEMM tile side (memory: a few tile² floats)", DefaultValueFactory = _ => 2048 };
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
+        var shard = new Option<string>("--shard")
+        {
+            Description = "Scan shard i of n of each SAE's triangle (tile rows dealt so the pair counts balance): i/n, slurm or k8s/n. A shard writes its raw " +
+                          "states (state.K.safetensors); polyengine merge makes the tables, exactly the single run's",
+            DefaultValueFactory = _ => "0/1",
+        };
         var output = new Option<string>("--out", "-o")
         {
             Description = "Output folder (created). Resumable: rerun with the same --out to continue a killed run; a folder holding another run is refused without --overwrite",
@@ -45,7 +51,7 @@ static class InterferenceCommand
             "polyengine interference --sae saes/blocks.4.hook_resid_post --out interf/",
             "polyengine interference --sae saes/4-res-sm --explanations res4.jsonl.gz --active res4-active.txt --sample 10 --seed 50 --out interf/",
             "polyengine interference --sae saes/L4,saes/L5 --explanations L4.jsonl,L5.jsonl --tau 0.2 --top 10 --model EleutherAI/pythia-70m-deduped --out interf/"))
-        { sae, explanations, tau, active, strict, partners, top, model, coact, sample, samplePartners, seed, tile, format, output, overwrite, checkpointEvery, device, threads };
+        { sae, explanations, tau, active, strict, partners, top, model, coact, sample, samplePartners, seed, tile, format, shard, output, overwrite, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
@@ -67,6 +73,7 @@ static class InterferenceCommand
                 Scan = new InterferenceOptions
                 {
                     Taus = ParseTaus(r.GetValue(tau)!), PartnersPerBin = r.GetValue(partners), TopN = r.GetValue(top), Tile = r.GetValue(tile), Threads = r.GetValue(threads),
+                    Shard = Shard.Parse(r.GetValue(shard)!),
                 },
                 Strict = r.GetValue(strict), Model = r.GetValue(model), Coactivation = r.GetValue(coact),
                 Sample = r.GetValue(sample) > 0 ? new InterferenceSampleOptions(r.GetValue(sample), r.GetValue(samplePartners), r.GetValue(seed)) : null,
@@ -76,12 +83,16 @@ static class InterferenceCommand
                 throw new PolyEngineException($"--coactivation {c}: no coactivation.safetensors there; give the --out folder of a `polyengine coactivate` run");
             using var folder = Common.OpenScanOutput(io, outDir);
             var key = InterferenceJob.RunKey(sources, options);
-            Common.PrepareScanOutput(io, folder, outDir, key, r.GetValue(overwrite), $"format={fmt}", InterferenceWriter.PlannedFiles(fmt));
+            bool sharded = options.Scan.Shard.Count > 1;
+            Common.PrepareScanOutput(io, folder, outDir, key, r.GetValue(overwrite), $"format={fmt}",
+                sharded ? InterferenceWriter.PlannedShardFiles(sources.Count) : InterferenceWriter.PlannedFiles(fmt));
             if (folder.AlreadyComplete) return 0;
             using var backend = Devices.Create(r.GetValue(device)!, r.GetValue(threads), out string note);
             io.Out.WriteLine($"device: {note}");
+            if (sharded) io.Out.WriteLine($"shard {options.Scan.Shard}: every {options.Scan.Shard.Count}th tile row of each triangle (dealt in a snake)");
             var files = new ProgressDisplay(io).Run("interference", job => InterferenceJob.Run(backend, sources, options, outDir, key.Value, new Log(job)));
-            var written = InterferenceWriter.Write(outDir, files, options, fmt, note, sources);
+            var written = sharded ? InterferenceWriter.WriteShard(outDir, files, options, fmt, note, sources)
+                : InterferenceWriter.Write(outDir, files, options, fmt, note, sources);
             folder.Complete(written);
             io.Out.WriteLine($"wrote {outDir}: {string.Join(", ", written)}");
             return 0;

@@ -186,11 +186,62 @@ public static class InterferenceWriter
             }
     }
 
+    static JsonNode? FileEntry(string? path) => path is null ? null
+        : new JsonObject { ["file"] = Path.GetFullPath(path), ["bytes"] = FileLinks.Length(path), ["sha256"] = ScanManifest.Sha256(path) };
+
+    /// <summary>The manifest around its per-SAE entries: tool, version, inputs beyond the SAEs, options.</summary>
+    static JsonObject Manifest(InterferenceJobOptions o, TableFormat format, string device, JsonArray saes) => new()
+    {
+        ["tool"] = "polyengine interference",
+        ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(),
+        ["created_utc"] = DateTime.UtcNow.ToString("O"),
+        ["device"] = device,
+        ["saes"] = saes,
+        ["model"] = o.Model is null ? null : new JsonObject { ["model"] = o.Model },
+        ["coactivation"] = o.Coactivation is null ? null : FileEntry(Path.Combine(o.Coactivation, "coactivation.safetensors")),
+        ["options"] = new JsonObject
+        {
+            ["tau"] = new JsonArray(o.Scan.Taus.Select(t => (JsonNode)Tau(t)).ToArray()), ["partners"] = o.Scan.PartnersPerBin, ["top"] = o.Scan.TopN,
+            ["tile"] = o.Scan.Tile, ["strict"] = o.Strict, ["format"] = format.ToString().ToLowerInvariant(),
+            ["sample"] = o.Sample is null ? null : new JsonObject { ["targets"] = o.Sample.Targets, ["partners_per_bin"] = o.Sample.PartnersPerBin, ["seed"] = o.Sample.Seed },
+            ["bins"] = "[lo, hi) in float32, the last [0.4, 1.0]; cosines clamped to [-1, 1]; unordered pairs i < j; negatives in no bin",
+            ["unrelated"] = "explanation-embedding cosine (mean embedding per feature) < tau",
+        },
+    };
+
+    /// <summary>A shard's manifest (<c>--shard i/n</c>): the run's identity — each SAE's files and hashes, the options —
+    /// the shard, and each SAE's scan seconds. Its outputs are the raw states; <c>polyengine merge</c> makes the tables.</summary>
+    public static IReadOnlyList<string> WriteShard(string outDir, IReadOnlyList<string> stateFiles, InterferenceJobOptions o, TableFormat format, string device,
+        IReadOnlyList<InterferenceSource> sources)
+    {
+        var names = SaeNames.Of(sources.Select(s => s.Folder));
+        var saes = new JsonArray();
+        var seconds = new JsonArray();
+        for (int k = 0; k < sources.Count; k++)
+        {
+            var config = SaeConfig.Load(sources[k].Folder);
+            saes.Add(new JsonObject
+            {
+                ["name"] = names[k], ["folder"] = Path.GetFullPath(sources[k].Folder), ["hook"] = config.Hook.ToString(), ["d_sae"] = config.DSae, ["d_in"] = config.DIn,
+                ["cfg_sha256"] = ScanManifest.Sha256(Path.Combine(sources[k].Folder, "cfg.json")),
+                ["explanations"] = FileEntry(sources[k].Explanations), ["active"] = FileEntry(sources[k].Active),
+            });
+            using var f = SafeTensorsFile.Open(stateFiles[k]);
+            seconds.Add(double.Parse(f.Metadata.GetValueOrDefault("seconds", "0"), System.Globalization.CultureInfo.InvariantCulture));
+        }
+        var manifest = Manifest(o, format, device, saes);
+        manifest["shard"] = o.Scan.Shard.ToString();
+        manifest["results"] = new JsonObject { ["seconds"] = seconds.Sum(x => (double)x!), ["sae_seconds"] = seconds };
+        ScanManifest.Save(outDir, manifest);
+        return [.. stateFiles.Select(Path.GetFileName)!, "manifest.json"];
+    }
+
+    /// <summary>Every file a shard of <paramref name="saes"/> SAEs writes.</summary>
+    public static IReadOnlyList<string> PlannedShardFiles(int saes) => [.. Enumerable.Range(0, saes).Select(k => $"state.{k}.safetensors"), "manifest.json"];
+
     static void WriteManifest(string outDir, IReadOnlyList<string> resultFiles, InterferenceJobOptions o, TableFormat format, string device,
         IReadOnlyList<InterferenceSource> sources, Func<int, InterferenceResult> load)
     {
-        static JsonNode? FileEntry(string? path) => path is null ? null
-            : new JsonObject { ["file"] = Path.GetFullPath(path), ["bytes"] = FileLinks.Length(path), ["sha256"] = ScanManifest.Sha256(path) };
         var saes = new JsonArray();
         for (int k = 0; k < resultFiles.Count; k++)
         {
@@ -210,24 +261,7 @@ public static class InterferenceWriter
                 ["qualified"] = r.Semantic ? new JsonObject(r.Taus.Select((t, i) => KeyValuePair.Create(Tau(t).ToString(System.Globalization.CultureInfo.InvariantCulture), (JsonNode?)r.Qualified[i]))) : null,
             });
         }
-        var manifest = new JsonObject
-        {
-            ["tool"] = "polyengine interference",
-            ["version"] = typeof(Model).Assembly.GetName().Version!.ToString(),
-            ["created_utc"] = DateTime.UtcNow.ToString("O"),
-            ["device"] = device,
-            ["saes"] = saes,
-            ["model"] = o.Model is null ? null : new JsonObject { ["model"] = o.Model },
-            ["coactivation"] = o.Coactivation is null ? null : FileEntry(Path.Combine(o.Coactivation, "coactivation.safetensors")),
-            ["options"] = new JsonObject
-            {
-                ["tau"] = new JsonArray(o.Scan.Taus.Select(t => (JsonNode)Tau(t)).ToArray()), ["partners"] = o.Scan.PartnersPerBin, ["top"] = o.Scan.TopN,
-                ["tile"] = o.Scan.Tile, ["strict"] = o.Strict, ["format"] = format.ToString().ToLowerInvariant(),
-                ["sample"] = o.Sample is null ? null : new JsonObject { ["targets"] = o.Sample.Targets, ["partners_per_bin"] = o.Sample.PartnersPerBin, ["seed"] = o.Sample.Seed },
-                ["bins"] = "[lo, hi) in float32, the last [0.4, 1.0]; cosines clamped to [-1, 1]; unordered pairs i < j; negatives in no bin",
-                ["unrelated"] = "explanation-embedding cosine (mean embedding per feature) < tau",
-            },
-        };
+        var manifest = Manifest(o, format, device, saes);
         ScanManifest.Save(outDir, manifest);
     }
 }

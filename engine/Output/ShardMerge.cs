@@ -92,7 +92,8 @@ public static class ShardMerge
         "polyengine coactivate" => CoactivationWriter.PlannedFiles(Format(set)),
         "polyengine inject" => [.. InjectionWriter.PlannedFiles(Format(set)), .. File.Exists(Path.Combine(set.Shards[0].Folder, "token_sets.json")) ? ["token_sets.json"] : Array.Empty<string>()],
         "polyengine experiment feature" or "polyengine experiment token" or "polyengine experiment prompt" => ExperimentWriter.PlannedFiles(Format(set)),
-        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate, inject and the feature, token and prompt experiments are)"),
+        "polyengine interference" => InterferenceWriter.PlannedFiles(Format(set)),
+        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate, interference, inject and the feature, token and prompt experiments are)"),
     };
 
     static TableFormat Format(ShardSet set) => TableWriter.ParseFormat((string?)set.Shards[0].Manifest["options"]?["format"] ?? "parquet");
@@ -106,9 +107,79 @@ public static class ShardMerge
         {
             "polyengine inject" => Injection(set, outDir),
             "polyengine coactivate" => Coactivation(set, outDir),
+            "polyengine interference" => Interference(set, outDir),
             _ => Experiment(set, outDir),
         };
         return [.. files, .. files.Where(f => f.EndsWith(".parquet")).SelectMany(f => HivePartition.Write(Path.Combine(outDir, f), outDir, "sae"))];
+    }
+
+    /// <summary>Interference: per SAE the shards' raw states add (counts, and the strongest partners of both), and the
+    /// tables, sample and proxies are made from the sum as the single run makes them. The inputs — SAEs, explanations,
+    /// feature lists, the proxies' model and co-activation run — are read again from where the manifest names them.</summary>
+    static IReadOnlyList<string> Interference(ShardSet set, string outDir)
+    {
+        var m = set.Shards[0].Manifest;
+        var opt = m["options"]!;
+        string? File(JsonNode? entry) => (string?)entry?["file"];
+        var sources = m["saes"]!.AsArray().Select(x => new InterferenceSource((string)x!["folder"]!, File(x["explanations"]), File(x["active"]))).ToList();
+        var o = new InterferenceJobOptions
+        {
+            Scan = new InterferenceOptions
+            {
+                Taus = [.. opt["tau"]!.AsArray().Select(t => (float)(double)t!)], PartnersPerBin = (int)opt["partners"]!, TopN = (int)opt["top"]!, Tile = (int)opt["tile"]!,
+            },
+            Strict = (bool)opt["strict"]!, Model = (string?)m["model"]?["model"],
+            Coactivation = File(m["coactivation"]) is { } c ? Path.GetDirectoryName(c) : null,
+            Sample = opt["sample"] is JsonObject s ? new InterferenceSampleOptions((int)s["targets"]!, (int)s["partners_per_bin"]!, (ulong)s["seed"]!) : null,
+        };
+        var format = Format(set);
+        var names = SaeNames.Of(sources.Select(x => x.Folder));
+        var log = new QuietLog();
+        using var backend = Devices.Create("cpu", 0, out string note);
+        var (_, gram) = InterferenceJob.OpenLens(backend, o.Model, log);
+        string work = Path.Combine(outDir, ".merge");
+        Directory.CreateDirectory(work);
+        try
+        {
+            var results = new List<string>();
+            for (int k = 0; k < sources.Count; k++)
+            {
+                var inp = InterferenceInputs.Load(sources[k], names[k], o.Strict);
+                var sum = new InterferenceState(inp.N, o.Scan.Taus.Length, inp.Embed is not null, o.Scan.PartnersPerBin, o.Scan.TopN);
+                double seconds = 0;
+                foreach (var (folder, _) in set.Shards)
+                {
+                    string path = InterferenceJob.StatePath(folder, k);
+                    if (!System.IO.File.Exists(path)) throw new PolyEngineException($"merge: {folder} has no {Path.GetFileName(path)}; the shard did not finish (rerun it to resume)");
+                    using var f = SafeTensorsFile.Open(path);
+                    var part = new InterferenceState(inp.N, o.Scan.Taus.Length, inp.Embed is not null, o.Scan.PartnersPerBin, o.Scan.TopN);
+                    part.Restore(f, "");
+                    sum.Add(part);
+                    seconds += double.Parse(f.Metadata.GetValueOrDefault("seconds", "0"), System.Globalization.CultureInfo.InvariantCulture);
+                }
+                var result = InterferenceJob.Finish(backend, gram, inp, sum, o, seconds);
+                string file = Path.Combine(work, $"result.{k}.safetensors");
+                var w = new SafeTensorsWriter();
+                result.Save(w);
+                w.Save(file);
+                results.Add(file);
+            }
+            var written = InterferenceWriter.Write(outDir, results, o, format, "merged", sources);
+            // The writer's manifest, with the merge's facts.
+            var manifest = (JsonObject)JsonNode.Parse(System.IO.File.ReadAllText(Path.Combine(outDir, "manifest.json")))!;
+            var merged = Manifest(set, manifest["results"]?.DeepClone() as JsonObject ?? []);
+            manifest["device"] = merged["device"]!.DeepClone();
+            manifest["merged_from"] = merged["merged_from"]!.DeepClone();
+            ScanManifest.Save(outDir, manifest);
+            return written;
+        }
+        finally { Directory.Delete(work, recursive: true); }
+    }
+
+    sealed class QuietLog : IInterferenceLog
+    {
+        public void Info(string line) { }
+        public void Progress(string sae, long tilesDone, long tiles, double pairsPerSecond) { }
     }
 
     /// <summary>A steering experiment: the shards' cases in the single run's order — the sample's (SAE, target) work

@@ -58,32 +58,56 @@ public static class InterferenceJob
             ["tile"] = o.Scan.Tile, ["strict"] = o.Strict, ["logit_proxy"] = o.Model is not null, ["coactivation_proxy"] = o.Coactivation is not null,
             ["sample"] = o.Sample is null ? null : $"{o.Sample.Targets}:{o.Sample.PartnersPerBin}:{o.Sample.Seed}",
         };
+        if (o.Scan.Shard.Count > 1) options["shard"] = o.Scan.Shard.ToString();
         return new RunKey(inputs, options);
     }
 
     public static string CheckpointPath(string outDir, int sae) => Path.Combine(outDir, $"checkpoint.{sae}.safetensors");
+
+    /// <summary>A shard's output for SAE k: its raw scan state (<see cref="InterferenceState.Save"/>), which
+    /// <c>polyengine merge</c> adds to the other shards'.</summary>
+    public static string StatePath(string outDir, int sae) => Path.Combine(outDir, $"state.{sae}.safetensors");
+
+    /// <summary>The logit-lens proxy's model: its spec and the Gram matrix of its LM head (null without --model).</summary>
+    public static (ModelSpec? Spec, float[]? Gram) OpenLens(IBackend backend, string? model, IInterferenceLog log)
+    {
+        if (model is null) return (null, null);
+        string folder = HfHub.ResolveModelFolder(model);
+        var spec = ModelSpec.FromConfigFile(Path.Combine(folder, "config.json"));
+        float[] head;
+        using (var files = WeightFiles.Open(folder)) head = ModelParams.LoadHead(files, spec);
+        log.Info($"model: {folder} (logit-lens proxy: cos(W_U·d̂_a, W_U·d̂_b) over d_vocab {spec.DVocab:N0})");
+        return (spec, LogitLens.Gram(backend, head, spec.DVocab, spec.DModel));
+    }
+
+    /// <summary>A finished scan state made into the SAE's result: each reported pair annotated, the sample drawn.</summary>
+    public static InterferenceResult Finish(IBackend backend, float[]? gram, InterferenceInputs inp, InterferenceState state, InterferenceJobOptions o, double seconds)
+    {
+        var lens = gram is null ? null : new LogitLens(backend, gram, inp.Unit, inp.D);
+        using var coactivation = o.Coactivation is null ? null : new CoactivationLookup(o.Coactivation, inp.Name, inp.Config.DSae);
+        return InterferenceResult.From(inp, state, o.Scan, lens, coactivation, o.Sample, seconds);
+    }
 
     /// <summary>Scans every SAE not already finished in <paramref name="outDir"/>; returns the result file of each, in order.</summary>
     public static IReadOnlyList<string> Run(IBackend backend, IReadOnlyList<InterferenceSource> sources, InterferenceJobOptions o,
         string outDir, string runKey, IInterferenceLog log)
     {
         var names = SaeNames.Of(sources.Select(s => s.Folder));
-        ModelSpec? spec = null;
-        float[]? gram = null;
-        if (o.Model is { } model)
-        {
-            string folder = HfHub.ResolveModelFolder(model);
-            spec = ModelSpec.FromConfigFile(Path.Combine(folder, "config.json"));
-            float[] head;
-            using (var files = WeightFiles.Open(folder)) head = ModelParams.LoadHead(files, spec);
-            gram = LogitLens.Gram(backend, head, spec.DVocab, spec.DModel);
-            log.Info($"model: {folder} (logit-lens proxy: cos(W_U·d̂_a, W_U·d̂_b) over d_vocab {spec.DVocab:N0})");
-        }
+        bool sharded = o.Scan.Shard.Count > 1;
+        // A shard needs the model's spec only, to check the SAEs; the merge computes the logit-lens proxy.
+        (ModelSpec? spec, float[]? gram) = sharded
+            ? (o.Model is null ? null : ModelSpec.FromConfigFile(Path.Combine(HfHub.ResolveModelFolder(o.Model), "config.json")), (float[]?)null)
+            : OpenLens(backend, o.Model, log);
         var results = new List<string>();
         for (int k = 0; k < sources.Count; k++)
         {
             var ck = new ScanCheckpoint { Path = CheckpointPath(outDir, k), RunKey = runKey, Every = o.CheckpointEvery };
-            results.Add(ck.Path);
+            results.Add(sharded ? StatePath(outDir, k) : ck.Path);
+            if (sharded && File.Exists(StatePath(outDir, k)))
+            {
+                using var st = SafeTensorsFile.Open(StatePath(outDir, k));
+                if (st.Metadata.GetValueOrDefault("run_key") == runKey) { log.Info($"{names[k]}: finished by an earlier run"); continue; }
+            }
             InterferenceState? resume = null;
             SafeTensorsFile? saved = null;
             if (ck.Open() is var (_, file))
@@ -126,9 +150,18 @@ public static class InterferenceJob
                     log.Progress(names[k], done, total, pairs / Math.Max(sw.Elapsed.TotalSeconds, 1e-9));
                 });
                 double seconds = earlier + sw.Elapsed.TotalSeconds;
-                var lens = gram is null ? null : new LogitLens(backend, gram, inp.Unit, inp.D);
-                using var coactivation = o.Coactivation is null ? null : new CoactivationLookup(o.Coactivation, names[k], inp.Config.DSae);
-                var result = InterferenceResult.From(inp, state, o.Scan, lens, coactivation, o.Sample, seconds);
+                if (sharded)
+                {
+                    // A shard's result is its raw state: the tables need every shard's, so merge makes them.
+                    var w = new SafeTensorsWriter().AddMetadata("run_key", runKey).AddMetadata("shard", o.Scan.Shard.ToString())
+                        .AddMetadata("seconds", seconds.ToString("R", CultureInfo.InvariantCulture)).AddMetadata("sae", names[k]);
+                    state.Save(w, "");
+                    w.Save(StatePath(outDir, k));
+                    ck.Delete();
+                    log.Info($"  {names[k]}: shard {o.Scan.Shard} scanned in {seconds:F1} s ({state.TilesDone:N0} tiles into the triangle)");
+                    continue;
+                }
+                var result = Finish(backend, gram, inp, state, o, seconds);
                 ck.Save(state.TilesDone, w => { w.AddMetadata("phase", "done"); result.Save(w); });
                 Summarise(log, result);
             }

@@ -21,6 +21,10 @@ public sealed record InterferenceOptions
 
     /// <summary>Host threads for the binning (0: all cores).</summary>
     public int Threads { get; init; }
+
+    /// <summary>The tile rows this run scans (<see cref="InterferenceScan.ShardOfRow"/>); the shards' states add up to the
+    /// whole scan's (<see cref="InterferenceState.Add"/>).</summary>
+    public Shard Shard { get; init; } = Shard.All;
 }
 
 /// <summary>
@@ -78,6 +82,29 @@ public sealed class InterferenceState
     public long TilesDone { get; internal set; }
 
     public long Pairs => (long)N * (N - 1) / 2;
+
+    /// <summary>Adds another shard's state of the same scan (same features and options): the counts add, and the partner
+    /// heaps keep the strongest of both (a total order, so the result is the whole scan's whatever the split).</summary>
+    public void Add(InterferenceState other)
+    {
+        if (other.N != N || other.Taus != Taus || (other.PartnerCounts is null) != (PartnerCounts is null) || (other.Top is null) != (Top is null))
+            throw new PolyEngineException("the interference states to add are of different scans (features, τ or options differ)");
+        static void Sum(long[]? into, long[]? from) { if (into is not null) for (int i = 0; i < into.Length; i++) into[i] += from![i]; }
+        Sum(Fine, other.Fine);
+        Sum(Bins, other.Bins);
+        Sum(Unrelated, other.Unrelated);
+        Sum(SimilarityFine, other.SimilarityFine);
+        Sum(SimilarityBelow, other.SimilarityBelow);
+        if (PartnerCounts is not null) for (int i = 0; i < PartnerCounts.Length; i++) PartnerCounts[i] += other.PartnerCounts![i];
+        foreach (var (mine, theirs) in new[] { (Partners, other.Partners), (Top, other.Top) })
+        {
+            if (mine is null) continue;
+            for (int o = 0; o < mine.Owners; o++)
+                foreach (var (id, score) in theirs!.Sorted(o))
+                    if (mine.Admits(o, score)) mine.Offer(o, score, id);
+        }
+        TilesDone = Math.Max(TilesDone, other.TilesDone);
+    }
 
     public static int Owner(int tau, int feature, int bin, int n) => (tau * n + feature) * InterferenceBins.Count + bin;
 
@@ -147,6 +174,14 @@ public sealed class InterferenceState
 /// </summary>
 public static class InterferenceScan
 {
+    /// <summary>The shard of tile row <paramref name="row"/> (it holds tiles − row tiles of the triangle): rows dealt in a
+    /// snake, 0..n−1 then n−1..0, so each shard gets a long and a short row in turn and the pair counts balance.</summary>
+    public static int ShardOfRow(int row, int shards)
+    {
+        int round = row / shards, place = row % shards;
+        return round % 2 == 0 ? place : shards - 1 - place;
+    }
+
     /// <summary>Runs (or continues) the scan. <paramref name="unit"/> is [n, d] with unit rows; <paramref name="embed"/>
     /// [n, e] with unit rows or null. <paramref name="tileDone"/> is called after each tile (progress, checkpoints).</summary>
     public static InterferenceState Run(IBackend backend, float[] unit, int d, float[]? embed, int e, InterferenceOptions options,
@@ -160,6 +195,7 @@ public static class InterferenceScan
         int tiles = (n + tile - 1) / tile;
         long totalTiles = (long)tiles * (tiles + 1) / 2;
         if (state.TilesDone >= totalTiles || n < 2) { state.TilesDone = totalTiles; return state; }
+        var shard = options.Shard.Checked();
         var taus = options.Taus;
         int threads = options.Threads > 0 ? options.Threads : Environment.ProcessorCount;
 
@@ -173,7 +209,7 @@ public static class InterferenceScan
             for (int ti = 0; ti < tiles; ti++)
             {
                 int i0 = ti * tile, rows = Math.Min(tile, n - i0);
-                if (index + (tiles - ti) <= state.TilesDone) { index += tiles - ti; continue; }
+                if (index + (tiles - ti) <= state.TilesDone || ShardOfRow(ti, shard.Count) != shard.Index) { index += tiles - ti; continue; }
                 using var xu = backend.Upload(unit.AsSpan(i0 * d, rows * d));
                 using var xm = embed is null ? null : backend.Upload(embed.AsSpan(i0 * e, rows * e));
                 for (int tj = ti; tj < tiles; tj++, index++)

@@ -65,6 +65,38 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.True(File.ReadAllBytes(dir.File($"single/cases{ext}")).Length > 200, "the run must have cases to compare");
     }
 
+    /// <summary>An interference scan with explanations, the sample, top-N and the co-activation proxy in 3 shards (tile
+    /// rows dealt across them) merges into the single run's tables and sample byte for byte.</summary>
+    [Fact]
+    public void InterferenceShardsMergeIntoTheSingleRunByteForByte()
+    {
+        using var dir = new Fixtures.TempDir();
+        PolyEngine.Toys.ToySae.Write(dir.File("sae"), FeatureExperimentTests.World.Hook, 64, 150, SaeArchitecture.Standard, 8);
+        PolyEngine.Toys.ToyExplanations.Write(dir.File("e.jsonl"), 150, dim: 16, topics: 5, seed: 2);
+        string[] scan = ["interference", "--sae", dir.File("sae"), "--explanations", dir.File("e.jsonl"), "--sample", "3", "--top", "4", "--tile", "16",
+            "--model", w.Model];
+        var single = Run([.. scan, "--out", dir.File("single")]);
+        Assert.True(single.Code == 0, single.Err);
+        for (int k = 0; k < 3; k++)
+        {
+            var s = Run([.. scan, "--shard", $"{k}/3", "--out", dir.File($"s{k}")]);
+            Assert.True(s.Code == 0, s.Err);
+            Assert.True(File.Exists(dir.File($"s{k}/state.0.safetensors")));
+            Assert.False(File.Exists(dir.File($"s{k}/bins.parquet")), "a shard writes its state, not partial tables");
+        }
+        var m = Run("merge", dir.File("s1"), dir.File("s2"), dir.File("s0"), "--out", dir.File("merged"));
+        Assert.True(m.Code == 0, m.Err);
+        var files = Directory.GetFiles(dir.File("single")).Select(f => Path.GetFileName(f)!).Where(f => f != "manifest.json" && !f.StartsWith('.')).Order().ToList();
+        Assert.Contains("qualified.parquet", files);
+        Assert.Contains("sample.json", files);
+        Assert.Contains("partners.parquet", files);
+        foreach (var f in files)
+            Assert.True(File.ReadAllBytes(dir.File($"single/{f}")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{f}"))), $"{f} differs");
+        Assert.False(Directory.Exists(dir.File("merged/.merge")));
+        var sample = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(dir.File("merged/sample.json")))!;
+        Assert.NotEmpty(sample["saes"]![0]!["taus"]![0]!["targets"]!.AsArray());   // the merged state qualified targets to sample
+    }
+
     /// <summary>A shard killed mid-run resumes from its checkpoint to the counts it would have had uninterrupted.</summary>
     [Fact]
     public void AShardKilledMidRunResumes()
