@@ -37,6 +37,12 @@ static class SteerCommand
         var top = new Option<int>("--top") { Description = "Also record each row's k most likely next tokens and their probabilities", DefaultValueFactory = _ => 0 };
         var bos = Common.Bos("off: the paper's prompts have no BOS; on puts the model's BOS first in every prompt");
         var budget = Common.RowsBudget();
+        var shard = new Option<string>("--shard")
+        {
+            Description = "Sweep shard i of n of the prompts (prompt k in shard k mod n; the tables keep the prompts' numbers in the whole file): " +
+                          "i/n, slurm or k8s/n; polyengine merge combines the shards",
+            DefaultValueFactory = _ => "0/1",
+        };
         var format = new Option<string>("--format") { Description = "Table format: parquet or csv", DefaultValueFactory = _ => "parquet" };
         var output = new Option<string>("--out", "-o")
         {
@@ -55,7 +61,7 @@ static class SteerCommand
             "polyengine steer --model gpt2 --sae saes/blocks.8.hook_resid_pre --features 12,40-43 --random 1 --prompts p.jsonl --out sweep/",
             "polyengine steer --model EleutherAI/pythia-70m-deduped --hook blocks.3.hook_mlp_out --neurons 5,17 --prompts p.jsonl --format csv --out neurons/",
             "polyengine steer --model gpt2 --hook blocks.6.hook_resid_post --random 8 --from -1 --prompts p.jsonl --out last-token/"))
-        { model, hook, vectors, sae, features, neurons, random, seed, prompts, scales, factors, from, metrics, center, top, bos, budget, format, output, overwrite, checkpointEvery, device, threads };
+        { model, hook, vectors, sae, features, neurons, random, seed, prompts, scales, factors, from, metrics, center, top, bos, budget, shard, format, output, overwrite, checkpointEvery, device, threads };
         cmd.SetAction(r =>
         {
             string outDir = r.GetValue(output)!;
@@ -129,7 +135,11 @@ static class SteerCommand
 
             int? bosId = bosOn ? m.BosTokenId : null;
             io.Out.WriteLine(Common.DescribeBos(m, bosOn, bosOn ? "--bos on" : "the paper's prompts have none; --bos on to add it"));
-            var promptList = PromptFile.Load(r.GetValue(prompts)!, () => m.Tokenizer, bosId);
+            var part = Shard.Parse(r.GetValue(shard)!);
+            var allPrompts = PromptFile.Load(r.GetValue(prompts)!, () => m.Tokenizer, bosId);
+            int[] promptNumbers = [.. part.Of(Enumerable.Range(0, allPrompts.Count))];   // each swept prompt's number in the file
+            if (promptNumbers.Length == 0) throw new PolyEngineException($"--shard {part}: the {allPrompts.Count} prompts leave this shard none; use at most {allPrompts.Count} shards");
+            var promptList = promptNumbers.Select(k => allPrompts[k]).ToList();
             RunKey.AddFile(keyInputs, "prompts", r.GetValue(prompts));
             var plan = new SteerPlan
             {
@@ -144,7 +154,7 @@ static class SteerCommand
                 ["features"] = r.GetValue(features), ["neurons"] = r.GetValue(neurons), ["random"] = r.GetValue(random), ["seed"] = r.GetValue(seed),
                 [plan.NeuronLocus ? "factors" : "scales"] = new JsonArray((plan.NeuronLocus ? factorGrid : scaleGrid).Select(x => (JsonNode)x).ToArray()),
                 ["metrics"] = new JsonArray(steerMetrics.Select(x => (JsonNode)x.Name()).ToArray()), ["center_embeddings"] = plan.CenterEmbeddings,
-                ["top"] = plan.TopK, ["bos"] = bosOn, ["rows_budget"] = plan.RowsBudget, ["from"] = plan.From,
+                ["top"] = plan.TopK, ["bos"] = bosOn, ["rows_budget"] = plan.RowsBudget, ["from"] = plan.From, ["shard"] = part.ToString(),
             };
             var key = new RunKey(keyInputs, (JsonObject)options.DeepClone());
             Common.PrepareScanOutput(io, folder, outDir, key, r.GetValue(overwrite), $"format={fmt}", SteerWriter.PlannedFiles(fmt, plan.NeuronLocus));
@@ -160,6 +170,7 @@ static class SteerCommand
                     job.Report(new ProgressDisplay.Status(done / (double)Math.Max(1, total), $"{done:N0}/{total:N0} interventions, {rate:N0}/s",
                         rate > 0 ? (total - done) / rate : null));
                 }, prompts => job.Say($"resuming: {prompts:N0} prompts were swept by an earlier run")));
+            if (part.Count > 1) result = result with { Rows = [.. result.Rows.Select(x => x with { Prompt = promptNumbers[x.Prompt] })] };   // the file's numbers
             var manifest = ScanManifest.Header("polyengine steer", m, note, new JsonObject
             {
                 ["inputs"] = new JsonObject

@@ -47,14 +47,14 @@ public static class HivePartition
             {
                 using var rg = reader.OpenRowGroupReader(g);
                 int n = checked((int)rg.RowCount);
-                var columns = fields.Select(f => Read(rg, f, n)).ToArray();
+                var columns = fields.Select(f => ParquetColumns.Read(rg, f, n)).ToArray();
                 var keys = (string[])columns[Array.FindIndex(fields, f => f.Name == column)];
                 for (int r = 0; r < n; r++)
                 {
                     if (keys[r] != value) { Flush(); value = keys[r]; }
                     current ??= Empty(fields, column);
                     for (int c = 0, o = 0; c < fields.Length; c++)
-                        if (fields[c].Name != column) Add(current.Columns[o++], columns[c], r);
+                        if (fields[c].Name != column) ParquetColumns.Add(current.Columns[o++], columns[c], r);
                 }
                 Flush();   // a part per row group at most: memory holds one row group, and a value that goes on gets its next part
             }
@@ -64,46 +64,5 @@ public static class HivePartition
         finally { reader.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
     }
 
-    static ColumnTable Empty(DataField[] fields, string column) => new([.. fields.Where(f => f.Name != column).Select(NewColumn)]);
-
-    static TableColumn NewColumn(DataField f)
-    {
-        var t = f.ClrType;
-        return t == typeof(string) || t == typeof(ReadOnlyMemory<char>) ? new TextColumn(f.Name) : t == typeof(int) ? new TableColumn<int>(f.Name)
-            : t == typeof(long) ? new TableColumn<long>(f.Name) : t == typeof(float) ? new TableColumn<float>(f.Name) : t == typeof(double) ? new TableColumn<double>(f.Name)
-            : t == typeof(bool) ? new TableColumn<bool>(f.Name) : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
-    }
-
-    static Array Read(ParquetRowGroupReader rg, DataField f, int n)
-    {
-        var t = f.ClrType;
-        if (t == typeof(string) || t == typeof(ReadOnlyMemory<char>))
-        {
-            var s = new string[n];
-            rg.ReadAsync(f, s, null).AsTask().GetAwaiter().GetResult();
-            return s;
-        }
-        return t == typeof(int) ? Of<int>(rg, f, n) : t == typeof(long) ? Of<long>(rg, f, n) : t == typeof(float) ? Of<float>(rg, f, n)
-            : t == typeof(double) ? Of<double>(rg, f, n) : t == typeof(bool) ? Of<bool>(rg, f, n) : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
-    }
-
-    static T[] Of<T>(ParquetRowGroupReader rg, DataField f, int n) where T : struct
-    {
-        var v = new T[n];
-        rg.ReadAsync(f, v.AsMemory(), null).AsTask().GetAwaiter().GetResult();
-        return v;
-    }
-
-    static void Add(TableColumn column, Array values, int r)
-    {
-        switch (column)
-        {
-            case TextColumn t: t.Add(((string[])values)[r]); break;
-            case TableColumn<int> i: i.Add(((int[])values)[r]); break;
-            case TableColumn<long> l: l.Add(((long[])values)[r]); break;
-            case TableColumn<float> f: f.Add(((float[])values)[r]); break;
-            case TableColumn<double> d: d.Add(((double[])values)[r]); break;
-            case TableColumn<bool> b: b.Add(((bool[])values)[r]); break;
-        }
-    }
+    static ColumnTable Empty(DataField[] fields, string column) => new([.. fields.Where(f => f.Name != column).Select(ParquetColumns.NewColumn)]);
 }

@@ -93,10 +93,14 @@ public static class ShardMerge
         "polyengine inject" => [.. InjectionWriter.PlannedFiles(Format(set)), .. File.Exists(Path.Combine(set.Shards[0].Folder, "token_sets.json")) ? ["token_sets.json"] : Array.Empty<string>()],
         "polyengine experiment feature" or "polyengine experiment token" or "polyengine experiment prompt" => ExperimentWriter.PlannedFiles(Format(set)),
         "polyengine interference" => InterferenceWriter.PlannedFiles(Format(set)),
-        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate, interference, inject and the feature, token and prompt experiments are)"),
+        "polyengine steer" => SteerWriter.PlannedFiles(Format(set), (string?)set.Shards[0].Manifest["options"]?["locus"] == "neuron"),
+        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate, interference, steer, inject and the feature, token and prompt experiments are)"),
     };
 
-    static TableFormat Format(ShardSet set) => TableWriter.ParseFormat((string?)set.Shards[0].Manifest["options"]?["format"] ?? "parquet");
+    /// <summary>The shards' table format: as their options say, else as their files are (steer's options do not say).</summary>
+    static TableFormat Format(ShardSet set) =>
+        TableWriter.ParseFormat((string?)set.Shards[0].Manifest["options"]?["format"]
+            ?? (Directory.EnumerateFiles(set.Shards[0].Folder, "*.csv").Any() ? "csv" : "parquet"));
 
     /// <summary>Writes the merged outputs into <paramref name="outDir"/>; returns the files written. Parquet tables with an
     /// <c>sae</c> column (the pair table, the cases) are also written hive-partitioned by SAE (<see cref="HivePartition"/>).</summary>
@@ -108,6 +112,7 @@ public static class ShardMerge
             "polyengine inject" => Injection(set, outDir),
             "polyengine coactivate" => Coactivation(set, outDir),
             "polyengine interference" => Interference(set, outDir),
+            "polyengine steer" => Steer(set, outDir),
             _ => Experiment(set, outDir),
         };
         return [.. files, .. files.Where(f => f.EndsWith(".parquet")).SelectMany(f => HivePartition.Write(Path.Combine(outDir, f), outDir, "sae"))];
@@ -174,6 +179,27 @@ public static class ShardMerge
             return written;
         }
         finally { Directory.Delete(work, recursive: true); }
+    }
+
+    /// <summary>Steering: the rows and best tables of the shards in prompt order (each keeps the prompts' numbers in the
+    /// whole prompt file), in the single run's row groups; the vectors table is every shard's alike.</summary>
+    static IReadOnlyList<string> Steer(ShardSet set, string outDir)
+    {
+        var format = Format(set);
+        string ext = TableWriter.Extension(format);
+        Directory.CreateDirectory(outDir);
+        var files = PlannedFiles(set);
+        TableConcat.Write([.. set.Shards.Select(s => Path.Combine(s.Folder, "rows" + ext))], Path.Combine(outDir, "rows" + ext), "prompt", SteerWriter.RowGroupRows, format);
+        TableConcat.Write([.. set.Shards.Select(s => Path.Combine(s.Folder, "best" + ext))], Path.Combine(outDir, "best" + ext), "prompt", int.MaxValue, format);
+        if (files.Contains("vectors" + ext)) File.Copy(Path.Combine(set.Shards[0].Folder, "vectors" + ext), Path.Combine(outDir, "vectors" + ext), overwrite: true);
+        long Sum(string key) => set.Shards.Sum(s => (long?)s.Manifest["results"]?[key] ?? 0);
+        double seconds = Seconds(set);
+        ScanManifest.Save(outDir, Manifest(set, new JsonObject
+        {
+            ["prompts"] = Sum("prompts"), ["rows"] = Sum("rows"), ["interventions"] = Sum("interventions"), ["seconds"] = seconds,
+            ["interventions_per_second"] = Sum("interventions") / Math.Max(seconds, 1e-9),
+        }));
+        return files;
     }
 
     sealed class QuietLog : IInterferenceLog

@@ -24,6 +24,9 @@ public sealed record SteerVectorSource(string Source, long Id, double Norm);
 /// </summary>
 public static class SteerWriter
 {
+    /// <summary>Rows per row group of the rows table (a merge of shards writes the same groups).</summary>
+    public const int RowGroupRows = 1 << 20;
+
     public static IReadOnlyList<string> PlannedFiles(TableFormat format, bool neurons)
     {
         string ext = TableWriter.Extension(format);
@@ -51,7 +54,7 @@ public static class SteerWriter
             for (int j = 0; j < plan.TopK; j++) columns = [.. columns, ids[j], probs[j]];
             return new ColumnTable(columns);
         }
-        const int group = 1 << 20;
+        const int group = RowGroupRows;
         TableWriter.WriteColumns(path, RowsTable([]),
             Enumerable.Range(0, (result.Rows.Count + group - 1) / group).Select(g => RowsTable(result.Rows.Skip(g * group).Take(group))), format);
     }

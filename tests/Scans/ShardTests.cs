@@ -97,6 +97,35 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.NotEmpty(sample["saes"]![0]!["taus"]![0]!["targets"]!.AsArray());   // the merged state qualified targets to sample
     }
 
+    /// <summary>Steering sweeps in 3 shards of the prompts (vector and neuron loci, Parquet and CSV) merge into the single
+    /// run's rows, best and vectors tables byte for byte; the shards' tables keep the prompts' numbers in the file.</summary>
+    [Theory]
+    [InlineData("vector", "parquet")]
+    [InlineData("vector", "csv")]
+    [InlineData("neuron", "parquet")]
+    public void SteerShardsMergeIntoTheSingleRunByteForByte(string locus, string format)
+    {
+        using var dir = new Fixtures.TempDir();
+        File.WriteAllLines(dir.File("p.jsonl"), Enumerable.Range(0, 7).Select(i => $$"""{"ids": [{{5 + i}}, 17, {{300 + 11 * i}}, 2, {{41 + i}}], "targets": [{{17 + i}}, 64]}"""));
+        string[] sweep = ["steer", "--model", w.Model, "--prompts", dir.File("p.jsonl"), "--top", "2", "--format", format,
+            .. locus == "vector" ? new[] { "--sae", w.Sae, "--features", "1,3", "--random", "1", "--scales", "-2,4" }
+                                 : ["--hook", "blocks.1.mlp.hook_post", "--neurons", "7,100", "--factors", "0,5"]];
+        var single = Run([.. sweep, "--out", dir.File("single")]);
+        Assert.True(single.Code == 0, single.Err);
+        for (int k = 0; k < 3; k++)
+        {
+            var s = Run([.. sweep, "--shard", $"{k}/3", "--out", dir.File($"s{k}")]);
+            Assert.True(s.Code == 0, s.Err);
+        }
+        var m = Run("merge", dir.File("s2"), dir.File("s1"), dir.File("s0"), "--out", dir.File("merged"));
+        Assert.True(m.Code == 0, m.Err);
+        string ext = format == "csv" ? ".csv" : ".parquet";
+        foreach (var t in locus == "vector" ? new[] { "rows", "best", "vectors" } : ["rows", "best"])
+            Assert.True(File.ReadAllBytes(dir.File($"single/{t}{ext}")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}{ext}"))), $"{t}{ext} differs");
+        var tooMany = Run([.. sweep, "--shard", "7/8", "--out", dir.File("x")]);
+        Assert.Contains("leave this shard none", tooMany.Err);
+    }
+
     /// <summary>A shard killed mid-run resumes from its checkpoint to the counts it would have had uninterrupted.</summary>
     [Fact]
     public void AShardKilledMidRunResumes()
