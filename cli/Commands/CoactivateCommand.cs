@@ -13,19 +13,13 @@ static class CoactivateCommand
         var o = new ScanOptions();
         var window = new Option<string>("--window") { Description = "Unit of co-occurrence: token, N (consecutive tokens) or document", DefaultValueFactory = _ => "token" };
         var top = new Option<string>("--top") { Description = "Partners per feature in the pair table, or 'all' for every co-occurring pair", DefaultValueFactory = _ => "10" };
-        var shard = new Option<string>("--shard")
-        {
-            Description = "Count shard i of n of the corpus's documents (document k in shard k mod n): i/n, slurm (a job array's task), or k8s/n (an Indexed Job's index); " +
-                          "polyengine merge combines the shards' folders into exactly the single run's outputs",
-            DefaultValueFactory = _ => "0/1",
-        };
         var cmd = new Command("coactivate", Common.WithExamples(
             "Exact co-occurrence counts for every pair of features of each SAE over a corpus (sparse pair enumeration into " +
             "triangle-packed uint32 counters, never a dense BᵀB), with marginals, Jaccard, PMI and lift.",
             "polyengine coactivate --model gpt2 --sae saes/blocks.8.hook_resid_pre --corpus data.jsonl --out coact/",
             "polyengine coactivate --model ./toy --sae ./toy-sae --corpus tokens.bin --window document --top all --format csv --out coact/",
             "polyengine coactivate --model gpt2 --sae saes/blocks.8.hook_resid_pre --corpus data/ --shard slurm --out shards/$SLURM_ARRAY_TASK_ID/"))
-        { model, window, top, shard };
+        { model, window, top };
         o.AddTo(cmd);
         cmd.SetAction(r =>
         {
@@ -35,9 +29,7 @@ static class CoactivateCommand
             var fmt = TableWriter.ParseFormat(r.GetValue(o.Format)!);
             var options = o.Apply(new CoactivationOptions { Window = CoactivationWindow.Parse(r.GetValue(window)!) }, r);
             var every = Common.Interval(r.GetValue(o.CheckpointEvery));
-            var part = Shard.Parse(r.GetValue(shard)!);
-            if (part.Count > 1 && options.MaxTokens is not null)
-                throw new PolyEngineException("--max-tokens with --shard: each shard would stop on its own, and the shards would not add up to one run; shard a smaller corpus instead");
+            var part = o.ParseShard(r);
             using var folder = Common.OpenScanOutput(io, outDir);
             using var backend = Devices.Create(r.GetValue(o.Device)!, r.GetValue(o.Threads), out string note);
             using var m = Model.Load(r.GetValue(model)!, backend);

@@ -144,6 +144,12 @@ sealed class ScanOptions
         Required = true,
     };
     public readonly Option<bool> Overwrite = new("--overwrite") { Description = "Replace the outputs of an earlier run in --out" };
+    public readonly Option<string> Shard = new("--shard")
+    {
+        Description = "Scan shard i of n of the corpus's documents (document k in shard k mod n): i/n, slurm (a job array's task), or k8s/n (an Indexed Job's index); " +
+                      "polyengine merge combines the shards' folders into exactly the single run's outputs",
+        DefaultValueFactory = _ => "0/1",
+    };
     public readonly Option<string> Bos = Common.Bos("as the SAEs' prepend_bos say");
     public readonly Option<double> CheckpointEvery = Common.CheckpointEvery();
     public readonly Option<string> Device = Common.Device();
@@ -151,8 +157,17 @@ sealed class ScanOptions
 
     public void AddTo(Command cmd)
     {
-        foreach (Option o in new Option[] { Sae, Corpus, Threshold, Context, Format, MaxTokens, Batch, Bos, Output, Overwrite, CheckpointEvery, Device, Threads })
+        foreach (Option o in new Option[] { Sae, Corpus, Threshold, Context, Format, MaxTokens, Batch, Bos, Shard, Output, Overwrite, CheckpointEvery, Device, Threads })
             cmd.Options.Add(o);
+    }
+
+    /// <summary>The --shard of the command line; a one-line error when --max-tokens would make the shards not add up.</summary>
+    public PolyEngine.Shard ParseShard(ParseResult r)
+    {
+        var part = PolyEngine.Shard.Parse(r.GetValue(Shard)!);
+        if (part.Count > 1 && r.GetValue(MaxTokens) is not null)
+            throw new PolyEngineException("--max-tokens with --shard: each shard would stop on its own, and the shards would not add up to one run; shard a smaller corpus instead");
+        return part;
     }
 
     /// <summary><paramref name="options"/> with the shared corpus-scan options of the command line.</summary>

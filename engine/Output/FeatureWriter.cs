@@ -50,9 +50,27 @@ public static class FeatureWriter
     public static IReadOnlyList<string> PlannedFiles(TableFormat format) =>
         [$"features{TableWriter.Extension(format)}", $"contexts{TableWriter.Extension(format)}", "manifest.json"];
 
-    /// <summary>Writes the tables and the manifest; returns the names of the files written.</summary>
+    /// <summary>A shard's raw statistics beside its tables (<see cref="FeatureScan.SaveShard"/>).</summary>
+    public const string ShardStats = "stats.safetensors";
+
+    /// <summary>The two tables from their rows; returns the numbers of rows.</summary>
+    public static void WriteTables(string outDir, IReadOnlyList<FeatureRow> features, IReadOnlyList<ContextRow> contexts, TableFormat format)
+    {
+        Directory.CreateDirectory(outDir);
+        TableWriter.Write(Path.Combine(outDir, "features" + TableWriter.Extension(format)), features, format);
+        TableWriter.Write(Path.Combine(outDir, "contexts" + TableWriter.Extension(format)), contexts, format);
+    }
+
+    /// <summary>A feature's row of the features table.</summary>
+    public static FeatureRow Row(string sae, FeatureStatistics st, int j) => new()
+    {
+        Sae = sae, Feature = j, FireCount = st.FireCounts[j], Frequency = st.Tokens == 0 ? 0 : (double)st.FireCounts[j] / st.Tokens,
+        MeanActivation = st.FireCounts[j] == 0 ? double.NaN : st.ActivationSum(j) / st.FireCounts[j], MaxActivation = st.MaxActivations[j],
+    };
+
+    /// <summary>Writes the tables and the manifest (naming the shard when the scan ran one); returns the names of the files written.</summary>
     public static IReadOnlyList<string> Write(string outDir, IReadOnlyList<FeatureStatistics> stats, long tokens, long windows, double seconds, Model model,
-        string corpusPath, IReadOnlyList<string> corpusFiles, TableFormat format, string device, JsonObject options)
+        string corpusPath, IReadOnlyList<string> corpusFiles, TableFormat format, string device, JsonObject options, Shard? shard = null)
     {
         Directory.CreateDirectory(outDir);
         var names = SaeNames.Of(stats.Select(s => s.Sae).ToList());
@@ -64,11 +82,7 @@ public static class FeatureWriter
             var st = stats[i];
             for (int j = 0; j < st.FireCounts.Length; j++)
             {
-                features.Add(new FeatureRow
-                {
-                    Sae = names[i], Feature = j, FireCount = st.FireCounts[j], Frequency = st.Tokens == 0 ? 0 : (double)st.FireCounts[j] / st.Tokens,
-                    MeanActivation = st.FireCounts[j] == 0 ? double.NaN : st.ActivationSums[j] / st.FireCounts[j], MaxActivation = st.MaxActivations[j],
-                });
+                features.Add(Row(names[i], st, j));
                 int rank = 0;
                 foreach (var c in st.TopContexts(j))
                     contexts.Add(new ContextRow
@@ -78,14 +92,15 @@ public static class FeatureWriter
                     });
             }
         }
-        TableWriter.Write(Path.Combine(outDir, "features" + TableWriter.Extension(format)), features, format);
-        TableWriter.Write(Path.Combine(outDir, "contexts" + TableWriter.Extension(format)), contexts, format);
-        ScanManifest.Save(outDir, ScanManifest.Build("polyengine features", model, stats.Select(s => s.Sae).ToList(), names, corpusPath, corpusFiles, device,
+        WriteTables(outDir, features, contexts, format);
+        var manifest = ScanManifest.Build("polyengine features", model, stats.Select(s => s.Sae).ToList(), names, corpusPath, corpusFiles, device,
             options, new JsonObject
             {
                 ["tokens"] = tokens, ["context_windows"] = windows, ["seconds"] = seconds, ["tokens_per_second"] = tokens / Math.Max(seconds, 1e-9),
                 ["feature_rows"] = features.Count, ["context_rows"] = contexts.Count,
-            }));
+            });
+        if (shard is { Count: > 1 } s) manifest["shard"] = s.ToString();
+        ScanManifest.Save(outDir, manifest);
         return PlannedFiles(format);
     }
 

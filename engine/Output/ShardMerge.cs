@@ -94,7 +94,8 @@ public static class ShardMerge
         "polyengine experiment feature" or "polyengine experiment token" or "polyengine experiment prompt" => ExperimentWriter.PlannedFiles(Format(set)),
         "polyengine interference" => InterferenceWriter.PlannedFiles(Format(set)),
         "polyengine steer" => SteerWriter.PlannedFiles(Format(set), (string?)set.Shards[0].Manifest["options"]?["locus"] == "neuron"),
-        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (coactivate, interference, steer, inject and the feature, token and prompt experiments are)"),
+        "polyengine features" => FeatureWriter.PlannedFiles(Format(set)),
+        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (features, coactivate, interference, steer, inject and the feature, token and prompt experiments are)"),
     };
 
     /// <summary>The shards' table format: as their options say, else as their files are (steer's options do not say).</summary>
@@ -113,6 +114,7 @@ public static class ShardMerge
             "polyengine coactivate" => Coactivation(set, outDir),
             "polyengine interference" => Interference(set, outDir),
             "polyengine steer" => Steer(set, outDir),
+            "polyengine features" => Features(set, outDir),
             _ => Experiment(set, outDir),
         };
         return [.. files, .. files.Where(f => f.EndsWith(".parquet")).SelectMany(f => HivePartition.Write(Path.Combine(outDir, f), outDir, "sae"))];
@@ -200,6 +202,59 @@ public static class ShardMerge
             ["interventions_per_second"] = Sum("interventions") / Math.Max(seconds, 1e-9),
         }));
         return files;
+    }
+
+    /// <summary>Feature statistics: counts, fixed-point sums and token counts add and maxima take the larger (exactly the
+    /// single run's); each shard's contexts get the whole scan's window numbers (from every shard's windows per document)
+    /// and each feature keeps the strongest top-k of all, ties to the earlier window, as one run keeps them.</summary>
+    static IReadOnlyList<string> Features(ShardSet set, string outDir)
+    {
+        var first = set.Shards[0].Manifest;
+        var saes = first["saes"]!.AsArray().Select(x => (Name: (string)x!["name"]!, DSae: (int)x["d_sae"]!)).ToList();
+        int topK = (int)first["options"]!["top_k"]!;
+        var format = Format(set);
+        string ext = TableWriter.Extension(format);
+        var merged = saes.Select(x => new FeatureStatistics(x.DSae, topK)).ToList();
+        var docs = new List<SortedDictionary<long, int>>();
+        foreach (var (folder, _) in set.Shards)
+        {
+            string path = Path.Combine(folder, FeatureWriter.ShardStats);
+            if (!File.Exists(path)) throw new PolyEngineException($"merge: {folder} has no {FeatureWriter.ShardStats}; the shard did not finish (rerun it to resume)");
+            var part = saes.Select(x => new FeatureStatistics(x.DSae, topK)).ToList();
+            docs.Add(FeatureScan.LoadShard(path, part));
+            for (int i = 0; i < saes.Count; i++) merged[i].AddCounts(part[i]);
+        }
+        // Window numbers: a document's windows start where the windows of the documents before it (in any shard) end.
+        var globalStart = new Dictionary<long, long>();
+        long next = 0;
+        foreach (var (doc, count) in docs.SelectMany(d => d).OrderBy(d => d.Key)) { globalStart[doc] = next; next += count; }
+        var contexts = new List<ContextRow>();
+        for (int k = 0; k < set.Shards.Count; k++)
+        {
+            var localStart = new Dictionary<long, long>();
+            long local = 0;
+            foreach (var (doc, count) in docs[k]) { localStart[doc] = local; local += count; }
+            foreach (var row in TableReader.Read<ContextRow>(Path.Combine(set.Shards[k].Folder, "contexts" + ext)))
+            {
+                if (!localStart.TryGetValue(row.Document, out long start))
+                    throw new PolyEngineException($"merge: {set.Shards[k].Folder}: a context of document {row.Document} is not among the shard's documents; the shard's files do not belong together");
+                row.Window = globalStart[row.Document] + (row.Window - start);
+                contexts.Add(row);
+            }
+        }
+        var order = saes.Select((x, i) => (x.Name, i)).ToDictionary(x => x.Name, x => x.i);
+        var ranked = contexts.GroupBy(c => (c.Sae, c.Feature)).OrderBy(g => order[g.Key.Sae]).ThenBy(g => g.Key.Feature)
+            .SelectMany(g => g.OrderByDescending(c => c.Activation).ThenBy(c => c.Window).Take(topK).Select((c, r) => { c.Rank = r; return c; })).ToList();
+        var features = saes.SelectMany((x, i) => Enumerable.Range(0, x.DSae).Select(j => FeatureWriter.Row(x.Name, merged[i], j))).ToList();
+        FeatureWriter.WriteTables(outDir, features, ranked, format);
+        long Sum(string key) => set.Shards.Sum(s => (long?)s.Manifest["results"]?[key] ?? 0);
+        double seconds = Seconds(set);
+        ScanManifest.Save(outDir, Manifest(set, new JsonObject
+        {
+            ["tokens"] = Sum("tokens"), ["context_windows"] = Sum("context_windows"), ["seconds"] = seconds, ["tokens_per_second"] = Sum("tokens") / Math.Max(seconds, 1e-9),
+            ["feature_rows"] = features.Count, ["context_rows"] = ranked.Count,
+        }));
+        return FeatureWriter.PlannedFiles(format);
     }
 
     sealed class QuietLog : IInterferenceLog

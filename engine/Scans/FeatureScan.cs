@@ -19,13 +19,16 @@ public sealed class FeatureStatistics
 {
     readonly PriorityQueue<FeatureContext, (float, long)>[] _top;   // min-heaps: the weakest kept context on top
 
-    public FeatureStatistics(SparseAutoencoder sae, int topK)
+    public FeatureStatistics(SparseAutoencoder sae, int topK) : this(sae.Config.DSae, topK) => Sae = sae;
+
+    /// <summary>Statistics of <paramref name="features"/> features without their SAE (a shard's, read back to merge).</summary>
+    public FeatureStatistics(int features, int topK)
     {
-        Sae = sae;
+        Sae = null!;
         TopK = topK;
-        int f = sae.Config.DSae;
+        int f = features;
         FireCounts = new long[f];
-        ActivationSums = new double[f];
+        _sums = new Int128[f];
         MaxActivations = new float[f];
         _top = Enumerable.Range(0, f).Select(_ => new PriorityQueue<FeatureContext, (float, long)>()).ToArray();
     }
@@ -34,9 +37,62 @@ public sealed class FeatureStatistics
     public int TopK { get; }
     public long Tokens { get; internal set; }
     public long[] FireCounts { get; }
-    /// <summary>Sum of the activations where the feature fires (mean = sum / fire count).</summary>
-    public double[] ActivationSums { get; }
     public float[] MaxActivations { get; }
+
+    /// <summary>Activation sums in fixed point, 2⁻⁴⁰ units: every activation of 2⁻¹⁷ (7.6e−6) or more is added exactly and a
+    /// smaller one to within 2⁻⁴⁰, and integer sums do not depend on order — so shards of a corpus add up to exactly the
+    /// whole scan's sums (a double sum would differ in its last bits with the order of the additions).</summary>
+    readonly Int128[] _sums;
+    const double FixedScale = 1099511627776.0;   // 2^40
+
+    internal static Int128 Fixed(float activation) => (Int128)(activation * FixedScale);
+
+    /// <summary>The sum of the feature's activations where it fires (mean = sum / fire count).</summary>
+    public double ActivationSum(int feature) => (double)_sums[feature] / FixedScale;
+
+    /// <summary>Every feature's <see cref="ActivationSum"/>.</summary>
+    public double[] ActivationSums => [.. Enumerable.Range(0, _sums.Length).Select(ActivationSum)];
+
+    /// <summary>Adds another shard's statistics of the same SAE: counts, sums and token counts add, maxima take the larger.
+    /// (Top contexts are merged from the shards' tables, where their windows get the whole scan's numbers.)</summary>
+    public void AddCounts(FeatureStatistics other)
+    {
+        for (int j = 0; j < _sums.Length; j++)
+        {
+            FireCounts[j] += other.FireCounts[j];
+            _sums[j] += other._sums[j];
+            MaxActivations[j] = Math.Max(MaxActivations[j], other.MaxActivations[j]);
+        }
+        Tokens += other.Tokens;
+    }
+
+    /// <summary>The counts, sums, maxima and tokens alone (a shard's raw statistics, for merging).</summary>
+    internal void SaveCounts(SafeTensorsWriter w, string prefix)
+    {
+        int f = FireCounts.Length;
+        var sums = new long[2 * f];
+        for (int j = 0; j < f; j++) (sums[2 * j], sums[2 * j + 1]) = ((long)(ulong)(_sums[j] & ulong.MaxValue), (long)(_sums[j] >> 64));
+        w.Add(prefix + "tokens_seen", [Tokens], 1).Add(prefix + "fire_counts", FireCounts, f).Add(prefix + "activation_sums_fixed40", sums, f, 2)
+         .Add(prefix + "max_activations", MaxActivations, f);
+    }
+
+    internal void RestoreCounts(SafeTensorsFile file, string prefix)
+    {
+        if (!file.Contains(prefix + "activation_sums_fixed40"))
+            throw new PolyEngineException($"{file.Path}: holds no fixed-point activation sums (an older PolyEngine wrote it); delete it or use --overwrite");
+        Tokens = file.ReadInt64(prefix + "tokens_seen")[0];
+        file.ReadInt64(prefix + "fire_counts").CopyTo(FireCounts, 0);
+        var sums = file.ReadInt64(prefix + "activation_sums_fixed40");
+        for (int j = 0; j < _sums.Length; j++) _sums[j] = ((Int128)sums[2 * j + 1] << 64) | (Int128)(ulong)sums[2 * j];
+        file.ReadFloat32(prefix + "max_activations").CopyTo(MaxActivations, 0);
+    }
+
+    internal void AddActivation(int feature, float a)
+    {
+        FireCounts[feature]++;
+        _sums[feature] += Fixed(a);
+        if (a > MaxActivations[feature]) MaxActivations[feature] = a;
+    }
 
     /// <summary>The feature's top contexts, strongest first (ties: earlier window first).</summary>
     public IReadOnlyList<FeatureContext> TopContexts(int feature) =>
@@ -55,11 +111,8 @@ public sealed class FeatureStatistics
             all[n].Context.Tokens.CopyTo(tokens, n * width);
             all[n].Context.TokenActivations.CopyTo(acts, n * width);
         }
-        w.Add(prefix + "tokens_seen", [Tokens], 1)
-         .Add(prefix + "fire_counts", FireCounts, f)
-         .AddRaw(prefix + "activation_sums", SafeTensorDType.F64, [f], System.Runtime.InteropServices.MemoryMarshal.AsBytes(ActivationSums.AsSpan()).ToArray(), f)
-         .Add(prefix + "max_activations", MaxActivations, f)
-         .Add(prefix + "ctx_feature", all.Select(x => x.Feature).ToArray(), all.Count)
+        SaveCounts(w, prefix);
+        w.Add(prefix + "ctx_feature", all.Select(x => x.Feature).ToArray(), all.Count)
          .Add(prefix + "ctx_window", all.Select(x => x.Context.Window).ToArray(), all.Count)
          .Add(prefix + "ctx_position", all.Select(x => x.Context.Position).ToArray(), all.Count)
          .Add(prefix + "ctx_activation", all.Select(x => x.Context.Activation).ToArray(), all.Count)
@@ -73,11 +126,7 @@ public sealed class FeatureStatistics
     /// <summary>Restores what <see cref="Save"/> wrote.</summary>
     internal void Restore(SafeTensorsFile file, string prefix)
     {
-        Tokens = file.ReadInt64(prefix + "tokens_seen")[0];
-        file.ReadInt64(prefix + "fire_counts").CopyTo(FireCounts, 0);
-        var sums = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(file.Bytes(prefix + "activation_sums")).ToArray();
-        sums.CopyTo(ActivationSums, 0);
-        file.ReadFloat32(prefix + "max_activations").CopyTo(MaxActivations, 0);
+        RestoreCounts(file, prefix);
         var feature = file.ReadInt64(prefix + "ctx_feature");
         var window = file.ReadInt64(prefix + "ctx_window");
         var position = file.ReadInt64(prefix + "ctx_position");
@@ -115,8 +164,11 @@ public static class FeatureScan
 {
     /// <param name="checkpoint">When given: resume from it if its key matches, and save to it every <see cref="ScanCheckpoint.Every"/>
     /// (the caller writes the outputs, then deletes it).</param>
+    /// <param name="documentWindows">When given, filled with the windows each document gave (in the checkpoint too): a
+    /// shard's windows get the whole scan's numbers from these when shards merge.</param>
     public static (IReadOnlyList<FeatureStatistics> Stats, long Tokens, long Windows, double Seconds) Run(Model model, IReadOnlyList<SparseAutoencoder> saes,
-        Corpus corpus, FeatureScanOptions options, Action<ScanProgress>? progress = null, ScanCheckpoint? checkpoint = null, Action<long>? resumed = null)
+        Corpus corpus, FeatureScanOptions options, Action<ScanProgress>? progress = null, ScanCheckpoint? checkpoint = null, Action<long>? resumed = null,
+        SortedDictionary<long, int>? documentWindows = null)
     {
         int topK = options.TopK;
         float threshold = options.Threshold;
@@ -128,6 +180,11 @@ public static class FeatureScan
             using (file)
             {
                 for (int i = 0; i < stats.Count; i++) stats[i].Restore(file, $"{i}.");
+                if (documentWindows is not null && file.Contains("doc_ids"))
+                {
+                    var (ids, counts) = (file.ReadInt64("doc_ids"), file.ReadInt64("doc_windows"));
+                    for (int k = 0; k < ids.Length; k++) documentWindows[ids[k]] = (int)counts[k];
+                }
                 skip = windowsDone = savedWindows;
                 secondsBefore = ScanCheckpoint.SecondsIn(file);
                 resumed?.Invoke(skip);
@@ -153,18 +210,14 @@ public static class FeatureScan
                         {
                             int j = index[n];
                             float a = value[n];
-                            if (a > threshold)
-                            {
-                                st.FireCounts[j]++;
-                                st.ActivationSums[j] += a;
-                                if (a > st.MaxActivations[j]) st.MaxActivations[j] = a;
-                            }
+                            if (a > threshold) st.AddActivation(j, a);
                             if (windowMax[j] == 0f) touched.Add(j);
                             if (a > windowMax[j]) { windowMax[j] = a; windowArg[j] = t; }
                         }
                     }
                     st.Tokens += len - b.FirstPosition;
                     var (cw, window) = b.Windows[r];
+                    if (i == 0 && documentWindows is not null) documentWindows[cw.Document] = documentWindows.GetValueOrDefault(cw.Document) + 1;
                     var tokensOfWindow = cw.Tokens;
                     foreach (int j in touched)
                     {
@@ -186,8 +239,34 @@ public static class FeatureScan
             {
                 ScanCheckpoint.AddSeconds(w, secondsBefore + clock.Elapsed.TotalSeconds);
                 for (int i = 0; i < stats.Count; i++) stats[i].Save(w, $"{i}.");
+                if (documentWindows is not null) SaveDocuments(w, documentWindows);
             });
         }, progress, skip);
         return (stats, tokens, windows, secondsBefore + clock.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>The windows per document, as <c>doc_ids</c> and <c>doc_windows</c>.</summary>
+    internal static void SaveDocuments(SafeTensorsWriter w, SortedDictionary<long, int> documentWindows) =>
+        w.Add("doc_ids", documentWindows.Keys.ToArray(), documentWindows.Count).Add("doc_windows", documentWindows.Values.Select(v => (long)v).ToArray(), documentWindows.Count);
+
+    /// <summary>A shard's raw statistics (<c>stats.safetensors</c>): each SAE's counts, sums, maxima and tokens, and the
+    /// windows per document — what <c>polyengine merge</c> needs besides the shard's contexts table.</summary>
+    public static void SaveShard(string path, IReadOnlyList<FeatureStatistics> stats, SortedDictionary<long, int> documentWindows)
+    {
+        var w = new SafeTensorsWriter();
+        for (int i = 0; i < stats.Count; i++) stats[i].SaveCounts(w, $"{i}.");
+        SaveDocuments(w, documentWindows);
+        w.Save(path);
+    }
+
+    /// <summary>Reads <see cref="SaveShard"/>'s file into statistics of the same SAEs (top contexts empty), and the windows per document.</summary>
+    public static SortedDictionary<long, int> LoadShard(string path, IReadOnlyList<FeatureStatistics> into)
+    {
+        using var f = SafeTensorsFile.Open(path);
+        for (int i = 0; i < into.Count; i++) into[i].RestoreCounts(f, $"{i}.");
+        var (ids, counts) = (f.ReadInt64("doc_ids"), f.ReadInt64("doc_windows"));
+        var docs = new SortedDictionary<long, int>();
+        for (int k = 0; k < ids.Length; k++) docs[ids[k]] = (int)counts[k];
+        return docs;
     }
 }

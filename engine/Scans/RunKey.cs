@@ -14,7 +14,7 @@ public sealed class RunKey
 {
     /// <summary>How the scans read their inputs and lay out their checkpoints, in this version of PolyEngine: part of every
     /// key, and raised whenever either changes, so a checkpoint of another version is never resumed into mixed results.</summary>
-    public const int ScanFormat = 4;   // 4: the interference checkpoint holds the similarity histogram
+    public const int ScanFormat = 5;   // 4: the interference checkpoint holds the similarity histogram; 5: feature sums in fixed point
 
     public RunKey(JsonObject inputs, JsonObject options)
     {

@@ -126,6 +126,31 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.Contains("leave this shard none", tooMany.Err);
     }
 
+    /// <summary>A feature scan in 4 shards merges into the single run's features and contexts tables byte for byte: counts
+    /// and fixed-point sums add, and the contexts get the whole scan's window numbers and the same top-k.</summary>
+    [Theory]
+    [InlineData("parquet")]
+    [InlineData("csv")]
+    public void FeatureShardsMergeIntoTheSingleRunByteForByte(string format)
+    {
+        using var dir = new Fixtures.TempDir();
+        PolyEngine.Toys.ToyCorpus.Write(dir.File("corpus.jsonl"), 30, 6, 7);
+        string[] scan = ["features", "--model", w.Model, "--sae", w.Sae, "--corpus", dir.File("corpus.jsonl"), "--top-k", "3", "--context-size", "24", "--format", format];
+        var single = Run([.. scan, "--out", dir.File("single")]);
+        Assert.True(single.Code == 0, single.Err);
+        for (int k = 0; k < 4; k++)
+        {
+            var s = Run([.. scan, "--shard", $"{k}/4", "--out", dir.File($"s{k}")]);
+            Assert.True(s.Code == 0, s.Err);
+        }
+        var m = Run("merge", dir.File("s3"), dir.File("s1"), dir.File("s0"), dir.File("s2"), "--out", dir.File("merged"));
+        Assert.True(m.Code == 0, m.Err);
+        string ext = format == "csv" ? ".csv" : ".parquet";
+        foreach (var t in new[] { "features", "contexts" })
+            Assert.True(File.ReadAllBytes(dir.File($"single/{t}{ext}")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}{ext}"))), $"{t}{ext} differs");
+        Assert.True(File.ReadAllBytes(dir.File($"single/contexts{ext}")).Length > 1000, "the run must have contexts to compare");
+    }
+
     /// <summary>A shard killed mid-run resumes from its checkpoint to the counts it would have had uninterrupted.</summary>
     [Fact]
     public void AShardKilledMidRunResumes()
