@@ -98,6 +98,8 @@ static class NeuronExperimentCommand
             var (cases, counts, connectivity) = (result.Cases, result.Counts, plan.Connectivity);
             var results = new JsonObject { ["cases"] = cases.Count, ["seconds"] = clock.Elapsed.TotalSeconds };
             foreach (var (k, v) in counts.OrderBy(x => x.Key, StringComparer.Ordinal)) results[k] = v;
+            if (part.Count > 1)   // the shard's units in run order, so merge can put their cases back in the whole run's order
+                results["units"] = new JsonArray([.. part.Of(plan.Units).Select(u => (JsonNode)$"{u.Neuron}:{u.Feature}")]);
             var manifest = ScanManifest.Header("polyengine experiment neuron", m, note, new JsonObject
             {
                 ["inputs"] = new JsonObject

@@ -17,6 +17,19 @@ public static class NeuronExperimentWriter
     public static IReadOnlyList<string> Write(string outDir, IReadOnlyList<NeuronCase> cases, IReadOnlyList<NeuronConnectivity> neurons, TableFormat format, JsonObject manifest)
     {
         var files = PlannedFiles(format);
+        WriteCasesAndBuckets(outDir, cases, format);
+        var (nId, nDegree, nBucket) = (new TableColumn<int>("neuron"), new TableColumn<int>("degree"), new TextColumn("bucket"));
+        foreach (var n in neurons) { nId.Add(n.Neuron); nDegree.Add(n.Degree); nBucket.Add(DegreeBuckets.Of(n.Degree) is int b and >= 0 ? DegreeBuckets.All[b].Name : "0"); }
+        TableColumn[] neuronColumns = [nId, nDegree, nBucket];
+        TableWriter.WriteColumns(Path.Combine(outDir, files[1]), new ColumnTable(neuronColumns), [new ColumnTable(neuronColumns)], format);
+        ScanManifest.Save(outDir, manifest);
+        return files;
+    }
+
+    /// <summary>The cases table, and the buckets table computed from it (for a run, or the merge of its shards).</summary>
+    public static void WriteCasesAndBuckets(string outDir, IReadOnlyList<NeuronCase> cases, TableFormat format)
+    {
+        var files = PlannedFiles(format);
         var (sae, hook, bucket, neuron, degree, cluster, feature, token, tokenId, sentence, baseline) = (new TextColumn("sae"), new TextColumn("hook"), new TextColumn("bucket"),
             new TableColumn<int>("neuron"), new TableColumn<int>("degree"), new TableColumn<int>("cluster"), new TableColumn<int>("feature"), new TextColumn("token"),
             new TableColumn<int>("token_id"), new TableColumn<int>("sentence"), new TableColumn<double>("baseline"));
@@ -33,11 +46,6 @@ public static class NeuronExperimentWriter
         TableColumn[] caseColumns = [sae, hook, bucket, neuron, degree, cluster, feature, token, tokenId, sentence, baseline, .. mask, .. amp];
         TableWriter.WriteColumns(Path.Combine(outDir, files[0]), new ColumnTable(caseColumns), [new ColumnTable(caseColumns)], format);
 
-        var (nId, nDegree, nBucket) = (new TableColumn<int>("neuron"), new TableColumn<int>("degree"), new TextColumn("bucket"));
-        foreach (var n in neurons) { nId.Add(n.Neuron); nDegree.Add(n.Degree); nBucket.Add(DegreeBuckets.Of(n.Degree) is int b and >= 0 ? DegreeBuckets.All[b].Name : "0"); }
-        TableColumn[] neuronColumns = [nId, nDegree, nBucket];
-        TableWriter.WriteColumns(Path.Combine(outDir, files[1]), new ColumnTable(neuronColumns), [new ColumnTable(neuronColumns)], format);
-
         var (bName, bDirection, bCases) = (new TextColumn("bucket"), new TextColumn("direction"), new TableColumn<int>("cases"));
         var means = trackers.Select(t => (Mean: new TableColumn<double>(t + "_mean"), Se: new TableColumn<double>(t + "_se"))).ToArray();
         foreach (var g in cases.GroupBy(c => c.Bucket))
@@ -52,7 +60,5 @@ public static class NeuronExperimentWriter
             }
         TableColumn[] bucketColumns = [bName, bDirection, bCases, .. means.SelectMany(m => new TableColumn[] { m.Mean, m.Se })];
         TableWriter.WriteColumns(Path.Combine(outDir, files[2]), new ColumnTable(bucketColumns), [new ColumnTable(bucketColumns)], format);
-        ScanManifest.Save(outDir, manifest);
-        return files;
     }
 }

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using PolyEngine.Experiments;
 using PolyEngine.Formats;
 using PolyEngine.Interventions;
 using PolyEngine.Scans;
@@ -95,7 +96,8 @@ public static class ShardMerge
         "polyengine interference" => InterferenceWriter.PlannedFiles(Format(set)),
         "polyengine steer" => SteerWriter.PlannedFiles(Format(set), (string?)set.Shards[0].Manifest["options"]?["locus"] == "neuron"),
         "polyengine features" => FeatureWriter.PlannedFiles(Format(set)),
-        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (features, coactivate, interference, steer, inject and the feature, token and prompt experiments are)"),
+        "polyengine experiment neuron" => NeuronExperimentWriter.PlannedFiles(Format(set)),
+        _ => throw new PolyEngineException($"merge: merging '{set.Tool}' runs is not supported yet (features, coactivate, interference, steer, inject and every experiment are)"),
     };
 
     /// <summary>The shards' table format: as their options say, else as their files are (steer's options do not say).</summary>
@@ -115,6 +117,7 @@ public static class ShardMerge
             "polyengine interference" => Interference(set, outDir),
             "polyengine steer" => Steer(set, outDir),
             "polyengine features" => Features(set, outDir),
+            "polyengine experiment neuron" => Neuron(set, outDir),
             _ => Experiment(set, outDir),
         };
         return [.. files, .. files.Where(f => f.EndsWith(".parquet")).SelectMany(f => HivePartition.Write(Path.Combine(outDir, f), outDir, "sae"))];
@@ -255,6 +258,44 @@ public static class ShardMerge
             ["feature_rows"] = features.Count, ["context_rows"] = ranked.Count,
         }));
         return FeatureWriter.PlannedFiles(format);
+    }
+
+    /// <summary>The neuron experiment: the shards' cases in the whole run's unit order (unit j of shard k is unit j·n + k,
+    /// as its manifest lists them), the buckets computed from them, the neurons table (every shard's alike) as is.</summary>
+    static IReadOnlyList<string> Neuron(ShardSet set, string outDir)
+    {
+        var format = Format(set);
+        string ext = TableWriter.Extension(format);
+        int n = set.Count;
+        var cases = new List<(long Unit, int Row, NeuronCase Case)>();
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        for (int k = 0; k < n; k++)
+        {
+            var (folder, m) = set.Shards[k];
+            var units = (m["results"]?["units"] as JsonArray ?? throw new PolyEngineException($"merge: {folder}: its manifest lists no units (an older PolyEngine wrote it); rerun the shard"))
+                .Select((u, j) => ((string)u!, j)).GroupBy(x => x.Item1).ToDictionary(g => g.Key, g => g.First().j);
+            foreach (var r in Report.Tables.Rows(folder, "cases", "sae", "hook", "bucket", "neuron", "degree", "cluster", "feature", "token", "token_id", "sentence", "baseline"))
+            {
+                double D(string c) => double.Parse(r[c], System.Globalization.NumberStyles.Float, inv);
+                int I(string c) => int.Parse(r[c], inv);
+                NeuronChange Change(string d) => new(D($"{d}_max_abs_drop"), D($"{d}_max_pct_drop"), D($"{d}_max_abs_increase"), D($"{d}_max_pct_increase"));
+                var c = new NeuronCase(r["sae"], HookName.Parse(r["hook"]), r["bucket"], I("neuron"), I("degree"), I("cluster"), I("feature"), r["token"], I("token_id"),
+                    I("sentence"), D("baseline"), Change("mask"), Change("amplify"));
+                if (!units.TryGetValue($"{c.Neuron}:{c.Feature}", out int j))
+                    throw new PolyEngineException($"merge: {folder}: a case of neuron {c.Neuron}, feature {c.Feature} is not among the shard's units");
+                cases.Add(((long)j * n + k, cases.Count, c));
+            }
+        }
+        Directory.CreateDirectory(outDir);
+        NeuronExperimentWriter.WriteCasesAndBuckets(outDir, [.. cases.OrderBy(x => x.Unit).ThenBy(x => x.Row).Select(x => x.Case)], format);
+        File.Copy(Path.Combine(set.Shards[0].Folder, "neurons" + ext), Path.Combine(outDir, "neurons" + ext), overwrite: true);
+        var results = new JsonObject();
+        foreach (var key in set.Shards.SelectMany(s => s.Manifest["results"]?.AsObject().Select(kv => kv.Key) ?? []).Distinct())
+            if (key is not ("seconds" or "units"))
+                results[key] = set.Shards.Sum(s => s.Manifest["results"]?[key] is JsonValue v && v.TryGetValue(out long x) ? x : 0);
+        results["seconds"] = Seconds(set);
+        ScanManifest.Save(outDir, Manifest(set, results));
+        return NeuronExperimentWriter.PlannedFiles(format);
     }
 
     sealed class QuietLog : IInterferenceLog

@@ -151,6 +151,33 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.True(File.ReadAllBytes(dir.File($"single/contexts{ext}")).Length > 1000, "the run must have contexts to compare");
     }
 
+    /// <summary>The neuron experiment in 2 shards merges into the single run's cases, neurons and buckets byte for byte.</summary>
+    [Fact]
+    public void NeuronShardsMergeIntoTheSingleRunByteForByte()
+    {
+        using var dir = new Fixtures.TempDir();
+        Directory.CreateDirectory(dir.File("records"));
+        for (int f = 0; f < 32; f++)
+            File.WriteAllText(dir.File($"records/{f}.json"), f % 2 == 0
+                ? """{"activations": [{"tokens": [" Paris", " is"], "values": [1.0, 0.1]}]}"""
+                : """{"activations": [{"tokens": [" sky", " red"], "values": [0.2, 1.0]}]}""");
+        PolyEngine.Toys.ToyExplanations.Write(dir.File("e.jsonl"), 32, dim: 16, topics: 4, seed: 3);
+        string[] run = ["experiment", "neuron", "--model", w.Model, "--sae", w.Sae, "--explanations", dir.File("e.jsonl"), "--records", dir.File("records"),
+            "--sentences", w.Sentences, "--factors", "0,3", "--align-min", "0.15", "--sentences-per-token", "1"];
+        var single = Run([.. run, "--out", dir.File("single")]);
+        Assert.True(single.Code == 0, single.Err);
+        for (int k = 0; k < 2; k++)
+        {
+            var s = Run([.. run, "--shard", $"{k}/2", "--out", dir.File($"s{k}")]);
+            Assert.True(s.Code == 0, s.Err);
+        }
+        var m = Run("merge", dir.File("s1"), dir.File("s0"), "--out", dir.File("merged"));
+        Assert.True(m.Code == 0, m.Err);
+        foreach (var t in new[] { "cases", "neurons", "buckets" })
+            Assert.True(File.ReadAllBytes(dir.File($"single/{t}.parquet")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}.parquet"))), $"{t} differs");
+        Assert.True(File.ReadAllBytes(dir.File("single/cases.parquet")).Length > 1500, "the run must have cases to compare");
+    }
+
     /// <summary>A shard killed mid-run resumes from its checkpoint to the counts it would have had uninterrupted.</summary>
     [Fact]
     public void AShardKilledMidRunResumes()
