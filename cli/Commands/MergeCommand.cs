@@ -14,8 +14,10 @@ static class MergeCommand
         var output = new Option<string>("--out", "-o") { Description = "Output folder (created): the outputs one run would have written", Required = true };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace an earlier merge in --out" };
         var cmd = new Command("merge", Common.WithExamples(
-            "Combine the shards of a run (coactivate --shard i/n) into exactly the outputs one machine would have written: the counters add, and the " +
-            "tables are written from the sums, byte for byte. The shards must be one run's (same inputs, options and version), each once, none missing.",
+            "Combine the shards of a run (features, coactivate, interference, steer, experiment * or inject with --shard i/n) into exactly the outputs " +
+            "one machine would have written, byte for byte: counts and sums add, interference states add, top-k lists are re-ranked, case tables " +
+            "concatenate in the run's order and their summaries are recomputed. The shards must be one run's (same inputs, options and version), " +
+            "each once, none missing. Parquet tables with an sae column are also written hive-partitioned (TABLE/sae=NAME/part-K.parquet).",
             "polyengine merge shards/0 shards/1 shards/2 shards/3 --out coact/",
             "polyengine merge shards/* --out coact/"))
         { shards, output, overwrite };
