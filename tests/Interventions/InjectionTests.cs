@@ -122,7 +122,7 @@ public class InjectionTests : IClassFixture<FullVocabGpt2>
         }
     }
 
-    void WriteInputs(Fixtures.TempDir dir, Model m)
+    internal static void WriteInputs(Fixtures.TempDir dir, Model m)
     {
         File.WriteAllText(dir.File("types.json"), System.Text.Json.JsonSerializer.Serialize(
             Places.ToDictionary(p => m.Tokenizer.Encode(p)[0].ToString(), _ => "location").Append(new(m.Tokenizer.Encode(" red")[0].ToString(), "color")).ToDictionary()));

@@ -11,6 +11,20 @@ namespace PolyEngine.Tests.Scans;
 /// </summary>
 public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureExperimentTests.World>
 {
+    /// <summary>Runs <paramref name="args"/> as shards 0..n−1 of n into <paramref name="dir"/>/s{k}, one at a time or two at
+    /// a time, then merges them (given in reverse order) into <paramref name="dir"/>/merged.</summary>
+    static void ShardAndMerge(Fixtures.TempDir dir, string[] args, int n, bool twoAtATime)
+    {
+        (int Code, string Out, string Err) Shard(int k) => Run([.. args, "--shard", $"{k}/{n}", "--out", dir.File($"s{k}")]);
+        for (int k = 0; k < n; k += twoAtATime ? 2 : 1)
+        {
+            var done = twoAtATime && k + 1 < n ? Task.WhenAll(Task.Run(() => Shard(k)), Task.Run(() => Shard(k + 1))).GetAwaiter().GetResult() : [Shard(k)];
+            Assert.All(done, d => Assert.True(d.Code == 0, d.Err));
+        }
+        var m = Run(["merge", .. Enumerable.Range(0, n).Reverse().Select(k => dir.File($"s{k}")), "--out", dir.File("merged")]);
+        Assert.True(m.Code == 0, m.Err);
+    }
+
     [Theory]
     [InlineData("3/8", null, null, null, null, 3, 8)]
     [InlineData("slurm", "5", "8", null, null, 5, 8)]
@@ -39,7 +53,7 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.Contains("shard 9 of 8, which is not one", Assert.Throws<PolyEngineException>(() => Shard.Parse("slurm",
             k => k switch { "SLURM_ARRAY_TASK_ID" => "9", "SLURM_ARRAY_TASK_COUNT" => "8", _ => null })).Message);
 
-    /// <summary>The feature- and token-locus experiments in 3 shards merge into the single run's cases, levels and
+    /// <summary>The feature- and token-locus experiments in 8 shards merge into the single run's cases, levels and
     /// regressions, byte for byte (Parquet and CSV).</summary>
     [Theory]
     [InlineData("feature", "parquet")]
@@ -52,20 +66,14 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
             "--scales", "-2,2", "--metrics", "weighted_cosine,overlap", "--format", format];
         var single = Run([.. run, "--out", dir.File("single")]);
         Assert.True(single.Code == 0, single.Err);
-        for (int k = 0; k < 3; k++)
-        {
-            var s = Run([.. run, "--shard", $"{k}/3", "--out", dir.File($"s{k}")]);
-            Assert.True(s.Code == 0, s.Err);
-        }
-        var m = Run("merge", dir.File("s2"), dir.File("s0"), dir.File("s1"), "--out", dir.File("merged"));
-        Assert.True(m.Code == 0, m.Err);
+        ShardAndMerge(dir, run, 8, twoAtATime: format == "parquet");   // 3 targets: most shards run none
         string ext = format == "csv" ? ".csv" : ".parquet";
         foreach (var t in new[] { "cases", "levels", "regressions" })
             Assert.True(File.ReadAllBytes(dir.File($"single/{t}{ext}")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}{ext}"))), $"{t}{ext} differs");
         Assert.True(File.ReadAllBytes(dir.File($"single/cases{ext}")).Length > 200, "the run must have cases to compare");
     }
 
-    /// <summary>An interference scan with explanations, the sample, top-N and the co-activation proxy in 3 shards (tile
+    /// <summary>An interference scan with explanations, the sample, top-N and the logit-lens proxy in 8 shards (tile
     /// rows dealt across them) merges into the single run's tables and sample byte for byte.</summary>
     [Fact]
     public void InterferenceShardsMergeIntoTheSingleRunByteForByte()
@@ -77,15 +85,9 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
             "--model", w.Model];
         var single = Run([.. scan, "--out", dir.File("single")]);
         Assert.True(single.Code == 0, single.Err);
-        for (int k = 0; k < 3; k++)
-        {
-            var s = Run([.. scan, "--shard", $"{k}/3", "--out", dir.File($"s{k}")]);
-            Assert.True(s.Code == 0, s.Err);
-            Assert.True(File.Exists(dir.File($"s{k}/state.0.safetensors")));
-            Assert.False(File.Exists(dir.File($"s{k}/bins.parquet")), "a shard writes its state, not partial tables");
-        }
-        var m = Run("merge", dir.File("s1"), dir.File("s2"), dir.File("s0"), "--out", dir.File("merged"));
-        Assert.True(m.Code == 0, m.Err);
+        ShardAndMerge(dir, scan, 8, twoAtATime: true);
+        Assert.True(File.Exists(dir.File("s5/state.0.safetensors")));
+        Assert.False(File.Exists(dir.File("s5/bins.parquet")), "a shard writes its state, not partial tables");
         var files = Directory.GetFiles(dir.File("single")).Select(f => Path.GetFileName(f)!).Where(f => f != "manifest.json" && !f.StartsWith('.')).Order().ToList();
         Assert.Contains("qualified.parquet", files);
         Assert.Contains("sample.json", files);
@@ -97,7 +99,7 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         Assert.NotEmpty(sample["saes"]![0]!["taus"]![0]!["targets"]!.AsArray());   // the merged state qualified targets to sample
     }
 
-    /// <summary>Steering sweeps in 3 shards of the prompts (vector and neuron loci, Parquet and CSV) merge into the single
+    /// <summary>Steering sweeps in 8 shards of the prompts (vector and neuron loci, Parquet and CSV) merge into the single
     /// run's rows, best and vectors tables byte for byte; the shards' tables keep the prompts' numbers in the file.</summary>
     [Theory]
     [InlineData("vector", "parquet")]
@@ -106,27 +108,21 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
     public void SteerShardsMergeIntoTheSingleRunByteForByte(string locus, string format)
     {
         using var dir = new Fixtures.TempDir();
-        File.WriteAllLines(dir.File("p.jsonl"), Enumerable.Range(0, 7).Select(i => $$"""{"ids": [{{5 + i}}, 17, {{300 + 11 * i}}, 2, {{41 + i}}], "targets": [{{17 + i}}, 64]}"""));
+        File.WriteAllLines(dir.File("p.jsonl"), Enumerable.Range(0, 9).Select(i => $$"""{"ids": [{{5 + i}}, 17, {{300 + 11 * i}}, 2, {{41 + i}}], "targets": [{{17 + i}}, 64]}"""));
         string[] sweep = ["steer", "--model", w.Model, "--prompts", dir.File("p.jsonl"), "--top", "2", "--format", format,
             .. locus == "vector" ? new[] { "--sae", w.Sae, "--features", "1,3", "--random", "1", "--scales", "-2,4" }
                                  : ["--hook", "blocks.1.mlp.hook_post", "--neurons", "7,100", "--factors", "0,5"]];
         var single = Run([.. sweep, "--out", dir.File("single")]);
         Assert.True(single.Code == 0, single.Err);
-        for (int k = 0; k < 3; k++)
-        {
-            var s = Run([.. sweep, "--shard", $"{k}/3", "--out", dir.File($"s{k}")]);
-            Assert.True(s.Code == 0, s.Err);
-        }
-        var m = Run("merge", dir.File("s2"), dir.File("s1"), dir.File("s0"), "--out", dir.File("merged"));
-        Assert.True(m.Code == 0, m.Err);
+        ShardAndMerge(dir, sweep, 8, twoAtATime: format == "csv");
         string ext = format == "csv" ? ".csv" : ".parquet";
         foreach (var t in locus == "vector" ? new[] { "rows", "best", "vectors" } : ["rows", "best"])
             Assert.True(File.ReadAllBytes(dir.File($"single/{t}{ext}")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}{ext}"))), $"{t}{ext} differs");
-        var tooMany = Run([.. sweep, "--shard", "7/8", "--out", dir.File("x")]);
+        var tooMany = Run([.. sweep, "--shard", "9/10", "--out", dir.File("x")]);
         Assert.Contains("leave this shard none", tooMany.Err);
     }
 
-    /// <summary>A feature scan in 4 shards merges into the single run's features and contexts tables byte for byte: counts
+    /// <summary>A feature scan in 8 shards merges into the single run's features and contexts tables byte for byte: counts
     /// and fixed-point sums add, and the contexts get the whole scan's window numbers and the same top-k.</summary>
     [Theory]
     [InlineData("parquet")]
@@ -138,20 +134,14 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
         string[] scan = ["features", "--model", w.Model, "--sae", w.Sae, "--corpus", dir.File("corpus.jsonl"), "--top-k", "3", "--context-size", "24", "--format", format];
         var single = Run([.. scan, "--out", dir.File("single")]);
         Assert.True(single.Code == 0, single.Err);
-        for (int k = 0; k < 4; k++)
-        {
-            var s = Run([.. scan, "--shard", $"{k}/4", "--out", dir.File($"s{k}")]);
-            Assert.True(s.Code == 0, s.Err);
-        }
-        var m = Run("merge", dir.File("s3"), dir.File("s1"), dir.File("s0"), dir.File("s2"), "--out", dir.File("merged"));
-        Assert.True(m.Code == 0, m.Err);
+        ShardAndMerge(dir, scan, 8, twoAtATime: format == "parquet");
         string ext = format == "csv" ? ".csv" : ".parquet";
         foreach (var t in new[] { "features", "contexts" })
             Assert.True(File.ReadAllBytes(dir.File($"single/{t}{ext}")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}{ext}"))), $"{t}{ext} differs");
         Assert.True(File.ReadAllBytes(dir.File($"single/contexts{ext}")).Length > 1000, "the run must have contexts to compare");
     }
 
-    /// <summary>The neuron experiment in 2 shards merges into the single run's cases, neurons and buckets byte for byte.</summary>
+    /// <summary>The neuron experiment in 8 shards merges into the single run's cases, neurons and buckets byte for byte.</summary>
     [Fact]
     public void NeuronShardsMergeIntoTheSingleRunByteForByte()
     {
@@ -166,16 +156,27 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
             "--sentences", w.Sentences, "--factors", "0,3", "--align-min", "0.15", "--sentences-per-token", "1"];
         var single = Run([.. run, "--out", dir.File("single")]);
         Assert.True(single.Code == 0, single.Err);
-        for (int k = 0; k < 2; k++)
-        {
-            var s = Run([.. run, "--shard", $"{k}/2", "--out", dir.File($"s{k}")]);
-            Assert.True(s.Code == 0, s.Err);
-        }
-        var m = Run("merge", dir.File("s1"), dir.File("s0"), "--out", dir.File("merged"));
-        Assert.True(m.Code == 0, m.Err);
+        ShardAndMerge(dir, run, 8, twoAtATime: true);
         foreach (var t in new[] { "cases", "neurons", "buckets" })
             Assert.True(File.ReadAllBytes(dir.File($"single/{t}.parquet")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}.parquet"))), $"{t} differs");
         Assert.True(File.ReadAllBytes(dir.File("single/cases.parquet")).Length > 1500, "the run must have cases to compare");
+    }
+
+    /// <summary>Token-type injection in 8 shards of its (type, sentence) units — most with none — merges into the single
+    /// run's trials and summary byte for byte.</summary>
+    [Fact]
+    public void InjectionShardsMergeIntoTheSingleRunByteForByte()
+    {
+        using var dir = new Fixtures.TempDir();
+        using (var m = Model.Load(w.Model)) PolyEngine.Tests.Interventions.InjectionTests.WriteInputs(dir, m);
+        File.WriteAllText(dir.File("sentences.json"), """{"location": ["We flew to", "She lives in", "The capital is"], "color": ["The sky is"]}""");
+        string[] run = ["inject", "--model", w.Model, "--type-map", dir.File("types.json"), "--token-sets", dir.File("sets.json"), "--sentences", dir.File("sentences.json"),
+            "--trials", "3", "--tokens", "2", "--top", "10"];
+        var single = Run([.. run, "--out", dir.File("single")]);
+        Assert.True(single.Code == 0, single.Err);
+        ShardAndMerge(dir, run, 8, twoAtATime: true);
+        foreach (var t in new[] { "trials", "summary" })
+            Assert.True(File.ReadAllBytes(dir.File($"single/{t}.parquet")).SequenceEqual(File.ReadAllBytes(dir.File($"merged/{t}.parquet"))), $"{t} differs");
     }
 
     /// <summary>A shard killed mid-run resumes from its checkpoint to the counts it would have had uninterrupted.</summary>
