@@ -14,9 +14,20 @@ public static class Program
     /// <summary>Entry point used by tests: output goes to the given writers.</summary>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
+        var root = Root(new Io(stdout, stderr));
+        var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
+        var parsed = root.Parse(args.Length == 0 ? ["--help"] : args);
+        return Invoke(parsed, config, stderr);
+    }
+
+    /// <summary>What the command line would make of <paramref name="args"/>, without running it: its parse errors (none
+    /// when it is a valid command). For checking scripts that call polyengine.</summary>
+    public static IReadOnlyList<string> ParseErrors(string[] args) => [.. Root(new Io(TextWriter.Null, TextWriter.Null)).Parse(args).Errors.Select(e => e.Message)];
+
+    static RootCommand Root(Io io)
+    {
         var root = new RootCommand("PolyEngine: GPT-2 / Pythia forward passes with TransformerLens hooks, on a fast CPU backend.\n" +
             "Start with `polyengine demo`; every verb has --help with examples.") { HelpName = "polyengine" };
-        var io = new Io(stdout, stderr);
         root.Subcommands.Add(RunCommand.Create(io));
         root.Subcommands.Add(InspectCommand.Create(io));
         root.Subcommands.Add(ToyCommand.Create(io));
@@ -38,8 +49,11 @@ public static class Program
         root.Subcommands.Add(ToyDataCommands.Explanations(io));
         root.Subcommands.Add(DevicesCommand.Create(io));
         root.Subcommands.Add(KernelsCommand.Create(io));
-        var config = new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false };
-        var parsed = root.Parse(args.Length == 0 ? ["--help"] : args);
+        return root;
+    }
+
+    static int Invoke(ParseResult parsed, InvocationConfiguration config, TextWriter stderr)
+    {
         if (parsed.Errors.Count > 0)
         {
             // One line: what is wrong, and where the help is (System.CommandLine would print the whole help instead).
