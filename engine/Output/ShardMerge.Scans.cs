@@ -9,6 +9,8 @@ namespace PolyEngine.Output;
 /// <summary>The merges of the corpus scans and the interference scan: their counts, sums and states add.</summary>
 public static partial class ShardMerge
 {
+    /// <summary>Co-activation: each SAE's pair counters and marginals add across the shards, and the pair table and the
+    /// triangle are written from the sums.</summary>
     static IReadOnlyList<string> Coactivation(ShardSet set, string outDir)
     {
         var first = set.Shards[0].Manifest;
