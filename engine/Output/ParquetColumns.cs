@@ -3,8 +3,9 @@ using Parquet.Schema;
 
 namespace PolyEngine.Output;
 
-/// <summary>Scalar Parquet columns read into typed arrays and appended to <see cref="TableColumn"/>s: what rewriting a
-/// table's rows (partitioning, reordering) needs. Strings, 32/64-bit integers and floats, and booleans.</summary>
+/// <summary>Scalar Parquet columns read into typed arrays (<see cref="Read"/>: strings, booleans, integers and floats, a
+/// nullable column as T?[]), and appended to <see cref="TableColumn"/>s: what rewriting a table's rows (partitioning,
+/// reordering: the writers' own types, never nullable) and reading a run's tables as text (the report) need.</summary>
 static class ParquetColumns
 {
     public static TableColumn NewColumn(DataField f)
@@ -17,7 +18,7 @@ static class ParquetColumns
 
     public static Array Read(ParquetRowGroupReader rg, DataField f, int n)
     {
-        var t = f.ClrType;
+        var t = Nullable.GetUnderlyingType(f.ClrType) ?? f.ClrType;
         if (t == typeof(string) || t == typeof(ReadOnlyMemory<char>))
         {
             var s = new string[n];
@@ -25,11 +26,19 @@ static class ParquetColumns
             return s;
         }
         return t == typeof(int) ? Of<int>(rg, f, n) : t == typeof(long) ? Of<long>(rg, f, n) : t == typeof(float) ? Of<float>(rg, f, n)
-            : t == typeof(double) ? Of<double>(rg, f, n) : t == typeof(bool) ? Of<bool>(rg, f, n) : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
+            : t == typeof(double) ? Of<double>(rg, f, n) : t == typeof(bool) ? Of<bool>(rg, f, n) : t == typeof(short) ? Of<short>(rg, f, n)
+            : t == typeof(byte) ? Of<byte>(rg, f, n) : t == typeof(uint) ? Of<uint>(rg, f, n) : t == typeof(ulong) ? Of<ulong>(rg, f, n)
+            : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
     }
 
-    static T[] Of<T>(ParquetRowGroupReader rg, DataField f, int n) where T : struct
+    static Array Of<T>(ParquetRowGroupReader rg, DataField f, int n) where T : struct
     {
+        if (f.IsNullable)
+        {
+            var nullable = new T?[n];
+            rg.ReadAsync(f, nullable.AsMemory(), null).AsTask().GetAwaiter().GetResult();
+            return nullable;
+        }
         var v = new T[n];
         rg.ReadAsync(f, v.AsMemory(), null).AsTask().GetAwaiter().GetResult();
         return v;

@@ -21,12 +21,11 @@ public static partial class ShardMerge
         TableConcat.Write([.. set.Shards.Select(s => Path.Combine(s.Folder, "rows" + ext))], Path.Combine(outDir, "rows" + ext), "prompt", SteerWriter.RowGroupRows, format);
         TableConcat.Write([.. set.Shards.Select(s => Path.Combine(s.Folder, "best" + ext))], Path.Combine(outDir, "best" + ext), "prompt", int.MaxValue, format);
         if (files.Contains("vectors" + ext)) File.Copy(Path.Combine(set.Shards[0].Folder, "vectors" + ext), Path.Combine(outDir, "vectors" + ext), overwrite: true);
-        long Sum(string key) => set.Shards.Sum(s => (long?)s.Manifest["results"]?[key] ?? 0);
         double seconds = Seconds(set);
         ScanManifest.Save(outDir, Manifest(set, new JsonObject
         {
-            ["prompts"] = Sum("prompts"), ["rows"] = Sum("rows"), ["interventions"] = Sum("interventions"), ["seconds"] = seconds,
-            ["interventions_per_second"] = Sum("interventions") / Math.Max(seconds, 1e-9),
+            ["prompts"] = Sum(set, "prompts"), ["rows"] = Sum(set, "rows"), ["interventions"] = Sum(set, "interventions"), ["seconds"] = seconds,
+            ["interventions_per_second"] = Sum(set, "interventions") / Math.Max(seconds, 1e-9),
         }));
         return files;
     }
@@ -54,13 +53,8 @@ public static partial class ShardMerge
                 cases.Add((unit, cases.Count, c));
             }
         var merged = cases.OrderBy(x => x.Unit).ThenBy(x => x.Row).Select(x => x.Case).ToList();
-        var results = new JsonObject();
-        foreach (var key in set.Shards.SelectMany(s => s.Manifest["results"]?.AsObject().Select(kv => kv.Key) ?? []).Distinct())
-            if (key is not ("seconds" or "interventions_per_second"))
-                results[key] = set.Shards.Sum(s => s.Manifest["results"]?[key] is JsonValue v && v.TryGetValue(out long n) ? n : 0);
-        double seconds = Seconds(set);
-        results["seconds"] = seconds;
-        if (results["interventions"] is JsonValue iv) results["interventions_per_second"] = (long)iv / Math.Max(seconds, 1e-9);
+        var results = SummedResults(set, "interventions_per_second");
+        if (results["interventions"] is JsonValue iv) results["interventions_per_second"] = (long)iv / Math.Max(Seconds(set), 1e-9);
         var manifest = Manifest(set, results);
         return ExperimentWriter.Write(outDir, merged, metrics, Format(set), manifest);
     }
@@ -106,12 +100,7 @@ public static partial class ShardMerge
         Directory.CreateDirectory(outDir);
         NeuronExperimentWriter.WriteCasesAndBuckets(outDir, [.. cases.OrderBy(x => x.Unit).ThenBy(x => x.Row).Select(x => x.Case)], format);
         File.Copy(Path.Combine(set.Shards[0].Folder, "neurons" + ext), Path.Combine(outDir, "neurons" + ext), overwrite: true);
-        var results = new JsonObject();
-        foreach (var key in set.Shards.SelectMany(s => s.Manifest["results"]?.AsObject().Select(kv => kv.Key) ?? []).Distinct())
-            if (key is not ("seconds" or "units"))
-                results[key] = set.Shards.Sum(s => s.Manifest["results"]?[key] is JsonValue v && v.TryGetValue(out long x) ? x : 0);
-        results["seconds"] = Seconds(set);
-        ScanManifest.Save(outDir, Manifest(set, results));
+        ScanManifest.Save(outDir, Manifest(set, SummedResults(set, "units")));
         return NeuronExperimentWriter.PlannedFiles(format);
     }
 

@@ -32,12 +32,11 @@ public static partial class ShardMerge
         int? top = options["top"] is JsonValue tv && tv.TryGetValue(out int n) ? n : null;   // "all": every co-occurring pair
         var format = Format(set);
         long pairRows = CoactivationWriter.WriteData(outDir, names, counters, (string)options["window"]!, top, format);
-        long Sum(string key) => set.Shards.Sum(s => (long?)s.Manifest["results"]?[key] ?? 0);
         double seconds = Seconds(set);
         var manifest = Manifest(set, new JsonObject
         {
-            ["tokens"] = Sum("tokens"), ["context_windows"] = Sum("context_windows"), ["documents"] = Sum("documents"),
-            ["seconds"] = seconds, ["tokens_per_second"] = Sum("tokens") / Math.Max(seconds, 1e-9), ["pair_rows"] = pairRows,
+            ["tokens"] = Sum(set, "tokens"), ["context_windows"] = Sum(set, "context_windows"), ["documents"] = Sum(set, "documents"),
+            ["seconds"] = seconds, ["tokens_per_second"] = Sum(set, "tokens") / Math.Max(seconds, 1e-9), ["pair_rows"] = pairRows,
             ["units"] = new JsonArray([.. counters.Select(c => (JsonNode)JsonValue.Create(c.Units)!)]),
             ["counter"] = first["results"]?["counter"]?.DeepClone(), ["counter_bytes"] = first["results"]?["counter_bytes"]?.DeepClone(),
         });
@@ -88,11 +87,10 @@ public static partial class ShardMerge
             .SelectMany(g => g.OrderByDescending(c => c.Activation).ThenBy(c => c.Window).Take(topK).Select((c, r) => { c.Rank = r; return c; })).ToList();
         var features = saes.SelectMany((x, i) => Enumerable.Range(0, x.DSae).Select(j => FeatureWriter.Row(x.Name, merged[i], j))).ToList();
         FeatureWriter.WriteTables(outDir, features, ranked, format);
-        long Sum(string key) => set.Shards.Sum(s => (long?)s.Manifest["results"]?[key] ?? 0);
         double seconds = Seconds(set);
         ScanManifest.Save(outDir, Manifest(set, new JsonObject
         {
-            ["tokens"] = Sum("tokens"), ["context_windows"] = Sum("context_windows"), ["seconds"] = seconds, ["tokens_per_second"] = Sum("tokens") / Math.Max(seconds, 1e-9),
+            ["tokens"] = Sum(set, "tokens"), ["context_windows"] = Sum(set, "context_windows"), ["seconds"] = seconds, ["tokens_per_second"] = Sum(set, "tokens") / Math.Max(seconds, 1e-9),
             ["feature_rows"] = features.Count, ["context_rows"] = ranked.Count,
         }));
         return FeatureWriter.PlannedFiles(format);

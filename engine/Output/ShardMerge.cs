@@ -134,4 +134,17 @@ public static partial class ShardMerge
     }
 
     static double Seconds(ShardSet set) => set.Shards.Sum(s => (double?)s.Manifest["results"]?["seconds"] ?? 0);
+
+    /// <summary>A result count of the shards, summed (0 where a shard has none, or not an integer).</summary>
+    static long Sum(ShardSet set, string key) => set.Shards.Sum(s => s.Manifest["results"]?[key] is JsonValue v && v.TryGetValue(out long n) ? n : 0);
+
+    /// <summary>Every result the shards report, summed (their counts), but <paramref name="except"/>; and the seconds.</summary>
+    static JsonObject SummedResults(ShardSet set, params string[] except)
+    {
+        var results = new JsonObject();
+        foreach (var key in set.Shards.SelectMany(s => s.Manifest["results"]?.AsObject().Select(kv => kv.Key) ?? []).Distinct())
+            if (key != "seconds" && !except.Contains(key)) results[key] = Sum(set, key);
+        results["seconds"] = Seconds(set);
+        return results;
+    }
 }

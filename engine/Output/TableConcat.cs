@@ -66,36 +66,22 @@ public static class TableConcat
         var records = new List<(long Key, int Source, int Row, string Text)>();
         for (int s = 0; s < sources.Count; s++)
         {
-            var text = File.ReadAllText(sources[s], Encoding.UTF8);
-            using var reader = new StringReader(text);
-            var fields = TableReader.Records(reader).ToList();
-            if (fields.Count == 0) continue;
-            var lines = RawRecords(text).ToList();
-            if (header is not null && lines[0] != header) throw new PolyEngineException($"{sources[s]}: its columns differ from {sources[0]}'s; the shards are of different runs");
-            header ??= lines[0];
-            int k = fields[0].IndexOf(key);
-            if (k < 0) throw new PolyEngineException($"{sources[s]}: no column '{key}'");
-            for (int r = 1; r < fields.Count; r++) records.Add((long.Parse(fields[r][k], CultureInfo.InvariantCulture), s, r, lines[r]));
+            using var reader = new StreamReader(sources[s], Encoding.UTF8);
+            int k = -1, row = 0;
+            foreach (var (fields, text) in TableReader.RecordsWithText(reader))
+            {
+                if (row++ == 0)
+                {
+                    if (header is not null && text != header) throw new PolyEngineException($"{sources[s]}: its columns differ from {sources[0]}'s; the shards are of different runs");
+                    header ??= text;
+                    k = fields.IndexOf(key);
+                    if (k < 0) throw new PolyEngineException($"{sources[s]}: no column '{key}'");
+                    continue;
+                }
+                records.Add((long.Parse(fields[k], CultureInfo.InvariantCulture), s, row, text));
+            }
         }
         if (header is null) throw new PolyEngineException("no tables to concatenate");
         Formats.AtomicFile.WriteText(dest, header + "\n" + string.Concat(records.OrderBy(x => x.Key).ThenBy(x => x.Source).ThenBy(x => x.Row).Select(x => x.Text + "\n")));
-    }
-
-    /// <summary>The text of each CSV record (a line, or several when a quoted field holds line breaks), without its newline.</summary>
-    static IEnumerable<string> RawRecords(string text)
-    {
-        int start = 0;
-        bool quoted = false;
-        for (int i = 0; i < text.Length; i++)
-        {
-            if (text[i] == '"') quoted = !quoted;
-            else if (text[i] == '\n' && !quoted)
-            {
-                int end = i > start && text[i - 1] == '\r' ? i - 1 : i;
-                if (end > start) yield return text[start..end];
-                start = i + 1;
-            }
-        }
-        if (start < text.Length) yield return text[start..];
     }
 }

@@ -69,17 +69,23 @@ public static class TableReader
 
     /// <summary>A CSV's records, streamed: fields split at commas outside quotes, records at line breaks outside quotes
     /// (a doubled quote inside quotes is one quote); empty lines are skipped.</summary>
-    internal static IEnumerable<List<string>> Records(TextReader text)
+    internal static IEnumerable<List<string>> Records(TextReader text) => RecordsWithText(text).Select(r => r.Fields);
+
+    /// <summary><see cref="Records"/>, each with its text as written (without the line break), for rewriting records
+    /// unchanged.</summary>
+    internal static IEnumerable<(List<string> Fields, string Text)> RecordsWithText(TextReader text)
     {
         var record = new List<string>();
         var field = new StringBuilder();
+        var raw = new StringBuilder();
         bool quoted = false, any = false;
         for (int c; (c = text.Read()) >= 0;)
         {
             char ch = (char)c;
+            if (quoted || ch is not ('\n' or '\r')) raw.Append(ch);
             if (quoted)
             {
-                if (ch == '"' && text.Peek() == '"') { field.Append('"'); text.Read(); }
+                if (ch == '"' && text.Peek() == '"') { field.Append('"'); raw.Append((char)text.Read()); }
                 else if (ch == '"') quoted = false;
                 else field.Append(ch);
             }
@@ -91,12 +97,13 @@ public static class TableReader
                 if (!any && field.Length == 0) continue;   // an empty line
                 record.Add(field.ToString());
                 field.Clear();
-                yield return record;
+                yield return (record, raw.ToString());
                 record = [];
+                raw.Clear();
                 any = false;
             }
             else { field.Append(ch); any = true; }
         }
-        if (any || field.Length > 0) { record.Add(field.ToString()); yield return record; }
+        if (any || field.Length > 0) { record.Add(field.ToString()); yield return (record, raw.ToString()); }
     }
 }

@@ -103,7 +103,7 @@ public sealed class CompletionClient : ITrialModel, IDisposable
             {
                 string text = await Text(response, cancel);
                 if (response.StatusCode == HttpStatusCode.Unauthorized)
-                    throw new PolyEngineException($"{_completions}: the API key was refused (401); set --api-key-env to the variable holding the server's key");
+                    throw KeyRefused(_completions);
                 if (!response.IsSuccessStatusCode)
                     throw new PolyEngineException($"{_completions}: {(int)response.StatusCode} {response.ReasonPhrase}: {ServerMessage(text)}");
                 return Parse(text, k, prompt.Ids is not null);
@@ -111,6 +111,9 @@ public sealed class CompletionClient : ITrialModel, IDisposable
         }
         finally { _slots.Release(); }
     }
+
+    static PolyEngineException KeyRefused(Uri where) =>
+        new($"{where}: the API key was refused (401); set --api-key-env to the variable holding the server's key");
 
     static readonly UTF8Encoding StrictUtf8 = new(false, throwOnInvalidBytes: true);
 
@@ -138,7 +141,7 @@ public sealed class CompletionClient : ITrialModel, IDisposable
         using (response)
         {
             if (response.StatusCode == HttpStatusCode.Unauthorized)
-                throw new PolyEngineException($"{models}: the API key was refused (401); set --api-key-env to the variable holding the server's key");
+                throw KeyRefused(models);
             if (!response.IsSuccessStatusCode) return;
             JsonNode? list;
             try { list = JsonNode.Parse(await Text(response, cancel))?["data"]; }

@@ -74,6 +74,18 @@ public class FeatureExperimentTests : IClassFixture<FeatureExperimentTests.World
                 """);
         }
 
+        /// <summary>The neuron experiment's inputs for the 32-feature SAE in <paramref name="dir"/>: records/ (even features
+        /// on " Paris", odd on " red") and e.jsonl (toy explanations in 4 topics).</summary>
+        internal static void WriteNeuronInputs(Fixtures.TempDir dir)
+        {
+            Directory.CreateDirectory(dir.File("records"));
+            for (int f = 0; f < 32; f++)
+                File.WriteAllText(dir.File($"records/{f}.json"), f % 2 == 0
+                    ? """{"activations": [{"tokens": [" Paris", " is"], "values": [1.0, 0.1]}]}"""
+                    : """{"activations": [{"tokens": [" sky", " red"], "values": [0.2, 1.0]}]}""");
+            PolyEngine.Toys.ToyExplanations.Write(dir.File("e.jsonl"), 32, dim: 16, topics: 4, seed: 3);
+        }
+
         public void Dispose() => _dir.Dispose();
     }
 

@@ -172,12 +172,7 @@ public class ReportTests : IClassFixture<FeatureExperimentTests.World>
     public void ANeuronRunGetsItsBucketBoxes()
     {
         using var dir = new Fixtures.TempDir();
-        Directory.CreateDirectory(dir.File("records"));
-        for (int f = 0; f < 32; f++)
-            File.WriteAllText(dir.File($"records/{f}.json"), f % 2 == 0
-                ? """{"activations": [{"tokens": [" Paris", " is"], "values": [1.0, 0.1]}]}"""
-                : """{"activations": [{"tokens": [" sky", " red"], "values": [0.2, 1.0]}]}""");
-        PolyEngine.Toys.ToyExplanations.Write(dir.File("e.jsonl"), 32, dim: 16, topics: 4, seed: 3);
+        FeatureExperimentTests.World.WriteNeuronInputs(dir);
         var (code, _, stderr) = Run("experiment", "neuron", "--model", _w.Model, "--sae", _w.Sae, "--explanations", dir.File("e.jsonl"), "--records", dir.File("records"),
             "--sentences", _w.Sentences, "--factors", "0,3", "--align-min", "0.15", "--sentences-per-token", "1", "--out", dir.File("fig6"));
         Assert.True(code == 0, stderr);

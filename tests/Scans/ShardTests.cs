@@ -146,12 +146,7 @@ public class ShardTests(FeatureExperimentTests.World w) : IClassFixture<FeatureE
     public void NeuronShardsMergeIntoTheSingleRunByteForByte()
     {
         using var dir = new Fixtures.TempDir();
-        Directory.CreateDirectory(dir.File("records"));
-        for (int f = 0; f < 32; f++)
-            File.WriteAllText(dir.File($"records/{f}.json"), f % 2 == 0
-                ? """{"activations": [{"tokens": [" Paris", " is"], "values": [1.0, 0.1]}]}"""
-                : """{"activations": [{"tokens": [" sky", " red"], "values": [0.2, 1.0]}]}""");
-        PolyEngine.Toys.ToyExplanations.Write(dir.File("e.jsonl"), 32, dim: 16, topics: 4, seed: 3);
+        FeatureExperimentTests.World.WriteNeuronInputs(dir);
         string[] run = ["experiment", "neuron", "--model", w.Model, "--sae", w.Sae, "--explanations", dir.File("e.jsonl"), "--records", dir.File("records"),
             "--sentences", w.Sentences, "--factors", "0,3", "--align-min", "0.15", "--sentences-per-token", "1"];
         var single = Run([.. run, "--out", dir.File("single")]);

@@ -51,15 +51,20 @@ static class Tables
     public static Table? Read(string run, string name, params string[] required)
     {
         var columns = Columns(run, name, required);
-        return columns is null ? null : new Table(columns, [.. Rows(run, name, required)]);
+        return columns is null ? null : new Table(columns, [.. CheckedRows(run, name)]);
     }
 
     /// <summary>The rows of a table one at a time (a Parquet row group is read at a time), for tables too big to hold as
     /// text; every scalar column, list columns left out. Empty when the run has no such table.</summary>
     public static IEnumerable<Dictionary<string, string>> Rows(string run, string name, params string[] required)
     {
+        return Columns(run, name, required) is null ? [] : CheckedRows(run, name);
+    }
+
+    /// <summary>The rows of a table whose columns were checked; a failure to read is a one-line error.</summary>
+    static IEnumerable<Dictionary<string, string>> CheckedRows(string run, string name)
+    {
         string parquet = Path.Combine(run, name + ".parquet"), csv = Path.Combine(run, name + ".csv");
-        if (Columns(run, name, required) is null) yield break;
         var rows = File.Exists(parquet) ? ParquetRows(parquet) : CsvRows(csv);
         using var e = rows.GetEnumerator();
         while (true)
@@ -134,30 +139,10 @@ static class Tables
     /// <summary>A scalar column chunk as text cells (numbers in invariant round-trip form, nulls empty).</summary>
     static string[] Cells(ParquetRowGroupReader rg, DataField f, int n)
     {
-        var t = Nullable.GetUnderlyingType(f.ClrType) ?? f.ClrType;
-        if (t == typeof(string) || t == typeof(ReadOnlyMemory<char>))
-        {
-            var v = new string[n];
-            rg.ReadAsync(f, v, null).AsTask().GetAwaiter().GetResult();
-            return [.. v.Select(x => x ?? "")];
-        }
-        return t == typeof(double) ? Of<double>(rg, f, n) : t == typeof(float) ? Of<float>(rg, f, n) : t == typeof(long) ? Of<long>(rg, f, n)
-            : t == typeof(int) ? Of<int>(rg, f, n) : t == typeof(bool) ? Of<bool>(rg, f, n) : t == typeof(short) ? Of<short>(rg, f, n)
-            : t == typeof(byte) ? Of<byte>(rg, f, n) : t == typeof(uint) ? Of<uint>(rg, f, n) : t == typeof(ulong) ? Of<ulong>(rg, f, n)
-            : throw new NotSupportedException($"column '{f.Name}' holds {t.Name}");
-    }
-
-    static string[] Of<T>(ParquetRowGroupReader rg, DataField f, int n) where T : struct
-    {
-        if (f.IsNullable)
-        {
-            var v = new T?[n];
-            rg.ReadAsync(f, v.AsMemory(), null).AsTask().GetAwaiter().GetResult();
-            return [.. v.Select(x => x is { } y ? Text(y) : "")];
-        }
-        var w = new T[n];
-        rg.ReadAsync(f, w.AsMemory(), null).AsTask().GetAwaiter().GetResult();
-        return [.. w.Select(x => Text(x))];
+        var values = ParquetColumns.Read(rg, f, n);
+        var cells = new string[n];
+        for (int i = 0; i < n; i++) cells[i] = values.GetValue(i) is { } v ? Text(v) : "";
+        return cells;
     }
 
     static string Text(object v) => v switch
