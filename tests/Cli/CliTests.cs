@@ -230,7 +230,8 @@ public class CliTests
     {
         foreach (var verb in new[] { new[] { "run" }, ["inspect"], ["toy"], ["demo"], ["bench", "forward"], ["bench", "coactivate"], ["features"],
                      ["coactivate"], ["toy-corpus"], ["toy-sae"], ["devices"], ["kernels", "check"], ["interference"], ["bench", "interference"], ["toy-explanations"],
-                     ["steer"], ["bench", "steer"], ["gradient"] })
+                     ["steer"], ["bench", "steer"], ["gradient"], ["gradient-vectors"], ["bench", "gradient"], ["inject"], ["experiment", "feature"],
+                     ["experiment", "token"], ["experiment", "prompt"], ["experiment", "neuron"], ["report"], ["serve"], ["bench", "serve"], ["merge"] })
         {
             var (code, stdout, _) = Run([.. verb, "--help"]);
             Assert.Equal(0, code);
