@@ -20,7 +20,7 @@ public static partial class ShardMerge
         var files = PlannedFiles(set);
         TableConcat.Write([.. set.Shards.Select(s => Path.Combine(s.Folder, "rows" + ext))], Path.Combine(outDir, "rows" + ext), "prompt", SteerWriter.RowGroupRows, format);
         TableConcat.Write([.. set.Shards.Select(s => Path.Combine(s.Folder, "best" + ext))], Path.Combine(outDir, "best" + ext), "prompt", int.MaxValue, format);
-        if (files.Contains("vectors" + ext)) File.Copy(Path.Combine(set.Shards[0].Folder, "vectors" + ext), Path.Combine(outDir, "vectors" + ext), overwrite: true);
+        if (files.Contains("vectors" + ext)) CopyFrom(set.Shards[0].Folder, outDir, "vectors" + ext);
         double seconds = Seconds(set);
         ScanManifest.Save(outDir, Manifest(set, new JsonObject
         {
@@ -99,7 +99,7 @@ public static partial class ShardMerge
         }
         Directory.CreateDirectory(outDir);
         NeuronExperimentWriter.WriteCasesAndBuckets(outDir, [.. cases.OrderBy(x => x.Unit).ThenBy(x => x.Row).Select(x => x.Case)], format);
-        File.Copy(Path.Combine(set.Shards[0].Folder, "neurons" + ext), Path.Combine(outDir, "neurons" + ext), overwrite: true);
+        CopyFrom(set.Shards[0].Folder, outDir, "neurons" + ext);
         ScanManifest.Save(outDir, Manifest(set, SummedResults(set, "units")));
         return NeuronExperimentWriter.PlannedFiles(format);
     }
@@ -115,8 +115,7 @@ public static partial class ShardMerge
             .OrderBy(t => types.IndexOf(t.Type)).ThenBy(t => t.Sentence).ThenBy(t => t.Category).ThenBy(t => t.Trial).ToList();
         Directory.CreateDirectory(outDir);
         InjectionWriter.WriteTables(outDir, trials, format);
-        string sets = Path.Combine(set.Shards[0].Folder, "token_sets.json");
-        if (File.Exists(sets)) AtomicFile.WriteText(Path.Combine(outDir, "token_sets.json"), File.ReadAllText(sets));
+        if (File.Exists(Path.Combine(set.Shards[0].Folder, "token_sets.json"))) CopyFrom(set.Shards[0].Folder, outDir, "token_sets.json");
         double seconds = Seconds(set);
         ScanManifest.Save(outDir, Manifest(set, new JsonObject
         {

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using PolyEngine.Formats;
 
 namespace PolyEngine.Output;
 
@@ -134,6 +135,13 @@ public static partial class ShardMerge
     }
 
     static double Seconds(ShardSet set) => set.Shards.Sum(s => (double?)s.Manifest["results"]?["seconds"] ?? 0);
+
+    /// <summary>A file every shard has alike, copied from <paramref name="shard"/> into the merge, atomically.</summary>
+    static void CopyFrom(string shard, string outDir, string name) => AtomicFile.Write(Path.Combine(outDir, name), s =>
+    {
+        using var src = File.OpenRead(Path.Combine(shard, name));
+        src.CopyTo(s);
+    });
 
     /// <summary>A result count of the shards, summed (0 where a shard has none, or not an integer).</summary>
     static long Sum(ShardSet set, string key) => set.Shards.Sum(s => s.Manifest["results"]?[key] is JsonValue v && v.TryGetValue(out long n) ? n : 0);

@@ -34,11 +34,12 @@ static class Figures
         return plot;
     }
 
-    /// <summary>Saves both renderings of <paramref name="plot"/> at <paramref name="stem"/>.png and .svg.</summary>
+    /// <summary>Saves both renderings of <paramref name="plot"/> at <paramref name="stem"/>.png and .svg, each atomically.</summary>
     static void Save(ScottPlot.Plot plot, string stem, int width = 900, int height = 420)
     {
-        plot.SavePng(stem + ".png", width, height);
-        plot.SaveSvg(stem + ".svg", width, height);
+        var png = plot.GetImageBytes(width, height, ScottPlot.ImageFormat.Png);
+        Formats.AtomicFile.Write(stem + ".png", s => s.Write(png));
+        Formats.AtomicFile.WriteText(stem + ".svg", plot.GetSvgXml(width, height));
     }
 
     static readonly ScottPlot.Color[] Palette = [ScottPlot.Colors.SteelBlue, ScottPlot.Colors.Orange, ScottPlot.Colors.ForestGreen, ScottPlot.Colors.Crimson,
